@@ -1,0 +1,315 @@
+"""Tests for utils.report: statistics against hand-computed values, and the CLI end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import stats
+
+from utils.report import (
+    CSV_COLUMNS,
+    RunRecord,
+    aulc,
+    labels_to_reach,
+    load_results,
+    main,
+    mean_curve,
+    paired_p_value,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def write_run(
+    directory: Path, heuristic: str, run: int, n_labelled: list[int], dice: list[float]
+) -> None:
+    """Write one run the way active.py does: a .npy curve and its .json record."""
+    np.save(directory / f"{heuristic}_{run}.npy", np.asarray(dice, dtype=float))
+    record = {
+        "config": {"heuristic": heuristic, "run": run, "seed": 1000 + run},
+        "n_labelled": n_labelled,
+        "test_dice": dice,
+        "acquired": [[{"name": f"train_{i}", "score": 0.1 * i}] for i in range(len(dice))],
+        "test_dice_per_image": [{"testA_1": d, "testB_1": d} for d in dice],
+    }
+    (directory / f"{heuristic}_{run}.json").write_text(json.dumps(record))
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------
+
+
+def test_aulc_hand_computed() -> None:
+    # ((0.5 + 0.6) / 2 + (0.6 + 0.8) / 2) / (6 - 4)
+    assert aulc(np.array([4, 5, 6]), np.array([0.5, 0.6, 0.8])) == pytest.approx(0.625)
+
+
+def test_aulc_uneven_spacing_and_single_point() -> None:
+    # Widths 1 and 3: (1 * 0.55 + 3 * 0.7) / 4
+    assert aulc(np.array([4, 5, 8]), np.array([0.5, 0.6, 0.8])) == pytest.approx(2.65 / 4)
+    assert aulc(np.array([85]), np.array([0.83])) == pytest.approx(0.83)
+
+
+def test_aulc_rejects_mismatched_lengths() -> None:
+    with pytest.raises(ValueError):
+        aulc(np.array([4, 5]), np.array([0.5]))
+
+
+def test_labels_to_reach() -> None:
+    n = np.array([4, 6, 8, 10])
+    mean = np.array([0.50, 0.70, 0.76, 0.80])
+    # 0.95 * 0.8 = 0.76 is hit exactly at 8 images; the tolerance must not miss it.
+    assert labels_to_reach(n, mean, 0.95 * 0.80) == 8
+    assert labels_to_reach(n, mean, 0.40) == 4
+    assert labels_to_reach(n, mean, 0.81) is None
+    # The first crossing counts even if the curve dips afterwards.
+    assert labels_to_reach(n, np.array([0.5, 0.77, 0.70, 0.80]), 0.76) == 6
+
+
+def test_paired_t_test_by_hand() -> None:
+    a = {0: 0.60, 1: 0.70, 2: 0.65, 3: 0.72}
+    b = {0: 0.55, 1: 0.60, 2: 0.66, 3: 0.62, 9: 0.10}  # run 9 has no partner: ignored
+    diffs = np.array([0.05, 0.10, -0.01, 0.10])
+    sd = math.sqrt(np.sum((diffs - diffs.mean()) ** 2) / (len(diffs) - 1))
+    t_stat = diffs.mean() / (sd / math.sqrt(len(diffs)))
+    expected = 2 * stats.t.sf(abs(t_stat), df=len(diffs) - 1)
+    assert paired_p_value(a, b) == pytest.approx(expected, rel=1e-10)
+    # Symmetric in its arguments.
+    assert paired_p_value(b, a) == pytest.approx(expected, rel=1e-10)
+
+
+def test_wilcoxon_branch_exact_values() -> None:
+    b = {run: 0.5 for run in range(6)}
+    # All six differences positive: only 1 of 2**6 sign patterns is as extreme, two-sided.
+    a = {run: 0.5 + 0.01 * (run + 1) for run in range(6)}
+    assert paired_p_value(a, b) == pytest.approx(2 / 64)
+    # |differences| ranked 1..6 with the rank-2 difference negative: W- = 2. Sign patterns with
+    # negative-rank sum <= 2 are {}, {1}, {2}: p = 2 * 3 / 64.
+    a = {0: 0.51, 1: 0.53, 2: 0.54, 3: 0.55, 4: 0.56, 5: 0.5 - 0.015}
+    assert paired_p_value(a, b) == pytest.approx(6 / 64)
+
+
+def test_paired_p_value_edge_cases() -> None:
+    assert paired_p_value({0: 0.5}, {0: 0.4}) is None
+    assert paired_p_value({0: 0.5, 1: 0.6}, {2: 0.4, 3: 0.5}) is None
+    assert paired_p_value({}, {}) is None
+    same = {run: 0.1 * run for run in range(8)}
+    assert paired_p_value(same, dict(same)) == 1.0
+    assert paired_p_value({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6}) == 1.0
+    # Constant non-zero difference with the t-test: infinite t, p = 0.
+    assert paired_p_value({0: 0.6, 1: 0.7}, {0: 0.5, 1: 0.6}) == pytest.approx(0.0)
+
+
+def test_mean_curve_uneven_lengths_and_t_interval() -> None:
+    records = [
+        RunRecord("bald", 0, np.array([4, 6, 8]), np.array([0.4, 0.6, 0.8])),
+        RunRecord("bald", 1, np.array([4, 6, 8]), np.array([0.5, 0.7, 0.7])),
+        RunRecord("bald", 2, np.array([4, 6]), np.array([0.6, 0.5])),
+    ]
+    n, mean, lo, hi = mean_curve(records)
+    np.testing.assert_array_equal(n, [4, 6, 8])
+    np.testing.assert_allclose(mean, [0.5, 0.6, 0.75])
+    # At 4 images: values 0.4, 0.5, 0.6 -> sd 0.1, half-width t(0.975, 2) * 0.1 / sqrt(3).
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)
+    assert lo[0] == pytest.approx(0.5 - half) and hi[0] == pytest.approx(0.5 + half)
+    # At 8 images, two runs: sd = 0.1 / sqrt(2), half-width t(0.975, 1) * sd / sqrt(2).
+    assert hi[2] - mean[2] == pytest.approx(12.706204736174698 * 0.05)
+
+
+def test_mean_curve_single_run_has_no_band() -> None:
+    n, mean, lo, hi = mean_curve([RunRecord("random", 0, np.array([4, 6]), np.array([0.3, 0.4]))])
+    np.testing.assert_array_equal(lo, mean)
+    np.testing.assert_array_equal(hi, mean)
+
+
+# --------------------------------------------------------------------------------------------
+# End to end
+# --------------------------------------------------------------------------------------------
+
+RANDOM_RUNS = {
+    0: [0.40, 0.50, 0.55, 0.60],
+    1: [0.42, 0.48, 0.56, 0.62],
+    2: [0.38, 0.52, 0.54, 0.58],
+}
+BALD_RUNS = {
+    0: [0.40, 0.60, 0.70, 0.78],
+    1: [0.42, 0.62, 0.72, 0.80],
+    2: [0.38, 0.58, 0.74],  # pool ran out one cycle early
+}
+N_LABELLED = [4, 6, 8, 10]
+
+
+@pytest.fixture
+def results_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "results"
+    directory.mkdir()
+    for run, dice in RANDOM_RUNS.items():
+        write_run(directory, "random", run, N_LABELLED[: len(dice)], dice)
+    for run, dice in BALD_RUNS.items():
+        write_run(directory, "bald", run, N_LABELLED[: len(dice)], dice)
+    write_run(directory, "full", 0, [85], [0.80])
+    # Things active.py also leaves behind, which the report must ignore.
+    (directory / "bald_0.state.pt").write_bytes(b"not a results file")
+    (directory / "maps").mkdir()
+    (directory / "maps" / "bald_0_cycle0.png").write_bytes(PNG_SIGNATURE)
+    (directory / ".bald_3.npy.k2j3.tmp").write_bytes(b"partial")
+    return directory
+
+
+def test_load_results(results_dir: Path) -> None:
+    results = load_results(results_dir)
+    assert sorted(results) == ["bald", "full", "random"]
+    assert [r.run for r in results["bald"]] == [0, 1, 2]
+    np.testing.assert_array_equal(results["bald"][2].n_labelled, [4, 6, 8])
+    np.testing.assert_allclose(results["full"][0].dice, [0.80])
+
+
+def test_end_to_end(results_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(results_dir)]) == 0
+
+    with open(results_dir / "summary.csv", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        rows = list(reader)
+    assert tuple(header) == CSV_COLUMNS
+    assert header == [
+        "heuristic",
+        "n_runs",
+        "final_dice_mean",
+        "final_dice_std",
+        "aulc_mean",
+        "aulc_std",
+        "labels_to_95",
+        "p_vs_random",
+    ]
+    table = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    # bald's curve lies above random's, so it comes first; full supervision is not a row.
+    assert [row[0] for row in rows] == ["bald", "random"]
+
+    bald, random = table["bald"], table["random"]
+    assert bald["n_runs"] == "3" and random["n_runs"] == "3"
+    # Final Dice is each run's last value, whatever its length: 0.78, 0.80, 0.74.
+    assert bald["final_dice_mean"] == f"{(0.78 + 0.80 + 0.74) / 3:.4f}"
+    assert bald["final_dice_std"] == f"{np.std([0.78, 0.80, 0.74], ddof=1):.4f}"
+    assert random["final_dice_mean"] == "0.6000"
+
+    # AULC by hand: sum of trapezoids of width 2 divided by the range of labelled images.
+    bald_aulc = {
+        0: 2 * ((0.40 + 0.60) / 2 + (0.60 + 0.70) / 2 + (0.70 + 0.78) / 2) / 6,
+        1: 2 * ((0.42 + 0.62) / 2 + (0.62 + 0.72) / 2 + (0.72 + 0.80) / 2) / 6,
+        2: 2 * ((0.38 + 0.58) / 2 + (0.58 + 0.74) / 2) / 4,
+    }
+    random_aulc = {
+        0: 2 * ((0.40 + 0.50) / 2 + (0.50 + 0.55) / 2 + (0.55 + 0.60) / 2) / 6,
+        1: 2 * ((0.42 + 0.48) / 2 + (0.48 + 0.56) / 2 + (0.56 + 0.62) / 2) / 6,
+        2: 2 * ((0.38 + 0.52) / 2 + (0.52 + 0.54) / 2 + (0.54 + 0.58) / 2) / 6,
+    }
+    assert bald["aulc_mean"] == f"{np.mean(list(bald_aulc.values())):.4f}"
+    assert bald["aulc_std"] == f"{np.std(list(bald_aulc.values()), ddof=1):.4f}"
+    assert random["aulc_mean"] == f"{np.mean(list(random_aulc.values())):.4f}"
+
+    # Target 0.95 * 0.80 = 0.76: bald's mean curve is 0.40, 0.60, 0.72, 0.79 -> 10 images;
+    # random never gets there.
+    assert bald["labels_to_95"] == "10"
+    assert random["labels_to_95"] == ""
+
+    # Three shared runs: paired t-test on AULC.
+    diffs = np.array([bald_aulc[r] - random_aulc[r] for r in range(3)])
+    t_stat = diffs.mean() / (diffs.std(ddof=1) / math.sqrt(3))
+    assert bald["p_vs_random"] == f"{2 * stats.t.sf(abs(t_stat), df=2):.4f}"
+    assert random["p_vs_random"] == ""
+
+    markdown = (results_dir / "summary.md").read_text()
+    assert markdown.startswith("# ")
+    assert "| heuristic | n_runs |" in markdown
+    assert "| bald | 3 |" in markdown
+    assert "Full supervision" in markdown and "0.8000" in markdown
+
+    png = results_dir / "learning_curves.png"
+    data = png.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    assert len(data) > 20_000
+    with Image.open(png) as image:
+        image.verify()
+
+    # Nothing temporary is left behind, and the outputs are listed on stdout.
+    leftovers = {p.name for p in results_dir.iterdir() if p.name.endswith(".tmp")}
+    assert leftovers == {".bald_3.npy.k2j3.tmp"}
+    assert "summary.csv" in capsys.readouterr().out
+
+
+def test_out_dir_and_no_full_supervision(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    write_run(results, "entropy", 0, [4, 6], [0.5, 0.7])
+    write_run(results, "variance_edt", 0, [4, 6], [0.5, 0.6])
+    out = tmp_path / "report" / "nested"
+    assert main([str(results), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "learning_curves.png",
+        "summary.csv",
+        "summary.md",
+    ]
+    assert not (results / "summary.csv").exists()
+    rows = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
+    # Single runs: std 0.0 and no p-value; underscores in names survive the file-name parsing.
+    assert [row["heuristic"] for row in rows] == ["entropy", "variance_edt"]
+    assert rows[0]["final_dice_std"] == "0.0000" and rows[0]["p_vs_random"] == ""
+    # Without full supervision the reference is the best final mean Dice, 0.7 -> target 0.665.
+    assert rows[0]["labels_to_95"] == "6" and rows[1]["labels_to_95"] == ""
+    assert "No full-supervision result" in (out / "summary.md").read_text()
+
+
+def _assert_one_line_error(capsys: pytest.CaptureFixture[str], *fragments: str) -> None:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+
+
+def test_empty_dir_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "bald_0.state.pt").write_bytes(b"")
+    assert main([str(tmp_path)]) == 2
+    _assert_one_line_error(capsys, "no results found", str(tmp_path), "active.py")
+
+
+def test_missing_dir_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(tmp_path / "nope")]) == 2
+    _assert_one_line_error(capsys, "does not exist")
+
+
+def test_malformed_json_names_the_file(
+    results_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (results_dir / "bald_1.json").write_text('{"config": {"heuristic": "bald", ')
+    assert main([str(results_dir)]) == 2
+    _assert_one_line_error(capsys, "malformed JSON", "bald_1.json")
+
+
+def test_npy_without_json_names_the_file(
+    results_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (results_dir / "entropy_0.json").unlink(missing_ok=True)
+    np.save(results_dir / "entropy_0.npy", np.array([0.5, 0.6]))
+    assert main([str(results_dir)]) == 2
+    _assert_one_line_error(capsys, "entropy_0.npy", "entropy_0.json")
+
+
+def test_length_mismatch_names_the_file(
+    results_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    record = json.loads((results_dir / "random_2.json").read_text())
+    record["n_labelled"] = [4, 6]
+    record.pop("test_dice")
+    (results_dir / "random_2.json").write_text(json.dumps(record))
+    assert main([str(results_dir)]) == 2
+    _assert_one_line_error(capsys, "random_2.json", "n_labelled")

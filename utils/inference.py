@@ -1,0 +1,111 @@
+"""MC-dropout inference: test-time Bayesian model averaging and pool scoring.
+
+The pool is scored image by image, on the device, as the MC samples come out of the model: only
+one image's ``[1, C, H, W, T]`` probabilities exist at a time, never the whole pool's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from heuristics import HEURISTICS, PIXEL_MAPS
+from utils.device import autocast
+from utils.metrics import dice_score
+from utils.training import to_device
+
+
+@dataclass(frozen=True)
+class MCSettings:
+    mc_iters: int  # T, MC samples per image
+    samples_per_pass: int  # image-samples stacked into one forward pass
+    device: torch.device
+    amp_dtype: torch.dtype | None = None  # None = fp32
+    channels_last: bool = True
+
+
+def _sample_chunks(settings: MCSettings) -> list[int]:
+    per_pass = max(1, min(settings.samples_per_pass, settings.mc_iters))
+    sizes = [per_pass] * (settings.mc_iters // per_pass)
+    return sizes + ([settings.mc_iters % per_pass] if settings.mc_iters % per_pass else [])
+
+
+@torch.inference_mode()
+def mc_probabilities(mc_model: nn.Module, image: torch.Tensor, settings: MCSettings) -> torch.Tensor:
+    """Softmax probabilities of ``mc_iters`` MC-dropout passes over one image.
+
+    ``image`` ``[3, H, W]`` -> ``[1, C, H, W, T]`` float32 on ``settings.device``. Several samples
+    go through the model in one batch: dropout draws a fresh mask per batch element.
+    """
+    x = to_device(image.unsqueeze(0), settings.device, settings.channels_last)  # [1, 3, H, W]
+    chunks = []
+    for k in _sample_chunks(settings):
+        batch = x.expand(k, -1, -1, -1)  # [k, 3, H, W], a view: no copy of the image
+        with autocast(settings.device, settings.amp_dtype):
+            logits = mc_model(batch)  # [k, C, H, W]
+        chunks.append(logits.float().softmax(1))
+    return torch.cat(chunks).permute(1, 2, 3, 0).unsqueeze(0)  # [1, C, H, W, T]
+
+
+@torch.inference_mode()
+def mc_mean_probabilities(
+    mc_model: nn.Module, image: torch.Tensor, settings: MCSettings
+) -> torch.Tensor:
+    """Bayesian model average: mean softmax over ``mc_iters`` passes, ``[C, H, W]``."""
+    x = to_device(image.unsqueeze(0), settings.device, settings.channels_last)
+    total = None
+    for k in _sample_chunks(settings):
+        with autocast(settings.device, settings.amp_dtype):
+            logits = mc_model(x.expand(k, -1, -1, -1))  # [k, C, H, W]
+        summed = logits.float().softmax(1).sum(0)  # [C, H, W]
+        total = summed if total is None else total + summed
+    return total / settings.mc_iters
+
+
+def evaluate_bma(
+    mc_model: nn.Module, dataset: Dataset, settings: MCSettings, progress: bool = True
+) -> dict[str, float]:
+    """Per-image gland Dice of the MC-averaged prediction over whole images: ``{name: dice}``."""
+    dice = {}
+    for image, mask, _, name in tqdm(dataset, desc="test", disable=not progress, leave=False):
+        predicted = mc_mean_probabilities(mc_model, image, settings).argmax(0)  # [H, W]
+        dice[name] = dice_score(predicted.cpu() != 0, mask != 0)
+    return dice
+
+
+@dataclass
+class PoolScores:
+    names: list[str]
+    scores: np.ndarray  # [N]
+    # Filled only when asked for figures: name -> (uncertainty [H, W], gland probability [H, W]).
+    maps: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def score_pool(
+    mc_model: nn.Module,
+    pool: Dataset,
+    heuristic: str,
+    settings: MCSettings,
+    keep_maps: bool = False,
+    progress: bool = True,
+) -> PoolScores:
+    """Score every pool image with ``heuristic`` (a canonical name from ``HEURISTICS``)."""
+    names, scores, maps = [], [], {}
+    loader = DataLoader(pool, batch_size=None, shuffle=False)
+    for image, _, _, name in tqdm(loader, desc="MC pool", disable=not progress, leave=False):
+        probs = mc_probabilities(mc_model, image, settings)  # [1, C, H, W, T]
+        if keep_maps and heuristic in PIXEL_MAPS:
+            pixel_map = PIXEL_MAPS[heuristic](probs)  # [1, H, W]
+            score = pixel_map.flatten(1).mean(1)  # [1]
+            gland = 1.0 - probs[:, 0].mean(-1)  # [1, H, W]
+            maps[name] = (pixel_map[0].cpu().numpy(), gland[0].cpu().numpy())
+        else:
+            score = HEURISTICS[heuristic](probs)  # [1]
+        names.append(name)
+        scores.append(float(score))
+    return PoolScores(names, np.asarray(scores, dtype=np.float64), maps)

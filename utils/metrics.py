@@ -1,0 +1,29 @@
+"""Segmentation metrics and the training loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def dice_score(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    """Dice of two binary masks ``[H, W]``: 2|A∩B| / (|A| + |B|); 1.0 when both are empty."""
+    prediction, target = prediction.bool(), target.bool()
+    total = int(prediction.sum()) + int(target.sum())
+    if total == 0:
+        return 1.0
+    return 2.0 * int((prediction & target).sum()) / total
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """1 - mean over classes of the soft Dice between softmax(logits) and one-hot(target).
+
+    ``logits`` ``[N, C, H, W]``, ``target`` int64 ``[N, H, W]``. Sums run over the whole batch so a
+    patch without glands does not get an undefined per-image Dice; ``eps`` smooths empty classes.
+    """
+    probs = logits.float().softmax(1)  # [N, C, H, W]
+    one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    dims = (0, 2, 3)
+    intersection = (probs * one_hot).sum(dims)  # [C]
+    denominator = probs.sum(dims) + one_hot.sum(dims)  # [C]
+    return 1.0 - ((2.0 * intersection + eps) / (denominator + eps)).mean()

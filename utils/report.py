@@ -1,0 +1,575 @@
+"""Summarise active-learning runs: learning curves, a results table and paired significance tests.
+
+Usage::
+
+    python -m utils.report RESULTS_DIR [--out OUT_DIR]
+
+``active.py`` leaves, for every run, ``{heuristic}_{run}.npy`` (mean test Dice per cycle) next to
+``{heuristic}_{run}.json`` (config, number of labelled images per cycle, acquisitions, per-image
+Dice). Full-supervision runs are stored the same way under the heuristic name ``full``. This
+module reads those pairs and writes ``learning_curves.png``, ``summary.csv`` and ``summary.md``.
+All outputs are written atomically so an interrupted report never leaves a truncated file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+# Headless: reports are produced on servers without a display.
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from utils.figures import save_figure  # noqa: E402
+
+__all__ = [
+    "CSV_COLUMNS",
+    "FULL",
+    "RANDOM",
+    "ReportError",
+    "RunRecord",
+    "Summary",
+    "SummaryRow",
+    "aulc",
+    "labels_to_reach",
+    "load_results",
+    "main",
+    "mean_curve",
+    "paired_p_value",
+    "summarise",
+    "write_report",
+]
+
+FULL = "full"
+RANDOM = "random"
+TARGET_FRACTION = 0.95
+# Below this many pairs the Wilcoxon signed-rank test cannot reach p < 0.05 (two-sided, exact:
+# the smallest p with 5 pairs is 2 / 2**5 = 0.0625), so fall back to the paired t-test.
+MIN_WILCOXON_PAIRS = 6
+CSV_COLUMNS = (
+    "heuristic",
+    "n_runs",
+    "final_dice_mean",
+    "final_dice_std",
+    "aulc_mean",
+    "aulc_std",
+    "labels_to_95",
+    "p_vs_random",
+)
+_RUN_FILE = re.compile(r"^(?P<heuristic>.+)_(?P<run>\d+)\.npy$")
+_NO_RESULTS_HINT = (
+    "expected {heuristic}_{run}.npy files written by active.py; run python active.py first"
+)
+
+
+class ReportError(Exception):
+    """A problem with the results directory, described in one line for the command line."""
+
+
+@dataclass(frozen=True, eq=False)
+class RunRecord:
+    """One run's learning curve: test Dice after each cycle against the labelled-set size."""
+
+    heuristic: str
+    run: int
+    n_labelled: np.ndarray
+    dice: np.ndarray
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """One heuristic's line in the summary table; ``None`` renders as an empty cell."""
+
+    heuristic: str
+    n_runs: int
+    final_dice_mean: float
+    final_dice_std: float
+    aulc_mean: float
+    aulc_std: float
+    labels_to_95: int | None
+    p_vs_random: float | None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Summary table plus what is needed to explain it (full-supervision Dice, 95 % target)."""
+
+    rows: list[SummaryRow]
+    full_dice: float | None
+    n_full_runs: int
+    target: float
+    target_basis: str
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def _read_json(path: Path) -> dict:
+    """Read one run's JSON record; any decoding problem becomes a one-line ``ReportError``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ReportError(
+            f"malformed JSON in {path}: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ReportError(f"malformed JSON in {path}: expected an object at the top level")
+    return data
+
+
+def _read_dice(path: Path) -> np.ndarray:
+    """Read one run's per-cycle test Dice as a non-empty 1-D float array."""
+    try:
+        # No pickles: result files are plain arrays and must not execute code when read.
+        dice = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ReportError(f"cannot read {path}: {exc}") from exc
+    # Full-supervision runs hold a single value that may have been saved as a 0-d array.
+    dice = np.atleast_1d(np.asarray(dice, dtype=float))
+    if dice.ndim != 1 or dice.size == 0:
+        raise ReportError(f"{path}: expected a non-empty 1-D array of Dice, got {dice.shape}")
+    return dice
+
+
+def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
+    """Pair one ``.npy`` with its ``.json``, check they agree, and build the record."""
+    json_path = npy_path.with_suffix(".json")
+    if not json_path.is_file():
+        raise ReportError(f"{npy_path} has no matching {json_path.name} (written by active.py)")
+    dice = _read_dice(npy_path)
+    record = _read_json(json_path)
+
+    config = record.get("config")
+    if not isinstance(config, dict):
+        raise ReportError(f"malformed JSON in {json_path}: missing 'config' object")
+    # The file name is what we group by; a disagreeing config means files were renamed or mixed.
+    if "heuristic" in config and str(config["heuristic"]) != heuristic:
+        raise ReportError(
+            f"{json_path}: config.heuristic is {config['heuristic']!r} but the file name says "
+            f"{heuristic!r}"
+        )
+    if "run" in config and str(config["run"]) != str(run):
+        raise ReportError(
+            f"{json_path}: config.run is {config['run']!r} but the file name says {run}"
+        )
+
+    try:
+        n_labelled = np.asarray(record["n_labelled"], dtype=float)
+    except KeyError as exc:
+        raise ReportError(f"malformed JSON in {json_path}: missing 'n_labelled'") from exc
+    except (TypeError, ValueError) as exc:
+        raise ReportError(f"malformed JSON in {json_path}: 'n_labelled' is not numeric") from exc
+    if n_labelled.ndim != 1 or n_labelled.shape != dice.shape:
+        raise ReportError(
+            f"{json_path}: 'n_labelled' has {n_labelled.size} entries but {npy_path.name} has "
+            f"{dice.size} Dice values"
+        )
+    if not np.all(np.isfinite(n_labelled)) or np.any(n_labelled != np.round(n_labelled)):
+        raise ReportError(f"{json_path}: 'n_labelled' must hold whole numbers")
+    if np.any(np.diff(n_labelled) <= 0):
+        raise ReportError(f"{json_path}: 'n_labelled' must increase strictly from cycle to cycle")
+
+    # The JSON duplicates the curve; if both exist they must agree, or one of them is stale.
+    test_dice = record.get("test_dice")
+    if test_dice is not None:
+        try:
+            json_dice = np.asarray(test_dice, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ReportError(f"malformed JSON in {json_path}: 'test_dice' is not numeric") from exc
+        if json_dice.shape != dice.shape or not np.allclose(
+            json_dice, dice, atol=1e-5, equal_nan=True
+        ):
+            raise ReportError(f"{json_path}: 'test_dice' disagrees with {npy_path.name}")
+
+    return RunRecord(
+        heuristic=heuristic, run=run, n_labelled=n_labelled.astype(np.int64), dice=dice
+    )
+
+
+def load_results(results_dir: str | os.PathLike[str]) -> dict[str, list[RunRecord]]:
+    """Load every ``{heuristic}_{run}.npy`` / ``.json`` pair in ``results_dir``.
+
+    Other files (model states, ``maps/``, hidden temporary files of an atomic write) are ignored.
+    Full-supervision runs appear under the key ``"full"``.
+
+    Returns:
+        Heuristic name -> its runs, sorted by run number; heuristics sorted by name.
+
+    Raises:
+        ReportError: missing directory, no results, a ``.npy`` without its JSON, or a malformed
+            or inconsistent record (the message names the file).
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise ReportError(f"results directory {results_dir} does not exist")
+    grouped: dict[str, list[RunRecord]] = {}
+    for path in sorted(results_dir.iterdir()):
+        match = _RUN_FILE.match(path.name)
+        if path.name.startswith(".") or match is None or not path.is_file():
+            continue
+        heuristic, run = match["heuristic"], int(match["run"])
+        grouped.setdefault(heuristic, []).append(_load_run(path, heuristic, run))
+    if not grouped:
+        raise ReportError(f"no results found in {results_dir}: {_NO_RESULTS_HINT}")
+    return {name: sorted(runs, key=lambda r: r.run) for name, runs in sorted(grouped.items())}
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------
+
+
+def aulc(n_labelled: np.ndarray, dice: np.ndarray) -> float:
+    """Normalised area under one learning curve, in [0, 1] for Dice in [0, 1].
+
+    Trapezoidal area under Dice against the number of labelled images, divided by the range of
+    labelled images, i.e. the curve's average height. Normalising makes runs with different
+    acquisition budgets comparable in scale, though a run that stopped early (pool exhausted)
+    is averaged over its own, shorter range. A single-point curve has AULC equal to its Dice.
+    """
+    n = np.asarray(n_labelled, dtype=float)
+    d = np.asarray(dice, dtype=float)
+    if n.shape != d.shape or n.ndim != 1 or n.size == 0:
+        raise ValueError(f"need matching non-empty 1-D arrays, got {n.shape} and {d.shape}")
+    width = n[-1] - n[0]
+    if n.size == 1 or width == 0:
+        return float(np.mean(d))
+    # Written out rather than np.trapezoid/np.trapz, whose name depends on the numpy version.
+    area = np.sum(np.diff(n) * (d[1:] + d[:-1]) / 2.0)
+    return float(area / width)
+
+
+def labels_to_reach(n_labelled: np.ndarray, mean_dice: np.ndarray, target: float) -> int | None:
+    """Smallest number of labelled images at which ``mean_dice`` reaches ``target``, else None.
+
+    ``n_labelled`` must be increasing. A tiny tolerance keeps a curve that hits the target
+    exactly from being missed through floating-point rounding of ``0.95 * reference``.
+    """
+    n = np.asarray(n_labelled)
+    d = np.asarray(mean_dice, dtype=float)
+    reached = np.flatnonzero(d >= target - 1e-12)
+    return int(n[reached[0]]) if reached.size else None
+
+
+def paired_p_value(a: Mapping[int, float], b: Mapping[int, float]) -> float | None:
+    """Two-sided paired test of ``a`` against ``b`` over the run numbers both contain.
+
+    Wilcoxon signed-rank with at least ``MIN_WILCOXON_PAIRS`` pairs (no normality assumption),
+    otherwise the paired t-test, which needs at least two pairs. Identical samples give 1.0.
+    With a constant non-zero difference the t statistic is infinite and the p-value 0.0.
+
+    Returns:
+        The p-value, or None with fewer than two shared runs.
+    """
+    shared = sorted(set(a) & set(b))
+    if len(shared) < 2:
+        return None
+    x = np.array([a[run] for run in shared], dtype=float)
+    y = np.array([b[run] for run in shared], dtype=float)
+    diff = x - y
+    if np.all(diff == 0):
+        # Both tests are undefined (0/0); no evidence of a difference.
+        return 1.0
+    if len(shared) >= MIN_WILCOXON_PAIRS:
+        return float(stats.wilcoxon(x, y, alternative="two-sided").pvalue)
+    if np.all(diff == diff[0]):
+        # Zero spread: scipy would return the same answer but with a precision-loss warning.
+        return 0.0
+    return float(stats.ttest_rel(x, y, alternative="two-sided").pvalue)
+
+
+def mean_curve(
+    records: Sequence[RunRecord],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean learning curve over runs with a 95 % t-interval of the mean.
+
+    Runs may stop at different lengths; at each number of labelled images the mean is taken
+    over the runs that reached it. Where only one run contributes, the band collapses to the
+    mean (no interval can be estimated from one value).
+
+    Returns:
+        ``(n_labelled, mean, lo, hi)`` as 1-D arrays over the union of labelled-set sizes.
+    """
+    if not records:
+        raise ValueError("mean_curve needs at least one run")
+    n_all = np.unique(np.concatenate([r.n_labelled for r in records]))
+    mean = np.empty(n_all.size)
+    lo = np.empty(n_all.size)
+    hi = np.empty(n_all.size)
+    for i, n in enumerate(n_all):
+        values = np.array([r.dice[r.n_labelled == n][0] for r in records if n in r.n_labelled])
+        mean[i] = values.mean()
+        if values.size < 2:
+            lo[i] = hi[i] = mean[i]
+            continue
+        half_width = (
+            stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
+        )
+        lo[i], hi[i] = mean[i] - half_width, mean[i] + half_width
+    return n_all, mean, lo, hi
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1); the std is 0.0 for a single value."""
+    array = np.asarray(values, dtype=float)
+    std = float(array.std(ddof=1)) if array.size > 1 else 0.0
+    return float(array.mean()), std
+
+
+def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
+    """Build the summary table from ``load_results`` output.
+
+    The ``full`` runs are not a row: their mean final Dice is the reference for
+    ``labels_to_95``. Without them the reference is the best final mean Dice of any heuristic.
+    Rows are sorted by mean AULC, best first (ties by name, for a stable order).
+    """
+    heuristics = {name: runs for name, runs in results.items() if name != FULL and runs}
+    if not heuristics:
+        raise ReportError("no active-learning runs found, only full-supervision results")
+    full_runs = list(results.get(FULL, []))
+    full_dice = float(np.mean([r.dice[-1] for r in full_runs])) if full_runs else None
+
+    finals = {name: _mean_std([r.dice[-1] for r in runs]) for name, runs in heuristics.items()}
+    aulcs = {
+        name: {r.run: aulc(r.n_labelled, r.dice) for r in runs} for name, runs in heuristics.items()
+    }
+    if full_dice is not None:
+        reference, basis = full_dice, "the full-supervision Dice"
+    else:
+        reference = max(mean for mean, _ in finals.values())
+        basis = "the best final mean Dice (no full-supervision result)"
+    target = TARGET_FRACTION * reference
+
+    rows = []
+    for name, runs in heuristics.items():
+        n, mean, _, _ = mean_curve(runs)
+        aulc_mean, aulc_std = _mean_std(list(aulcs[name].values()))
+        p_value = None
+        if name != RANDOM and RANDOM in aulcs:
+            p_value = paired_p_value(aulcs[name], aulcs[RANDOM])
+        rows.append(
+            SummaryRow(
+                heuristic=name,
+                n_runs=len(runs),
+                final_dice_mean=finals[name][0],
+                final_dice_std=finals[name][1],
+                aulc_mean=aulc_mean,
+                aulc_std=aulc_std,
+                labels_to_95=labels_to_reach(n, mean, target),
+                p_vs_random=p_value,
+            )
+        )
+    rows.sort(key=lambda row: (-row.aulc_mean, row.heuristic))
+    return Summary(
+        rows=rows,
+        full_dice=full_dice,
+        n_full_runs=len(full_runs),
+        target=target,
+        target_basis=basis,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------------------------
+
+
+def _format_cell(value: float | int | str | None) -> str:
+    """CSV/Markdown cell text: floats with 4 decimals, ``None`` as an empty string."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _row_cells(row: SummaryRow) -> list[str]:
+    """The cells of one row, in ``CSV_COLUMNS`` order."""
+    return [_format_cell(getattr(row, column)) for column in CSV_COLUMNS]
+
+
+def render_csv(summary: Summary) -> str:
+    """The summary table as CSV text with the ``CSV_COLUMNS`` header."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(_row_cells(row) for row in summary.rows)
+    return buffer.getvalue()
+
+
+def render_markdown(summary: Summary, title: str) -> str:
+    """The summary table as a Markdown pipe table with a title and a legend of the columns."""
+    lines = [f"# {title}", ""]
+    lines.append("| " + " | ".join(CSV_COLUMNS) + " |")
+    # Text column left-aligned, numbers right-aligned.
+    lines.append("|" + "|".join([":---"] + ["---:"] * (len(CSV_COLUMNS) - 1)) + "|")
+    for row in summary.rows:
+        lines.append("| " + " | ".join(cell or "–" for cell in _row_cells(row)) + " |")
+    lines += [
+        "",
+        "Columns:",
+        "",
+        "- `heuristic`: acquisition heuristic (`random` is the uniform-sampling baseline).",
+        "- `n_runs`: number of independent runs (seeds) aggregated.",
+        "- `final_dice_mean`, `final_dice_std`: mean and sample standard deviation (ddof = 1; "
+        "0 with a single run) of each run's test Dice at its last cycle.",
+        "- `aulc_mean`, `aulc_std`: area under the learning curve (test Dice against number of "
+        "labelled images, trapezoidal rule) divided by the run's range of labelled images, so "
+        "it lies in [0, 1]; mean and sample standard deviation over runs. Rows are sorted by it.",
+        f"- `labels_to_95`: fewest labelled images at which the heuristic's mean curve reaches "
+        f"95 % of {summary.target_basis}, i.e. Dice ≥ {summary.target:.4f}; – if never reached.",
+        f"- `p_vs_random`: two-sided paired test of per-run AULC against `random` over the runs "
+        f"both share: Wilcoxon signed-rank with ≥ {MIN_WILCOXON_PAIRS} pairs, paired t-test "
+        f"with 2–{MIN_WILCOXON_PAIRS - 1}; – for `random` itself, without `random`, or with "
+        "fewer than 2 shared runs. With n pairs the smallest attainable Wilcoxon p is "
+        "2 / 2^n (0.0312 for 6 pairs). Not corrected for multiple comparisons.",
+        "",
+    ]
+    if summary.full_dice is not None:
+        runs = "run" if summary.n_full_runs == 1 else "runs"
+        lines.append(
+            f"Full supervision (whole training split): test Dice {summary.full_dice:.4f} "
+            f"(mean of {summary.n_full_runs} {runs})."
+        )
+    else:
+        lines.append("No full-supervision result (`full_{run}.npy`) was found.")
+    return "\n".join(lines) + "\n"
+
+
+def _colours(names: Sequence[str]) -> dict[str, str]:
+    """Distinct colours per heuristic, fixed by name order; ``random`` is always grey."""
+    palette = [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 7]  # 7: grey
+    others = sorted(name for name in names if name != RANDOM)
+    colours = {name: to_hex(palette[i % len(palette)]) for i, name in enumerate(others)}
+    colours[RANDOM] = "#7f7f7f"
+    return colours
+
+
+def plot_learning_curves(
+    results: Mapping[str, Sequence[RunRecord]], summary: Summary, path: Path
+) -> Path:
+    """Plot mean test Dice against labelled images, one line per heuristic, best first."""
+    markers = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
+    colours = _colours([row.heuristic for row in summary.rows])
+    fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
+    for index, row in enumerate(summary.rows):
+        runs = results[row.heuristic]
+        n, mean, lo, hi = mean_curve(runs)
+        colour = colours[row.heuristic]
+        ax.plot(
+            n,
+            mean,
+            marker="x" if row.heuristic == RANDOM else markers[index % len(markers)],
+            markersize=5,
+            linewidth=1.8,
+            color=colour,
+            label=f"{row.heuristic} (n={len(runs)})",
+        )
+        if len(runs) > 1:
+            ax.fill_between(n, lo, hi, color=colour, alpha=0.18, linewidth=0)
+    if summary.full_dice is not None:
+        ax.axhline(
+            summary.full_dice,
+            color="black",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"full supervision ({summary.full_dice:.3f})",
+        )
+    ax.set_xlabel("labelled images")
+    ax.set_ylabel("test Dice")
+    ax.set_title(
+        "Active learning: test Dice vs labelled images\n"
+        "mean over runs, shaded: 95 % confidence interval of the mean",
+        fontsize=11,
+    )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", framealpha=0.9)
+    return save_figure(fig, path)
+
+
+def _write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a hidden temporary file and ``os.replace``."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_report(
+    results_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
+) -> list[Path]:
+    """Load the runs in ``results_dir`` and write the figure and tables to ``out_dir``.
+
+    Args:
+        results_dir: folder with ``{heuristic}_{run}.npy`` / ``.json`` pairs.
+        out_dir: destination folder (created if needed); defaults to ``results_dir``.
+
+    Returns:
+        Paths of ``learning_curves.png``, ``summary.csv`` and ``summary.md``.
+    """
+    results_dir = Path(results_dir)
+    out = Path(out_dir) if out_dir is not None else results_dir
+    results = load_results(results_dir)
+    summary = summarise(results)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"Active-learning summary: {results_dir.resolve().name}"
+    return [
+        plot_learning_curves(results, summary, out / "learning_curves.png"),
+        _write_text_atomic(out / "summary.csv", render_csv(summary)),
+        _write_text_atomic(out / "summary.md", render_markdown(summary, title)),
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the process exit code (2 for a results problem)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m utils.report",
+        description="Summarise active-learning runs written by active.py: learning curves, "
+        "summary.csv and summary.md.",
+    )
+    parser.add_argument("results_dir", type=Path, help="folder with {heuristic}_{run}.npy/.json")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: RESULTS_DIR)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        written = write_report(args.results_dir, args.out)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

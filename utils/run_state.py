@@ -1,0 +1,130 @@
+"""What a run leaves in ``results_dir``: its results, its JSON record and its resumable state.
+
+After every completed cycle ``{stem}.state.json`` holds the labelled set, the history of results
+and acquisitions, and the config; ``{stem}.npy`` and ``{stem}.json`` are rewritten beside it. All
+three are written atomically, so an interrupted run loses at most the cycle in progress.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from utils.io import atomic_save_json, atomic_save_npy
+
+STATE_VERSION = 1
+# Keys that change neither what is computed nor its result, so a resumed run may differ in them.
+IGNORED_FOR_RESUME = frozenset({"overwrite", "num_workers", "progress"})
+
+
+class ResumeError(RuntimeError):
+    """The results folder already holds this run under another configuration."""
+
+
+@dataclass
+class History:
+    n_labelled: list[int] = field(default_factory=list)
+    test_dice: list[float] = field(default_factory=list)
+    acquired: list[list[dict[str, Any]]] = field(default_factory=list)
+    test_dice_per_image: list[dict[str, float]] = field(default_factory=list)
+    train: list[dict[str, float]] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class RunState:
+    config: dict[str, Any]
+    labelled_map: list[int]  # baal's map: 0 = pool, k > 0 = labelled at step k
+    history: History
+    cycles_done: int = 0
+    finished: bool = False
+    version: int = STATE_VERSION
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    results_dir: Path
+    stem: str  # "{heuristic}_{run}"
+
+    @property
+    def npy(self) -> Path:
+        return self.results_dir / f"{self.stem}.npy"
+
+    @property
+    def json(self) -> Path:
+        return self.results_dir / f"{self.stem}.json"
+
+    @property
+    def state(self) -> Path:
+        return self.results_dir / f"{self.stem}.state.json"
+
+
+def jsonable(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as it reads back from JSON (tuples become lists), for exact comparison."""
+    return json.loads(json.dumps(dict(config), default=str))
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = (set(old) | set(new)) - IGNORED_FOR_RESUME
+    return sorted(k for k in keys if old.get(k, "<absent>") != new.get(k, "<absent>"))
+
+
+def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunState | None:
+    """The saved state to continue from, or None to start afresh.
+
+    Raises ``ResumeError`` when the folder holds this run with another config and ``overwrite``
+    is not set.
+    """
+    if not paths.state.exists():
+        if paths.npy.exists() and not overwrite:
+            raise ResumeError(
+                f"{paths.npy} exists but has no {paths.state.name} to check it against; "
+                "use another results_dir or pass overwrite=True to replace it"
+            )
+        return None
+    try:
+        raw = json.loads(paths.state.read_text())
+        state = RunState(**{**raw, "history": History(**raw["history"])})
+    except (ValueError, TypeError, KeyError) as err:
+        raise ResumeError(
+            f"{paths.state} is unreadable ({err}); delete it or pass overwrite=True"
+        ) from err
+    if overwrite:
+        return None
+    differing = config_differences(state.config, jsonable(config))
+    if differing:
+        details = ", ".join(
+            f"{k}: {state.config.get(k, '<absent>')!r} -> {config.get(k, '<absent>')!r}"
+            for k in differing
+        )
+        raise ResumeError(
+            f"{paths.results_dir} already holds {paths.stem} with another config ({details}); "
+            "use the same config to resume, another results_dir, or overwrite=True"
+        )
+    return state
+
+
+def record(state: RunState) -> dict[str, Any]:
+    """The JSON record written beside the ``.npy`` (documented in the README)."""
+    history = asdict(state.history)
+    return {
+        "config": state.config,
+        "complete": state.finished,
+        "n_labelled": history["n_labelled"],
+        "test_dice": history["test_dice"],
+        "acquired": history["acquired"],
+        "test_dice_per_image": history["test_dice_per_image"],
+        "train": history["train"],
+        "seconds_per_cycle": history["seconds"],
+    }
+
+
+def save_cycle(paths: RunPaths, state: RunState) -> None:
+    """Write results, record and state; the state goes last so it never runs ahead of them."""
+    atomic_save_npy(paths.npy, np.asarray(state.history.test_dice, dtype=np.float64))
+    atomic_save_json(paths.json, record(state))
+    atomic_save_json(paths.state, asdict(state))
