@@ -1,0 +1,59 @@
+"""Shared fixtures: one small synthetic GlaS with splits, and a tiny experiment config."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from data.create_splits import write_splits
+from data.synthetic import generate_synthetic_glas
+
+SYNTHETIC_COUNTS = {"n_train": 12, "n_test_a": 3, "n_test_b": 2}
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A read-only synthetic GlaS (``GlaS/``) and its splits (``splits/``); copy before editing."""
+    root = tmp_path_factory.mktemp("synthetic")
+    generate_synthetic_glas(root / "GlaS", height=48, width=64, seed=1, **SYNTHETIC_COUNTS)
+    write_splits(root / "GlaS", root / "splits", seed=0)
+    return root
+
+
+@pytest.fixture
+def glas_copy(synthetic_root: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of the synthetic data and splits that a test may break."""
+    shutil.copytree(synthetic_root / "GlaS", tmp_path / "GlaS")
+    shutil.copytree(synthetic_root / "splits", tmp_path / "splits")
+    return tmp_path / "GlaS", tmp_path / "splits"
+
+
+def tiny_config(data_path: Path, splits_path: Path, results_dir: Path, **updates: Any) -> dict:
+    """Config updates for a run of a few seconds on the synthetic data."""
+    config = {
+        "data_path": str(data_path),
+        "splits_path": str(splits_path),
+        "results_dir": str(results_dir),
+        "patch_size": [32, 32],
+        "batch_size": 4,
+        "base_width": 4,
+        "epochs": 2,
+        "al_cycles": 2,
+        "mc_iters": 2,
+        "mc_samples_per_pass": 2,
+        "lr_step_size": 2,
+        "progress": False,
+    }
+    config.update(updates)
+    return config
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _sacred_without_output_capture() -> None:
+    # Sacred's default fd-level capture would hide prints from pytest's capsys.
+    from sacred import SETTINGS
+
+    SETTINGS.CAPTURE_MODE = "no"

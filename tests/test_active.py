@@ -1,0 +1,180 @@
+"""End-to-end runs of the Sacred experiment on synthetic data, and every bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sacred.observers import FileStorageObserver
+
+from active import ex
+from data.glas import read_split
+from heuristics import ALIASES, HEURISTICS
+from tests.conftest import tiny_config
+
+EXPECTED_KEYS = {"config", "n_labelled", "test_dice", "acquired", "test_dice_per_image"}
+
+
+def run(config: dict, named_configs: tuple[str, ...] = ()):
+    return ex.run(config_updates=config, named_configs=list(named_configs))
+
+
+def test_end_to_end_writes_documented_outputs(synthetic_root: Path, tmp_path: Path) -> None:
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path)
+    observer = FileStorageObserver(str(tmp_path / "runs"))
+    ex.observers.append(observer)
+    try:
+        result = run(config)
+    finally:
+        ex.observers.remove(observer)
+    dice = np.load(tmp_path / "bald_0.npy")
+    assert dice.shape == (3,) and np.all((dice >= 0) & (dice <= 1))
+    record = json.loads((tmp_path / "bald_0.json").read_text())
+    assert EXPECTED_KEYS <= set(record)
+    assert record["config"]["heuristic"] == "bald" and record["config"]["epochs"] == 2
+    assert record["n_labelled"] == [4, 6, 8]  # balanced: one benign and one malignant per cycle
+    assert record["test_dice"] == dice.tolist()
+    assert [len(a) for a in record["acquired"]] == [2, 2, 0]
+    acquired = [a["name"] for cycle in record["acquired"] for a in cycle]
+    assert len(set(acquired)) == 4 and all(n.startswith("train_") for n in acquired)
+    test_names = {r.name for r in read_split(synthetic_root / "splits", "test")}
+    for per_image, mean in zip(record["test_dice_per_image"], dice, strict=True):
+        assert set(per_image) == test_names
+        assert np.mean(list(per_image.values())) == pytest.approx(mean)
+    assert result.result == [round(d, 4) for d in dice.tolist()]
+    # Sacred's FileStorageObserver (python active.py -F runs) records metrics and both files.
+    run_dir = tmp_path / "runs" / "1"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_dice"]["values"] == pytest.approx(dice.tolist())
+    assert metrics["n_labelled"]["values"] == [4, 6, 8]
+    assert np.array_equal(np.load(run_dir / "bald_0.npy"), dice)
+    assert (run_dir / "bald_0.json").exists()
+
+
+@pytest.mark.parametrize("name", sorted(HEURISTICS) + sorted(ALIASES))
+def test_every_heuristic_and_alias_runs(synthetic_root: Path, tmp_path: Path, name: str) -> None:
+    config = tiny_config(
+        synthetic_root / "GlaS", synthetic_root / "splits", tmp_path,
+        heuristic=name, epochs=1, al_cycles=1,
+    )
+    run(config)
+    canonical = ALIASES.get(name, name)
+    record = json.loads((tmp_path / f"{canonical}_0.json").read_text())
+    assert record["config"]["heuristic"] == canonical
+    assert len(record["acquired"][0]) == 2
+    assert all(np.isfinite(a["score"]) for a in record["acquired"][0])
+
+
+def test_same_run_is_bitwise_reproducible(synthetic_root: Path, tmp_path: Path) -> None:
+    for folder in ("a", "b"):
+        run(tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path / folder))
+    a, b = (tmp_path / f / "bald_0.npy" for f in ("a", "b"))
+    assert a.read_bytes() == b.read_bytes()
+    ja, jb = (json.loads((tmp_path / f / "bald_0.json").read_text()) for f in ("a", "b"))
+    assert ja["acquired"] == jb["acquired"]
+
+
+def test_demo_named_config_generates_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the demo writes data/synthetic and results relative to here
+    run({"epochs": 1, "al_cycles": 1, "progress": False}, named_configs=("demo",))
+    assert (tmp_path / "data/synthetic/GlaS/Grade.csv").exists()
+    assert (tmp_path / "data/synthetic/splits/train.csv").exists()
+    assert np.load(tmp_path / "results/bald_0.npy").shape == (2,)
+
+
+def assert_one_error_line(capsys: pytest.CaptureFixture, *fragments: str) -> None:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def expect_exit(config: dict, capsys: pytest.CaptureFixture, *fragments: str) -> None:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run(config)
+    assert exit_info.value.code == 2
+    assert_one_error_line(capsys, *fragments)
+
+
+def break_first_train_image(data: Path, splits: Path, how: str) -> str:
+    row = read_split(splits, "train")[0]
+    if how == "no mask":
+        (data / row.mask).unlink()
+        return row.mask
+    if how == "mask size":
+        Image.new("L", (7, 7)).save(data / row.mask)
+        return row.mask
+    raw = (data / row.image).read_bytes()
+    (data / row.image).write_bytes(raw[:100])
+    return row.image
+
+
+@pytest.mark.parametrize(
+    ("how", "fragment"),
+    [("no mask", "is missing"), ("mask size", "must match"), ("truncated", "corrupt or truncated")],
+)
+def test_broken_image_files_are_named(
+    glas_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture, how: str,
+    fragment: str,
+) -> None:
+    data, splits = glas_copy
+    file_name = break_first_train_image(data, splits, how)
+    expect_exit(tiny_config(data, splits, tmp_path / "r"), capsys, file_name, fragment)
+    assert not (tmp_path / "r" / "bald_0.npy").exists()
+
+
+@pytest.mark.parametrize(
+    ("row", "fragment"),
+    [("train_1,3, benign", "malformed row"), ("train_1,3, mild, healthy", "unknown grade")],
+)
+def test_bad_grade_csv_rows(
+    glas_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture, row: str,
+    fragment: str,
+) -> None:
+    data, splits = glas_copy
+    csv = data / "Grade.csv"
+    csv.write_bytes(csv.read_bytes() + b"\r" + row.encode())
+    expect_exit(tiny_config(data, splits, tmp_path / "r"), capsys, "Grade.csv", fragment)
+
+
+def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = tiny_config(tmp_path / "GlaS", tmp_path / "splits", tmp_path / "r")
+    expect_exit(config, capsys, "does not exist", "Getting GlaS", "active.py with demo")
+
+
+def test_missing_and_broken_splits(
+    glas_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data, splits = glas_copy
+    config = tiny_config(data, splits, tmp_path / "r")
+    (splits / "val.csv").write_text("image,mask,label\n")
+    expect_exit(config, capsys, "val.csv is empty")
+    (splits / "val.csv").write_text("image,mask,label\ntrain_999.bmp,train_999_anno.bmp,0\n")
+    expect_exit(config, capsys, "train_999.bmp is missing")
+    shutil.rmtree(splits)
+    expect_exit(config, capsys, "create_splits.py")
+
+
+@pytest.mark.parametrize(
+    ("updates", "fragments"),
+    [
+        ({"heuristic": "bal"}, ("unknown heuristic 'bal'", "bald", "variance_edt", "mc")),
+        ({"n_label_start": 99}, ("n_label_start=99", "train split")),
+        ({"n_data_to_label": 0}, ("n_data_to_label must be >= 1",)),
+        ({"mc_iters": 0}, ("mc_iters must be >= 1",)),
+        ({"precision": "fp8"}, ("precision",)),
+    ],
+)
+def test_bad_config_values(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture, updates: dict,
+    fragments: tuple[str, ...],
+) -> None:
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, **updates)
+    expect_exit(config, capsys, *fragments)

@@ -1,0 +1,171 @@
+"""GlaS loading and splits on synthetic data with the real files' quirks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from data.create_splits import main as create_splits_main
+from data.create_splits import make_splits
+from data.glas import DataError, GlasDataset, ImageStore, read_grades, read_split
+from data.transforms import effective_patch_size, train_transform
+from tests.conftest import SYNTHETIC_COUNTS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_read_grades_handles_bare_cr_and_leading_spaces(synthetic_root: Path) -> None:
+    raw = (synthetic_root / "GlaS" / "Grade.csv").read_bytes()
+    assert b"\r" in raw and b"\n" not in raw  # the quirk is really there
+    grades = read_grades(synthetic_root / "GlaS")
+    assert len(grades) == sum(SYNTHETIC_COUNTS.values())
+    assert set(grades.values()) == {0, 1}
+    name = raw.split(b"\r")[1].split(b",")[0].decode()
+    expected = 1 if b"malignant" in raw.split(b"\r")[1] else 0
+    assert grades[name] == expected
+
+
+def test_splits_cover_everything_once_and_are_stratified(synthetic_root: Path) -> None:
+    splits = make_splits(synthetic_root / "GlaS", seed=0)
+    names = {s: [Path(r.image).stem for r in rows] for s, rows in splits.items()}
+    n_test = SYNTHETIC_COUNTS["n_test_a"] + SYNTHETIC_COUNTS["n_test_b"]
+    assert sorted(names["test"]) == sorted(n for n in read_grades(synthetic_root / "GlaS")
+                                           if not n.startswith("train"))
+    assert len(names["test"]) == n_test
+    assert len(names["val"]) == round(0.2 * SYNTHETIC_COUNTS["n_train"] + 0.4)  # ceil(2.4) = 3
+    assert len(names["train"]) + len(names["val"]) == SYNTHETIC_COUNTS["n_train"]
+    assert not set(names["train"]) & set(names["val"])
+    assert {r.label for r in splits["val"]} == {0, 1}  # stratified: both grades in val
+    row = splits["train"][0]
+    assert row.mask == f"{Path(row.image).stem}_anno.bmp"
+
+
+def test_create_splits_cli_is_deterministic(synthetic_root: Path, tmp_path: Path) -> None:
+    data = str(synthetic_root / "GlaS")
+    for out in ("a", "b"):
+        assert create_splits_main(["--data-path", data, "--splits-path", str(tmp_path / out)]) == 0
+    assert create_splits_main(
+        ["--data-path", data, "--splits-path", str(tmp_path / "c"), "--seed", "5"]
+    ) == 0
+    for split in ("train", "val", "test"):
+        a = (tmp_path / "a" / f"{split}.csv").read_text()
+        assert a == (tmp_path / "b" / f"{split}.csv").read_text()
+        assert a.splitlines()[0] == "image,mask,label"
+    assert (tmp_path / "a" / "val.csv").read_text() != (tmp_path / "c" / "val.csv").read_text()
+
+
+def test_create_splits_runs_as_a_script(synthetic_root: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "data/create_splits.py", "--data-path", str(synthetic_root / "GlaS"),
+         "--splits-path", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "test.csv").exists() and "train" in result.stdout
+
+
+def test_dataset_items_have_documented_types(synthetic_root: Path) -> None:
+    rows = read_split(synthetic_root / "splits", "test")
+    dataset = GlasDataset(ImageStore(synthetic_root / "GlaS", rows))
+    image, mask, label, name = dataset[0]
+    assert image.dtype == torch.float32 and image.shape[0] == 3
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert mask.dtype == torch.int64 and mask.shape == image.shape[1:]
+    assert set(mask.unique().tolist()) <= {0, 1} and mask.any()
+    assert label == rows[0].label and name == rows[0].name
+    annotation = np.asarray(Image.open(synthetic_root / "GlaS" / rows[0].mask))
+    assert torch.equal(mask, torch.from_numpy((annotation > 0).astype(np.int64)))
+    sizes = {tuple(im.shape) for im in dataset.store.images}
+    assert len(sizes) >= 1
+
+
+def test_image_scale_resizes_image_and_mask(synthetic_root: Path) -> None:
+    rows = read_split(synthetic_root / "splits", "train")[:2]
+    full = ImageStore(synthetic_root / "GlaS", rows)
+    half = ImageStore(synthetic_root / "GlaS", rows, image_scale=0.5)
+    for big, small, mask in zip(full.images, half.images, half.masks, strict=True):
+        assert small.shape[1:] == (round(big.shape[1] / 2), round(big.shape[2] / 2))
+        assert mask.shape == small.shape[1:] and set(mask.unique().tolist()) <= {0, 1}
+
+
+def test_augmentation_moves_image_and_mask_together() -> None:
+    store = ImageStore.__new__(ImageStore)  # hand-made store: image brightness encodes the mask
+    mask = torch.zeros(40, 40, dtype=torch.uint8)
+    mask[5:20, 8:30] = 1
+    store.rows, store.names, store.labels = [], ["x"], np.array([0])
+    store.images, store.masks = [mask.expand(3, -1, -1) * 200 + 20], [mask]
+    dataset = GlasDataset(store, train_transform((24, 24)))
+    torch.manual_seed(0)
+    for _ in range(20):
+        image, crop, _, _ = dataset[0]
+        assert image.shape == (3, 24, 24) and crop.shape == (24, 24)
+        # Colour jitter shifts values a little but never across the 20/220 gap.
+        assert torch.equal(image.mean(0) > 0.47, crop.bool())
+
+
+def test_effective_patch_size_fits_smallest_image() -> None:
+    assert effective_patch_size((416, 416), (522, 775)) == (416, 416)
+    assert effective_patch_size((416, 416), (130, 194)) == (130, 130)
+    assert effective_patch_size((300, 400), (130, 194)) == (130, 194)
+
+
+def test_missing_mask_names_the_file(glas_copy: tuple[Path, Path]) -> None:
+    data, splits = glas_copy
+    row = read_split(splits, "train")[0]
+    (data / row.mask).unlink()
+    with pytest.raises(DataError, match=row.mask):
+        ImageStore(data, [row])
+
+
+def test_mask_of_other_size_names_the_file(glas_copy: tuple[Path, Path]) -> None:
+    data, splits = glas_copy
+    row = read_split(splits, "train")[0]
+    Image.new("L", (5, 5)).save(data / row.mask)
+    with pytest.raises(DataError, match=f"{row.mask}.*must match"):
+        ImageStore(data, [row])
+
+
+def test_truncated_bmp_is_reported(glas_copy: tuple[Path, Path]) -> None:
+    data, splits = glas_copy
+    row = read_split(splits, "train")[0]
+    raw = (data / row.image).read_bytes()
+    (data / row.image).write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match=f"{row.image}.*corrupt or truncated"):
+        ImageStore(data, [row])
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("train_1,3, benign", "malformed row"), ("train_1,3, mild, healthy", "unknown grade 'mild'")],
+)
+def test_bad_grade_rows_are_named(glas_copy: tuple[Path, Path], line: str, message: str) -> None:
+    data, _ = glas_copy
+    csv = data / "Grade.csv"
+    csv.write_bytes(csv.read_bytes() + b"\r" + line.encode())
+    with pytest.raises(DataError, match=f"line {len(read_grades_lines(csv))}: {message}"):
+        read_grades(data)
+
+
+def read_grades_lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_empty_split_and_missing_split(glas_copy: tuple[Path, Path]) -> None:
+    _, splits = glas_copy
+    (splits / "val.csv").write_text("image,mask,label\n")
+    with pytest.raises(DataError, match="val.csv is empty"):
+        read_split(splits, "val")
+    (splits / "val.csv").unlink()
+    with pytest.raises(DataError, match="run `python data/create_splits.py"):
+        read_split(splits, "val")
+
+
+def test_missing_data_folder_explains_how_to_get_glas(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="does not exist.*active.py with demo"):
+        read_grades(tmp_path / "nowhere")

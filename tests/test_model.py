@@ -1,0 +1,68 @@
+"""UNet shapes, baal's MC-dropout patch, Dice and the soft-Dice loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from baal.bayesian.dropout import Dropout2d as MCDropout2d
+from torch import nn
+
+from models import UNet, mc_dropout_copy
+from utils.metrics import dice_score, soft_dice_loss
+
+
+@pytest.mark.parametrize("size", [(37, 53), (64, 64), (130, 97)])
+def test_unet_accepts_any_size(size: tuple[int, int]) -> None:
+    model = UNet(base_width=4).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, *size))
+    assert out.shape == (2, 2, *size)
+
+
+def test_unet_has_dropout_after_every_block() -> None:
+    model = UNet(base_width=4, depth=5, dropout=0.3)
+    dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout2d)]
+    assert len(dropouts) == 6 + 5  # six encoder blocks (five stride-2 levels), five decoders
+    assert all(d.p == 0.3 for d in dropouts)
+
+
+def test_mc_dropout_copy_keeps_dropout_on_in_eval() -> None:
+    torch.manual_seed(0)
+    model = UNet(base_width=4).eval()
+    mc_model = mc_dropout_copy(model)
+    assert not any(type(m) in (nn.Dropout, nn.Dropout2d) for m in mc_model.modules())
+    assert any(isinstance(m, MCDropout2d) for m in mc_model.modules())
+    assert not mc_model.training
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(mc_model(x), mc_model(x))  # stochastic passes
+        assert torch.equal(model(x), model(x))  # the original stays deterministic
+
+
+def test_mc_model_uses_batchnorm_running_statistics() -> None:
+    torch.manual_seed(0)
+    mc_model = mc_dropout_copy(UNet(base_width=4, dropout=0.0))
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        together = mc_model(x)
+        alone = mc_model(x[:1])
+    # With batch statistics the first image's output would depend on the other two.
+    torch.testing.assert_close(together[:1], alone)
+
+
+def test_dice_score_hand_computed() -> None:
+    prediction = torch.tensor([[1, 1, 0], [0, 1, 0]])
+    target = torch.tensor([[1, 0, 0], [0, 1, 1]])
+    assert dice_score(prediction, target) == pytest.approx(2 * 2 / (3 + 3))
+    assert dice_score(torch.zeros(2, 2), torch.zeros(2, 2)) == 1.0
+    assert dice_score(torch.ones(2, 2), torch.zeros(2, 2)) == 0.0
+
+
+def test_soft_dice_loss_golden_values() -> None:
+    target = torch.tensor([[[0, 1], [1, 1]]])  # [1, 2, 2]
+    perfect = torch.where(torch.nn.functional.one_hot(target, 2).permute(0, 3, 1, 2) > 0, 50.0, -50.0)
+    assert soft_dice_loss(perfect, target, eps=0.0).item() == pytest.approx(0.0, abs=1e-6)
+    uniform = torch.zeros(1, 2, 2, 2)  # p = 0.5 everywhere
+    # class 0: 2*0.5/(2+1) = 1/3; class 1: 2*1.5/(2+3) = 3/5; loss = 1 - (1/3 + 3/5)/2
+    expected = 1 - (1 / 3 + 3 / 5) / 2
+    assert soft_dice_loss(uniform, target, eps=0.0).item() == pytest.approx(expected)
