@@ -178,3 +178,33 @@ def test_bad_config_values(
 ) -> None:
     config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, **updates)
     expect_exit(config, capsys, *fragments)
+
+
+def test_uncertainty_figures_are_written_per_cycle(synthetic_root: Path, tmp_path: Path) -> None:
+    config = tiny_config(
+        synthetic_root / "GlaS", synthetic_root / "splits", tmp_path,
+        heuristic="variance_edt", epochs=1, save_maps=True, save_uncerts=True,
+    )
+    run(config)
+    record = json.loads((tmp_path / "variance_edt_0.json").read_text())
+    for cycle, acquired in enumerate(record["acquired"][:-1]):
+        folder = tmp_path / "maps" / "variance_edt_0" / f"cycle_{cycle}"
+        expected = {f"{a['name']}.png" for a in acquired} | {"pool_scores.png"}
+        assert {p.name for p in folder.iterdir()} == expected
+        for png in folder.iterdir():
+            assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert not (tmp_path / "maps" / "variance_edt_0" / "cycle_2").exists()  # nothing acquired
+
+
+def test_full_supervision_trains_once_on_everything(synthetic_root: Path, tmp_path: Path) -> None:
+    from utils.report import write_report
+
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, epochs=1)
+    run(config, named_configs=("full_supervision",))
+    record = json.loads((tmp_path / "full_0.json").read_text())
+    n_train = len(read_split(synthetic_root / "splits", "train"))
+    assert record["n_labelled"] == [n_train] and record["acquired"] == [[]]
+    assert np.load(tmp_path / "full_0.npy").shape == (1,)
+    run({**config, "al_cycles": 1})
+    write_report(tmp_path)
+    assert "full supervision" in (tmp_path / "summary.md").read_text().lower()

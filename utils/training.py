@@ -109,7 +109,7 @@ def train_model(
             loss = soft_dice_loss(logits, masks.to(device, non_blocking=True))
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"training loss became {float(loss)} at epoch {epoch + 1}; lower lr "
+                    f"training loss became {float(loss.detach())} at epoch {epoch + 1}; lower lr "
                     "(e.g. lr=0.01) or use precision=fp32"
                 )
             optimizer.zero_grad(set_to_none=True)

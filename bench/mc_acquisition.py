@@ -1,0 +1,372 @@
+"""Benchmark of MC-dropout acquisition scoring (BALD) over a pool of whole GlaS-size images.
+
+    python bench/mc_acquisition.py [--n 16] [--t 20] [--height 522] [--width 775]
+        [--data-path DIR] [--samples-per-pass K] [--precision auto|bf16|fp32]
+
+Three paths score the same pool with the same UNet weights, each in its own fresh subprocess
+(so that its peak RSS is its own), with the same torch seed:
+
+* ``project``: ``utils.inference.score_pool`` on ``mc_dropout_copy(model)`` exactly as active.py
+  calls it (GlasDataset without transform over an ImageStore, model in channels_last, T samples
+  stacked ``samples_per_pass`` per forward pass, autocast per ``resolve_precision``, BALD scored on
+  the device image by image).
+* ``naive``: batch 1, the T passes one after another in fp32 NCHW under ``torch.no_grad``; every
+  image's ``[C, H, W, T]`` probabilities kept as numpy for the whole pool, BALD afterwards with
+  scipy (softmax, xlogy) and mean reduction.
+* ``baal``: baal's own ``ModelWrapper.predict_on_dataset_generator`` (batch 1, workers 0) and
+  ``baal.active.heuristics.BALD(reduction="mean")`` on the softmax of its outputs. By default with
+  ``replicate_in_memory=False`` (T passes of batch 1); ``--baal-replicate`` uses baal's default
+  ``True`` (one pass of batch T), about 1.6x slower than batch 1 on a 2-core CPU in fp32 and too
+  slow to fit the 10-minute budget at the defaults.
+
+Only inference + scoring is timed; data loading and model construction happen in the worker
+before the clock starts (so they count towards its peak RSS, equally for every path).
+
+The UNet (base width 16, dropout 0.1) has fixed random weights (``torch.manual_seed(0)``). Its
+BatchNorm running statistics are estimated once, in the parent, from train-mode passes over the
+pool at half resolution (cumulative averages): with the default statistics (mean 0, var 1)
+activations of a random UNet drift in scale level by level, the softmax saturates and every image
+gets a near-identical, noise-dominated BALD score, so rankings between paths would measure MC
+noise instead of agreement. The warmed weights are saved to a temp file that every worker loads.
+
+Last line: ``RESULT speedup_vs_naive=.. speedup_vs_baal=.. peak_rss_ratio_vs_naive=..
+spearman_vs_naive=..`` (throughput ratios project/naive and project/baal, peak-RSS ratio
+project/naive, Spearman correlation of project's scores with naive's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from bench._common import (  # noqa: E402
+    active_defaults,
+    emit,
+    machine_summary,
+    make_synthetic_pool,
+    peak_rss_mb,
+    pool_rows,
+    run_worker,
+)
+from data.glas import GlasDataset, ImageStore  # noqa: E402
+from models.unet import UNet  # noqa: E402
+
+PATHS = ("project", "naive", "baal")
+N_CLASSES, BASE_WIDTH, DROPOUT = 2, 16, 0.1
+
+
+# --------------------------------------------------------------------------------------------
+# Shared setup (parent and workers)
+
+
+def new_model(state_path: str | None = None) -> UNet:
+    torch.manual_seed(0)
+    model = UNet(3, N_CLASSES, base_width=BASE_WIDTH, dropout=DROPOUT)
+    if state_path is not None:
+        model.load_state_dict(torch.load(state_path, weights_only=True))
+    return model.eval()
+
+
+@torch.no_grad()
+def warm_batchnorm(model: UNet, store: ImageStore, scale: float = 0.5) -> None:
+    """Set BN running stats to the cumulative mean/var of train-mode passes over the pool.
+
+    Half resolution keeps this a few seconds on a CPU; the statistics of H&E texture change
+    little with a 2x zoom, which is all "sensible" needs here.
+    """
+    batchnorms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in batchnorms:
+        bn.reset_running_stats()
+        bn.momentum = None  # None = cumulative moving average over all batches seen
+    model.train()
+    for image in store.images:
+        x = image.unsqueeze(0).float().div(255.0)
+        x = F.interpolate(x, scale_factor=scale, mode="bilinear", antialias=True)
+        model(x)
+    for bn in batchnorms:
+        bn.momentum = 0.1  # back to the PyTorch default the project trains with
+    model.eval()
+
+
+def load_store(config: dict[str, Any]) -> ImageStore:
+    return ImageStore(config["data_path"], pool_rows(config["data_path"], config["n"]))
+
+
+# --------------------------------------------------------------------------------------------
+# The three measured paths (run inside workers)
+
+
+def score_project(config: dict[str, Any], store: ImageStore, model: UNet) -> np.ndarray:
+    """active.py's path: utils.inference.score_pool with active.py's settings."""
+    from models.mc_dropout import mc_dropout_copy
+    from utils.device import pick_device, resolve_precision
+    from utils.inference import MCSettings, score_pool
+
+    device = pick_device(config["device"])
+    channels_last = config["channels_last"]
+    # As in utils.active_loop: the model lives in channels_last on the device.
+    model = (
+        model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
+    )
+    mc_model = mc_dropout_copy(model)
+    settings = MCSettings(
+        config["t"],
+        config["samples_per_pass"],
+        device,
+        resolve_precision(config["precision"], device),
+        channels_last=channels_last,
+    )
+    pool = GlasDataset(store)  # transform=None: whole, unaugmented images, as the AL pool
+    return _timed(
+        config, lambda: score_pool(mc_model, pool, "bald", settings, progress=False).scores
+    )
+
+
+def bald_numpy(probs: np.ndarray) -> float:
+    """BALD of one image's ``[C, H, W, T]`` probabilities, mean over pixels (numpy/scipy)."""
+    from scipy.special import xlogy
+
+    expected_entropy = -xlogy(probs, probs).sum(0).mean(-1)  # [H, W]
+    mean = probs.mean(-1)  # [C, H, W]
+    entropy_of_mean = -xlogy(mean, mean).sum(0)  # [H, W]
+    return float((entropy_of_mean - expected_entropy).mean())
+
+
+def score_naive(config: dict[str, Any], store: ImageStore, model: UNet) -> np.ndarray:
+    """Textbook reference: batch 1, T sequential fp32 NCHW passes, whole pool kept, numpy BALD."""
+    from scipy.special import softmax
+
+    from models.mc_dropout import mc_dropout_copy
+
+    device = _device(config)
+    mc_model = mc_dropout_copy(model.to(device))
+    pool = GlasDataset(store)
+
+    def run() -> np.ndarray:
+        stacks = []  # one [C, H, W, T] float32 array per image, all alive until scoring
+        with torch.no_grad():
+            for index in range(len(pool)):
+                x = pool[index][0].unsqueeze(0).to(device)  # [1, 3, H, W]
+                logits = [mc_model(x)[0].cpu().numpy() for _ in range(config["t"])]
+                stacks.append(softmax(np.stack(logits, axis=-1), axis=0))
+        return np.array([bald_numpy(probs) for probs in stacks])
+
+    return _timed(config, run)
+
+
+class WholeImages(torch.utils.data.Dataset):
+    """(image float32 [3, H, W], mask int64 [H, W]) pairs, the form baal's wrapper expects."""
+
+    def __init__(self, store: ImageStore):
+        self.images = GlasDataset(store)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask, _, _ = self.images[index]
+        return image, mask
+
+
+def score_baal(config: dict[str, Any], store: ImageStore, model: UNet) -> np.ndarray:
+    """baal's ModelWrapper MC prediction generator + baal's BALD (mean reduction)."""
+    from baal.active.heuristics import BALD
+    from baal.bayesian.dropout import patch_module
+    from baal.modelwrapper import ModelWrapper, TrainingArgs
+    from scipy.special import softmax
+
+    use_cuda = _device(config).type == "cuda"
+    mc_model = patch_module(model.cuda() if use_cuda else model, inplace=True)
+    args = TrainingArgs(
+        criterion=nn.CrossEntropyLoss(),  # required by the wrapper, unused for prediction
+        batch_size=1,  # GlaS images differ in size, so they cannot be collated into batches
+        use_cuda=use_cuda,
+        workers=0,  # data are in memory; worker processes would only compete for the 2 cores
+        replicate_in_memory=config["baal_replicate"],
+    )
+    wrapper = ModelWrapper(mc_model, args)
+    dataset = WholeImages(store)
+
+    def run() -> np.ndarray:
+        predictions = wrapper.predict_on_dataset_generator(
+            dataset, iterations=config["t"], verbose=False
+        )  # yields logits [1, C, H, W, T] per image
+        # baal's BALD takes xlogy of its input, so it needs probabilities; its own to_prob
+        # guesses from the value range whether to softmax, so we apply the softmax explicitly.
+        probabilities = (softmax(logits, axis=1) for logits in predictions)
+        return BALD(reduction="mean").get_uncertainties_generator(probabilities)
+
+    return _timed(config, run)
+
+
+SCORERS = {"project": score_project, "naive": score_naive, "baal": score_baal}
+
+
+def _device(config: dict[str, Any]) -> torch.device:
+    from utils.device import pick_device
+
+    return pick_device(config["device"])
+
+
+def _timed(config: dict[str, Any], run: Any) -> np.ndarray:
+    """Seed, run, time; the elapsed wall time goes into ``config['wall_s']``."""
+    cuda = _device(config).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    # Same seed in every path; they still draw dropout masks in different orders.
+    torch.manual_seed(config["seed"])
+    started = time.perf_counter()
+    scores = np.asarray(run(), dtype=np.float64)
+    if cuda:
+        torch.cuda.synchronize()
+    config["wall_s"] = time.perf_counter() - started
+    return scores
+
+
+def worker(name: str, config: dict[str, Any]) -> None:
+    store = load_store(config)  # loaded in the worker so that it counts in every path's RSS
+    model = new_model(config["state_path"])
+    scores = SCORERS[name](config, store, model)
+    path = Path(config["scores_dir"]) / f"{name}.npy"
+    np.save(path, scores)
+    result = {"name": name, "wall_s": config["wall_s"], "peak_rss_mb": peak_rss_mb()}
+    result["scores"] = str(path)
+    if _device(config).type == "cuda":
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    emit(result)
+
+
+# --------------------------------------------------------------------------------------------
+# Parent: data, model, workers, table
+
+
+def top_k_overlap(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Fraction of the k highest-scoring images of ``a`` that are also in ``b``'s top k."""
+    return len(set(np.argsort(-a)[:k]) & set(np.argsort(-b)[:k])) / k
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=16, help="pool images")
+    parser.add_argument("--t", type=int, default=20, help="MC samples per image")
+    parser.add_argument("--height", type=int, default=522, help="synthetic image height")
+    parser.add_argument("--width", type=int, default=775, help="synthetic image width")
+    parser.add_argument("--data-path", help="real GlaS folder (default: synthetic in a temp dir)")
+    parser.add_argument("--samples-per-pass", type=int, help="default: active.py's config")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="project path")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (all paths)")
+    parser.add_argument(
+        "--no-channels-last", action="store_true", help="project path in NCHW (a lever to test)"
+    )
+    parser.add_argument("--baal-replicate", action="store_true", help="replicate_in_memory=True")
+    parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset")
+    parser.add_argument("--seed", type=int, default=0, help="torch seed inside every worker")
+    parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        worker(args.worker, json.loads(args.config))
+        return
+    defaults = active_defaults()
+    spp = args.samples_per_pass or defaults["mc_samples_per_pass"]
+    precision = args.precision or defaults["precision"]
+    paths = [p for p in args.paths.split(",") if p]
+    if unknown := set(paths) - set(PATHS):
+        raise SystemExit(f"unknown paths {sorted(unknown)}; choose from {PATHS}")
+
+    with tempfile.TemporaryDirectory(prefix="bench_mc_") as tmp:
+        started = time.perf_counter()
+        data_path = args.data_path or str(
+            make_synthetic_pool(Path(tmp) / "glas", args.n, args.height, args.width)
+        )
+        config = {
+            "data_path": data_path,
+            "n": args.n,
+            "t": args.t,
+            "samples_per_pass": spp,
+            "precision": precision,
+            "device": args.device,
+            "channels_last": not args.no_channels_last,
+            "baal_replicate": args.baal_replicate,
+            "seed": args.seed,
+            "state_path": str(Path(tmp) / "unet.pt"),
+            "scores_dir": tmp,
+        }
+        store = load_store(config)
+        model = new_model()
+        warm_batchnorm(model, store)
+        torch.save(model.state_dict(), config["state_path"])
+        del store, model
+        sizes = sorted({tuple(im.shape[1:]) for im in load_store(config).images})
+        print(f"machine: {machine_summary()}")
+        print(
+            f"pool: {args.n} images {sizes} from {args.data_path or 'synthetic'}, T={args.t}, "
+            f"project: samples_per_pass={spp}, precision={precision}, "
+            f"channels_last={not args.no_channels_last}; baal replicate_in_memory="
+            f"{args.baal_replicate}; setup {time.perf_counter() - started:.1f}s",
+            flush=True,
+        )
+        results = {}
+        for name in paths:
+            result = run_worker(Path(__file__), name, config)
+            result["scores"] = np.load(result["scores"])
+            results[name] = result
+            print(f"  {name}: {result['wall_s']:.1f}s", flush=True)
+
+    print_table(results, args.n, args.t)
+
+
+def print_table(results: dict[str, dict[str, Any]], n: int, t: int) -> None:
+    k = max(1, n // 4)
+    reference = results.get("naive", {}).get("scores")
+    print(
+        f"\n{'path':<8} {'wall s':>8} {'img*samples/s':>14} {'peak RSS MB':>12} "
+        f"{'spearman':>9} {f'top-{k}':>6}  scores min..max"
+    )
+    for name, r in results.items():
+        r["throughput"] = n * t / r["wall_s"]
+        if reference is not None:
+            from scipy.stats import spearmanr
+
+            r["spearman"] = float(spearmanr(r["scores"], reference).statistic)
+            r["top_k"] = top_k_overlap(r["scores"], reference, k)
+        gpu = f"  peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else ""
+        print(
+            f"{name:<8} {r['wall_s']:>8.1f} {r['throughput']:>14.2f} {r['peak_rss_mb']:>12.0f} "
+            f"{r.get('spearman', float('nan')):>9.4f} {r.get('top_k', float('nan')):>6.2f}  "
+            f"{r['scores'].min():.4g}..{r['scores'].max():.4g}{gpu}"
+        )
+
+    def ratio(name: str, key: str, other: str) -> float:
+        if name in results and other in results:
+            return results[name][key] / results[other][key]
+        return float("nan")
+
+    spearman = results.get("project", {}).get("spearman", float("nan"))
+    print(
+        f"RESULT speedup_vs_naive={ratio('project', 'throughput', 'naive'):.3f} "
+        f"speedup_vs_baal={ratio('project', 'throughput', 'baal'):.3f} "
+        f"peak_rss_ratio_vs_naive={ratio('project', 'peak_rss_mb', 'naive'):.3f} "
+        f"spearman_vs_naive={spearman:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Interrupted runs resume exactly; finished runs are not redone; nothing is silently mixed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import utils.active_loop
+from active import ex
+from tests.conftest import tiny_config
+from utils.io import atomic_save_json, atomic_write
+from utils.training import NonFiniteLossError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli_args(config: dict) -> list[str]:
+    return [sys.executable, "active.py", "with"] + [
+        f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in config.items()
+    ]
+
+
+def cycles_done(results_dir: Path) -> int:
+    state = results_dir / "bald_0.state.json"
+    return json.loads(state.read_text())["cycles_done"] if state.exists() else 0
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_result(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    data, splits = synthetic_root / "GlaS", synthetic_root / "splits"
+    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+    config = tiny_config(data, splits, killed_dir, epochs=3, al_cycles=3)
+    process = subprocess.Popen(cli_args(config), cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while cycles_done(killed_dir) < 1 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = cycles_done(killed_dir)
+    assert 1 <= done < 4, "the run must be killed part-way for this test to mean anything"
+    assert np.load(killed_dir / "bald_0.npy").shape == (done,)  # finished cycles are kept
+
+    resumed = subprocess.run(cli_args(config), cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming bald_0 after cycle {done - 1}" in resumed.stdout
+    clean = subprocess.run(cli_args({**config, "results_dir": str(clean_dir)}), cwd=ROOT,
+                           capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    assert (killed_dir / "bald_0.npy").read_bytes() == (clean_dir / "bald_0.npy").read_bytes()
+    killed_record = json.loads((killed_dir / "bald_0.json").read_text())
+    clean_record = json.loads((clean_dir / "bald_0.json").read_text())
+    assert killed_record["acquired"] == clean_record["acquired"]
+    assert killed_record["complete"] and len(killed_record["test_dice"]) == 4
+
+
+def test_finished_run_is_reported_not_redone(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path,
+                         al_cycles=1, epochs=1)
+    ex.run(config_updates=config)
+    before = (tmp_path / "bald_0.npy").stat().st_mtime_ns
+    capsys.readouterr()
+    result = ex.run(config_updates=config)
+    assert "bald_0 is already complete" in capsys.readouterr().out
+    assert (tmp_path / "bald_0.npy").stat().st_mtime_ns == before
+    assert result.result == [round(float(d), 4) for d in np.load(tmp_path / "bald_0.npy")]
+
+
+def test_other_config_is_refused_unless_overwrite(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path,
+                         al_cycles=1, epochs=1)
+    ex.run(config_updates=config)
+    original = (tmp_path / "bald_0.npy").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        ex.run(config_updates={**config, "epochs": 2, "lr": 0.05})
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "epochs: 1 -> 2" in err and "lr: 0.1 -> 0.05" in err
+    assert "overwrite=True" in err
+    assert (tmp_path / "bald_0.npy").read_bytes() == original
+    ex.run(config_updates={**config, "epochs": 2, "overwrite": True})
+    record = json.loads((tmp_path / "bald_0.json").read_text())
+    assert record["config"]["epochs"] == 2
+
+
+def test_nan_loss_stops_and_keeps_last_good_cycle(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_train = utils.active_loop.train_model
+    calls = []
+
+    def diverge_on_second_cycle(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise NonFiniteLossError("training loss became nan at epoch 1; lower lr")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(utils.active_loop, "train_model", diverge_on_second_cycle)
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, epochs=1)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        ex.run(config_updates=config)
+    assert "error: training loss became nan" in capsys.readouterr().err
+    assert cycles_done(tmp_path) == 1
+    assert np.load(tmp_path / "bald_0.npy").shape == (1,)
+    monkeypatch.setattr(utils.active_loop, "train_model", real_train)
+    ex.run(config_updates=config)  # the same command resumes from the good cycle
+    assert np.load(tmp_path / "bald_0.npy").shape == (3,)
+
+
+def test_a_real_nan_is_caught_in_training(synthetic_root: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path,
+                         lr=float("inf"), precision="fp32", epochs=2)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        ex.run(config_updates=config)
+    assert "training loss became nan" in capsys.readouterr().err
+    assert not (tmp_path / "bald_0.npy").exists()
+
+
+def test_interrupted_write_leaves_old_file_intact(tmp_path: Path) -> None:
+    target = tmp_path / "record.json"
+    atomic_save_json(target, {"old": True})
+
+    def write_half_then_fail(f) -> None:
+        f.write(b'{"new": tr')
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        atomic_write(target, write_half_then_fail)
+    assert json.loads(target.read_text()) == {"old": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]  # no temp file left
