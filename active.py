@@ -92,7 +92,7 @@ def demo():
 @ex.named_config
 def full_supervision():
     # Train once on the whole train split: the reference the learning curves aim for.
-    full_supervision = True  # noqa: F841 (Sacred reads the local)
+    full_supervision = True  # train on every train image, no acquisition
 
 
 @ex.main

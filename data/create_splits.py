@@ -9,7 +9,6 @@ train = the rest. Same seed, same files.
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import sys
 from pathlib import Path

@@ -58,8 +58,12 @@ def test_end_to_end_writes_documented_outputs(synthetic_root: Path, tmp_path: Pa
 @pytest.mark.parametrize("name", sorted(HEURISTICS) + sorted(ALIASES))
 def test_every_heuristic_and_alias_runs(synthetic_root: Path, tmp_path: Path, name: str) -> None:
     config = tiny_config(
-        synthetic_root / "GlaS", synthetic_root / "splits", tmp_path,
-        heuristic=name, epochs=1, al_cycles=1,
+        synthetic_root / "GlaS",
+        synthetic_root / "splits",
+        tmp_path,
+        heuristic=name,
+        epochs=1,
+        al_cycles=1,
     )
     run(config)
     canonical = ALIASES.get(name, name)
@@ -121,7 +125,10 @@ def break_first_train_image(data: Path, splits: Path, how: str) -> str:
     [("no mask", "is missing"), ("mask size", "must match"), ("truncated", "corrupt or truncated")],
 )
 def test_broken_image_files_are_named(
-    glas_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture, how: str,
+    glas_copy: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    how: str,
     fragment: str,
 ) -> None:
     data, splits = glas_copy
@@ -135,7 +142,10 @@ def test_broken_image_files_are_named(
     [("train_1,3, benign", "malformed row"), ("train_1,3, mild, healthy", "unknown grade")],
 )
 def test_bad_grade_csv_rows(
-    glas_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture, row: str,
+    glas_copy: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    row: str,
     fragment: str,
 ) -> None:
     data, splits = glas_copy
@@ -173,7 +183,10 @@ def test_missing_and_broken_splits(
     ],
 )
 def test_bad_config_values(
-    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture, updates: dict,
+    synthetic_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    updates: dict,
     fragments: tuple[str, ...],
 ) -> None:
     config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, **updates)
@@ -182,8 +195,13 @@ def test_bad_config_values(
 
 def test_uncertainty_figures_are_written_per_cycle(synthetic_root: Path, tmp_path: Path) -> None:
     config = tiny_config(
-        synthetic_root / "GlaS", synthetic_root / "splits", tmp_path,
-        heuristic="variance_edt", epochs=1, save_maps=True, save_uncerts=True,
+        synthetic_root / "GlaS",
+        synthetic_root / "splits",
+        tmp_path,
+        heuristic="variance_edt",
+        epochs=1,
+        save_maps=True,
+        save_uncerts=True,
     )
     run(config)
     record = json.loads((tmp_path / "variance_edt_0.json").read_text())

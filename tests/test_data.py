@@ -35,8 +35,9 @@ def test_splits_cover_everything_once_and_are_stratified(synthetic_root: Path) -
     splits = make_splits(synthetic_root / "GlaS", seed=0)
     names = {s: [Path(r.image).stem for r in rows] for s, rows in splits.items()}
     n_test = SYNTHETIC_COUNTS["n_test_a"] + SYNTHETIC_COUNTS["n_test_b"]
-    assert sorted(names["test"]) == sorted(n for n in read_grades(synthetic_root / "GlaS")
-                                           if not n.startswith("train"))
+    assert sorted(names["test"]) == sorted(
+        n for n in read_grades(synthetic_root / "GlaS") if not n.startswith("train")
+    )
     assert len(names["test"]) == n_test
     assert len(names["val"]) == round(0.2 * SYNTHETIC_COUNTS["n_train"] + 0.4)  # ceil(2.4) = 3
     assert len(names["train"]) + len(names["val"]) == SYNTHETIC_COUNTS["n_train"]
@@ -50,9 +51,12 @@ def test_create_splits_cli_is_deterministic(synthetic_root: Path, tmp_path: Path
     data = str(synthetic_root / "GlaS")
     for out in ("a", "b"):
         assert create_splits_main(["--data-path", data, "--splits-path", str(tmp_path / out)]) == 0
-    assert create_splits_main(
-        ["--data-path", data, "--splits-path", str(tmp_path / "c"), "--seed", "5"]
-    ) == 0
+    assert (
+        create_splits_main(
+            ["--data-path", data, "--splits-path", str(tmp_path / "c"), "--seed", "5"]
+        )
+        == 0
+    )
     for split in ("train", "val", "test"):
         a = (tmp_path / "a" / f"{split}.csv").read_text()
         assert a == (tmp_path / "b" / f"{split}.csv").read_text()
@@ -62,9 +66,18 @@ def test_create_splits_cli_is_deterministic(synthetic_root: Path, tmp_path: Path
 
 def test_create_splits_runs_as_a_script(synthetic_root: Path, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "data/create_splits.py", "--data-path", str(synthetic_root / "GlaS"),
-         "--splits-path", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "data/create_splits.py",
+            "--data-path",
+            str(synthetic_root / "GlaS"),
+            "--splits-path",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "test.csv").exists() and "train" in result.stdout

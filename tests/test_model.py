@@ -60,7 +60,9 @@ def test_dice_score_hand_computed() -> None:
 
 def test_soft_dice_loss_golden_values() -> None:
     target = torch.tensor([[[0, 1], [1, 1]]])  # [1, 2, 2]
-    perfect = torch.where(torch.nn.functional.one_hot(target, 2).permute(0, 3, 1, 2) > 0, 50.0, -50.0)
+    perfect = torch.where(
+        torch.nn.functional.one_hot(target, 2).permute(0, 3, 1, 2) > 0, 50.0, -50.0
+    )
     assert soft_dice_loss(perfect, target, eps=0.0).item() == pytest.approx(0.0, abs=1e-6)
     uniform = torch.zeros(1, 2, 2, 2)  # p = 0.5 everywhere
     # class 0: 2*0.5/(2+1) = 1/3; class 1: 2*1.5/(2+3) = 3/5; loss = 1 - (1/3 + 3/5)/2

@@ -39,8 +39,9 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(
     data, splits = synthetic_root / "GlaS", synthetic_root / "splits"
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
     config = tiny_config(data, splits, killed_dir, epochs=3, al_cycles=3)
-    process = subprocess.Popen(cli_args(config), cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        cli_args(config), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while cycles_done(killed_dir) < 1 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -53,8 +54,12 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(
     resumed = subprocess.run(cli_args(config), cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming bald_0 after cycle {done - 1}" in resumed.stdout
-    clean = subprocess.run(cli_args({**config, "results_dir": str(clean_dir)}), cwd=ROOT,
-                           capture_output=True, text=True)
+    clean = subprocess.run(
+        cli_args({**config, "results_dir": str(clean_dir)}),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert clean.returncode == 0, clean.stderr
     assert (killed_dir / "bald_0.npy").read_bytes() == (clean_dir / "bald_0.npy").read_bytes()
     killed_record = json.loads((killed_dir / "bald_0.json").read_text())
@@ -66,8 +71,9 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(
 def test_finished_run_is_reported_not_redone(
     synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path,
-                         al_cycles=1, epochs=1)
+    config = tiny_config(
+        synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, al_cycles=1, epochs=1
+    )
     ex.run(config_updates=config)
     before = (tmp_path / "bald_0.npy").stat().st_mtime_ns
     capsys.readouterr()
@@ -80,8 +86,9 @@ def test_finished_run_is_reported_not_redone(
 def test_other_config_is_refused_unless_overwrite(
     synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path,
-                         al_cycles=1, epochs=1)
+    config = tiny_config(
+        synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, al_cycles=1, epochs=1
+    )
     ex.run(config_updates=config)
     original = (tmp_path / "bald_0.npy").read_bytes()
     capsys.readouterr()
@@ -98,7 +105,9 @@ def test_other_config_is_refused_unless_overwrite(
 
 
 def test_nan_loss_stops_and_keeps_last_good_cycle(
-    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+    synthetic_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     real_train = utils.active_loop.train_model
@@ -123,10 +132,17 @@ def test_nan_loss_stops_and_keeps_last_good_cycle(
     assert np.load(tmp_path / "bald_0.npy").shape == (3,)
 
 
-def test_a_real_nan_is_caught_in_training(synthetic_root: Path, tmp_path: Path,
-                                          capsys: pytest.CaptureFixture) -> None:
-    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path,
-                         lr=float("inf"), precision="fp32", epochs=2)
+def test_a_real_nan_is_caught_in_training(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = tiny_config(
+        synthetic_root / "GlaS",
+        synthetic_root / "splits",
+        tmp_path,
+        lr=float("inf"),
+        precision="fp32",
+        epochs=2,
+    )
     capsys.readouterr()
     with pytest.raises(SystemExit):
         ex.run(config_updates=config)

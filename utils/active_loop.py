@@ -310,9 +310,7 @@ def acquire(
         result = None
     grades = store.labels[pool_indices]
     chosen = select_for_labelling(scores, grades, cfg.n_data_to_label, cfg.balance_al)
-    acquired = [
-        {"name": store.names[pool_indices[i]], "score": float(scores[i])} for i in chosen
-    ]
+    acquired = [{"name": store.names[pool_indices[i]], "score": float(scores[i])} for i in chosen]
     al_set.label([int(i) for i in chosen])
     if cfg.save_maps or cfg.save_uncerts:
         save_cycle_figures(cfg, heuristic, cycle, store, scores, acquired, result)

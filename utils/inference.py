@@ -36,7 +36,9 @@ def _sample_chunks(settings: MCSettings) -> list[int]:
 
 
 @torch.inference_mode()
-def mc_probabilities(mc_model: nn.Module, image: torch.Tensor, settings: MCSettings) -> torch.Tensor:
+def mc_probabilities(
+    mc_model: nn.Module, image: torch.Tensor, settings: MCSettings
+) -> torch.Tensor:
     """Softmax probabilities of ``mc_iters`` MC-dropout passes over one image.
 
     ``image`` ``[3, H, W]`` -> ``[1, C, H, W, T]`` float32 on ``settings.device``. Several samples
