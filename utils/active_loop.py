@@ -254,6 +254,7 @@ def run_active_learning(
             progress=cfg.progress,
             description=f"cycle {cycle} train ({n_labelled} labelled)",
         )
+        trained = time.perf_counter()
         mc_model = mc_dropout_copy(model)
         per_image = evaluate_bma(mc_model, test_set, mc_settings, progress=cfg.progress)
         dice = float(np.mean(list(per_image.values())))
@@ -261,22 +262,31 @@ def run_active_learning(
         log_scalar("n_labelled", n_labelled, cycle)
         log_scalar("best_val_loss", train_info["best_val_loss"], cycle)
 
+        tested = time.perf_counter()
         finished = cycle == last_cycle or int(al_set.n_unlabelled) == 0
         acquired = [] if finished else acquire(cfg, heuristic, al_set, mc_model, mc_settings, cycle)
+        now = time.perf_counter()
         history = state.history
         history.n_labelled.append(n_labelled)
         history.test_dice.append(dice)
         history.acquired.append(acquired)
         history.test_dice_per_image.append(per_image)
         history.train.append(train_info)
-        history.seconds.append(round(time.perf_counter() - started, 2))
+        history.seconds.append(
+            {
+                "train": round(trained - started, 2),
+                "test": round(tested - trained, 2),
+                "acquire": round(now - tested, 2),
+                "total": round(now - started, 2),
+            }
+        )
         state.labelled_map = al_set.labelled_map.astype(int).tolist()
         state.cycles_done, state.finished = cycle + 1, finished
         save_cycle(paths, state)
         picked = ", ".join(a["name"] for a in acquired) or "-"
         _say(
             f"cycle {cycle}: {n_labelled} labelled, test Dice {dice:.4f}, "
-            f"{history.seconds[-1]:.0f}s; acquired {picked}"
+            f"{history.seconds[-1]['total']:.0f}s; acquired {picked}"
         )
         if finished:
             break

@@ -32,7 +32,7 @@ class History:
     acquired: list[list[dict[str, Any]]] = field(default_factory=list)
     test_dice_per_image: list[dict[str, float]] = field(default_factory=list)
     train: list[dict[str, float]] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
+    seconds: list[dict[str, float]] = field(default_factory=list)  # train/test/acquire/total
 
 
 @dataclass

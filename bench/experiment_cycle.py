@@ -1,0 +1,111 @@
+"""Time of the full default experiment, measured on its first cycles and extrapolated.
+
+    python bench/experiment_cycle.py [--cycles 2] [--data-path DIR --splits-path DIR]
+        [--set KEY=VALUE ...]
+
+Runs ``utils.active_loop.run_active_learning`` with active.py's defaults (60 epochs,
+``mc_iters=20``, full resolution, 15 cycles planned) for the first ``--cycles`` cycles, on real
+GlaS when given, else on a synthetic GlaS of the real size and counts (85 train, 60 testA,
+20 testB at 522x775) generated in a temporary folder. Each cycle's record splits its seconds
+into train / test / acquire; the extrapolation to all 16 cycles assumes training time linear in
+the number of labelled images (fitted on the measured cycles), a constant test time, and
+acquisition time proportional to the pool size. The last line reads
+``RESULT measured_cycles=<int> projected_run_minutes=<float>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from bench._common import active_defaults, machine_summary  # noqa: E402
+from data.create_splits import write_splits  # noqa: E402
+from data.synthetic import generate_synthetic_glas  # noqa: E402
+from utils.active_loop import LoopConfig, run_active_learning  # noqa: E402
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def project(
+    seconds: list[dict[str, float]], n_labelled: list[int], config: dict
+) -> tuple[float, list[int]]:
+    """Projected seconds of the whole run and the labelled-set size of every planned cycle."""
+    per_cycle = config["n_data_to_label"] * (2 if config["balance_al"] else 1)
+    plan = [config["n_label_start"] + per_cycle * k for k in range(config["al_cycles"] + 1)]
+    train = np.array([s["train"] for s in seconds])
+    if len(set(n_labelled)) > 1:
+        slope, intercept = np.polyfit(n_labelled, train, 1)
+    else:
+        slope, intercept = train[0] / n_labelled[0], 0.0
+    test = float(np.mean([s["test"] for s in seconds]))
+    pool_size = config["_train_size"]
+    acquired = [(s["acquire"], n) for s, n in zip(seconds, n_labelled, strict=True) if s["acquire"]]
+    per_pool_image = np.mean([a / (pool_size - n) for a, n in acquired]) if acquired else 0.0
+    total = 0.0
+    for k, n in enumerate(plan):
+        total += intercept + slope * n + test
+        if k < len(plan) - 1:
+            total += per_pool_image * (pool_size - n)
+    return total, plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cycles", type=int, default=2, help="cycles to measure (>= 1)")
+    parser.add_argument("--data-path", help="real GlaS folder (default: synthetic, real size)")
+    parser.add_argument("--splits-path", help="its splits folder (with --data-path)")
+    parser.add_argument("--set", action="append", default=[], help="config override KEY=VALUE")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        if args.data_path:
+            data_path, splits_path = Path(args.data_path), Path(args.splits_path)
+        else:
+            data_path, splits_path = tmp_path / "GlaS", tmp_path / "splits"
+            generate_synthetic_glas(
+                data_path, n_train=85, n_test_a=60, n_test_b=20, height=522, width=775, seed=0
+            )
+            write_splits(data_path, splits_path, seed=0)
+        config = active_defaults()
+        config.update(dict(parse_override(s) for s in args.set))
+        planned_cycles = config["al_cycles"]
+        config.update(
+            data_path=str(data_path),
+            splits_path=str(splits_path),
+            results_dir=str(tmp_path / "results"),
+            al_cycles=args.cycles - 1,
+            progress=False,
+        )
+        run_active_learning(LoopConfig.from_mapping(config))
+        record = json.loads((tmp_path / "results" / f"{config['heuristic']}_0.json").read_text())
+        train_size = sum(1 for _ in open(splits_path / "train.csv")) - 1
+
+    config.update(al_cycles=planned_cycles, _train_size=train_size)
+    seconds, n_labelled = record["seconds_per_cycle"], record["n_labelled"]
+    total, plan = project(seconds, n_labelled, config)
+    print(machine_summary())
+    print(f"{'cycle':>5} {'labelled':>8} {'train s':>8} {'test s':>7} {'acquire s':>9} {'Dice':>6}")
+    for k, (s, n, d) in enumerate(zip(seconds, n_labelled, record["test_dice"], strict=True)):
+        print(f"{k:>5} {n:>8} {s['train']:>8.1f} {s['test']:>7.1f} {s['acquire']:>9.1f} {d:>6.3f}")
+    print(f"projected: {len(plan)} cycles, {plan[0]}..{plan[-1]} labelled: {total / 60:.1f} min")
+    print(f"RESULT measured_cycles={len(seconds)} projected_run_minutes={total / 60:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
