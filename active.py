@@ -48,7 +48,7 @@ def config():
     al_cycles = 15  # acquisition cycles after the initial training
     n_data_to_label = 1  # images labelled per cycle (per grade when balance_al)
     mc_iters = 20  # MC-dropout samples T for acquisition and test-time averaging
-    mc_samples_per_pass = 10  # MC samples stacked in one forward pass (lower to save memory)
+    mc_samples_per_pass = 0  # MC samples per forward pass; 0 = auto (1 on CPU, 10 on GPU)
     heuristic = "bald"  # bald, entropy, variance, variance_edt, random (or mc, max, rand)
     run = 0  # run index; fixes every seed (initial labelled set, weights, augmentation)
     seed = run  # Sacred's own seed, tied to run so that reruns are identical
@@ -85,7 +85,6 @@ def demo():
     epochs = 8  # epochs per cycle
     al_cycles = 4  # acquisition cycles
     mc_iters = 4  # MC samples
-    mc_samples_per_pass = 4  # all samples in one pass
     lr_step_size = 6  # decay once near the end of each cycle
 
 

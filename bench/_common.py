@@ -57,6 +57,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
+def busy_cpu_percent(seconds: float = 1.0) -> float:
+    """System-wide CPU use over ``seconds`` while this process idles: other processes' load.
+
+    Anything well above 0 means the timings that follow are shared with someone else; with
+    libgomp's default spin-waiting a 2-thread torch run can then slow down by an order of
+    magnitude (``OMP_WAIT_POLICY=PASSIVE`` limits the damage).
+    """
+    import psutil
+
+    return psutil.cpu_percent(interval=seconds)
+
+
 def emit(result: dict[str, Any]) -> None:
     """Worker side: hand the result to the parent as one tagged JSON line on stdout."""
     print(WORKER_TAG + json.dumps(result), flush=True)

@@ -13,21 +13,32 @@ Three paths score the same pool with the same UNet weights, each in its own fres
 * ``naive``: batch 1, the T passes one after another in fp32 NCHW under ``torch.no_grad``; every
   image's ``[C, H, W, T]`` probabilities kept as numpy for the whole pool, BALD afterwards with
   scipy (softmax, xlogy) and mean reduction.
-* ``baal``: baal's own ``ModelWrapper.predict_on_dataset_generator`` (batch 1, workers 0) and
-  ``baal.active.heuristics.BALD(reduction="mean")`` on the softmax of its outputs. By default with
-  ``replicate_in_memory=False`` (T passes of batch 1); ``--baal-replicate`` uses baal's default
-  ``True`` (one pass of batch T), about 1.6x slower than batch 1 on a 2-core CPU in fp32 and too
-  slow to fit the 10-minute budget at the defaults.
+* ``baal``: baal's own ``ModelWrapper.predict_on_dataset_generator`` (batch 1, workers 0, baal's
+  default ``replicate_in_memory=True``: one pass of batch T) and
+  ``baal.active.heuristics.BALD(reduction="mean")`` on the softmax of its outputs;
+  ``--baal-no-replicate`` makes it T passes of batch 1.
+* ``project_seed+1`` (skip with ``--no-noise-floor``): the project path again with the next
+  seed. Its agreement with ``project`` is the MC-noise floor: two paths that compute the same
+  thing can agree no better than one path with itself under fresh dropout masks.
 
 Only inference + scoring is timed; data loading and model construction happen in the worker
-before the clock starts (so they count towards its peak RSS, equally for every path).
+before the clock starts (so they count towards its peak RSS, equally for every path). The first
+pass over each image size (oneDNN primitive creation) is inside the clock for every path.
 
 The UNet (base width 16, dropout 0.1) has fixed random weights (``torch.manual_seed(0)``). Its
 BatchNorm running statistics are estimated once, in the parent, from train-mode passes over the
-pool at half resolution (cumulative averages): with the default statistics (mean 0, var 1)
-activations of a random UNet drift in scale level by level, the softmax saturates and every image
-gets a near-identical, noise-dominated BALD score, so rankings between paths would measure MC
-noise instead of agreement. The warmed weights are saved to a temp file that every worker loads.
+pool at half resolution (cumulative averages). With the default statistics (mean 0, var 1) the
+activations of a random UNet shrink level by level, BALD is ~1e-5 everywhere and the ranking is
+pure MC noise (seed-to-seed Spearman ~0.1); warmed, scores are ~1e-2 and spread over a factor
+~2 between images. The per-image MC noise at T=20 is still ~10 % of the score, so Spearman
+between independent runs stays below 1 whatever the implementation: compare ``spearman`` with
+the noise-floor row. The warmed weights are saved to a temp file that every worker loads.
+
+With ``--samples-per-pass 1 --baal-no-replicate`` all three paths draw their dropout masks in
+the same order (one DataLoader seed draw, then per image T batch-1 passes, layer by layer), so
+they see identical masks and their scores differ only by arithmetic: Spearman 1.0, and the
+``rel diff`` column is the bf16 error (about 1 %). On a 2-core CPU that is also the fastest
+setting of the project path.
 
 Last line: ``RESULT speedup_vs_naive=.. speedup_vs_baal=.. peak_rss_ratio_vs_naive=..
 spearman_vs_naive=..`` (throughput ratios project/naive and project/baal, peak-RSS ratio
@@ -38,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -50,9 +62,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 
 from bench._common import (  # noqa: E402
     active_defaults,
+    busy_cpu_percent,
     emit,
     machine_summary,
     make_synthetic_pool,
@@ -83,8 +97,8 @@ def new_model(state_path: str | None = None) -> UNet:
 def warm_batchnorm(model: UNet, store: ImageStore, scale: float = 0.5) -> None:
     """Set BN running stats to the cumulative mean/var of train-mode passes over the pool.
 
-    Half resolution keeps this a few seconds on a CPU; the statistics of H&E texture change
-    little with a 2x zoom, which is all "sensible" needs here.
+    Half resolution keeps this to a few seconds on a CPU. The aim is activations of sensible
+    scale at every level, not exact full-resolution statistics.
     """
     batchnorms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for bn in batchnorms:
@@ -157,8 +171,8 @@ def score_naive(config: dict[str, Any], store: ImageStore, model: UNet) -> np.nd
     def run() -> np.ndarray:
         stacks = []  # one [C, H, W, T] float32 array per image, all alive until scoring
         with torch.no_grad():
-            for index in range(len(pool)):
-                x = pool[index][0].unsqueeze(0).to(device)  # [1, 3, H, W]
+            for image, *_ in DataLoader(pool, batch_size=1):
+                x = image.to(device)  # [1, 3, H, W]
                 logits = [mc_model(x)[0].cpu().numpy() for _ in range(config["t"])]
                 stacks.append(softmax(np.stack(logits, axis=-1), axis=0))
         return np.array([bald_numpy(probs) for probs in stacks])
@@ -220,19 +234,25 @@ def _device(config: dict[str, Any]) -> torch.device:
     return pick_device(config["device"])
 
 
+def _cpu_seconds() -> float:
+    user, system = os.times()[:2]  # this process, all threads
+    return user + system
+
+
 def _timed(config: dict[str, Any], run: Any) -> np.ndarray:
-    """Seed, run, time; the elapsed wall time goes into ``config['wall_s']``."""
+    """Seed, run, time; wall and CPU seconds go into ``config['wall_s']``, ``config['cpu_s']``."""
     cuda = _device(config).type == "cuda"
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     # Same seed in every path; they still draw dropout masks in different orders.
     torch.manual_seed(config["seed"])
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
     scores = np.asarray(run(), dtype=np.float64)
     if cuda:
         torch.cuda.synchronize()
     config["wall_s"] = time.perf_counter() - started
+    config["cpu_s"] = _cpu_seconds() - cpu_started
     return scores
 
 
@@ -240,10 +260,10 @@ def worker(name: str, config: dict[str, Any]) -> None:
     store = load_store(config)  # loaded in the worker so that it counts in every path's RSS
     model = new_model(config["state_path"])
     scores = SCORERS[name](config, store, model)
-    path = Path(config["scores_dir"]) / f"{name}.npy"
+    path = Path(config["scores_dir"]) / f"{name}_seed{config['seed']}.npy"
     np.save(path, scores)
-    result = {"name": name, "wall_s": config["wall_s"], "peak_rss_mb": peak_rss_mb()}
-    result["scores"] = str(path)
+    result = {key: config[key] for key in ("wall_s", "cpu_s")}
+    result |= {"name": name, "peak_rss_mb": peak_rss_mb(), "scores": str(path)}
     if _device(config).type == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     emit(result)
@@ -271,7 +291,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-channels-last", action="store_true", help="project path in NCHW (a lever to test)"
     )
-    parser.add_argument("--baal-replicate", action="store_true", help="replicate_in_memory=True")
+    parser.add_argument(
+        "--baal-no-replicate", action="store_true", help="baal: replicate_in_memory=False"
+    )
+    parser.add_argument(
+        "--no-noise-floor", action="store_true", help="skip the project rerun with seed+1"
+    )
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset")
     parser.add_argument("--seed", type=int, default=0, help="torch seed inside every worker")
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
@@ -285,7 +310,12 @@ def main(argv: list[str] | None = None) -> None:
         worker(args.worker, json.loads(args.config))
         return
     defaults = active_defaults()
-    spp = args.samples_per_pass or defaults["mc_samples_per_pass"]
+    from utils.device import pick_device, samples_per_pass
+
+    # active.py's 0 means "auto": resolve it exactly as the experiment does on this device.
+    spp = args.samples_per_pass or samples_per_pass(
+        defaults["mc_samples_per_pass"], pick_device(args.device)
+    )
     precision = args.precision or defaults["precision"]
     paths = [p for p in args.paths.split(",") if p]
     if unknown := set(paths) - set(PATHS):
@@ -304,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
             "precision": precision,
             "device": args.device,
             "channels_last": not args.no_channels_last,
-            "baal_replicate": args.baal_replicate,
+            "baal_replicate": not args.baal_no_replicate,
             "seed": args.seed,
             "state_path": str(Path(tmp) / "unet.pt"),
             "scores_dir": tmp,
@@ -320,38 +350,53 @@ def main(argv: list[str] | None = None) -> None:
             f"pool: {args.n} images {sizes} from {args.data_path or 'synthetic'}, T={args.t}, "
             f"project: samples_per_pass={spp}, precision={precision}, "
             f"channels_last={not args.no_channels_last}; baal replicate_in_memory="
-            f"{args.baal_replicate}; setup {time.perf_counter() - started:.1f}s",
+            f"{not args.baal_no_replicate}; setup {time.perf_counter() - started:.1f}s",
             flush=True,
         )
+        runs = [(name, name, config) for name in paths]
+        if "project" in paths and not args.no_noise_floor:
+            runs.append(("project_seed+1", "project", config | {"seed": args.seed + 1}))
         results = {}
-        for name in paths:
-            result = run_worker(Path(__file__), name, config)
+        for label, name, worker_config in runs:
+            busy = busy_cpu_percent()
+            result = run_worker(Path(__file__), name, worker_config)
             result["scores"] = np.load(result["scores"])
-            results[name] = result
-            print(f"  {name}: {result['wall_s']:.1f}s", flush=True)
+            result["busy_before"] = busy
+            results[label] = result
+            print(f"  {label}: {result['wall_s']:.1f}s (CPU busy before: {busy:.0f}%)", flush=True)
 
     print_table(results, args.n, args.t)
 
 
 def print_table(results: dict[str, dict[str, Any]], n: int, t: int) -> None:
+    from scipy.stats import spearmanr
+
     k = max(1, n // 4)
     reference = results.get("naive", {}).get("scores")
     print(
-        f"\n{'path':<8} {'wall s':>8} {'img*samples/s':>14} {'peak RSS MB':>12} "
-        f"{'spearman':>9} {f'top-{k}':>6}  scores min..max"
+        f"\n{'path':<15} {'wall s':>7} {'img*samples/s':>13} {'cpu/wall':>8} {'peak RSS MB':>11} "
+        f"{'spearman':>8} {f'top-{k}':>6} {'rel diff':>8}  scores min..max  (vs naive)"
     )
     for name, r in results.items():
         r["throughput"] = n * t / r["wall_s"]
         if reference is not None:
-            from scipy.stats import spearmanr
-
             r["spearman"] = float(spearmanr(r["scores"], reference).statistic)
             r["top_k"] = top_k_overlap(r["scores"], reference, k)
+            r["rel_diff"] = float(np.mean(np.abs(r["scores"] - reference) / np.abs(reference)))
         gpu = f"  peak GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else ""
         print(
-            f"{name:<8} {r['wall_s']:>8.1f} {r['throughput']:>14.2f} {r['peak_rss_mb']:>12.0f} "
-            f"{r.get('spearman', float('nan')):>9.4f} {r.get('top_k', float('nan')):>6.2f}  "
+            f"{name:<15} {r['wall_s']:>7.1f} {r['throughput']:>13.2f} "
+            f"{r['cpu_s'] / r['wall_s']:>8.2f} {r['peak_rss_mb']:>11.0f} "
+            f"{r.get('spearman', float('nan')):>8.4f} {r.get('top_k', float('nan')):>6.2f} "
+            f"{r.get('rel_diff', float('nan')):>8.4f}  "
             f"{r['scores'].min():.4g}..{r['scores'].max():.4g}{gpu}"
+        )
+    if "project" in results and "project_seed+1" in results:
+        a, b = results["project"]["scores"], results["project_seed+1"]["scores"]
+        print(
+            f"MC noise floor (project seed s vs s+1): spearman "
+            f"{spearmanr(a, b).statistic:.4f}, top-{k} {top_k_overlap(a, b, k):.2f}, "
+            f"mean |relative difference| {np.mean(np.abs(a - b) / np.abs(b)):.3f}"
         )
 
     def ratio(name: str, key: str, other: str) -> float:

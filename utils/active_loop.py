@@ -31,7 +31,7 @@ from data.transforms import effective_patch_size, train_transform
 from heuristics import HEURISTICS, NEEDS_MC, PIXEL_MAPS, resolve_heuristic
 from heuristics.acquisition import select_for_labelling
 from models import UNet, mc_dropout_copy
-from utils.device import pick_device, resolve_precision
+from utils.device import pick_device, resolve_precision, samples_per_pass
 from utils.inference import MCSettings, evaluate_bma, score_pool
 from utils.run_state import History, RunPaths, RunState, jsonable, load_state, save_cycle
 from utils.training import TrainSettings, train_model
@@ -111,7 +111,7 @@ def validate(cfg: LoopConfig) -> str:
             f"mc_iters must be >= 1 for heuristic {heuristic}, got {cfg.mc_iters}",
         ),
         (cfg.mc_iters >= 1, f"mc_iters must be >= 1 (test-time averaging), got {cfg.mc_iters}"),
-        (cfg.mc_samples_per_pass >= 1, "mc_samples_per_pass must be >= 1"),
+        (cfg.mc_samples_per_pass >= 0, "mc_samples_per_pass must be >= 0 (0 = auto)"),
         (cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}"),
         (cfg.al_cycles >= 0, f"al_cycles must be >= 0, got {cfg.al_cycles}"),
         (cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"),
@@ -224,7 +224,8 @@ def run_active_learning(
         lr_gamma=cfg.lr_gamma,
         num_workers=cfg.num_workers,
     )
-    mc_settings = MCSettings(cfg.mc_iters, cfg.mc_samples_per_pass, device, amp_dtype)
+    per_pass = samples_per_pass(cfg.mc_samples_per_pass, device)
+    mc_settings = MCSettings(cfg.mc_iters, per_pass, device, amp_dtype)
 
     if state is None:
         state = RunState(config=config, labelled_map=[], history=History())

@@ -38,3 +38,14 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContext
     if dtype is None:
         return nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+def samples_per_pass(requested: int, device: torch.device) -> int:
+    """MC samples stacked in one forward pass; 0 picks what measured fastest on each device.
+
+    On a CPU a batch of several full-size images falls out of cache and is slower per sample
+    than one at a time (bench/README.md); a GPU needs the batch to be busy.
+    """
+    if requested > 0:
+        return requested
+    return 10 if device.type == "cuda" else 1
