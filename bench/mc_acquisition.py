@@ -247,6 +247,9 @@ def _timed(config: dict[str, Any], run: Any) -> np.ndarray:
         torch.cuda.reset_peak_memory_stats()
     # Same seed in every path; they still draw dropout masks in different orders.
     torch.manual_seed(config["seed"])
+    # Imports (torch, baal) and the loaded pool make a fixed baseline of about 1 GB; what the
+    # path itself adds on top of it is what grows, or not, with the pool.
+    config["rss_before_mb"] = peak_rss_mb()
     started, cpu_started = time.perf_counter(), _cpu_seconds()
     scores = np.asarray(run(), dtype=np.float64)
     if cuda:
@@ -262,7 +265,7 @@ def worker(name: str, config: dict[str, Any]) -> None:
     scores = SCORERS[name](config, store, model)
     path = Path(config["scores_dir"]) / f"{name}_seed{config['seed']}.npy"
     np.save(path, scores)
-    result = {key: config[key] for key in ("wall_s", "cpu_s")}
+    result = {key: config[key] for key in ("wall_s", "cpu_s", "rss_before_mb")}
     result |= {"name": name, "peak_rss_mb": peak_rss_mb(), "scores": str(path)}
     if _device(config).type == "cuda":
         result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -375,7 +378,8 @@ def print_table(results: dict[str, dict[str, Any]], n: int, t: int) -> None:
     reference = results.get("naive", {}).get("scores")
     print(
         f"\n{'path':<15} {'wall s':>7} {'img*samples/s':>13} {'cpu/wall':>8} {'peak RSS MB':>11} "
-        f"{'spearman':>8} {f'top-{k}':>6} {'rel diff':>8}  scores min..max  (vs naive)"
+        f"{'added MB':>8} {'spearman':>8} {f'top-{k}':>6} {'rel diff':>8}  "
+        "scores min..max  (vs naive)"
     )
     for name, r in results.items():
         r["throughput"] = n * t / r["wall_s"]
@@ -387,6 +391,7 @@ def print_table(results: dict[str, dict[str, Any]], n: int, t: int) -> None:
         print(
             f"{name:<15} {r['wall_s']:>7.1f} {r['throughput']:>13.2f} "
             f"{r['cpu_s'] / r['wall_s']:>8.2f} {r['peak_rss_mb']:>11.0f} "
+            f"{r['peak_rss_mb'] - r['rss_before_mb']:>8.0f} "
             f"{r.get('spearman', float('nan')):>8.4f} {r.get('top_k', float('nan')):>6.2f} "
             f"{r.get('rel_diff', float('nan')):>8.4f}  "
             f"{r['scores'].min():.4g}..{r['scores'].max():.4g}{gpu}"
@@ -404,6 +409,13 @@ def print_table(results: dict[str, dict[str, Any]], n: int, t: int) -> None:
             return results[name][key] / results[other][key]
         return float("nan")
 
+    for r in results.values():
+        r["added_mb"] = r["peak_rss_mb"] - r["rss_before_mb"]
+    print(
+        "peak RSS added by the path over its baseline (imports, pool, model): "
+        + ", ".join(f"{name} {r['added_mb']:.0f} MB" for name, r in results.items())
+        + f"; project/naive {ratio('project', 'added_mb', 'naive'):.3f}"
+    )
     spearman = results.get("project", {}).get("spearman", float("nan"))
     print(
         f"RESULT speedup_vs_naive={ratio('project', 'throughput', 'naive'):.3f} "

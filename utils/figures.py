@@ -9,7 +9,6 @@ long run that saves hundreds of maps does not leak memory.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +21,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from utils.io import atomic_write  # noqa: E402
+
 __all__ = ["save_figure", "save_score_distribution", "save_uncertainty_map"]
 
 DPI = 120
@@ -33,22 +34,11 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = DPI) -> Pa
     The temporary name starts with a dot and ends in ``.tmp`` so that readers scanning the
     directory for results (``utils.report``) never pick up a half-written file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            # The suffix is .tmp, so the format cannot be inferred from the name.
-            fig.savefig(handle, format="png", dpi=dpi)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+        # The temporary name ends in .tmp, so the format cannot be inferred from it.
+        return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi))
     finally:
         plt.close(fig)
-    return path
 
 
 def _check_map_shapes(

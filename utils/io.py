@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import torch
+
+
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_file_mode()
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
@@ -21,8 +29,10 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A leading dot and a .tmp suffix keep readers that scan the folder (utils.report) off it.
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp creates 0600; results are meant to be shared
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -49,10 +59,4 @@ def atomic_save_json(path: str | Path, obj: Any) -> Path:
 def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(array))
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def atomic_torch_save(path: str | Path, obj: Any) -> Path:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
     return atomic_write_bytes(path, buffer.getvalue())

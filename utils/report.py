@@ -21,7 +21,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from utils.figures import save_figure  # noqa: E402
+from utils.io import atomic_write_text  # noqa: E402
 
 __all__ = [
     "CSV_COLUMNS",
@@ -487,7 +487,9 @@ def plot_learning_curves(
             label=f"{row.heuristic} (n={len(runs)})",
         )
         if len(runs) > 1:
-            ax.fill_between(n, lo, hi, color=colour, alpha=0.18, linewidth=0)
+            # Dice lives in [0, 1]; a t-interval over two or three runs can reach far outside it.
+            band_lo, band_hi = np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
+            ax.fill_between(n, band_lo, band_hi, color=colour, alpha=0.18, linewidth=0)
     if summary.full_dice is not None:
         ax.axhline(
             summary.full_dice,
@@ -500,28 +502,14 @@ def plot_learning_curves(
     ax.set_ylabel("test Dice")
     ax.set_title(
         "Active learning: test Dice vs labelled images\n"
-        "mean over runs, shaded: 95 % confidence interval of the mean",
+        "mean over runs, shaded: 95 % confidence interval of the mean (clipped to [0, 1])",
         fontsize=11,
     )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0.0, 1.0)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", framealpha=0.9)
     return save_figure(fig, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a hidden temporary file and ``os.replace``."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_report(
@@ -544,8 +532,8 @@ def write_report(
     title = f"Active-learning summary: {results_dir.resolve().name}"
     return [
         plot_learning_curves(results, summary, out / "learning_curves.png"),
-        _write_text_atomic(out / "summary.csv", render_csv(summary)),
-        _write_text_atomic(out / "summary.md", render_markdown(summary, title)),
+        atomic_write_text(out / "summary.csv", render_csv(summary)),
+        atomic_write_text(out / "summary.md", render_markdown(summary, title)),
     ]
 
 
