@@ -27,10 +27,33 @@ from utils.run_state import ResumeError  # noqa: E402
 from utils.training import NonFiniteLossError  # noqa: E402
 
 ex = Experiment("glas_active_learning", save_git_info=False)
-# Sacred's INFO lines would bury the one-line error messages; progress has its own output.
-_logger = logging.getLogger("glas_active_learning")
-_logger.setLevel(logging.WARNING)
-ex.logger = _logger
+
+
+class _RoutineSacredNotices(logging.Filter):
+    """Drop Sacred's routine notices, which would bury our one-line error messages.
+
+    "No observers" is the normal case without ``-F``; "Failed after" repeats what the error line
+    (or, for a real crash, Sacred's traceback) already says.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not message.startswith(("No observers have been added", "Failed after"))
+
+
+def _experiment_logger() -> logging.Logger:
+    logger = logging.getLogger("glas_active_learning")
+    logger.setLevel(logging.WARNING)  # Sacred's INFO lines add nothing to our progress output
+    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s - %(name)s - %(message)s"))
+        handler.addFilter(_RoutineSacredNotices())
+        logger.addHandler(handler)
+    return logger
+
+
+ex.logger = _experiment_logger()
 
 
 @ex.config

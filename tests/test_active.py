@@ -226,3 +226,26 @@ def test_full_supervision_trains_once_on_everything(synthetic_root: Path, tmp_pa
     run({**config, "al_cycles": 1})
     write_report(tmp_path)
     assert "full supervision" in (tmp_path / "summary.md").read_text().lower()
+
+
+def test_command_line_bad_input_prints_exactly_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "active.py",
+            "with",
+            f"data_path={tmp_path / 'none'}",
+            f"results_dir={tmp_path / 'r'}",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("error: data folder") and "Traceback" not in result.stderr
