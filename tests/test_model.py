@@ -68,3 +68,25 @@ def test_soft_dice_loss_golden_values() -> None:
     # class 0: 2*0.5/(2+1) = 1/3; class 1: 2*1.5/(2+3) = 3/5; loss = 1 - (1/3 + 3/5)/2
     expected = 1 - (1 / 3 + 3 / 5) / 2
     assert soft_dice_loss(uniform, target, eps=0.0).item() == pytest.approx(expected)
+
+
+def test_mc_probabilities_match_sequential_passes() -> None:
+    from utils.inference import MCSettings, mc_mean_probabilities, mc_probabilities
+
+    torch.manual_seed(0)
+    mc_model = mc_dropout_copy(UNet(base_width=4))
+    image = torch.rand(3, 40, 50)
+    settings = MCSettings(5, 1, torch.device("cpu"), amp_dtype=None, channels_last=False)
+    torch.manual_seed(1)
+    probs = mc_probabilities(mc_model, image, settings)  # [1, C, H, W, T]
+    torch.manual_seed(1)
+    with torch.no_grad():
+        expected = torch.stack([mc_model(image[None]).softmax(1) for _ in range(5)], dim=-1)
+    assert probs.shape == (1, 2, 40, 50, 5)
+    torch.testing.assert_close(probs, expected)
+    torch.manual_seed(1)
+    mean = mc_mean_probabilities(mc_model, image, settings)  # [C, H, W]
+    torch.testing.assert_close(mean, expected[0].mean(-1))
+    stacked = mc_probabilities(mc_model, image, MCSettings(5, 3, torch.device("cpu")))
+    assert stacked.shape == (1, 2, 40, 50, 5)
+    torch.testing.assert_close(stacked.sum(1), torch.ones(1, 40, 50, 5))

@@ -45,13 +45,19 @@ def mc_probabilities(
     go through the model in one batch: dropout draws a fresh mask per batch element.
     """
     x = to_device(image.unsqueeze(0), settings.device, settings.channels_last)  # [1, 3, H, W]
-    chunks = []
+    probs = None
+    start = 0
     for k in _sample_chunks(settings):
         batch = x.expand(k, -1, -1, -1)  # [k, 3, H, W], a view: no copy of the image
         with autocast(settings.device, settings.amp_dtype):
             logits = mc_model(batch)  # [k, C, H, W]
-        chunks.append(logits.float().softmax(1))
-    return torch.cat(chunks).permute(1, 2, 3, 0).unsqueeze(0)  # [1, C, H, W, T]
+        if probs is None:
+            # Filled in place: concatenating chunks would briefly hold the stack twice.
+            shape = (1, *logits.shape[1:], settings.mc_iters)
+            probs = torch.empty(shape, device=logits.device)  # [1, C, H, W, T]
+        probs[0, ..., start : start + k] = logits.float().softmax(1).permute(1, 2, 3, 0)
+        start += k
+    return probs
 
 
 @torch.inference_mode()
