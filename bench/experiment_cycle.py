@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 
 from bench._common import active_defaults, machine_summary  # noqa: E402
 from data.create_splits import write_splits  # noqa: E402
+from data.glas import read_split  # noqa: E402
 from data.synthetic import generate_synthetic_glas  # noqa: E402
 from utils.active_loop import LoopConfig, run_active_learning  # noqa: E402
 
@@ -41,7 +42,7 @@ def parse_override(text: str) -> tuple[str, object]:
 
 
 def project(
-    seconds: list[dict[str, float]], n_labelled: list[int], config: dict
+    seconds: list[dict[str, float]], n_labelled: list[int], config: dict, pool_size: int
 ) -> tuple[float, list[int]]:
     """Projected seconds of the whole run and the labelled-set size of every planned cycle."""
     per_cycle = config["n_data_to_label"] * (2 if config["balance_al"] else 1)
@@ -52,7 +53,6 @@ def project(
     else:
         slope, intercept = train[0] / n_labelled[0], 0.0
     test = float(np.mean([s["test"] for s in seconds]))
-    pool_size = config["_train_size"]
     acquired = [(s["acquire"], n) for s, n in zip(seconds, n_labelled, strict=True) if s["acquire"]]
     per_pool_image = np.mean([a / (pool_size - n) for a, n in acquired]) if acquired else 0.0
     total = 0.0
@@ -93,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         run_active_learning(LoopConfig.from_mapping(config))
         record = json.loads((tmp_path / "results" / f"{config['heuristic']}_0.json").read_text())
-        train_size = sum(1 for _ in open(splits_path / "train.csv")) - 1
+        train_size = len(read_split(splits_path, "train"))
 
-    config.update(al_cycles=planned_cycles, _train_size=train_size)
+    config.update(al_cycles=planned_cycles)
     seconds, n_labelled = record["seconds_per_cycle"], record["n_labelled"]
-    total, plan = project(seconds, n_labelled, config)
+    total, plan = project(seconds, n_labelled, config, pool_size=train_size)
     print(machine_summary())
     print(f"{'cycle':>5} {'labelled':>8} {'train s':>8} {'test s':>7} {'acquire s':>9} {'Dice':>6}")
     for k, (s, n, d) in enumerate(zip(seconds, n_labelled, record["test_dice"], strict=True)):

@@ -107,10 +107,10 @@ def validate(cfg: LoopConfig) -> str:
         (cfg.n_data_to_label >= 1, f"n_data_to_label must be >= 1, got {cfg.n_data_to_label}"),
         (cfg.n_label_start >= 1, f"n_label_start must be >= 1, got {cfg.n_label_start}"),
         (
-            cfg.mc_iters >= 1 or heuristic not in NEEDS_MC,
-            f"mc_iters must be >= 1 for heuristic {heuristic}, got {cfg.mc_iters}",
+            cfg.mc_iters >= 1,
+            f"mc_iters must be >= 1 (MC samples for test-time averaging and for {heuristic}), "
+            f"got {cfg.mc_iters}",
         ),
-        (cfg.mc_iters >= 1, f"mc_iters must be >= 1 (test-time averaging), got {cfg.mc_iters}"),
         (cfg.mc_samples_per_pass >= 0, "mc_samples_per_pass must be >= 0 (0 = auto)"),
         (cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}"),
         (cfg.al_cycles >= 0, f"al_cycles must be >= 0, got {cfg.al_cycles}"),
@@ -265,7 +265,11 @@ def run_active_learning(
 
         tested = time.perf_counter()
         finished = cycle == last_cycle or int(al_set.n_unlabelled) == 0
-        acquired = [] if finished else acquire(cfg, heuristic, al_set, mc_model, mc_settings, cycle)
+        acquired = (
+            []
+            if finished
+            else acquire(cfg, heuristic, al_set, stores["train"], mc_model, mc_settings, cycle)
+        )
         now = time.perf_counter()
         history = state.history
         history.n_labelled.append(n_labelled)
@@ -301,6 +305,7 @@ def acquire(
     cfg: LoopConfig,
     heuristic: str,
     al_set: ActiveLearningDataset,
+    store: ImageStore,
     mc_model: torch.nn.Module,
     mc_settings: MCSettings,
     cycle: int,
@@ -308,7 +313,6 @@ def acquire(
     """Score the pool, label the chosen images, save figures if asked; return what was labelled."""
     pool = al_set.pool
     pool_indices = np.flatnonzero(~al_set.labelled)  # oracle index of each pool position
-    store: ImageStore = al_set._dataset.store
     want_maps = cfg.save_maps and heuristic in PIXEL_MAPS
     if heuristic in NEEDS_MC:
         result = score_pool(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from heuristics import HEURISTICS, PIXEL_MAPS
@@ -80,7 +80,9 @@ def evaluate_bma(
 ) -> dict[str, float]:
     """Per-image gland Dice of the MC-averaged prediction over whole images: ``{name: dice}``."""
     dice = {}
-    for image, mask, _, name in tqdm(dataset, desc="test", disable=not progress, leave=False):
+    items = (dataset[i] for i in range(len(dataset)))
+    bar = tqdm(items, total=len(dataset), desc="test", disable=not progress, leave=False)
+    for image, mask, _, name in bar:
         predicted = mc_mean_probabilities(mc_model, image, settings).argmax(0)  # [H, W]
         dice[name] = dice_score(predicted.cpu() != 0, mask != 0)
     return dice
@@ -104,8 +106,9 @@ def score_pool(
 ) -> PoolScores:
     """Score every pool image with ``heuristic`` (a canonical name from ``HEURISTICS``)."""
     names, scores, maps = [], [], {}
-    loader = DataLoader(pool, batch_size=None, shuffle=False)
-    for image, _, _, name in tqdm(loader, desc="MC pool", disable=not progress, leave=False):
+    items = (pool[i] for i in range(len(pool)))
+    bar = tqdm(items, total=len(pool), desc="MC pool", disable=not progress, leave=False)
+    for image, _, _, name in bar:
         probs = mc_probabilities(mc_model, image, settings)  # [1, C, H, W, T]
         if keep_maps and heuristic in PIXEL_MAPS:
             pixel_map = PIXEL_MAPS[heuristic](probs)  # [1, H, W]

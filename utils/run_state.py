@@ -18,7 +18,7 @@ from utils.io import atomic_save_json, atomic_save_npy
 
 STATE_VERSION = 1
 # Keys that change neither what is computed nor its result, so a resumed run may differ in them.
-IGNORED_FOR_RESUME = frozenset({"overwrite", "num_workers", "progress"})
+IGNORED_FOR_RESUME = frozenset({"overwrite", "progress"})
 
 
 class ResumeError(RuntimeError):
