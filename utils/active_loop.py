@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,20 @@ from data.transforms import effective_patch_size, train_transform
 from heuristics import HEURISTICS, NEEDS_MC, PIXEL_MAPS, resolve_heuristic
 from heuristics.acquisition import select_for_labelling
 from models import UNet, mc_dropout_copy
+from utils.config import ExperimentConfig
 from utils.device import pick_device, resolve_precision, samples_per_pass
 from utils.inference import MCSettings, evaluate_bma, score_pool
-from utils.run_state import History, RunPaths, RunState, jsonable, load_state, save_cycle
+from utils.run_lock import run_lock
+from utils.run_state import (
+    TAG_PATTERN,
+    History,
+    RunPaths,
+    RunState,
+    jsonable,
+    load_state,
+    result_name,
+    save_cycle,
+)
 from utils.training import TrainSettings, train_model
 
 FULL_SUPERVISION_NAME = "full"
@@ -41,52 +53,6 @@ FULL_SUPERVISION_NAME = "full"
 
 class ConfigError(ValueError):
     """An invalid config value, with a one-line message naming the key and the fix."""
-
-
-@dataclass(frozen=True)
-class LoopConfig:
-    """Every config key of ``active.py``; see its ``config`` for what each means."""
-
-    data_path: str
-    splits_path: str
-    synthetic: bool
-    synthetic_size: list[int]
-    synthetic_counts: list[int]
-    image_scale: float
-    patch_size: list[int]
-    batch_size: int
-    n_label_start: int
-    epochs: int
-    al_cycles: int
-    n_data_to_label: int
-    mc_iters: int
-    mc_samples_per_pass: int
-    heuristic: str
-    run: int
-    seed: int
-    results_dir: str
-    balance_al: bool
-    num_classes: int
-    lr: float
-    momentum: float
-    nesterov: bool
-    weight_decay: float
-    lr_step_size: int
-    lr_gamma: float
-    dropout: float
-    base_width: int
-    device: str
-    precision: str
-    num_workers: int
-    full_supervision: bool
-    save_maps: bool
-    save_uncerts: bool
-    overwrite: bool
-    progress: bool
-
-    @classmethod
-    def from_mapping(cls, config: dict[str, Any]) -> LoopConfig:
-        return cls(**{f.name: config[f.name] for f in fields(cls)})
 
 
 Logger = Callable[[str, float, int], None]
@@ -97,7 +63,7 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def validate(cfg: LoopConfig) -> str:
+def validate(cfg: ExperimentConfig) -> str:
     """Check values that would only fail later; return the canonical heuristic name."""
     try:
         heuristic = resolve_heuristic(cfg.heuristic)
@@ -117,6 +83,11 @@ def validate(cfg: LoopConfig) -> str:
         (cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"),
         (cfg.image_scale > 0, f"image_scale must be > 0, got {cfg.image_scale}"),
         (
+            TAG_PATTERN.fullmatch(cfg.tag) is not None,
+            f"tag may hold only letters, digits and . , = + - (no spaces or slashes), got "
+            f"{cfg.tag!r}",
+        ),
+        (
             len(cfg.patch_size) == 2 and min(cfg.patch_size) >= 8,
             f"patch_size must be [height, width] with both >= 8, got {cfg.patch_size}",
         ),
@@ -130,7 +101,20 @@ def validate(cfg: LoopConfig) -> str:
     return heuristic
 
 
-def prepare_synthetic(cfg: LoopConfig) -> None:
+MIN_IMAGE_SIDE = 32  # five 2x poolings leave a 1-pixel bottleneck; smaller is meaningless
+
+
+def check_scaled_size(stores: dict[str, ImageStore], image_scale: float) -> None:
+    smallest = min(min(store.min_size) for store in stores.values())
+    if smallest < MIN_IMAGE_SIDE:
+        lowest = image_scale * MIN_IMAGE_SIDE / max(smallest, 1)
+        raise ConfigError(
+            f"image_scale={image_scale} leaves the smallest image {smallest} pixels on a side, "
+            f"under the {MIN_IMAGE_SIDE} a segmentation needs; use image_scale >= {lowest:.2g}"
+        )
+
+
+def prepare_synthetic(cfg: ExperimentConfig) -> None:
     """Generate the demo's synthetic GlaS and its splits where they are absent."""
     data_path = Path(cfg.data_path)
     if not (data_path / "Grade.csv").exists():
@@ -172,15 +156,55 @@ def seed_cycle(run: int, cycle: int) -> torch.Generator:
 
 
 def run_active_learning(
-    cfg: LoopConfig,
+    cfg: ExperimentConfig,
     log_scalar: Logger = lambda name, value, step: None,
     add_artifact: ArtifactSink = lambda path: None,
 ) -> np.ndarray:
-    """Run (or resume) one active-learning run; return the test Dice per cycle."""
+    """Run (or resume) one active-learning run; return the test Dice per cycle.
+
+    The run holds an OS lock on ``{stem}.lock`` throughout, so a second process on the same run
+    is refused (``RunLockedError``) instead of writing the same files.
+    """
     heuristic = validate(cfg)
+    paths = run_paths(cfg, heuristic)
+    make_results_dir(paths.results_dir)
+    with run_lock(paths.lock):
+        return _run_locked(cfg, heuristic, paths, log_scalar, add_artifact)
+
+
+def run_paths(cfg: ExperimentConfig, heuristic: str) -> RunPaths:
+    """Where the run with this (validated) config keeps its files."""
     name = FULL_SUPERVISION_NAME if cfg.full_supervision else heuristic
-    paths = RunPaths(Path(cfg.results_dir), f"{name}_{cfg.run}")
-    config = jsonable({**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, "heuristic": name})
+    return RunPaths(Path(cfg.results_dir), f"{result_name(name, cfg.tag)}_{cfg.run}")
+
+
+def run_record_config(cfg: ExperimentConfig, heuristic: str) -> dict[str, Any]:
+    """The config as the run's state and record keep it: canonical names, JSON types."""
+    name = FULL_SUPERVISION_NAME if cfg.full_supervision else heuristic
+    return jsonable({**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, "heuristic": name})
+
+
+def make_results_dir(results_dir: Path) -> None:
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        probe = results_dir / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"results_dir={results_dir} cannot be created or written ({err.strerror}); "
+            "choose a writable folder"
+        ) from None
+
+
+def _run_locked(
+    cfg: ExperimentConfig,
+    heuristic: str,
+    paths: RunPaths,
+    log_scalar: Logger,
+    add_artifact: ArtifactSink,
+) -> np.ndarray:
+    config = run_record_config(cfg, heuristic)
     state = load_state(paths, config, cfg.overwrite)
     if state is not None and state.finished:
         _say(f"{paths.stem} is already complete in {paths.results_dir}: {paths.npy}")
@@ -199,6 +223,7 @@ def run_active_learning(
     device = pick_device(cfg.device)
     amp_dtype = resolve_precision(cfg.precision, device)
     stores = {s: ImageStore(cfg.data_path, r, cfg.image_scale) for s, r in rows.items()}
+    check_scaled_size(stores, cfg.image_scale)
     patch = effective_patch_size(tuple(cfg.patch_size), stores["train"].min_size)
     _say(
         f"{paths.stem}: {len(rows['train'])} train / {len(rows['val'])} val / "
@@ -302,7 +327,7 @@ def run_active_learning(
 
 
 def acquire(
-    cfg: LoopConfig,
+    cfg: ExperimentConfig,
     heuristic: str,
     al_set: ActiveLearningDataset,
     store: ImageStore,
@@ -333,7 +358,7 @@ def acquire(
 
 
 def save_cycle_figures(
-    cfg: LoopConfig,
+    cfg: ExperimentConfig,
     heuristic: str,
     cycle: int,
     store: ImageStore,
@@ -368,4 +393,4 @@ def save_cycle_figures(
             )
 
 
-__all__ = ["ConfigError", "DataError", "LoopConfig", "run_active_learning"]
+__all__ = ["ConfigError", "DataError", "ExperimentConfig", "run_active_learning"]

@@ -164,9 +164,10 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
     if not isinstance(config, dict):
         raise ReportError(f"malformed JSON in {json_path}: missing 'config' object")
     # The file name is what we group by; a disagreeing config means files were renamed or mixed.
-    if "heuristic" in config and str(config["heuristic"]) != heuristic:
+    recorded_name = record.get("name", config.get("heuristic"))
+    if recorded_name is not None and str(recorded_name) != heuristic:
         raise ReportError(
-            f"{json_path}: config.heuristic is {config['heuristic']!r} but the file name says "
+            f"{json_path}: the record names the run {recorded_name!r} but the file name says "
             f"{heuristic!r}"
         )
     if "run" in config and str(config["run"]) != str(run):
@@ -337,6 +338,21 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(array.mean()), std
 
 
+def _is_full(name: str) -> bool:
+    return name.split("@")[0] == FULL
+
+
+def random_baseline(name: str, names: Mapping[str, object]) -> str | None:
+    """The row ``name`` is paired against: ``random`` with the same sweep tag (``@...``), so that
+    a comparison never crosses swept settings. None for random itself or without a match.
+    """
+    base, _, tag = name.partition("@")
+    candidate = f"{RANDOM}@{tag}" if tag else RANDOM
+    if base == RANDOM or candidate not in names:
+        return None
+    return candidate
+
+
 def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
     """Build the summary table from ``load_results`` output.
 
@@ -344,10 +360,13 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
     ``labels_to_95``. Without them the reference is the best final mean Dice of any heuristic.
     Rows are sorted by mean AULC, best first (ties by name, for a stable order).
     """
-    heuristics = {name: runs for name, runs in results.items() if name != FULL and runs}
+    heuristics = {name: runs for name, runs in results.items() if not _is_full(name) and runs}
     if not heuristics:
         raise ReportError("no active-learning runs found, only full-supervision results")
-    full_runs = list(results.get(FULL, []))
+    # A plain ``full`` is the reference; a sweep over a grid has only tagged ones (``full@...``).
+    full_runs = list(results.get(FULL, [])) or [
+        r for name, runs in results.items() if _is_full(name) for r in runs
+    ]
     full_dice = float(np.mean([r.dice[-1] for r in full_runs])) if full_runs else None
 
     finals = {name: _mean_std([r.dice[-1] for r in runs]) for name, runs in heuristics.items()}
@@ -365,9 +384,8 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
     for name, runs in heuristics.items():
         n, mean, _, _ = mean_curve(runs)
         aulc_mean, aulc_std = _mean_std(list(aulcs[name].values()))
-        p_value = None
-        if name != RANDOM and RANDOM in aulcs:
-            p_value = paired_p_value(aulcs[name], aulcs[RANDOM])
+        baseline = random_baseline(name, aulcs)
+        p_value = None if baseline is None else paired_p_value(aulcs[name], aulcs[baseline])
         rows.append(
             SummaryRow(
                 heuristic=name,

@@ -8,17 +8,18 @@ three are written atomically, so an interrupted run loses at most the cycle in p
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from utils.config import IGNORED_FOR_RESUME
 from utils.io import atomic_save_json, atomic_save_npy
 
 STATE_VERSION = 1
-# Keys that change neither what is computed nor its result, so a resumed run may differ in them.
-IGNORED_FOR_RESUME = frozenset({"overwrite", "progress"})
+TAG_PATTERN = re.compile(r"[A-Za-z0-9_.,=+-]*")
 
 
 class ResumeError(RuntimeError):
@@ -48,7 +49,7 @@ class RunState:
 @dataclass(frozen=True)
 class RunPaths:
     results_dir: Path
-    stem: str  # "{heuristic}_{run}"
+    stem: str  # "{name}_{run}", see result_name
 
     @property
     def npy(self) -> Path:
@@ -61,6 +62,18 @@ class RunPaths:
     @property
     def state(self) -> Path:
         return self.results_dir / f"{self.stem}.state.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.results_dir / f"{self.stem}.lock"
+
+
+def result_name(heuristic: str, tag: str = "") -> str:
+    """The name a run's files and its report row carry, before ``_{run}``.
+
+    The tag (set by ``sweep.py --grid``) keeps runs that differ in a swept key apart.
+    """
+    return f"{heuristic}@{tag}" if tag else heuristic
 
 
 def jsonable(config: dict[str, Any]) -> dict[str, Any]:
@@ -112,6 +125,7 @@ def record(state: RunState) -> dict[str, Any]:
     """The JSON record written beside the ``.npy`` (documented in the README)."""
     history = asdict(state.history)
     return {
+        "name": result_name(state.config["heuristic"], state.config.get("tag", "")),
         "config": state.config,
         "complete": state.finished,
         "n_labelled": history["n_labelled"],

@@ -1,0 +1,132 @@
+"""The experiment's configuration: one dataclass that every entry point reads.
+
+``active.py`` hands ``defaults()`` to Sacred, ``sweep.py`` validates its jobs against it, the
+benches read their defaults from it, and the README's configuration table is generated from it
+(``python -m utils.config`` prints the table; a test fails when the README drifts).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any
+
+
+def _key(default: Any, help: str) -> Any:
+    """A config field with its default and the one-line meaning shown in the README table."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Every key of ``python active.py with KEY=VALUE``; the defaults are the original study's
+    protocol (Lubrano di Scandalea et al. 2019) except where a key's help says otherwise."""
+
+    data_path: str = _key("data/GlaS", "folder with the GlaS BMPs and `Grade.csv`")
+    splits_path: str = _key("data/splits/glas", "folder with `train.csv`, `val.csv`, `test.csv`")
+    synthetic: bool = _key(
+        False, "generate a synthetic GlaS and its splits at `data_path` when absent"
+    )
+    synthetic_size: list[int] = _key([96, 128], "synthetic images' usual `[height, width]`")
+    synthetic_counts: list[int] = _key([16, 6, 4], "synthetic train, testA, testB image counts")
+    image_scale: float = _key(
+        1.0,
+        "resize images and masks at load time (0.5 or 0.25 for CPU runs); the smallest image must "
+        "keep 32 pixels a side",
+    )
+    patch_size: list[int] = _key([416, 416], "training crop, shrunk to fit the smallest image")
+    batch_size: int = _key(16, "training patches per step")
+    n_label_start: int = _key(4, "initially labelled images, balanced benign / malignant")
+    epochs: int = _key(60, "training epochs per cycle")
+    al_cycles: int = _key(15, "acquisition cycles after the initial training")
+    n_data_to_label: int = _key(1, "images labelled per cycle (per grade with `balance_al`)")
+    mc_iters: int = _key(20, "MC-dropout samples for acquisition and test-time averaging")
+    mc_samples_per_pass: int = _key(
+        0, "MC samples stacked in one forward pass; 0 = auto: 1 on a CPU, 10 on a GPU"
+    )
+    heuristic: str = _key("bald", "acquisition heuristic, see the table above")
+    run: int = _key(0, "run index; fixes all seeds")
+    seed: int = _key(0, "Sacred's seed; `active.py` ties it to `run`")
+    results_dir: str = _key("results", "where results, records, run states and locks go")
+    tag: str = _key(
+        "",
+        "extra part of the result names, `{heuristic}@{tag}_{run}`; `sweep.py --grid` sets it to "
+        "the swept values",
+    )
+    balance_al: bool = _key(True, "acquire `n_data_to_label` of each grade per cycle")
+    num_classes: int = _key(2, "background and gland")
+    lr: float = _key(0.1, "SGD learning rate")
+    momentum: float = _key(0.9, "SGD momentum")
+    nesterov: bool = _key(True, "Nesterov momentum")
+    weight_decay: float = _key(1e-4, "SGD L2 weight decay")
+    lr_step_size: int = _key(40, "epochs between learning-rate decays (`StepLR`)")
+    lr_gamma: float = _key(0.1, "learning-rate factor at each decay")
+    dropout: float = _key(0.1, "dropout after every UNet block")
+    base_width: int = _key(16, "UNet channels at full resolution (doubled at each of 5 levels)")
+    device: str = _key("auto", "`auto` (CUDA when available), `cpu`, `cuda`, `cuda:N`")
+    precision: str = _key("auto", "`auto` (bf16 where supported), `bf16`, `fp32`")
+    num_workers: int = _key(0, "DataLoader workers for training augmentation")
+    full_supervision: bool = _key(
+        False, "train once on the whole train split, write `full_{run}.*`"
+    )
+    save_maps: bool = _key(False, "per cycle, uncertainty-map PNGs of the acquired images")
+    save_uncerts: bool = _key(False, "per cycle, a PNG of the pool's score distribution")
+    overwrite: bool = _key(False, "replace this run's results made with another config")
+    progress: bool = _key(True, "tqdm progress bars")
+
+    @classmethod
+    def from_mapping(cls, config: dict[str, Any]) -> ExperimentConfig:
+        """Build from a full mapping (Sacred's ``_config``); keys it does not know are ignored."""
+        return cls(**{f.name: config[f.name] for f in fields(cls) if f.name in config})
+
+
+# Named configs (``python active.py with demo``): partial updates of the defaults.
+NAMED_CONFIGS: dict[str, dict[str, Any]] = {
+    # Synthetic GlaS, a narrow UNet, few epochs: a complete run in about a minute on 2 CPU cores.
+    "demo": {
+        "data_path": "data/synthetic/GlaS",
+        "splits_path": "data/synthetic/splits",
+        "synthetic": True,
+        "patch_size": [64, 64],
+        "batch_size": 8,
+        "base_width": 8,
+        "epochs": 8,
+        "al_cycles": 4,
+        "mc_iters": 4,
+        "lr_step_size": 6,
+    },
+    # Train once on the whole train split: the reference the learning curves aim for.
+    "full_supervision": {"full_supervision": True},
+}
+
+# Keys that change neither what is computed nor its result, so a resumed run may differ in them.
+IGNORED_FOR_RESUME = frozenset({"overwrite", "progress"})
+
+
+def defaults() -> dict[str, Any]:
+    return asdict(ExperimentConfig())
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in fields(ExperimentConfig)]
+
+
+def _markdown_value(value: Any) -> str:
+    if isinstance(value, str):
+        return f"`{value}`" if value else '`""`'
+    return f"`{value!r}`".replace("'", "")
+
+
+def config_table() -> str:
+    """The README's configuration table, one row per key."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    for f in fields(ExperimentConfig):
+        default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+        lines.append(f"| `{f.name}` | {_markdown_value(default)} | {f.metadata['help']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(config_table() + "\n")

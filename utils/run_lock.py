@@ -1,0 +1,62 @@
+"""One process per run: an OS file lock beside the run's results.
+
+Two processes on the same ``{name}_{run}`` would write the same state files; on a GPU, which is
+not bitwise deterministic, the saved history could then mix cycles of two different runs. The
+lock is ``fcntl.flock`` on ``{stem}.lock``: the kernel drops it when its holder exits, however it
+exits, so a killed run never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds this run."""
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        text = ""
+    return text or "another process"
+
+
+@contextmanager
+def run_lock(path: Path) -> Iterator[None]:
+    """Hold the lock at ``path`` for the duration; ``RunLockedError`` if another process has it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(
+                f"{path.stem} is already running in {_holder(path)} (lock {path}); wait for it "
+                "to finish or stop it, then run this again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}".encode())
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def is_locked(path: Path) -> str | None:
+    """Who holds the lock at ``path``, or None when nobody does (never blocks, never creates)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(path)
+    finally:
+        os.close(fd)
+    return None
