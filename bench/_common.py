@@ -29,10 +29,10 @@ WORKER_TAG = "BENCH_WORKER_JSON "
 
 
 def active_defaults() -> dict[str, Any]:
-    """active.py's Sacred config defaults, evaluated rather than copied so they cannot drift."""
-    import active  # sacred and the whole loop: only the parent process pays for this import
+    """The experiment's config defaults, from their one definition (``utils.config``)."""
+    from utils.config import defaults
 
-    return dict(active.config())
+    return defaults()
 
 
 def make_synthetic_pool(out_dir: Path, n: int, height: int, width: int, seed: int = 0) -> Path:

@@ -30,7 +30,8 @@ from bench._common import active_defaults, machine_summary  # noqa: E402
 from data.create_splits import write_splits  # noqa: E402
 from data.glas import read_split  # noqa: E402
 from data.synthetic import generate_synthetic_glas  # noqa: E402
-from utils.active_loop import LoopConfig, run_active_learning  # noqa: E402
+from utils.active_loop import run_active_learning  # noqa: E402
+from utils.config import ExperimentConfig  # noqa: E402
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             al_cycles=args.cycles - 1,
             progress=False,
         )
-        run_active_learning(LoopConfig.from_mapping(config))
+        run_active_learning(ExperimentConfig.from_mapping(config))
         record = json.loads((tmp_path / "results" / f"{config['heuristic']}_0.json").read_text())
         train_size = len(read_split(splits_path, "train"))
 

@@ -25,24 +25,25 @@ Only inference + scoring is timed; data loading and model construction happen in
 before the clock starts (so they count towards its peak RSS, equally for every path). The first
 pass over each image size (oneDNN primitive creation) is inside the clock for every path.
 
-The UNet (base width 16, dropout 0.1) has fixed random weights (``torch.manual_seed(0)``). Its
-BatchNorm running statistics are estimated once, in the parent, from train-mode passes over the
-pool at half resolution (cumulative averages). With the default statistics (mean 0, var 1) the
-activations of a random UNet shrink level by level, BALD is ~1e-5 everywhere and the ranking is
-pure MC noise (seed-to-seed Spearman ~0.1); warmed, scores are ~1e-2 and spread over a factor
-~2 between images. The per-image MC noise at T=20 is still ~10 % of the score, so Spearman
-between independent runs stays below 1 whatever the implementation: compare ``spearman`` with
-the noise-floor row. The warmed weights are saved to a temp file that every worker loads.
+The UNet (base width 16, dropout 0.1) is trained for ``--train-epochs`` epochs (default 3)
+with the project's own ``train_model`` on random crops of the pool, so that its scores carry
+structure rather than pure MC noise (a random-weight UNet's BALD ranking changes from seed to
+seed: Spearman about 0.3). The trained weights are saved to a temp file that every worker loads.
 
-With ``--samples-per-pass 1 --baal-no-replicate`` all three paths draw their dropout masks in
-the same order (one DataLoader seed draw, then per image T batch-1 passes, layer by layer), so
-they see identical masks and their scores differ only by arithmetic: Spearman 1.0, and the
-``rel diff`` column is the bf16 error (about 1 %). On a 2-core CPU that is also the fastest
-setting of the project path.
+Two correctness checks, neither of which relies on two different code paths drawing the same
+dropout masks (they need not, and on some CPUs they do not):
+
+* ``precision``: the project path in bf16 against the project path in fp32, same weights, same
+  seed, so the same masks; only the arithmetic differs. ``precision_spearman`` is the Spearman
+  correlation of their BALD scores.
+* ``pipeline``: dropout off (every ``Dropout2d`` at p=0), the project path (samples stacked per
+  pass, channels_last, fp32, scored on the device) against the naive reference, max-entropy
+  scores. With no randomness left the two must agree to rounding: ``pipeline_max_rel_err`` is the
+  largest relative difference over the pool.
 
 Last line: ``RESULT speedup_vs_naive=.. speedup_vs_baal=.. peak_rss_ratio_vs_naive=..
-spearman_vs_naive=..`` (throughput ratios project/naive and project/baal, peak-RSS ratio
-project/naive, Spearman correlation of project's scores with naive's).
+precision_spearman=.. pipeline_max_rel_err=..`` (throughput ratios project/naive and
+project/baal, peak-RSS ratio project/naive, and the two checks above).
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
@@ -93,25 +93,46 @@ def new_model(state_path: str | None = None) -> UNet:
     return model.eval()
 
 
-@torch.no_grad()
-def warm_batchnorm(model: UNet, store: ImageStore, scale: float = 0.5) -> None:
-    """Set BN running stats to the cumulative mean/var of train-mode passes over the pool.
+def train_briefly(model: UNet, store: ImageStore, epochs: int, device: str) -> None:
+    """A few epochs of the project's own training on 128x128 crops of the pool."""
+    from data.transforms import train_transform
+    from utils.device import pick_device
+    from utils.training import TrainSettings, train_model
 
-    Half resolution keeps this to a few seconds on a CPU. The aim is activations of sensible
-    scale at every level, not exact full-resolution statistics.
-    """
-    batchnorms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in batchnorms:
-        bn.reset_running_stats()
-        bn.momentum = None  # None = cumulative moving average over all batches seen
-    model.train()
-    for image in store.images:
-        x = image.unsqueeze(0).float().div(255.0)
-        x = F.interpolate(x, scale_factor=scale, mode="bilinear", antialias=True)
-        model(x)
-    for bn in batchnorms:
-        bn.momentum = 0.1  # back to the PyTorch default the project trains with
-    model.eval()
+    settings = TrainSettings(
+        epochs=epochs,
+        batch_size=8,
+        lr=0.1,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=1e-4,
+        lr_step_size=max(epochs, 1),
+        lr_gamma=0.1,
+        repeats_per_epoch=4,
+    )
+    target = pick_device(device)
+    model.to(target, memory_format=torch.channels_last)
+    val = ImageStore.__new__(ImageStore)  # two pool images as the validation set
+    val.rows, val.names, val.labels = store.rows[:2], store.names[:2], store.labels[:2]
+    val.images, val.masks = store.images[:2], store.masks[:2]
+    train_model(
+        model,
+        GlasDataset(store, train_transform((128, 128))),
+        GlasDataset(val),
+        settings,
+        target,
+        None,
+        torch.Generator().manual_seed(0),
+        progress=False,
+    )
+    model.cpu().eval()
+
+
+def without_dropout(model: UNet) -> UNet:
+    for module in model.modules():
+        if isinstance(module, nn.Dropout2d):
+            module.p = 0.0
+    return model
 
 
 def load_store(config: dict[str, Any]) -> ImageStore:
@@ -143,8 +164,9 @@ def score_project(config: dict[str, Any], store: ImageStore, model: UNet) -> np.
         channels_last=channels_last,
     )
     pool = GlasDataset(store)  # transform=None: whole, unaugmented images, as the AL pool
+    heuristic = config["heuristic"]
     return _timed(
-        config, lambda: score_pool(mc_model, pool, "bald", settings, progress=False).scores
+        config, lambda: score_pool(mc_model, pool, heuristic, settings, progress=False).scores
     )
 
 
@@ -156,6 +178,14 @@ def bald_numpy(probs: np.ndarray) -> float:
     mean = probs.mean(-1)  # [C, H, W]
     entropy_of_mean = -xlogy(mean, mean).sum(0)  # [H, W]
     return float((entropy_of_mean - expected_entropy).mean())
+
+
+def entropy_numpy(probs: np.ndarray) -> float:
+    """Max entropy of one image's ``[C, H, W, T]`` probabilities, mean over pixels."""
+    from scipy.special import xlogy
+
+    mean = probs.mean(-1)  # [C, H, W]
+    return float(-xlogy(mean, mean).sum(0).mean())
 
 
 def score_naive(config: dict[str, Any], store: ImageStore, model: UNet) -> np.ndarray:
@@ -175,7 +205,8 @@ def score_naive(config: dict[str, Any], store: ImageStore, model: UNet) -> np.nd
                 x = image.to(device)  # [1, 3, H, W]
                 logits = [mc_model(x)[0].cpu().numpy() for _ in range(config["t"])]
                 stacks.append(softmax(np.stack(logits, axis=-1), axis=0))
-        return np.array([bald_numpy(probs) for probs in stacks])
+        score = entropy_numpy if config["heuristic"] == "entropy" else bald_numpy
+        return np.array([score(probs) for probs in stacks])
 
     return _timed(config, run)
 
@@ -262,6 +293,8 @@ def _timed(config: dict[str, Any], run: Any) -> np.ndarray:
 def worker(name: str, config: dict[str, Any]) -> None:
     store = load_store(config)  # loaded in the worker so that it counts in every path's RSS
     model = new_model(config["state_path"])
+    if config["dropout_off"]:
+        model = without_dropout(model)
     scores = SCORERS[name](config, store, model)
     path = Path(config["scores_dir"]) / f"{name}_seed{config['seed']}.npy"
     np.save(path, scores)
@@ -302,6 +335,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset")
     parser.add_argument("--seed", type=int, default=0, help="torch seed inside every worker")
+    parser.add_argument("--train-epochs", type=int, default=3, help="training before scoring")
+    parser.add_argument(
+        "--no-checks", action="store_true", help="skip the precision and pipeline checks"
+    )
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -341,10 +378,12 @@ def main(argv: list[str] | None = None) -> None:
             "seed": args.seed,
             "state_path": str(Path(tmp) / "unet.pt"),
             "scores_dir": tmp,
+            "heuristic": "bald",
+            "dropout_off": False,
         }
         store = load_store(config)
         model = new_model()
-        warm_batchnorm(model, store)
+        train_briefly(model, store, args.train_epochs, args.device)
         torch.save(model.state_dict(), config["state_path"])
         del store, model
         sizes = sorted({tuple(im.shape[1:]) for im in load_store(config).images})
@@ -359,6 +398,14 @@ def main(argv: list[str] | None = None) -> None:
         runs = [(name, name, config) for name in paths]
         if "project" in paths and not args.no_noise_floor:
             runs.append(("project_seed+1", "project", config | {"seed": args.seed + 1}))
+        if not args.no_checks:
+            checks = {"dropout_off": True, "precision": "fp32", "heuristic": "entropy"}
+            runs += [
+                ("precision_fp32", "project", config | {"precision": "fp32"}),
+                ("precision_bf16", "project", config | {"precision": "bf16"}),
+                ("pipeline_project", "project", config | checks),
+                ("pipeline_naive", "naive", config | checks),
+            ]
         results = {}
         for label, name, worker_config in runs:
             busy = busy_cpu_percent()
@@ -405,7 +452,7 @@ def print_table(results: dict[str, dict[str, Any]], n: int, t: int) -> None:
         )
 
     def ratio(name: str, key: str, other: str) -> float:
-        if name in results and other in results:
+        if name in results and other in results and results[other][key]:
             return results[name][key] / results[other][key]
         return float("nan")
 
@@ -416,12 +463,21 @@ def print_table(results: dict[str, dict[str, Any]], n: int, t: int) -> None:
         + ", ".join(f"{name} {r['added_mb']:.0f} MB" for name, r in results.items())
         + f"; project/naive {ratio('project', 'added_mb', 'naive'):.3f}"
     )
-    spearman = results.get("project", {}).get("spearman", float("nan"))
+    precision_spearman = pipeline_err = float("nan")
+    if "precision_fp32" in results and "precision_bf16" in results:
+        precision_spearman = float(
+            spearmanr(
+                results["precision_bf16"]["scores"], results["precision_fp32"]["scores"]
+            ).statistic
+        )
+    if "pipeline_project" in results and "pipeline_naive" in results:
+        got, want = results["pipeline_project"]["scores"], results["pipeline_naive"]["scores"]
+        pipeline_err = float(np.max(np.abs(got - want) / np.abs(want)))
     print(
         f"RESULT speedup_vs_naive={ratio('project', 'throughput', 'naive'):.3f} "
         f"speedup_vs_baal={ratio('project', 'throughput', 'baal'):.3f} "
         f"peak_rss_ratio_vs_naive={ratio('project', 'peak_rss_mb', 'naive'):.3f} "
-        f"spearman_vs_naive={spearman:.4f}"
+        f"precision_spearman={precision_spearman:.4f} pipeline_max_rel_err={pipeline_err:.2e}"
     )
 
 

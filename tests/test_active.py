@@ -180,6 +180,10 @@ def test_missing_and_broken_splits(
         ({"n_data_to_label": 0}, ("n_data_to_label must be >= 1",)),
         ({"mc_iters": 0}, ("mc_iters must be >= 1",)),
         ({"precision": "fp8"}, ("precision",)),
+        ({"epochs": "many"}, ("epochs must be an integer",)),
+        ({"results_dir": "/proc/nope"}, ("results_dir=/proc/nope cannot be created",)),
+        ({"image_scale": 0.001}, ("image_scale=0.001 leaves the smallest image 1 pixels",)),
+        ({"tag": "a/b"}, ("tag may hold only",)),
     ],
 )
 def test_bad_config_values(
@@ -189,8 +193,8 @@ def test_bad_config_values(
     updates: dict,
     fragments: tuple[str, ...],
 ) -> None:
-    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, **updates)
-    expect_exit(config, capsys, *fragments)
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path)
+    expect_exit({**config, **updates}, capsys, *fragments)
 
 
 def test_uncertainty_figures_are_written_per_cycle(synthetic_root: Path, tmp_path: Path) -> None:
@@ -249,3 +253,18 @@ def test_command_line_bad_input_prints_exactly_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("error: data folder") and "Traceback" not in result.stderr
+
+
+def test_second_process_on_the_same_run_is_refused_naming_the_first(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import os
+
+    from utils.run_lock import run_lock
+
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path)
+    with run_lock(tmp_path / "bald_0.lock"):
+        expect_exit(config, capsys, f"bald_0 is already running in process {os.getpid()}")
+    assert not (tmp_path / "bald_0.npy").exists()
+    run(config)  # the lock went with its holder
+    assert np.load(tmp_path / "bald_0.npy").shape == (3,)

@@ -23,9 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli_args(config: dict) -> list[str]:
-    return [sys.executable, "active.py", "with"] + [
-        f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in config.items()
-    ]
+    return [sys.executable, "active.py", "with"] + [f"{k}={v!r}" for k, v in config.items()]
 
 
 def cycles_done(results_dir: Path) -> int:

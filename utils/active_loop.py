@@ -9,7 +9,7 @@ import copy
 import os
 import time
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from data.transforms import effective_patch_size, train_transform
 from heuristics import HEURISTICS, NEEDS_MC, PIXEL_MAPS, resolve_heuristic
 from heuristics.acquisition import select_for_labelling
 from models import UNet, mc_dropout_copy
-from utils.config import ExperimentConfig
+from utils.config import ExperimentConfig, check_config
 from utils.device import pick_device, resolve_precision, samples_per_pass
 from utils.inference import MCSettings, evaluate_bma, score_pool
 from utils.run_lock import run_lock
@@ -66,6 +66,7 @@ def _say(message: str) -> None:
 def validate(cfg: ExperimentConfig) -> str:
     """Check values that would only fail later; return the canonical heuristic name."""
     try:
+        check_config(asdict(cfg))
         heuristic = resolve_heuristic(cfg.heuristic)
     except ValueError as err:
         raise ConfigError(str(err)) from None

@@ -7,7 +7,9 @@ benches read their defaults from it, and the README's configuration table is gen
 
 from __future__ import annotations
 
+import difflib
 import sys
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
@@ -111,6 +113,34 @@ def defaults() -> dict[str, Any]:
 
 def config_keys() -> list[str]:
     return [f.name for f in fields(ExperimentConfig)]
+
+
+def _kind(default: Any) -> tuple[str, Any]:
+    """What a key's value must be, judged by its default: (description, predicate)."""
+    if isinstance(default, bool):
+        return "true or false", lambda v: isinstance(v, bool)
+    if isinstance(default, int):
+        return "an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(default, float):
+        return "a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)
+    if isinstance(default, str):
+        return "a string", lambda v: isinstance(v, str)
+    return "a list", lambda v: isinstance(v, list | tuple)
+
+
+def check_config(values: Mapping[str, Any]) -> None:
+    """``ValueError`` naming the first unknown key or mistyped value, with the fix."""
+    known = defaults()
+    for key, value in values.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ValueError(
+                f"unknown config key {key!r}; {hint}`python -m utils.config` lists every key"
+            )
+        description, fits = _kind(known[key])
+        if not fits(value):
+            raise ValueError(f"{key} must be {description} (default {known[key]!r}), got {value!r}")
 
 
 def _markdown_value(value: Any) -> str:

@@ -1,0 +1,164 @@
+"""Run a whole comparison, heuristics x runs (x a grid of any other keys), in one command.
+
+    python sweep.py --heuristics bald random --runs 0-4 --parallel 6 -- image_scale=0.5
+    python sweep.py --heuristics bald random --runs 0-1 --parallel 2 -- demo
+    python sweep.py --heuristics bald --runs 0-4 --grid image_scale=0.25,0.5 -- epochs=20
+    python sweep.py --executor slurm --partition gpu --gpus-per-job 1 --runs 0-9 -- al_cycles=10
+
+Everything after ``--`` is active.py config, written exactly as after ``active.py with``. Each job
+is one ``active.py`` run, so running the same sweep again continues it: finished runs are
+skipped, interrupted ones resume from their last cycle, runs that another process is running are
+left to it, and a changed config is refused. At the end the report (``utils.report``) is written
+into ``results_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+# sacred imports pkg_resources, whose deprecation warning says nothing to our users.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+
+from utils.sweep import (  # noqa: E402
+    SweepError,
+    check_resumable,
+    make_executor,
+    parse_config_tokens,
+    parse_grid,
+    parse_runs,
+    plan_jobs,
+    run_local,
+    slurm_parameters,
+    submit,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sweep.py",
+        description="Run heuristics x runs (x --grid) of active.py, locally or on SLURM.",
+        epilog="Everything after -- is active.py config: named configs and KEY=VALUE pairs.",
+    )
+    parser.add_argument("--heuristics", nargs="+", default=["bald", "random"], metavar="NAME")
+    parser.add_argument("--runs", default="0-4", help="run indices, e.g. 0-4 or 0,2,5 (0-4)")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="sweep another config key too (repeatable; every combination is a job)",
+    )
+    parser.add_argument(
+        "--full-supervision", action="store_true", help="add the full-supervision reference run"
+    )
+    parser.add_argument("--executor", choices=["local", "slurm"], default="local")
+    parser.add_argument("--parallel", type=int, default=1, help="local jobs at once (1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    slurm = parser.add_argument_group("SLURM (--executor slurm)")
+    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--gpus-per-job", type=int, default=1)
+    slurm.add_argument("--cpus-per-job", type=int, default=8)
+    slurm.add_argument("--time-min", type=int, default=120, help="time limit per job (minutes)")
+    slurm.add_argument("--array-parallelism", type=int, default=16, help="array jobs at once")
+    return parser
+
+
+def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    argv = list(argv)
+    if "--" in argv:
+        cut = argv.index("--")
+        return argv[:cut], argv[cut + 1 :]
+    return argv, []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    own, config_tokens = split_argv(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(own)
+    try:
+        if args.parallel < 1:
+            raise SweepError(f"--parallel must be >= 1, got {args.parallel}")
+        for name in ("gpus_per_job", "cpus_per_job", "time_min", "array_parallelism"):
+            if getattr(args, name) < (0 if name == "gpus_per_job" else 1):
+                flag = "--" + name.replace("_", "-")
+                raise SweepError(f"{flag} must be positive, got {getattr(args, name)}")
+        named, updates = parse_config_tokens(config_tokens)
+        jobs = plan_jobs(
+            args.heuristics,
+            parse_runs(args.runs),
+            named,
+            updates,
+            parse_grid(args.grid),
+            args.full_supervision,
+        )
+        statuses = check_resumable(jobs)
+        results_dir = jobs[0].results_dir
+        executor = None
+        if args.executor == "slurm":
+            parameters = slurm_parameters(
+                args.partition,
+                args.gpus_per_job,
+                args.cpus_per_job,
+                args.time_min,
+                args.array_parallelism,
+            )
+            executor = make_executor("slurm", results_dir / "slurm" / "%j", parameters)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
+
+    todo = []
+    for job in jobs:
+        status = statuses[job.stem]
+        if status.finished:
+            continue
+        if status.running_in is not None:
+            print(f"skipping {job.stem}: already running in {status.running_in}", flush=True)
+            continue
+        todo.append(job)
+    print(
+        f"sweep: {len(jobs)} runs in {results_dir}, {len(jobs) - len(todo)} finished or running "
+        f"elsewhere, {len(todo)} to run",
+        flush=True,
+    )
+
+    if executor is not None:
+        handles = submit(executor, todo)
+        ids = ", ".join(sorted({str(h.job_id).split("_")[0] for h in handles})) or "none"
+        print(
+            f"submitted {len(handles)} jobs to SLURM (array {ids}); logs in "
+            f"{results_dir / 'slurm'}; run this command again when they end to write the report",
+            flush=True,
+        )
+        return 0
+
+    failed = run_local(todo, args.parallel, progress=not args.no_progress) if todo else []
+    return write_report(results_dir, failed)
+
+
+def write_report(results_dir: Path, failed: list[str]) -> int:
+    from utils.report import ReportError
+    from utils.report import write_report as report
+
+    try:
+        written = report(results_dir)
+    except ReportError as err:
+        print(f"error: no report: {err}", file=sys.stderr, flush=True)
+        return 1
+    print(f"report: {', '.join(str(p) for p in written)}", flush=True)
+    if failed:
+        print(
+            f"error: {len(failed)} runs failed ({', '.join(failed)}); their logs are in "
+            f"{results_dir / 'logs'}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

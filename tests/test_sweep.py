@@ -1,0 +1,283 @@
+"""sweep.py: local sweeps end to end, resumption after SIGKILL, submitit and SLURM, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from utils.run_lock import run_lock
+from utils.sweep import make_executor, parse_config_tokens, plan_jobs, submit
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ("bald_0", "bald_1", "random_0", "random_1")
+
+
+def demo_tokens(synthetic_root: Path, results_dir: Path) -> list[str]:
+    """The demo named config on the test's synthetic data, cut down to a few seconds a run."""
+    return [
+        "demo",
+        f"data_path={synthetic_root / 'GlaS'}",
+        f"splits_path={synthetic_root / 'splits'}",
+        f"results_dir={results_dir}",
+        "patch_size=[32,32]",
+        "base_width=4",
+        "epochs=2",
+        "al_cycles=2",
+        "mc_iters=2",
+    ]
+
+
+def sweep_command(tokens: list[str], *options: str) -> list[str]:
+    return [
+        sys.executable,
+        "sweep.py",
+        "--heuristics",
+        "bald",
+        "random",
+        "--runs",
+        "0-1",
+        "--parallel",
+        "2",
+        "--no-progress",
+        *options,
+        "--",
+        *tokens,
+    ]
+
+
+@pytest.fixture(scope="module")
+def clean_sweep(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted sweep: 2 heuristics x 2 runs of the demo, 2 at a time."""
+    results = tmp_path_factory.mktemp("clean_sweep")
+    done = subprocess.run(
+        sweep_command(demo_tokens(synthetic_root, results)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return results
+
+
+def test_local_sweep_over_demo_ends_with_a_report_of_both_heuristics(clean_sweep: Path) -> None:
+    for stem in RUNS:
+        record = json.loads((clean_sweep / f"{stem}.json").read_text())
+        assert record["complete"] and len(np.load(clean_sweep / f"{stem}.npy")) == 3
+        assert (clean_sweep / "logs" / f"{stem}.log").exists()
+    table = (clean_sweep / "summary.csv").read_text().splitlines()
+    assert {line.split(",")[0] for line in table[1:]} == {"bald", "random"}
+    assert all(line.split(",")[1] == "2" for line in table[1:])
+    assert (clean_sweep / "learning_curves.png").stat().st_size > 0
+
+
+def test_rerun_of_a_finished_sweep_runs_nothing(synthetic_root: Path, clean_sweep: Path) -> None:
+    before = {stem: (clean_sweep / f"{stem}.npy").stat().st_mtime_ns for stem in RUNS}
+    again = subprocess.run(
+        sweep_command(demo_tokens(synthetic_root, clean_sweep)),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "4 finished or running elsewhere, 0 to run" in again.stdout
+    assert before == {stem: (clean_sweep / f"{stem}.npy").stat().st_mtime_ns for stem in RUNS}
+
+
+def _cycles_done(results: Path) -> int:
+    total = 0
+    for stem in RUNS:
+        try:
+            total += json.loads((results / f"{stem}.state.json").read_text())["cycles_done"]
+        except (OSError, ValueError, KeyError):
+            pass
+    return total
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_sweep(
+    synthetic_root: Path, clean_sweep: Path, tmp_path: Path
+) -> None:
+    command = sweep_command(demo_tokens(synthetic_root, tmp_path))
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while _cycles_done(tmp_path) < 2 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)  # the sweep and its runs, as a terminal's kill would
+    process.wait()
+    done = _cycles_done(tmp_path)
+    assert 2 <= done < 12, "the sweep must be killed part-way for this test to mean anything"
+    deadline = time.monotonic() + 10  # the kernel releases the killed runs' locks
+    while any(_lock_held(tmp_path / f"{s}.lock") for s in RUNS) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    for stem in RUNS:
+        assert (tmp_path / f"{stem}.npy").read_bytes() == (clean_sweep / f"{stem}.npy").read_bytes()
+    assert (tmp_path / "summary.csv").exists()
+
+
+def _lock_held(path: Path) -> bool:
+    from utils.run_lock import is_locked
+
+    return is_locked(path) is not None
+
+
+def test_submitit_job_is_requeued_after_preemption_and_resumes(
+    synthetic_root: Path, clean_sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as each of the clean sweep's 2 parallel runs had
+    named, updates = parse_config_tokens(demo_tokens(synthetic_root, tmp_path))
+    [job] = plan_jobs(["bald"], [0], named, updates, workdir=ROOT)
+    executor = make_executor("local", tmp_path / "slurm" / "%j", {"timeout_min": 10})
+    [handle] = submit(executor, [job])
+    state = tmp_path / "bald_0.state.json"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    holder = re.search(r"process (\d+)", (tmp_path / "bald_0.lock").read_text())
+    os.kill(int(holder[1]), signal.SIGUSR2)  # what SLURM sends before preemption or time-out
+    result = handle.result()
+    log = Path(handle.paths.stdout).read_text()
+    assert "Requeued job" in log and "resuming bald_0 after cycle" in log
+    assert (tmp_path / "bald_0.npy").read_bytes() == (clean_sweep / "bald_0.npy").read_bytes()
+    assert result == [round(float(d), 4) for d in np.load(tmp_path / "bald_0.npy")]
+
+
+def _fake_slurm(bin_dir: Path, record: Path) -> None:
+    """``sbatch`` that keeps the script it is given and answers like SLURM, and an ``srun``."""
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        f'#!/bin/sh\ncp "$1" {record}\necho "Submitted batch job 4242"\n'
+    )
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("sbatch", "srun"):
+        (bin_dir / tool).chmod(0o755)
+
+
+def test_slurm_array_carries_partition_gpus_time_and_parallelism(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sweep
+
+    record = tmp_path / "submitted.sh"
+    _fake_slurm(tmp_path / "bin", record)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    argv = [
+        "--executor",
+        "slurm",
+        "--heuristics",
+        "bald",
+        "random",
+        "--runs",
+        "0-4",
+        "--partition",
+        "gpu-long",
+        "--gpus-per-job",
+        "1",
+        "--cpus-per-job",
+        "6",
+        "--time-min",
+        "90",
+        "--array-parallelism",
+        "3",
+        "--",
+        *demo_tokens(synthetic_root, tmp_path / "results"),
+    ]
+    assert sweep.main(argv) == 0
+    script = record.read_text()
+    assert "#SBATCH --partition=gpu-long" in script
+    assert "#SBATCH --gpus-per-node=1" in script
+    assert "#SBATCH --cpus-per-task=6" in script
+    assert "#SBATCH --time=90" in script
+    assert "#SBATCH --array=0-9%3" in script  # 2 heuristics x 5 runs, 3 at a time
+    assert "#SBATCH --signal=USR2@" in script  # the preemption warning submitit requeues on
+    assert str(tmp_path / "results" / "slurm") in script
+
+
+@pytest.mark.parametrize(
+    ("options", "tokens", "message"),
+    [
+        (["--heuristics", "bald", "bold"], [], "unknown heuristic 'bold'"),
+        (["--parallel", "0"], [], "--parallel must be >= 1"),
+        ([], ["epochs=many"], "epochs must be an integer"),
+        ([], ["epoch=3"], "unknown config key 'epoch'; did you mean 'epochs'?"),
+        ([], ["dmeo"], "unknown named config 'dmeo'"),
+        ([], ["image_scale=-1"], "image_scale must be > 0"),
+        (["--grid", "run=1,2"], [], "--grid cannot sweep run; use --runs"),
+        (["--executor", "slurm"], [], "--executor slurm needs SLURM's sbatch on PATH"),
+    ],
+)
+def test_bad_input_is_one_line_before_any_job_starts(
+    synthetic_root: Path, tmp_path: Path, options: list[str], tokens: list[str], message: str
+) -> None:
+    results = tmp_path / "results"
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no sbatch here
+    command = sweep_command(demo_tokens(synthetic_root, results) + tokens, *options)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
+    assert message in done.stderr
+    assert not list(results.glob("*.npy")) and not (results / "logs").exists()
+
+
+def test_sweep_refuses_a_changed_config_before_running(
+    synthetic_root: Path, clean_sweep: Path
+) -> None:
+    tokens = [t for t in demo_tokens(synthetic_root, clean_sweep) if t != "epochs=2"]
+    done = subprocess.run(
+        sweep_command([*tokens, "epochs=3"]), cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "with another config (epochs: 2 -> 3)" in done.stderr
+
+
+def test_sweep_skips_a_run_another_process_holds(synthetic_root: Path, tmp_path: Path) -> None:
+    tokens = demo_tokens(synthetic_root, tmp_path)
+    command = [
+        sys.executable,
+        "sweep.py",
+        "--heuristics",
+        "random",
+        "--runs",
+        "0-1",
+        "--no-progress",
+        "--",
+        *tokens,
+    ]
+    with run_lock(tmp_path / "random_0.lock"):
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"skipping random_0: already running in process {os.getpid()}" in done.stdout
+    assert (tmp_path / "random_1.npy").exists() and not (tmp_path / "random_0.npy").exists()
+
+
+def test_grid_runs_every_combination_under_its_own_name(synthetic_root: Path) -> None:
+    named, updates = parse_config_tokens(demo_tokens(synthetic_root, Path("unused")))
+    jobs = plan_jobs(
+        ["bald", "random"],
+        [0, 1],
+        named,
+        updates,
+        [{"lr": 0.1, "patch_size": [32, 32]}, {"lr": 0.01, "patch_size": [32, 32]}],
+        full_supervision=True,
+    )
+    stems = [job.stem for job in jobs]
+    assert len(stems) == len(set(stems)) == 10  # 2 x 2 x 2 + one reference per grid point
+    assert "bald@lr=0.01,patch_size=32x32_1" in stems
+    assert "full@lr=0.1,patch_size=32x32_0" in stems
+    assert {job.config.lr for job in jobs} == {0.1, 0.01}

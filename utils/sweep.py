@@ -1,0 +1,487 @@
+"""Sweeps: every {heuristic} x {run} x grid combination as one job of ``active.py``'s run.
+
+``sweep.py`` is the command line; this module plans the jobs, checks every one of them before any
+starts, and runs them:
+
+* locally, ``parallel`` at a time, each as ``python active.py with ...`` in its own process with
+  its share of the CPU threads (all jobs share the GPU when there is one);
+* on SLURM, as one submitit job array whose jobs call ``active.ex.run`` in-process and requeue
+  themselves when preempted or timed out (submitit's checkpointing), resuming from the run's last
+  completed cycle.
+
+Either way a job is exactly ``active.py``'s run, so results, resumption, locking and refusals are
+the same as for a run started by hand.
+"""
+
+from __future__ import annotations
+
+import ast
+import ctypes
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from heuristics import resolve_heuristic
+from utils.config import NAMED_CONFIGS, ExperimentConfig, check_config, defaults
+from utils.run_lock import is_locked
+from utils.run_state import ResumeError, load_state
+
+ROOT = Path(__file__).resolve().parents[1]
+# Keys a grid may not sweep: each has its own option or is part of every job already.
+NOT_GRIDDABLE = {
+    "heuristic": "--heuristics",
+    "run": "--runs",
+    "seed": "--runs",
+    "full_supervision": "--full-supervision",
+    "results_dir": "a single results_dir after --",
+    "tag": "the swept values themselves",
+}
+
+
+class SweepError(ValueError):
+    """A bad sweep request, in one line, found before any job starts."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of the sweep: ``active.py with {named} {updates}``."""
+
+    stem: str  # the run's result name, "{name}_{run}"
+    named_configs: tuple[str, ...]
+    updates: dict[str, Any] = field(hash=False)
+    total_cycles: int  # cycles the run has when it goes to the end
+    workdir: str = str(ROOT)
+
+    @property
+    def results_dir(self) -> Path:
+        return Path(self.workdir, self.config.results_dir)
+
+    @property
+    def config(self) -> ExperimentConfig:
+        merged = defaults()
+        for name in self.named_configs:
+            merged.update(NAMED_CONFIGS[name])
+        merged.update(self.updates)
+        merged["seed"] = merged["run"]
+        return ExperimentConfig.from_mapping(merged)
+
+    def command(self, python: str = sys.executable) -> list[str]:
+        pairs = [f"{k}={_literal(v)}" for k, v in self.updates.items()]
+        return [python, str(ROOT / "active.py"), "with", *self.named_configs, *pairs]
+
+
+def _literal(value: Any) -> str:
+    # Sacred reads a value after ``with`` as a Python literal; repr round-trips every config type.
+    return repr(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------------
+
+
+def parse_runs(text: str) -> list[int]:
+    """``"0-4"``, ``"0,2,5"`` or ``"0-2,7"`` -> sorted run indices."""
+    runs: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            runs.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise SweepError(
+            f"--runs {text!r} is not a list of runs; write e.g. 0-4 or 0,2,5"
+        ) from None
+    if not runs or min(runs) < 0:
+        raise SweepError(f"--runs {text!r} names no runs; write e.g. 0-4")
+    return sorted(runs)
+
+
+def parse_value(text: str) -> Any:
+    """A config value as Sacred reads it after ``with``: a Python literal, else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets, so ``patch_size=[64,64],[96,96]`` has two values."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        if char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [*parts, current]
+
+
+def parse_config_tokens(tokens: Sequence[str]) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """What follows ``--``: named configs and ``KEY=VALUE`` pairs, as after ``active.py with``."""
+    named, updates = [], {}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if not sep:
+            if token not in NAMED_CONFIGS:
+                raise SweepError(
+                    f"unknown named config {token!r} after --; choose from "
+                    f"{', '.join(NAMED_CONFIGS)} or write KEY=VALUE"
+                )
+            named.append(token)
+            continue
+        updates[key.strip()] = parse_value(value)
+    try:
+        check_config(updates)
+    except ValueError as err:
+        raise SweepError(f"invalid config after --: {err}") from None
+    return tuple(named), updates
+
+
+def parse_grid(specs: Sequence[str]) -> list[dict[str, Any]]:
+    """``["image_scale=0.25,0.5", "lr=0.1,0.01"]`` -> every combination, as update dicts."""
+    axes: list[tuple[str, list[Any]]] = []
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip()
+        if not sep or not values:
+            raise SweepError(f"--grid {spec!r} must read KEY=V1,V2,...")
+        if key in NOT_GRIDDABLE:
+            raise SweepError(f"--grid cannot sweep {key}; use {NOT_GRIDDABLE[key]}")
+        parsed = [parse_value(v) for v in _split_top_level(values)]
+        try:
+            for value in parsed:
+                check_config({key: value})
+        except ValueError as err:
+            raise SweepError(f"invalid --grid {spec!r}: {err}") from None
+        axes.append((key, parsed))
+    if len({key for key, _ in axes}) != len(axes):
+        raise SweepError("--grid names the same key twice; give each key once")
+    keys = [key for key, _ in axes]
+    combos = itertools.product(*(values for _, values in axes))
+    return [dict(zip(keys, combo, strict=True)) for combo in combos]
+
+
+def grid_tag(point: dict[str, Any]) -> str:
+    """The result-name part of one grid point: ``image_scale=0.5,lr=0.01``."""
+
+    def show(value: Any) -> str:
+        if isinstance(value, list | tuple):
+            return "x".join(show(v) for v in value)
+        text = str(value)
+        return "".join(c if c.isalnum() or c in "._+-" else "-" for c in text)
+
+    return ",".join(f"{key}={show(value)}" for key, value in point.items())
+
+
+# --------------------------------------------------------------------------------------------
+# Planning
+# --------------------------------------------------------------------------------------------
+
+
+def plan_jobs(
+    heuristics: Sequence[str],
+    runs: Sequence[int],
+    named_configs: tuple[str, ...],
+    updates: dict[str, Any],
+    grid: Sequence[dict[str, Any]] = ({},),
+    full_supervision: bool = False,
+    workdir: str | Path | None = None,
+) -> list[Job]:
+    """Every job of the sweep, each validated as ``active.py`` would validate it.
+
+    ``full_supervision`` adds one reference run per grid point, with the first run index.
+    Relative paths in the config are relative to ``workdir`` (default: the current folder).
+    """
+    workdir = Path.cwd() if workdir is None else Path(workdir)
+    from utils.active_loop import ConfigError, run_paths, validate
+
+    canonical = []
+    for name in heuristics:
+        try:
+            canonical.append(resolve_heuristic(name))
+        except ValueError as err:
+            raise SweepError(f"--heuristics: {err}") from None
+    clashes = sorted({"heuristic", "run", "full_supervision"} & set(updates))
+    if clashes:
+        raise SweepError(
+            f"{', '.join(clashes)} after -- would override every job; use --heuristics, --runs "
+            "and --full-supervision instead"
+        )
+    jobs: list[Job] = []
+    for point in grid or [{}]:
+        tag = ",".join(t for t in (updates.get("tag", ""), grid_tag(point)) if t)
+        shared = {**updates, **point, **({"tag": tag} if tag else {})}
+        specs = [(h, r, False) for h in dict.fromkeys(canonical) for r in runs]
+        if full_supervision:
+            specs.append(("random", runs[0], True))
+        for heuristic, run, full in specs:
+            job_updates = {**shared, "run": run}
+            job_updates.update({"full_supervision": True} if full else {"heuristic": heuristic})
+            job = Job("", named_configs, job_updates, 0, str(workdir))
+            cfg = job.config
+            try:
+                validated = validate(cfg)
+            except ConfigError as err:
+                raise SweepError(f"invalid config after --: {err}") from None
+            paths = run_paths(cfg, validated)
+            total = 1 if full else cfg.al_cycles + 1
+            jobs.append(Job(paths.stem, named_configs, job_updates, total, str(workdir)))
+    stems = [job.stem for job in jobs]
+    if len(set(stems)) != len(stems):
+        raise SweepError("two jobs of this sweep would write the same results; check --heuristics")
+    return jobs
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    cycles_done: int
+    finished: bool
+    running_in: str | None  # who holds the run's lock
+
+
+def job_status(job: Job) -> JobStatus:
+    """Where ``job`` stands on disk. ``ResumeError`` when its results have another config."""
+    from utils.active_loop import run_paths, run_record_config, validate
+
+    cfg = job.config
+    heuristic = validate(cfg)
+    paths = run_paths(cfg, heuristic)
+    paths = type(paths)(Path(job.workdir, paths.results_dir), paths.stem)
+    state = load_state(paths, run_record_config(cfg, heuristic), cfg.overwrite)
+    done = state.cycles_done if state is not None else 0
+    finished = state is not None and state.finished
+    return JobStatus(done, finished, None if finished else is_locked(paths.lock))
+
+
+def check_resumable(jobs: Sequence[Job]) -> dict[str, JobStatus]:
+    """Status of every job; one ``SweepError`` line if any would be refused for a new config."""
+    statuses = {}
+    for job in jobs:
+        try:
+            statuses[job.stem] = job_status(job)
+        except ResumeError as err:
+            raise SweepError(str(err)) from None
+    return statuses
+
+
+def cycles_done(job: Job) -> tuple[int, bool]:
+    """Cycles done and whether finished, from the run's state file (cheap; no validation)."""
+    path = job.results_dir / f"{job.stem}.state.json"
+    try:
+        state = json.loads(path.read_text())
+        return int(state["cycles_done"]), bool(state["finished"])
+    except (OSError, ValueError, KeyError):
+        return 0, False
+
+
+# --------------------------------------------------------------------------------------------
+# Running locally
+# --------------------------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGKILL when the sweep dies, so no orphan keeps a run's lock."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@dataclass
+class Progress:
+    """One display for the whole sweep: runs and cycles done, and the time left."""
+
+    jobs: Sequence[Job]
+    show: bool = True
+    started: float = field(default_factory=time.monotonic)
+    start_cycles: int = 0
+    bar: Any = None
+    postfix: str = ""
+
+    def __post_init__(self) -> None:
+        from tqdm import tqdm
+
+        self.total = sum(job.total_cycles for job in self.jobs)
+        self.start_cycles = self.cycles()
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.start_cycles,
+            desc="sweep",
+            unit="cycle",
+            disable=not self.show,
+            dynamic_ncols=True,
+        )
+
+    def cycles(self) -> int:
+        total = 0
+        for job in self.jobs:
+            done, finished = cycles_done(job)
+            total += job.total_cycles if finished else min(done, job.total_cycles)
+        return total
+
+    def runs_done(self) -> int:
+        return sum(cycles_done(job)[1] for job in self.jobs)
+
+    def update(self, running: int) -> None:
+        now = self.cycles()
+        postfix = f"runs {self.runs_done()}/{len(self.jobs)} done, {running} running"
+        if now != self.bar.n or postfix != self.postfix:
+            self.postfix = postfix
+            self.bar.set_postfix_str(postfix, refresh=False)
+            self.bar.update(now - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_local(
+    jobs: Sequence[Job],
+    parallel: int,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+    poll_s: float = 0.5,
+) -> list[str]:
+    """Run ``jobs`` here, ``parallel`` at a time; return the stems that failed.
+
+    Each job's output goes to ``results_dir/logs/{stem}.log``. The CPU threads are split evenly
+    among the jobs that run at once.
+    """
+    threads = max(1, available_cpus() // parallel)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    pending, running, failed = list(jobs), {}, []
+    display = Progress(jobs, show=progress)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                job = pending.pop(0)
+                log_path = job.results_dir / "logs" / f"{job.stem}.log"
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                with log_path.open("ab") as log:
+                    process = subprocess.Popen(
+                        [*job.command(), "progress=False"],
+                        cwd=job.workdir,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        preexec_fn=_die_with_parent,
+                    )
+                running[job.stem] = (job, process, log_path)
+            for stem, (_, process, log_path) in list(running.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                del running[stem]
+                if code != 0:
+                    failed.append(stem)
+                    display.bar.write(f"{stem} failed (exit {code}): {_last_line(log_path)}")
+            display.update(len(running))
+            if running:
+                time.sleep(poll_s)
+    finally:
+        for _, process, _ in running.values():
+            process.kill()
+        display.close()
+    return failed
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no output"
+
+
+# --------------------------------------------------------------------------------------------
+# Running through submitit (SLURM, or its local executor for testing)
+# --------------------------------------------------------------------------------------------
+
+
+def _submitit_checkpointable() -> type:
+    import submitit
+
+    return submitit.helpers.Checkpointable
+
+
+class SweepJob(_submitit_checkpointable()):
+    """A submitit callable that runs one job in-process and requeues itself when preempted.
+
+    Requeueing needs no saved state of its own: the run saves its state after every cycle, so the
+    requeued job simply runs again and resumes from there.
+    """
+
+    def __init__(self, job: Job):
+        self.job = job
+
+    def __call__(self) -> list[float]:
+        os.chdir(self.job.workdir)
+        if self.job.workdir not in sys.path:
+            sys.path.insert(0, self.job.workdir)
+        from active import ex
+
+        updates = {**self.job.updates, "progress": False}
+        run = ex.run(config_updates=updates, named_configs=list(self.job.named_configs))
+        return run.result
+
+
+def slurm_parameters(
+    partition: str | None,
+    gpus_per_job: int,
+    cpus_per_job: int,
+    time_min: int,
+    array_parallelism: int,
+) -> dict[str, Any]:
+    """submitit ``update_parameters`` for the SLURM array of a sweep."""
+    parameters: dict[str, Any] = {
+        "slurm_gpus_per_node": gpus_per_job,
+        "slurm_cpus_per_task": cpus_per_job,
+        "timeout_min": time_min,
+        "slurm_array_parallelism": array_parallelism,
+        "name": "glas-sweep",
+    }
+    if partition:
+        parameters["slurm_partition"] = partition
+    return parameters
+
+
+def make_executor(cluster: str, folder: Path, parameters: dict[str, Any]) -> Any:
+    """A submitit executor: ``cluster`` is ``slurm`` or, for a dry run here, ``local``/``debug``."""
+    import submitit
+
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise SweepError(
+            "--executor slurm needs SLURM's sbatch on PATH; run on a login node of the cluster, "
+            "or use --executor local"
+        )
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    if cluster != "slurm":
+        parameters = {k: v for k, v in parameters.items() if not k.startswith("slurm_")}
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def submit(executor: Any, jobs: Sequence[Job]) -> list[Any]:
+    """Submit ``jobs`` as one array; return submitit's job handles."""
+    callables = [SweepJob(job) for job in jobs]
+    with executor.batch():
+        handles = [executor.submit(fn) for fn in callables]
+    return handles
