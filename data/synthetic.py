@@ -294,6 +294,33 @@ def _make_image(
     return _render(rng, labels, rim_widths, scale, malignant), labels
 
 
+def rare_stain(rgb: np.ndarray) -> np.ndarray:
+    """The rare tissue style: a stain unlike H&E (inverted optical density, channels rotated).
+
+    Glands become pale on a dark field: colour jitter cannot bridge the gap, so a model that has
+    never seen such an image segments it badly, and one labelled example teaches it the style.
+    """
+    return np.ascontiguousarray(255 - rgb[..., [1, 2, 0]])
+
+
+def _rare_plan(plan: list[tuple[str, str]], fraction: float, seed: int) -> set[str]:
+    """Names in the rare style: ``fraction`` of train images (at least one), half of the test.
+
+    Drawn from their own generator so that ``fraction=0`` leaves every other draw unchanged.
+    """
+    if fraction <= 0:
+        return set()
+    rng = np.random.default_rng([seed, 2017])
+    train = [name for name, _ in plan if name.startswith("train_")]
+    test = [name for name, _ in plan if not name.startswith("train_")]
+    n_train = min(len(train), max(1, round(fraction * len(train))))
+    chosen = rng.choice(len(train), size=n_train, replace=False) if train else []
+    rare = {train[i] for i in chosen}
+    if test:
+        rare |= {test[i] for i in rng.choice(len(test), size=len(test) // 2, replace=False)}
+    return rare
+
+
 def generate_synthetic_glas(
     out_dir: str | Path,
     *,
@@ -303,12 +330,15 @@ def generate_synthetic_glas(
     height: int = 96,
     width: int = 128,
     seed: int = 0,
+    rare_fraction: float = 0.0,
 ) -> Path:
     """Write a synthetic GlaS-layout dataset into ``out_dir`` and return it as a Path.
 
     Creates ``{train,testA,testB}_i.bmp`` + ``_anno.bmp`` pairs and ``Grade.csv`` (see the module
     docstring for the format). ``height``/``width`` is the common image size; about one image in
     five gets the smaller variant (0.8x per side). The same ``seed`` gives byte-identical files.
+    ``rare_fraction`` > 0 renders that share of the train images, and half of the test images,
+    in a rare style (``rare_stain``); ``rare.txt`` lists them.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -336,11 +366,14 @@ def generate_synthetic_glas(
 
     # One independent stream per image keeps images stable if generation order ever changes.
     image_seeds = rng.integers(0, 2**63, size=n_total)
+    rare = _rare_plan(plan, rare_fraction, seed)
     rows = []
     for (name, grade), is_small, img_seed in zip(plan, small, image_seeds, strict=True):
         img_rng = np.random.default_rng(int(img_seed))
         hw = small_hw if is_small else (height, width)
         rgb, labels = _make_image(img_rng, hw, grade == "malignant")
+        if name in rare:
+            rgb = rare_stain(rgb)
         Image.fromarray(rgb).save(out / f"{name}.bmp", format="BMP")
         Image.fromarray(labels).save(out / f"{name}_anno.bmp", format="BMP")
         pid, sub = patients[grade][int(img_rng.integers(len(patients[grade])))]
@@ -350,6 +383,8 @@ def generate_synthetic_glas(
     # Bare CR separators and no trailing terminator, exactly like the official file.
     csv = "\r".join([GRADE_HEADER] + [r for _, r in rows])
     (out / "Grade.csv").write_bytes(csv.encode("ascii"))
+    if rare:
+        (out / "rare.txt").write_text("".join(f"{name}\n" for name in sorted(rare)))
     return out
 
 
@@ -362,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--height", type=int, default=96)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rare-fraction", type=float, default=0.0, help="share in the rare style")
     a = p.parse_args(argv)
     out = generate_synthetic_glas(
         a.out,
@@ -371,6 +407,7 @@ def main(argv: list[str] | None = None) -> None:
         height=a.height,
         width=a.width,
         seed=a.seed,
+        rare_fraction=a.rare_fraction,
     )
     n = a.n_train + a.n_test_a + a.n_test_b
     print(

@@ -1,8 +1,10 @@
 """Registry of acquisition heuristics.
 
-``HEURISTICS[name](probs)`` maps MC softmax probabilities ``[N, C, H, W, T]`` to scores ``[N]``
-(higher = acquire first); ``PIXEL_MAPS[name](probs)`` gives the per-pixel map ``[N, H, W]`` that
-the score averages, for figures.
+``PIXEL_MAPS[name](probs)`` maps MC softmax probabilities ``[N, C, H, W, T]`` to a per-pixel
+uncertainty map ``[N, H, W]``; a reduction (``heuristics.reductions``) turns it into one score per
+image, and a strategy (``heuristics.strategies``) selects from the scores. ``HEURISTICS[name]``
+is the map reduced by its mean, the original study's score. ``random`` is a heuristic name too:
+it scores nothing and selects with the ``random`` strategy.
 """
 
 from __future__ import annotations
@@ -11,13 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from heuristics.uncertainty import (
-    bald_map,
-    entropy_map,
-    random_scores,
-    variance_edt_map,
-    variance_map,
-)
+from heuristics.uncertainty import bald_map, entropy_map, variance_edt_map, variance_map
 
 PixelMap = Callable[[torch.Tensor], torch.Tensor]
 Heuristic = Callable[[torch.Tensor], torch.Tensor]
@@ -39,25 +35,21 @@ def _mean_of(pixel_map: PixelMap) -> Heuristic:
     return score
 
 
-HEURISTICS: dict[str, Heuristic] = {
-    "random": random_scores,
-    **{name: _mean_of(pixel_map) for name, pixel_map in PIXEL_MAPS.items()},
-}
+HEURISTICS: dict[str, Heuristic] = {name: _mean_of(m) for name, m in PIXEL_MAPS.items()}
+RANDOM = "random"
+HEURISTIC_NAMES = (*PIXEL_MAPS, RANDOM)
 
 # Names used by the original study's command lines.
 ALIASES: dict[str, str] = {"mc": "variance", "max": "entropy", "rand": "random"}
-
-# Heuristics that need MC samples; random does not look at the model at all.
-NEEDS_MC = frozenset(PIXEL_MAPS)
 
 
 def resolve_heuristic(name: str) -> str:
     """Canonical heuristic name for ``name`` or an alias; ``ValueError`` listing valid names."""
     canonical = ALIASES.get(name, name)
-    if canonical not in HEURISTICS:
-        valid = ", ".join(sorted(HEURISTICS) + [f"{a} (= {c})" for a, c in ALIASES.items()])
+    if canonical not in HEURISTIC_NAMES:
+        valid = ", ".join(sorted(HEURISTIC_NAMES) + [f"{a} (= {c})" for a, c in ALIASES.items()])
         raise ValueError(f"unknown heuristic {name!r}; choose one of: {valid}")
     return canonical
 
 
-__all__ = ["ALIASES", "HEURISTICS", "NEEDS_MC", "PIXEL_MAPS", "resolve_heuristic"]
+__all__ = ["ALIASES", "HEURISTICS", "HEURISTIC_NAMES", "PIXEL_MAPS", "RANDOM", "resolve_heuristic"]

@@ -82,9 +82,3 @@ def variance_edt_map(probs: torch.Tensor) -> torch.Tensor:
     foreground = (probs.mean(-1).argmax(1) != 0).cpu().numpy()  # [N, H, W]
     weights = np.stack([border_distance_weight(f) for f in foreground])  # [N, H, W]
     return variance * torch.from_numpy(weights).to(variance.device, variance.dtype)
-
-
-def random_scores(probs: torch.Tensor) -> torch.Tensor:
-    """Uniform random scores: the passive-learning baseline. Uses torch's global generator, which
-    the active loop seeds per run and cycle."""
-    return torch.rand(probs.shape[0], device=probs.device)  # [N]

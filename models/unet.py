@@ -59,7 +59,12 @@ class UNet(nn.Module):
             channels = width
         self.head = nn.Conv2d(channels, n_classes, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, return_features: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[N, n_classes, H, W]``; with ``return_features`` also the bottleneck
+        activations ``[N, D, h, w]`` (D = base_width * 2**depth), which strategies pool into
+        per-image features."""
         height, width = x.shape[-2:]
         multiple = 2**self.depth
         pad_h, pad_w = -height % multiple, -width % multiple
@@ -70,7 +75,8 @@ class UNet(nn.Module):
         for level, encoder in enumerate(self.encoders):
             x = encoder(x if level == 0 else self.pool(x))
             skips.append(x)
-        skips.pop()  # the bottleneck output is x itself
+        bottleneck = skips.pop()  # the bottleneck output is x itself
         for upsample, decoder in zip(self.upsamplers, self.decoders, strict=True):
             x = decoder(torch.cat([upsample(x), skips.pop()], dim=1))
-        return self.head(x)[..., :height, :width]  # [N, n_classes, H, W]
+        logits = self.head(x)[..., :height, :width]  # [N, n_classes, H, W]
+        return (logits, bottleneck) if return_features else logits

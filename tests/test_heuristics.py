@@ -90,11 +90,6 @@ def test_variance_edt_discounts_border_uncertainty() -> None:
     assert weighted.max().item() == pytest.approx(0.01)
 
 
-def test_random_scores_shape_and_range() -> None:
-    scores = HEURISTICS["random"](torch.empty(5, 0, 0, 0, 0))
-    assert scores.shape == (5,) and ((scores >= 0) & (scores < 1)).all()
-
-
 def test_aliases_and_unknown_names() -> None:
     assert {a: resolve_heuristic(a) for a in ALIASES} == {
         "mc": "variance",

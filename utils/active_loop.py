@@ -6,16 +6,18 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from baal.active import ActiveLearningDataset
+from torch.utils.data import Subset
 
 from data.create_splits import write_splits
 from data.glas import (
@@ -29,12 +31,14 @@ from data.glas import (
 )
 from data.synthetic import generate_synthetic_glas
 from data.transforms import effective_patch_size, train_transform
-from heuristics import HEURISTICS, NEEDS_MC, PIXEL_MAPS, resolve_heuristic
-from heuristics.acquisition import select_for_labelling
+from heuristics import RANDOM, resolve_heuristic
+from heuristics.reductions import ReductionSettings, resolve_reduction
+from heuristics.strategies import STRATEGIES, Selection, resolve_strategy
 from models import UNet, mc_dropout_copy
 from utils.config import ExperimentConfig, check_config
 from utils.device import pick_device, resolve_precision, samples_per_pass
-from utils.inference import MCSettings, evaluate_bma, score_pool
+from utils.inference import MCSettings, evaluate_bma, pooled_features, score_pool
+from utils.io import atomic_save_json
 from utils.run_lock import run_lock
 from utils.run_state import (
     TAG_PATTERN,
@@ -49,6 +53,7 @@ from utils.run_state import (
 from utils.training import TrainSettings, train_model
 
 FULL_SUPERVISION_NAME = "full"
+MODEL_SELECTIONS = ("val", "last")
 
 
 class ConfigError(ValueError):
@@ -68,6 +73,8 @@ def validate(cfg: ExperimentConfig) -> str:
     try:
         check_config(asdict(cfg))
         heuristic = resolve_heuristic(cfg.heuristic)
+        resolve_strategy(cfg.strategy)
+        resolve_reduction(cfg.reduction)
     except ValueError as err:
         raise ConfigError(str(err)) from None
     checks = [
@@ -95,6 +102,25 @@ def validate(cfg: ExperimentConfig) -> str:
         (cfg.num_classes == 2, "num_classes must be 2 (gland vs background) for GlaS"),
         (0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), got {cfg.dropout}"),
         (cfg.precision in ("auto", "bf16", "fp32"), "precision must be auto, bf16 or fp32"),
+        (
+            cfg.model_selection in MODEL_SELECTIONS,
+            f"model_selection must be one of {', '.join(MODEL_SELECTIONS)}, got "
+            f"{cfg.model_selection!r}",
+        ),
+        (
+            0 < cfg.topq_percent <= 100,
+            f"topq_percent must be in (0, 100], got {cfg.topq_percent}",
+        ),
+        (cfg.foreground_band >= 0, f"foreground_band must be >= 0, got {cfg.foreground_band}"),
+        (cfg.temperature > 0, f"temperature must be > 0, got {cfg.temperature}"),
+        (
+            cfg.suggestive_factor >= 1,
+            f"suggestive_factor must be >= 1, got {cfg.suggestive_factor}",
+        ),
+        (
+            0 <= cfg.synthetic_rare_fraction < 1,
+            f"synthetic_rare_fraction must be in [0, 1), got {cfg.synthetic_rare_fraction}",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -118,19 +144,27 @@ def check_scaled_size(stores: dict[str, ImageStore], image_scale: float) -> None
 def prepare_synthetic(cfg: ExperimentConfig) -> None:
     """Generate the demo's synthetic GlaS and its splits where they are absent."""
     data_path = Path(cfg.data_path)
+    height, width = cfg.synthetic_size
+    n_train, n_test_a, n_test_b = cfg.synthetic_counts
+    settings = {
+        "n_train": n_train,
+        "n_test_a": n_test_a,
+        "n_test_b": n_test_b,
+        "height": height,
+        "width": width,
+        "seed": 0,
+        "rare_fraction": cfg.synthetic_rare_fraction,
+    }
+    manifest = data_path / "synthetic.json"
     if not (data_path / "Grade.csv").exists():
-        height, width = cfg.synthetic_size
-        n_train, n_test_a, n_test_b = cfg.synthetic_counts
-        generate_synthetic_glas(
-            data_path,
-            n_train=n_train,
-            n_test_a=n_test_a,
-            n_test_b=n_test_b,
-            height=height,
-            width=width,
-            seed=0,
-        )
+        generate_synthetic_glas(data_path, **settings)
+        atomic_save_json(manifest, settings)
         _say(f"generated synthetic GlaS in {data_path}")
+    elif manifest.exists() and json.loads(manifest.read_text()) != settings:
+        raise ConfigError(
+            f"{data_path} holds a synthetic GlaS generated with other settings "
+            f"({manifest.read_text().strip()}); delete it or choose another data_path"
+        )
     if not all(split_csv_path(cfg.splits_path, s).exists() for s in SPLITS):
         write_splits(data_path, cfg.splits_path, seed=0)
         _say(f"wrote splits to {cfg.splits_path}")
@@ -175,14 +209,25 @@ def run_active_learning(
 
 def run_paths(cfg: ExperimentConfig, heuristic: str) -> RunPaths:
     """Where the run with this (validated) config keeps its files."""
-    name = FULL_SUPERVISION_NAME if cfg.full_supervision else heuristic
-    return RunPaths(Path(cfg.results_dir), f"{result_name(name, cfg.tag)}_{cfg.run}")
+    config = run_record_config(cfg, heuristic)
+    return RunPaths(Path(cfg.results_dir), f"{result_name(config)}_{cfg.run}")
 
 
 def run_record_config(cfg: ExperimentConfig, heuristic: str) -> dict[str, Any]:
-    """The config as the run's state and record keep it: canonical names, JSON types."""
-    name = FULL_SUPERVISION_NAME if cfg.full_supervision else heuristic
-    return jsonable({**{f.name: getattr(cfg, f.name) for f in fields(cfg)}, "heuristic": name})
+    """The config as the run's state and record keep it: canonical names, JSON types.
+
+    Random selection is one thing however it is asked for (``heuristic=random`` or
+    ``strategy=random``), so it is recorded as heuristic and strategy ``random`` with the default
+    reduction: a sweep over strategies then shares one ``random_{run}`` baseline.
+    """
+    config = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    if cfg.full_supervision:
+        config["heuristic"] = FULL_SUPERVISION_NAME
+    elif heuristic == RANDOM or cfg.strategy == RANDOM:
+        config.update(heuristic=RANDOM, strategy=RANDOM, reduction="mean")
+    else:
+        config["heuristic"] = heuristic
+    return jsonable(config)
 
 
 def make_results_dir(results_dir: Path) -> None:
@@ -214,7 +259,9 @@ def _run_locked(
     if cfg.synthetic:
         prepare_synthetic(cfg)
     read_grades(cfg.data_path)  # fails early, with instructions, when GlaS is not there
-    rows = {split: read_split(cfg.splits_path, split) for split in SPLITS}
+    # Without model selection on validation labels, the validation split is never read.
+    splits = SPLITS if cfg.model_selection == "val" else tuple(s for s in SPLITS if s != "val")
+    rows = {split: read_split(cfg.splits_path, split) for split in splits}
     if cfg.n_label_start > len(rows["train"]):
         raise ConfigError(
             f"n_label_start={cfg.n_label_start} is larger than the train split "
@@ -226,15 +273,17 @@ def _run_locked(
     stores = {s: ImageStore(cfg.data_path, r, cfg.image_scale) for s, r in rows.items()}
     check_scaled_size(stores, cfg.image_scale)
     patch = effective_patch_size(tuple(cfg.patch_size), stores["train"].min_size)
+    n_val = len(rows.get("val", []))
     _say(
-        f"{paths.stem}: {len(rows['train'])} train / {len(rows['val'])} val / "
+        f"{paths.stem}: {len(rows['train'])} train / {n_val} val / "
         f"{len(rows['test'])} test images, patch {patch[0]}x{patch[1]}, device {device}, "
-        f"precision {amp_dtype or torch.float32}"
+        f"precision {amp_dtype or torch.float32}, model selection {cfg.model_selection}"
     )
 
     train_set = GlasDataset(stores["train"], train_transform(patch))
     al_set = ActiveLearningDataset(train_set, pool_specifics={"transform": None})
-    val_set, test_set = GlasDataset(stores["val"]), GlasDataset(stores["test"])
+    val_set = GlasDataset(stores["val"]) if "val" in stores else None
+    test_set = GlasDataset(stores["test"])
     torch.manual_seed(cfg.run)
     model = UNet(3, cfg.num_classes, cfg.base_width, dropout=cfg.dropout)
     model = model.to(device, memory_format=torch.channels_last)
@@ -250,11 +299,20 @@ def _run_locked(
         lr_gamma=cfg.lr_gamma,
         num_workers=cfg.num_workers,
     )
+    context = AcquisitionContext(
+        store=stores["train"],
+        device=device,
+        amp_dtype=amp_dtype,
+        reduction_settings=ReductionSettings(
+            topq_percent=cfg.topq_percent,
+            foreground_band=round(cfg.foreground_band * cfg.image_scale),
+        ),
+    )
     per_pass = samples_per_pass(cfg.mc_samples_per_pass, device)
     mc_settings = MCSettings(cfg.mc_iters, per_pass, device, amp_dtype)
 
     if state is None:
-        state = RunState(config=config, labelled_map=[], history=History())
+        state = RunState(config=config, labelled_map=[], history=History(), validation_images=n_val)
         if cfg.full_supervision:
             al_set.label(list(range(len(train_set))))
         else:
@@ -287,14 +345,15 @@ def _run_locked(
         dice = float(np.mean(list(per_image.values())))
         log_scalar("test_dice", dice, cycle)
         log_scalar("n_labelled", n_labelled, cycle)
-        log_scalar("best_val_loss", train_info["best_val_loss"], cycle)
+        if train_info["best_val_loss"] is not None:
+            log_scalar("best_val_loss", train_info["best_val_loss"], cycle)
 
         tested = time.perf_counter()
         finished = cycle == last_cycle or int(al_set.n_unlabelled) == 0
         acquired = (
             []
             if finished
-            else acquire(cfg, heuristic, al_set, stores["train"], mc_model, mc_settings, cycle)
+            else acquire(cfg, heuristic, al_set, context, model, mc_model, mc_settings, cycle)
         )
         now = time.perf_counter()
         history = state.history
@@ -327,33 +386,76 @@ def _run_locked(
     return np.load(paths.npy)
 
 
+@dataclass(frozen=True)
+class AcquisitionContext:
+    """What acquisition needs besides the models: the pool's images and how to run them."""
+
+    store: ImageStore
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    reduction_settings: ReductionSettings
+
+
 def acquire(
     cfg: ExperimentConfig,
     heuristic: str,
     al_set: ActiveLearningDataset,
-    store: ImageStore,
+    context: AcquisitionContext,
+    model: torch.nn.Module,
     mc_model: torch.nn.Module,
     mc_settings: MCSettings,
     cycle: int,
 ) -> list[dict[str, Any]]:
-    """Score the pool, label the chosen images, save figures if asked; return what was labelled."""
-    pool = al_set.pool
+    """Score the pool, select with the strategy, label; save figures if asked.
+
+    Returns what was labelled, ``[{"name", "score"}]`` (score None when nothing was scored).
+    """
+    store = context.store
+    strategy_name = RANDOM if heuristic == RANDOM else cfg.strategy
+    strategy = STRATEGIES[strategy_name]
     pool_indices = np.flatnonzero(~al_set.labelled)  # oracle index of each pool position
-    want_maps = cfg.save_maps and heuristic in PIXEL_MAPS
-    if heuristic in NEEDS_MC:
+    result = None
+    scores = np.empty(0)
+    if strategy.needs_scores or strategy.needs_features:
         result = score_pool(
-            mc_model, pool, heuristic, mc_settings, keep_maps=want_maps, progress=cfg.progress
+            mc_model,
+            al_set.pool,
+            heuristic,
+            mc_settings,
+            keep_maps=cfg.save_maps,
+            progress=cfg.progress,
+            reduction=cfg.reduction,
+            reduction_settings=context.reduction_settings,
+            with_features=strategy.needs_features,
         )
         scores = result.scores
-    else:
-        # Random scores need no model pass; an empty tensor carries the pool size.
-        scores = HEURISTICS[heuristic](torch.empty(len(pool_indices), 0, 0, 0, 0)).numpy()
-        result = None
-    grades = store.labels[pool_indices]
-    chosen = select_for_labelling(scores, grades, cfg.n_data_to_label, cfg.balance_al)
-    acquired = [{"name": store.names[pool_indices[i]], "score": float(scores[i])} for i in chosen]
+    labelled_features = None
+    if strategy.needs_labelled_features:
+        labelled = Subset(GlasDataset(store), np.flatnonzero(al_set.labelled).tolist())
+        labelled_features = pooled_features(model, labelled, context.device, context.amp_dtype)
+    selection = Selection(
+        scores=scores,
+        grades=store.labels[pool_indices],
+        n_per_step=cfg.n_data_to_label,
+        balance=cfg.balance_al,
+        rng=np.random.default_rng([cfg.run, cycle, 2]),
+        cycle=cycle,
+        n_cycles=cfg.al_cycles,
+        temperature=cfg.temperature,
+        suggestive_factor=cfg.suggestive_factor,
+        features=None if result is None else result.features,
+        labelled_features=labelled_features,
+    )
+    chosen = strategy.select(selection)
+    acquired = [
+        {
+            "name": store.names[pool_indices[i]],
+            "score": float(scores[i]) if scores.size else None,
+        }
+        for i in chosen
+    ]
     al_set.label([int(i) for i in chosen])
-    if cfg.save_maps or cfg.save_uncerts:
+    if (cfg.save_maps or cfg.save_uncerts) and scores.size:
         save_cycle_figures(cfg, heuristic, cycle, store, scores, acquired, result)
     return acquired
 
@@ -369,7 +471,7 @@ def save_cycle_figures(
 ) -> None:
     from utils.figures import save_score_distribution, save_uncertainty_map
 
-    folder = Path(cfg.results_dir) / "maps" / f"{heuristic}_{cfg.run}" / f"cycle_{cycle}"
+    folder = Path(cfg.results_dir) / "maps" / run_paths(cfg, heuristic).stem / f"cycle_{cycle}"
     if cfg.save_uncerts:
         save_score_distribution(
             folder / "pool_scores.png",

@@ -33,6 +33,11 @@ class ExperimentConfig:
     )
     synthetic_size: list[int] = _key([96, 128], "synthetic images' usual `[height, width]`")
     synthetic_counts: list[int] = _key([16, 6, 4], "synthetic train, testA, testB image counts")
+    synthetic_rare_fraction: float = _key(
+        0.0,
+        "share of synthetic train images in a rare tissue style (half the test images get it "
+        "when > 0); 0 keeps the data bitwise as before",
+    )
     image_scale: float = _key(
         1.0,
         "resize images and masks at load time (0.5 or 0.25 for CPU runs); the smallest image must "
@@ -49,6 +54,26 @@ class ExperimentConfig:
         0, "MC samples stacked in one forward pass; 0 = auto: 1 on a CPU, 10 on a GPU"
     )
     heuristic: str = _key("bald", "acquisition heuristic, see the table above")
+    reduction: str = _key("mean", "pixel map -> image score: `mean`, `topq`, `foreground`")
+    topq_percent: float = _key(10.0, "`topq`: mean of this share (%) of the most uncertain pixels")
+    foreground_band: int = _key(
+        16, "`foreground`: band around predicted glands, in full-resolution pixels"
+    )
+    strategy: str = _key(
+        "topk",
+        "selection from the scores: `topk`, `random`, `power`, `softmax`, `softrank`, "
+        "`stratified_power`, `suggestive`, `coreset`",
+    )
+    temperature: float = _key(
+        1.0, "`power`, `softmax`, `softrank`, `stratified_power`: sampling temperature 1/beta"
+    )
+    suggestive_factor: int = _key(
+        2, "`suggestive`: candidates per pick, taken by uncertainty before max-cover"
+    )
+    model_selection: str = _key(
+        "val",
+        "`val`: weights of the best validation loss; `last`: last epoch, no validation labels",
+    )
     run: int = _key(0, "run index; fixes all seeds")
     seed: int = _key(0, "Sacred's seed; `active.py` ties it to `run`")
     results_dir: str = _key("results", "where results, records, run states and locks go")
@@ -88,12 +113,14 @@ class ExperimentConfig:
 NAMED_CONFIGS: dict[str, dict[str, Any]] = {
     # Synthetic GlaS, a narrow UNet, few epochs: a complete run in about a minute on 2 CPU cores.
     "demo": {
-        "data_path": "data/synthetic/GlaS",
-        "splits_path": "data/synthetic/splits",
+        "data_path": "data/synthetic/GlaS-rare",
+        "splits_path": "data/synthetic/splits-rare",
         "synthetic": True,
         "patch_size": [64, 64],
         "batch_size": 8,
         "base_width": 8,
+        "synthetic_counts": [40, 10, 10],
+        "synthetic_rare_fraction": 0.1,
         "epochs": 8,
         "al_cycles": 4,
         "mc_iters": 4,

@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from heuristics import HEURISTICS, PIXEL_MAPS
+from heuristics import PIXEL_MAPS
+from heuristics.reductions import REDUCTIONS, ReductionSettings
 from utils.device import autocast
 from utils.metrics import dice_score
 from utils.training import to_device
@@ -37,27 +38,52 @@ def _sample_chunks(settings: MCSettings) -> list[int]:
 
 @torch.inference_mode()
 def mc_probabilities(
-    mc_model: nn.Module, image: torch.Tensor, settings: MCSettings
-) -> torch.Tensor:
+    mc_model: nn.Module, image: torch.Tensor, settings: MCSettings, with_features: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Softmax probabilities of ``mc_iters`` MC-dropout passes over one image.
 
     ``image`` ``[3, H, W]`` -> ``[1, C, H, W, T]`` float32 on ``settings.device``. Several samples
-    go through the model in one batch: dropout draws a fresh mask per batch element.
+    go through the model in one batch: dropout draws a fresh mask per batch element. With
+    ``with_features`` also the bottleneck features of the same passes, averaged over samples and
+    positions: ``[D]``.
     """
     x = to_device(image.unsqueeze(0), settings.device, settings.channels_last)  # [1, 3, H, W]
     probs = None
+    features = None
     start = 0
     for k in _sample_chunks(settings):
         batch = x.expand(k, -1, -1, -1)  # [k, 3, H, W], a view: no copy of the image
         with autocast(settings.device, settings.amp_dtype):
-            logits = mc_model(batch)  # [k, C, H, W]
+            if with_features:
+                logits, bottleneck = mc_model(batch, return_features=True)  # [k, D, h, w]
+                summed = bottleneck.float().mean((2, 3)).sum(0)  # [D]
+                features = summed if features is None else features + summed
+            else:
+                logits = mc_model(batch)  # [k, C, H, W]
         if probs is None:
             # Filled in place: concatenating chunks would briefly hold the stack twice.
             shape = (1, *logits.shape[1:], settings.mc_iters)
             probs = torch.empty(shape, device=logits.device)  # [1, C, H, W, T]
         probs[0, ..., start : start + k] = logits.float().softmax(1).permute(1, 2, 3, 0)
         start += k
+    if with_features:
+        return probs, features / settings.mc_iters
     return probs
+
+
+@torch.inference_mode()
+def pooled_features(
+    model: nn.Module, dataset: Dataset, device: torch.device, amp_dtype: torch.dtype | None
+) -> np.ndarray:
+    """Bottleneck features of whole images, dropout off, averaged over positions: ``[N, D]``."""
+    model.eval()
+    rows = []
+    for i in range(len(dataset)):
+        image = dataset[i][0]
+        with autocast(device, amp_dtype):
+            _, bottleneck = model(to_device(image.unsqueeze(0), device), return_features=True)
+        rows.append(bottleneck.float().mean((2, 3))[0].cpu().numpy())
+    return np.stack(rows).astype(np.float64)
 
 
 @torch.inference_mode()
@@ -92,6 +118,7 @@ def evaluate_bma(
 class PoolScores:
     names: list[str]
     scores: np.ndarray  # [N]
+    features: np.ndarray | None = None  # [N, D] bottleneck features, when asked for
     # Filled only when asked for figures: name -> (uncertainty [H, W], gland probability [H, W]).
     maps: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
@@ -103,20 +130,31 @@ def score_pool(
     settings: MCSettings,
     keep_maps: bool = False,
     progress: bool = True,
+    reduction: str = "mean",
+    reduction_settings: ReductionSettings | None = None,
+    with_features: bool = False,
 ) -> PoolScores:
-    """Score every pool image with ``heuristic`` (a canonical name from ``HEURISTICS``)."""
-    names, scores, maps = [], [], {}
+    """Score every pool image: ``PIXEL_MAPS[heuristic]`` reduced by ``REDUCTIONS[reduction]``.
+
+    Only one image's ``[1, C, H, W, T]`` probabilities exist at a time; features add one
+    ``[N, D]`` matrix.
+    """
+    pixel_map_of, reduce = PIXEL_MAPS[heuristic], REDUCTIONS[reduction]
+    reduction_settings = reduction_settings or ReductionSettings()
+    names, scores, features, maps = [], [], [], {}
     items = (pool[i] for i in range(len(pool)))
     bar = tqdm(items, total=len(pool), desc="MC pool", disable=not progress, leave=False)
     for image, _, _, name in bar:
-        probs = mc_probabilities(mc_model, image, settings)  # [1, C, H, W, T]
-        if keep_maps and heuristic in PIXEL_MAPS:
-            pixel_map = PIXEL_MAPS[heuristic](probs)  # [1, H, W]
-            score = pixel_map.flatten(1).mean(1)  # [1]
+        output = mc_probabilities(mc_model, image, settings, with_features=with_features)
+        probs, feature = output if with_features else (output, None)  # [1, C, H, W, T], [D]
+        pixel_map = pixel_map_of(probs)  # [1, H, W]
+        score = reduce(pixel_map, probs, reduction_settings)  # [1]
+        if keep_maps:
             gland = 1.0 - probs[:, 0].mean(-1)  # [1, H, W]
             maps[name] = (pixel_map[0].cpu().numpy(), gland[0].cpu().numpy())
-        else:
-            score = HEURISTICS[heuristic](probs)  # [1]
+        if feature is not None:
+            features.append(feature.cpu().numpy())
         names.append(name)
         scores.append(float(score))
-    return PoolScores(names, np.asarray(scores, dtype=np.float64), maps)
+    stacked = np.stack(features).astype(np.float64) if features else None
+    return PoolScores(names, np.asarray(scores, dtype=np.float64), stacked, maps)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class RunState:
     cycles_done: int = 0
     finished: bool = False
     version: int = STATE_VERSION
+    validation_images: int = 0  # labelled validation images used for model selection
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,21 @@ class RunPaths:
         return self.results_dir / f"{self.stem}.lock"
 
 
-def result_name(heuristic: str, tag: str = "") -> str:
+def result_name(config: Mapping[str, Any]) -> str:
     """The name a run's files and its report row carry, before ``_{run}``.
 
-    The tag (set by ``sweep.py --grid``) keeps runs that differ in a swept key apart.
+    ``{heuristic}[-{strategy}][-{reduction}][@{tag}]``: the strategy and reduction appear when
+    they differ from the defaults (``topk``, ``mean``), so runs that select differently never
+    collide, and the tag (set by ``sweep.py --grid``) keeps runs of other swept keys apart.
+    ``random`` and ``full`` select nothing, so they carry neither.
     """
-    return f"{heuristic}@{tag}" if tag else heuristic
+    name = str(config["heuristic"])
+    if name not in ("random", "full"):
+        for key, default in (("strategy", "topk"), ("reduction", "mean")):
+            value = config.get(key, default)
+            name += f"-{value}" if value != default else ""
+    tag = config.get("tag", "")
+    return f"{name}@{tag}" if tag else name
 
 
 def jsonable(config: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +136,8 @@ def record(state: RunState) -> dict[str, Any]:
     """The JSON record written beside the ``.npy`` (documented in the README)."""
     history = asdict(state.history)
     return {
-        "name": result_name(state.config["heuristic"], state.config.get("tag", "")),
+        "name": result_name(state.config),
+        "validation_images": state.validation_images,
         "config": state.config,
         "complete": state.finished,
         "n_labelled": history["n_labelled"],

@@ -47,6 +47,10 @@ NOT_GRIDDABLE = {
 }
 
 
+# Keys that the result name shows by itself (see utils.run_state.result_name).
+IN_RESULT_NAME = frozenset({"strategy", "reduction"})
+
+
 class SweepError(ValueError):
     """A bad sweep request, in one line, found before any job starts."""
 
@@ -206,7 +210,7 @@ def plan_jobs(
     Relative paths in the config are relative to ``workdir`` (default: the current folder).
     """
     workdir = Path.cwd() if workdir is None else Path(workdir)
-    from utils.active_loop import ConfigError, run_paths, validate
+    from utils.active_loop import ConfigError, run_paths, run_record_config, validate
 
     canonical = []
     for name in heuristics:
@@ -221,8 +225,11 @@ def plan_jobs(
             "and --full-supervision instead"
         )
     jobs: list[Job] = []
+    planned: dict[str, dict[str, Any]] = {}  # stem -> the config its run records
     for point in grid or [{}]:
-        tag = ",".join(t for t in (updates.get("tag", ""), grid_tag(point)) if t)
+        # Keys that are part of the result name already need no tag.
+        tagged = {k: v for k, v in point.items() if k not in IN_RESULT_NAME}
+        tag = ",".join(t for t in (updates.get("tag", ""), grid_tag(tagged)) if t)
         shared = {**updates, **point, **({"tag": tag} if tag else {})}
         specs = [(h, r, False) for h in dict.fromkeys(canonical) for r in runs]
         if full_supervision:
@@ -237,11 +244,17 @@ def plan_jobs(
             except ConfigError as err:
                 raise SweepError(f"invalid config after --: {err}") from None
             paths = run_paths(cfg, validated)
+            record = run_record_config(cfg, validated)
+            if paths.stem in planned:
+                if planned[paths.stem] == record:
+                    continue  # e.g. random under every strategy of a grid: one baseline
+                raise SweepError(
+                    f"two jobs of this sweep would write {paths.stem} with different configs; "
+                    "put the differing key in --grid"
+                )
+            planned[paths.stem] = record
             total = 1 if full else cfg.al_cycles + 1
             jobs.append(Job(paths.stem, named_configs, job_updates, total, str(workdir)))
-    stems = [job.stem for job in jobs]
-    if len(set(stems)) != len(stems):
-        raise SweepError("two jobs of this sweep would write the same results; check --heuristics")
     return jobs
 
 

@@ -71,7 +71,7 @@ def validation_loss(
 def train_model(
     model: nn.Module,
     train_set: Dataset,
-    val_set: Dataset,
+    val_set: Dataset | None,
     settings: TrainSettings,
     device: torch.device,
     amp_dtype: torch.dtype | None,
@@ -79,10 +79,11 @@ def train_model(
     progress: bool = True,
     description: str = "train",
 ) -> dict[str, float]:
-    """Train ``model`` in place and leave it with the weights of the best validation loss.
+    """Train ``model`` in place and leave it with the weights of the best validation loss, or,
+    with ``val_set=None``, of the last epoch (no validation labels are used at all).
 
-    Returns ``{"best_val_loss", "best_epoch", "last_train_loss"}``. Raises ``NonFiniteLossError``
-    on a NaN or infinite loss.
+    Returns ``{"best_val_loss", "best_epoch", "last_train_loss"}`` (``best_val_loss`` None
+    without a validation set). Raises ``NonFiniteLossError`` on a NaN or infinite loss.
     """
     sampler = RandomSampler(
         train_set, num_samples=settings.repeats_per_epoch * len(train_set), generator=generator
@@ -97,7 +98,8 @@ def train_model(
         generator=generator,
     )
     optimizer, scheduler = make_optimizer(model, settings)
-    best_loss, best_epoch, best_state = math.inf, -1, copy.deepcopy(model.state_dict())
+    best_loss, best_epoch = math.inf, -1
+    best_state = copy.deepcopy(model.state_dict()) if val_set is not None else None
     train_loss = math.nan
     bar = tqdm(range(settings.epochs), desc=description, disable=not progress, leave=False)
     for epoch in bar:
@@ -118,10 +120,19 @@ def train_model(
             total, count = total + float(loss.detach()) * len(images), count + len(images)
         scheduler.step()
         train_loss = total / count
+        if val_set is None:
+            bar.set_postfix(train=f"{train_loss:.3f}")
+            continue
         val_loss = validation_loss(model, val_set, device, amp_dtype)
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
         bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}", best=f"{best_loss:.3f}")
+    if val_set is None:
+        return {
+            "best_val_loss": None,
+            "best_epoch": settings.epochs - 1,
+            "last_train_loss": train_loss,
+        }
     model.load_state_dict(best_state)
     return {"best_val_loss": best_loss, "best_epoch": best_epoch, "last_train_loss": train_loss}
