@@ -302,3 +302,71 @@ def test_second_process_on_the_same_run_is_refused_naming_the_first(
     assert not (tmp_path / "bald_0.npy").exists()
     run(config)  # the lock went with its holder
     assert np.load(tmp_path / "bald_0.npy").shape == (3,)
+
+
+def test_model_selection_last_never_reads_the_validation_split(
+    glas_copy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, splits = glas_copy
+    for row in read_split(splits, "val"):  # without the validation images or their list
+        (data / row.image).unlink()
+        (data / row.mask).unlink()
+    (splits / "val.csv").unlink()
+    results = tmp_path / "results"
+    config = tiny_config(data, splits, results, model_selection="last")
+    run(config)
+    record = json.loads((results / "bald_0.json").read_text())
+    assert record["config"]["model_selection"] == "last" and record["validation_images"] == 0
+    assert all(t["best_val_loss"] is None and t["best_epoch"] == 1 for t in record["train"])
+    with pytest.raises(SystemExit):  # the default needs the split it was denied
+        run({**config, "model_selection": "val", "results_dir": str(tmp_path / "val")})
+
+
+@pytest.mark.parametrize(
+    ("updates", "stem"),
+    [
+        ({"strategy": "power"}, "bald-power_0"),
+        ({"strategy": "coreset", "heuristic": "entropy"}, "entropy-coreset_0"),
+        ({"strategy": "suggestive", "reduction": "topq"}, "bald-suggestive-topq_0"),
+        ({"strategy": "stratified_power", "reduction": "foreground"}, None),
+        ({"strategy": "random"}, "random_0"),
+        ({"heuristic": "random", "strategy": "power"}, "random_0"),
+    ],
+)
+def test_strategies_run_end_to_end_under_their_own_names(
+    synthetic_root: Path, tmp_path: Path, updates: dict, stem: str | None
+) -> None:
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, **updates)
+    run(config)
+    stem = stem or f"bald-{updates['strategy']}-{updates['reduction']}_0"
+    record = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert record["name"] == stem.removesuffix("_0") and record["complete"]
+    assert [len(a) for a in record["acquired"]] == [2, 2, 0]
+    grades = dict(zip(*_train_names_and_grades(synthetic_root), strict=True))
+    for cycle in record["acquired"][:2]:  # balanced by grade, as every strategy must be
+        assert sorted(grades[a["name"]] for a in cycle) == [0, 1]
+
+
+def _train_names_and_grades(root: Path) -> tuple[list[str], list[int]]:
+    rows = read_split(root / "splits", "train")
+    return [r.name for r in rows], [r.label for r in rows]
+
+
+@pytest.mark.parametrize(
+    ("updates", "fragments"),
+    [
+        ({"strategy": "greedy"}, ("unknown strategy 'greedy'", "topk", "coreset")),
+        ({"reduction": "max"}, ("unknown reduction 'max'", "mean", "topq", "foreground")),
+        ({"model_selection": "best"}, ("model_selection must be one of val, last",)),
+        ({"temperature": 0.0}, ("temperature must be > 0",)),
+    ],
+)
+def test_unknown_strategy_or_reduction_is_one_line(
+    synthetic_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    updates: dict,
+    fragments: tuple[str, ...],
+) -> None:
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path)
+    expect_exit({**config, **updates}, capsys, *fragments)

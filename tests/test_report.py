@@ -186,6 +186,7 @@ def test_end_to_end(results_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
         "aulc_std",
         "labels_to_95",
         "p_vs_random",
+        "val_labels",
     ]
     table = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
     # bald's curve lies above random's, so it comes first; full supervision is not a row.

@@ -72,6 +72,7 @@ CSV_COLUMNS = (
     "aulc_std",
     "labels_to_95",
     "p_vs_random",
+    "val_labels",
 )
 _RUN_FILE = re.compile(r"^(?P<heuristic>.+)_(?P<run>\d+)\.npy$")
 _NO_RESULTS_HINT = (
@@ -91,6 +92,7 @@ class RunRecord:
     run: int
     n_labelled: np.ndarray
     dice: np.ndarray
+    validation_images: int | None = None  # labelled images model selection used; None: unknown
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class SummaryRow:
     aulc_std: float
     labels_to_95: int | None
     p_vs_random: float | None
+    val_labels: int | None = None
 
 
 @dataclass(frozen=True)
@@ -203,8 +206,13 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
         ):
             raise ReportError(f"{json_path}: 'test_dice' disagrees with {npy_path.name}")
 
+    validation_images = record.get("validation_images")
     return RunRecord(
-        heuristic=heuristic, run=run, n_labelled=n_labelled.astype(np.int64), dice=dice
+        heuristic=heuristic,
+        run=run,
+        n_labelled=n_labelled.astype(np.int64),
+        dice=dice,
+        validation_images=None if validation_images is None else int(validation_images),
     )
 
 
@@ -338,6 +346,13 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(array.mean()), std
 
 
+def _validation_images(runs: Sequence[RunRecord]) -> int | None:
+    """Labelled validation images a row's curve used for model selection (the most any run
+    used), or None when no record says (results from before this was recorded)."""
+    known = [r.validation_images for r in runs if r.validation_images is not None]
+    return max(known) if known else None
+
+
 def _is_full(name: str) -> bool:
     return name.split("@")[0] == FULL
 
@@ -396,6 +411,7 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
                 aulc_std=aulc_std,
                 labels_to_95=labels_to_reach(n, mean, target),
                 p_vs_random=p_value,
+                val_labels=_validation_images(runs),
             )
         )
     rows.sort(key=lambda row: (-row.aulc_mean, row.heuristic))
@@ -448,7 +464,9 @@ def render_markdown(summary: Summary, title: str) -> str:
         "",
         "Columns:",
         "",
-        "- `heuristic`: acquisition heuristic (`random` is the uniform-sampling baseline).",
+        "- `heuristic`: the result name: heuristic, then strategy and reduction where they are "
+        "not `topk` and `mean`, then `@` and the swept values of a sweep's grid (`random` is "
+        "the uniform-sampling baseline, paired with each row of the same grid point).",
         "- `n_runs`: number of independent runs (seeds) aggregated.",
         "- `final_dice_mean`, `final_dice_std`: mean and sample standard deviation (ddof = 1; "
         "0 with a single run) of each run's test Dice at its last cycle.",
@@ -462,6 +480,9 @@ def render_markdown(summary: Summary, title: str) -> str:
         f"with 2–{MIN_WILCOXON_PAIRS - 1}; – for `random` itself, without `random`, or with "
         "fewer than 2 shared runs. With n pairs the smallest attainable Wilcoxon p is "
         "2 / 2^n (0.0312 for 6 pairs). Not corrected for multiple comparisons.",
+        "- `val_labels`: labelled validation images the runs used to choose their weights "
+        "(`model_selection=val`), on top of the labelled training images of the curve; 0 with "
+        "`model_selection=last`; – where the records do not say.",
         "",
     ]
     if summary.full_dice is not None:

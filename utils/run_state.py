@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from utils.config import IGNORED_FOR_RESUME
+from utils.config import IGNORED_FOR_RESUME, defaults
 from utils.io import atomic_save_json, atomic_save_npy
 
 STATE_VERSION = 1
@@ -93,8 +93,11 @@ def jsonable(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Keys whose values differ. A key the saved run does not know (added to the config since)
+    counts as equal when the new value is its default: the old run computed exactly that."""
+    known = jsonable(defaults())
     keys = (set(old) | set(new)) - IGNORED_FOR_RESUME
-    return sorted(k for k in keys if old.get(k, "<absent>") != new.get(k, "<absent>"))
+    return sorted(k for k in keys if old.get(k, known.get(k, "<absent>")) != new.get(k, "<absent>"))
 
 
 def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunState | None:

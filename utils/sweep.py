@@ -231,7 +231,9 @@ def plan_jobs(
         tagged = {k: v for k, v in point.items() if k not in IN_RESULT_NAME}
         tag = ",".join(t for t in (updates.get("tag", ""), grid_tag(tagged)) if t)
         shared = {**updates, **point, **({"tag": tag} if tag else {})}
-        specs = [(h, r, False) for h in dict.fromkeys(canonical) for r in runs]
+        # Run-major order: the heuristics of one run finish together, so a sweep that is cut
+        # off leaves complete pairs for the paired test.
+        specs = [(h, r, False) for r in runs for h in dict.fromkeys(canonical)]
         if full_supervision:
             specs.append(("random", runs[0], True))
         for heuristic, run, full in specs:

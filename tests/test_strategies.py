@@ -1,0 +1,187 @@
+"""Selection strategies and reductions: limits, sampling frequencies, hand-built geometry."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from heuristics.reductions import REDUCTIONS, ReductionSettings, resolve_reduction
+from heuristics.strategies import (
+    STRATEGIES,
+    Selection,
+    k_center_greedy,
+    max_cover,
+    resolve_strategy,
+)
+
+
+def selection(scores, grades=None, n=1, balance=False, seed=0, **extra) -> Selection:
+    scores = np.asarray(scores, dtype=np.float64)
+    grades = np.zeros(len(scores), dtype=int) if grades is None else np.asarray(grades)
+    rng = np.random.default_rng(seed)
+    return Selection(scores, grades, n, balance, rng, **extra)
+
+
+def test_power_at_vanishing_temperature_is_topk() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.random(30) * 1e-3  # small BALD-like scores: s**beta underflows without care
+    grades = rng.integers(0, 2, 30)
+    for seed in range(5):
+        cold = selection(scores, grades, n=3, balance=True, seed=seed, temperature=1e-4)
+        topk = selection(scores, grades, n=3, balance=True)
+        assert sorted(STRATEGIES["power"].select(cold)) == sorted(STRATEGIES["topk"].select(topk))
+
+
+def test_stratified_power_is_topk_at_the_last_cycle() -> None:
+    rng = np.random.default_rng(4)
+    scores, grades = rng.random(20), rng.integers(0, 2, 20)
+    last = selection(scores, grades, n=2, balance=True, seed=9, cycle=7, n_cycles=8)
+    topk = selection(scores, grades, n=2, balance=True)
+    assert sorted(STRATEGIES["stratified_power"].select(last)) == sorted(
+        STRATEGIES["topk"].select(topk)
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "weights_of"),
+    [
+        ("power", lambda s: s),  # temperature 1: p proportional to the score
+        ("softmax", lambda s: np.exp(s)),
+        ("softrank", lambda s: 1.0 / stats.rankdata(-s)),
+    ],
+)
+def test_single_draw_frequencies_follow_the_distribution(name: str, weights_of) -> None:
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 1.0])
+    expected = weights_of(scores) / weights_of(scores).sum()
+    rng = np.random.default_rng(12345)
+    draws = 20_000
+    counts = np.zeros(len(scores))
+    for _ in range(draws):
+        one = Selection(scores, np.zeros(5, dtype=int), 1, False, rng)
+        counts[STRATEGIES[name].select(one)[0]] += 1
+    # Seeded, so the outcome is fixed; the threshold also holds for almost every other seed.
+    assert stats.chisquare(counts, expected * draws).pvalue > 1e-3
+    np.testing.assert_allclose(counts / draws, expected, atol=0.015)
+
+
+def test_stratified_power_at_full_temperature_samples_like_power() -> None:
+    scores = np.array([0.05, 0.15, 0.3, 0.5])
+    rng = np.random.default_rng(7)
+    counts = np.zeros(4)
+    draws = 20_000
+    for _ in range(draws):
+        first = Selection(scores, np.zeros(4, dtype=int), 1, False, rng, cycle=0, n_cycles=5)
+        counts[STRATEGIES["stratified_power"].select(first)[0]] += 1
+    np.testing.assert_allclose(counts / draws, scores / scores.sum(), atol=0.015)
+
+
+def test_max_cover_picks_the_covering_set() -> None:
+    # Three clusters of pool items on the unit circle; one candidate sits in each cluster and
+    # two more duplicate the first cluster. The best 3 cover every cluster.
+    angles = np.array([0.0, 0.05, -0.05, 2.1, 2.15, 4.2, 4.25])
+    pool = np.stack([np.cos(angles), np.sin(angles)], 1)
+    candidates = np.array([0, 1, 2, 3, 5])
+    similarity = pool[candidates] @ pool.T
+    chosen = max_cover(similarity, candidates, 3)
+    assert {0, 1, 2} & set(chosen) and {3, 5} <= set(chosen) and len(set(chosen)) == 3
+
+
+def test_k_center_on_2d_points_picks_the_known_centres() -> None:
+    corners = [[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]]
+    interior = [[4.0, 5.0], [6.0, 5.0], [5.0, 4.0], [5.0, 6.0], [3.0, 3.0]]
+    pool = np.array(interior[:2] + corners[:2] + interior[2:] + corners[2:])
+    chosen = k_center_greedy(pool, np.array([[5.0, 5.0]]), 4)
+    assert sorted(chosen) == [2, 3, 7, 8]  # the four corners, farthest from the labelled centre
+    # Without labelled points the first pick is arbitrary, the rest still spread out.
+    spread = k_center_greedy(pool, np.empty((0, 2)), 5)
+    assert {2, 3, 7, 8} <= set(spread)
+
+
+def test_suggestive_prefers_representative_among_the_uncertain() -> None:
+    # Items 0-3 are most uncertain; 0 and 1 are duplicates of a rare direction, 2 and 3 sit in
+    # the bulk of the pool. With k=1 and 4 candidates, max-cover takes one of the bulk.
+    features = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.1, 1.0]] + [[0.0, 1.0]] * 8)
+    scores = np.array([0.9, 0.85, 0.8, 0.75] + [0.1] * 8)
+    pick = STRATEGIES["suggestive"].select(
+        selection(scores, n=1, features=features, suggestive_factor=4)
+    )
+    assert pick.tolist()[0] in (2, 3)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_strategy_keeps_the_grade_balance(name: str) -> None:
+    rng = np.random.default_rng(1)
+    n = 24
+    grades = np.array([0] * 16 + [1] * 8)
+    chosen = STRATEGIES[name].select(
+        Selection(
+            scores=rng.random(n) + 0.01,
+            grades=grades,
+            n_per_step=2,
+            balance=True,
+            rng=rng,
+            cycle=1,
+            n_cycles=4,
+            features=rng.normal(size=(n, 6)),
+            labelled_features=rng.normal(size=(3, 6)),
+        )
+    )
+    assert len(set(chosen.tolist())) == 4
+    assert np.bincount(grades[chosen], minlength=2).tolist() == [2, 2]
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_a_short_grade_is_filled_from_the_other(name: str) -> None:
+    rng = np.random.default_rng(2)
+    grades = np.array([0] * 6 + [1])
+    chosen = STRATEGIES[name].select(
+        Selection(
+            rng.random(7) + 0.01,
+            grades,
+            2,
+            True,
+            rng,
+            features=rng.normal(size=(7, 3)),
+            labelled_features=rng.normal(size=(2, 3)),
+        )
+    )
+    assert len(set(chosen.tolist())) == 4 and 6 in chosen
+
+
+def test_unknown_names_list_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown strategy 'greedy'; choose one of: topk, random"):
+        resolve_strategy("greedy")
+    with pytest.raises(ValueError, match="unknown reduction 'max'; choose one of: mean, topq"):
+        resolve_reduction("max")
+
+
+def _probs_with_gland(size: int = 8) -> torch.Tensor:
+    """[1, 2, H, W, 2]: a predicted gland in the top-left 2x2 corner, background elsewhere."""
+    probs = torch.zeros(1, 2, size, size, 2)
+    probs[:, 0] = 0.9
+    probs[:, 1] = 0.1
+    probs[:, 0, :2, :2] = 0.2
+    probs[:, 1, :2, :2] = 0.8
+    return probs
+
+
+def test_reductions_on_a_hand_made_map() -> None:
+    pixel_map = torch.arange(64, dtype=torch.float32).reshape(1, 8, 8)  # 0..63
+    probs = _probs_with_gland()
+    settings = ReductionSettings(topq_percent=10.0, foreground_band=1)
+    assert REDUCTIONS["mean"](pixel_map, probs, settings).item() == pytest.approx(31.5)
+    # 10 % of 64 pixels rounds to 6: the mean of 58..63.
+    assert REDUCTIONS["topq"](pixel_map, probs, settings).item() == pytest.approx(60.5)
+    # Gland at rows/cols 0-1, dilated by 1: rows 0-2 x cols 0-2 = values 0,1,2,8,9,10,16,17,18.
+    assert REDUCTIONS["foreground"](pixel_map, probs, settings).item() == pytest.approx(9.0)
+    no_band = ReductionSettings(foreground_band=0)
+    assert REDUCTIONS["foreground"](pixel_map, probs, no_band).item() == pytest.approx(4.5)
+    background_only = torch.zeros_like(probs)
+    background_only[:, 0] = 1.0
+    fallback = REDUCTIONS["foreground"](pixel_map, background_only, settings).item()
+    assert fallback == pytest.approx(31.5)
+    assert math.isfinite(fallback)
