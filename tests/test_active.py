@@ -93,7 +93,7 @@ def test_demo_named_config_generates_data(tmp_path: Path, monkeypatch: pytest.Mo
     assert (tmp_path / "data/synthetic/splits-rare/train.csv").exists()
     assert np.load(tmp_path / "results/bald_0.npy").shape == (2,)
     rare = (tmp_path / "data/synthetic/GlaS-rare/rare.txt").read_text().split()
-    assert sum(n.startswith("train_") for n in rare) == 4  # 1 in 10 of 40
+    assert sum(n.startswith("train_") for n in rare) == 5  # 1 in 8 of 40, 3 of them in the pool
     assert sum(n.startswith("test") for n in rare) == 10  # half of the 20 test images
     # The same named config asked for other synthetic data refuses the folder it made.
     with pytest.raises(SystemExit):

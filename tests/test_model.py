@@ -90,3 +90,18 @@ def test_mc_probabilities_match_sequential_passes() -> None:
     stacked = mc_probabilities(mc_model, image, MCSettings(5, 3, torch.device("cpu")))
     assert stacked.shape == (1, 2, 40, 50, 5)
     torch.testing.assert_close(stacked.sum(1), torch.ones(1, 40, 50, 5))
+
+
+def test_batched_validation_equals_the_per_image_loss(synthetic_root) -> None:
+    from data.glas import GlasDataset, ImageStore, read_split
+    from utils.training import validation_loss, validation_loss_batched
+
+    store = ImageStore(synthetic_root / "GlaS", read_split(synthetic_root / "splits", "test"))
+    sizes = {tuple(image.shape[-2:]) for image in store.images}
+    assert len(sizes) == 2  # batches of each size, as on GlaS
+    torch.manual_seed(0)
+    model = UNet(3, 2, base_width=4)
+    cpu = torch.device("cpu")
+    one_by_one = validation_loss(model, GlasDataset(store), cpu, None)
+    batched = validation_loss_batched(model, GlasDataset(store), cpu, None, batch_size=2)
+    assert batched == pytest.approx(one_by_one, rel=1e-5)

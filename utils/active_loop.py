@@ -20,6 +20,7 @@ from baal.active import ActiveLearningDataset
 from torch.utils.data import Subset
 
 from data.create_splits import write_splits
+from data.device_augment import DeviceAugmenter
 from data.glas import (
     SPLITS,
     DataError,
@@ -39,7 +40,7 @@ from utils.config import ExperimentConfig, check_config
 from utils.device import pick_device, resolve_precision, samples_per_pass
 from utils.inference import MCSettings, evaluate_bma, pooled_features, score_pool
 from utils.io import atomic_save_json
-from utils.run_lock import run_lock
+from utils.run_lock import run_lock, waiting_lock
 from utils.run_state import (
     TAG_PATTERN,
     History,
@@ -103,6 +104,10 @@ def validate(cfg: ExperimentConfig) -> str:
         (0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), got {cfg.dropout}"),
         (cfg.precision in ("auto", "bf16", "fp32"), "precision must be auto, bf16 or fp32"),
         (
+            cfg.augment_on in ("auto", "loader", "device"),
+            f"augment_on must be auto, loader or device, got {cfg.augment_on!r}",
+        ),
+        (
             cfg.model_selection in MODEL_SELECTIONS,
             f"model_selection must be one of {', '.join(MODEL_SELECTIONS)}, got "
             f"{cfg.model_selection!r}",
@@ -142,8 +147,17 @@ def check_scaled_size(stores: dict[str, ImageStore], image_scale: float) -> None
 
 
 def prepare_synthetic(cfg: ExperimentConfig) -> None:
-    """Generate the demo's synthetic GlaS and its splits where they are absent."""
+    """Generate the demo's synthetic GlaS and its splits where they are absent.
+
+    Runs of a sweep start together; a lock beside the data folder makes the first one generate
+    and the others wait for it instead of reading half-written files.
+    """
     data_path = Path(cfg.data_path)
+    with waiting_lock(data_path.parent / f".{data_path.name}.lock"):
+        _prepare_synthetic(cfg, data_path)
+
+
+def _prepare_synthetic(cfg: ExperimentConfig, data_path: Path) -> None:
     height, width = cfg.synthetic_size
     n_train, n_test_a, n_test_b = cfg.synthetic_counts
     settings = {
@@ -322,12 +336,26 @@ def _run_locked(
         al_set.labelled_map = np.asarray(state.labelled_map, dtype=int)
         _say(f"resuming {paths.stem} after cycle {state.cycles_done - 1}")
 
+    augment_on_device = cfg.augment_on == "device" or (
+        cfg.augment_on == "auto" and device.type == "cuda"
+    )
     last_cycle = 0 if cfg.full_supervision else cfg.al_cycles
     for cycle in range(state.cycles_done, last_cycle + 1):
         started = time.perf_counter()
         generator = seed_cycle(cfg.run, cycle)
         model.load_state_dict(initial_weights)
         n_labelled = int(al_set.n_labelled)
+        augmenter = None
+        if augment_on_device:
+            labelled = np.flatnonzero(al_set.labelled)
+            train_store = stores["train"]
+            augmenter = DeviceAugmenter(
+                [train_store.images[i] for i in labelled],
+                [train_store.masks[i] for i in labelled],
+                patch,
+                device,
+                generator,
+            )
         train_info = train_model(
             model,
             al_set,
@@ -338,6 +366,7 @@ def _run_locked(
             generator,
             progress=cfg.progress,
             description=f"cycle {cycle} train ({n_labelled} labelled)",
+            augmenter=augmenter,
         )
         trained = time.perf_counter()
         mc_model = mc_dropout_copy(model)

@@ -95,6 +95,11 @@ class ExperimentConfig:
     device: str = _key("auto", "`auto` (CUDA when available), `cpu`, `cuda`, `cuda:N`")
     precision: str = _key("auto", "`auto` (bf16 where supported), `bf16`, `fp32`")
     num_workers: int = _key(0, "DataLoader workers for training augmentation")
+    augment_on: str = _key(
+        "auto",
+        "where training batches are augmented: `loader` (CPU workers), `device` (in batches on "
+        "the GPU), `auto` (device on a GPU, loader on a CPU)",
+    )
     full_supervision: bool = _key(
         False, "train once on the whole train split, write `full_{run}.*`"
     )
@@ -120,7 +125,7 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
         "batch_size": 8,
         "base_width": 8,
         "synthetic_counts": [40, 10, 10],
-        "synthetic_rare_fraction": 0.1,
+        "synthetic_rare_fraction": 0.125,
         "epochs": 8,
         "al_cycles": 4,
         "mc_iters": 4,

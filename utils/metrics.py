@@ -27,3 +27,18 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
     intersection = (probs * one_hot).sum(dims)  # [C]
     denominator = probs.sum(dims) + one_hot.sum(dims)  # [C]
     return 1.0 - ((2.0 * intersection + eps) / (denominator + eps)).mean()
+
+
+def soft_dice_loss_per_image(
+    logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0
+) -> torch.Tensor:
+    """``soft_dice_loss`` of each image of the batch on its own: ``[N]``.
+
+    Equal to calling ``soft_dice_loss`` on every image separately (batch of one), so a batched
+    validation gives the per-image validation losses.
+    """
+    probs = logits.float().softmax(1)  # [N, C, H, W]
+    one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    intersection = (probs * one_hot).sum((2, 3))  # [N, C]
+    denominator = probs.sum((2, 3)) + one_hot.sum((2, 3))  # [N, C]
+    return 1.0 - ((2.0 * intersection + eps) / (denominator + eps)).mean(1)  # [N]

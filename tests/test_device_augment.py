@@ -1,0 +1,83 @@
+"""Batched augmentation on the device: image and mask move together, seeded, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from active import ex
+from data.device_augment import DeviceAugmenter
+from tests.conftest import tiny_config
+
+
+def _black_and_white(seed: int, height: int = 20, width: int = 28):
+    mask = torch.rand(height, width, generator=torch.Generator().manual_seed(seed)) < 0.4
+    image = (mask * 255).to(torch.uint8).expand(3, -1, -1).clone()  # grey: jitter keeps it grey
+    return image, mask.to(torch.uint8)
+
+
+def test_image_and_mask_are_cropped_turned_and_flipped_together() -> None:
+    pairs = [_black_and_white(seed) for seed in range(4)]
+    augmenter = DeviceAugmenter(
+        [p[0] for p in pairs],
+        [p[1] for p in pairs],
+        (12, 12),
+        torch.device("cpu"),
+        torch.Generator().manual_seed(0),
+    )
+    seen = set()
+    for _ in range(20):
+        images, masks = augmenter.batch([0, 1, 2, 3, 1])
+        assert images.shape == (5, 3, 12, 12) and masks.shape == (5, 12, 12)
+        assert images.dtype == torch.float32 and masks.dtype == torch.int64
+        assert 0.0 <= images.min() and images.max() <= 1.0
+        # Brightness, contrast and saturation of +-10 % keep white above and black below 0.5.
+        assert torch.equal((images[:, 0] > 0.5).long(), masks)
+        seen.add(masks[1].numpy().tobytes())
+    assert len(seen) > 10  # crops, turns and flips vary
+
+
+def test_same_seed_same_batches() -> None:
+    pairs = [_black_and_white(seed) for seed in range(3)]
+
+    def batches(seed: int) -> list[torch.Tensor]:
+        augmenter = DeviceAugmenter(
+            [p[0] for p in pairs],
+            [p[1] for p in pairs],
+            (10, 10),
+            torch.device("cpu"),
+            torch.Generator().manual_seed(seed),
+        )
+        return [augmenter.batch([0, 1, 2])[0] for _ in range(3)]
+
+    assert all(torch.equal(a, b) for a, b in zip(batches(5), batches(5), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(batches(5), batches(6), strict=True))
+
+
+def test_colour_jitter_changes_colour_images_within_the_ranges() -> None:
+    image = torch.full((3, 16, 16), 128, dtype=torch.uint8)
+    image[0] = 200
+    augmenter = DeviceAugmenter(
+        [image],
+        [torch.zeros(16, 16, dtype=torch.uint8)],
+        (8, 8),
+        torch.device("cpu"),
+        torch.Generator().manual_seed(1),
+    )
+    images, _ = augmenter.batch([0] * 16)
+    red = images[:, 0].mean((1, 2))
+    assert red.std() > 0  # a factor per image
+    assert (red - 200 / 255).abs().max() < 0.2
+
+
+def test_a_run_with_device_augmentation_completes(synthetic_root: Path, tmp_path: Path) -> None:
+    config = tiny_config(
+        synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, augment_on="device"
+    )
+    ex.run(config_updates=config)
+    record = json.loads((tmp_path / "bald_0.json").read_text())
+    assert record["complete"] and np.all(np.isfinite(record["test_dice"]))
+    assert all(np.isfinite(t["last_train_loss"]) for t in record["train"])
