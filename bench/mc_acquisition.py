@@ -1,7 +1,11 @@
 """Benchmark of MC-dropout acquisition scoring (BALD) over a pool of whole GlaS-size images.
 
     python bench/mc_acquisition.py [--n 16] [--t 20] [--height 522] [--width 775]
-        [--data-path DIR] [--samples-per-pass K] [--precision auto|bf16|fp32]
+        [--data-path DIR] [--samples-per-pass K] [--precision auto|bf16|fp32] [--features]
+
+``--features`` makes the project path also pool the bottleneck features that the ``suggestive``
+and ``coreset`` strategies use (one more ``[N, D]`` matrix), so that peak memory against pool
+size can be compared with and without them.
 
 Three paths score the same pool with the same UNet weights, each in its own fresh subprocess
 (so that its peak RSS is its own), with the same torch seed:
@@ -164,10 +168,14 @@ def score_project(config: dict[str, Any], store: ImageStore, model: UNet) -> np.
         channels_last=channels_last,
     )
     pool = GlasDataset(store)  # transform=None: whole, unaugmented images, as the AL pool
-    heuristic = config["heuristic"]
-    return _timed(
-        config, lambda: score_pool(mc_model, pool, heuristic, settings, progress=False).scores
-    )
+    heuristic, features = config["heuristic"], config["features"]
+
+    def run() -> np.ndarray:
+        return score_pool(
+            mc_model, pool, heuristic, settings, progress=False, with_features=features
+        ).scores
+
+    return _timed(config, run)
 
 
 def bald_numpy(probs: np.ndarray) -> float:
@@ -337,6 +345,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="torch seed inside every worker")
     parser.add_argument("--train-epochs", type=int, default=3, help="training before scoring")
     parser.add_argument(
+        "--features",
+        action="store_true",
+        help="project path also pools bottleneck features (suggestive, coreset)",
+    )
+    parser.add_argument(
         "--no-checks", action="store_true", help="skip the precision and pipeline checks"
     )
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
@@ -380,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
             "scores_dir": tmp,
             "heuristic": "bald",
             "dropout_off": False,
+            "features": args.features,
         }
         store = load_store(config)
         model = new_model()

@@ -13,12 +13,16 @@ same augmentation, loss and optimizer, each in its own fresh subprocess:
   ``utils.training.make_optimizer`` with active.py's hyper-parameters.
 * ``naive``: a plain fp32 NCHW loop whose dataset decodes the image and mask BMPs from disk with
   PIL on every access, then applies the same ``train_transform``; same loss and optimizer.
+* ``device`` (``--paths project,naive,device``): the project step with batches cropped and
+  augmented on the device by ``data.device_augment.DeviceAugmenter`` (``augment_on=device``,
+  the default on a GPU) instead of a DataLoader.
 
 The pool is synthetic GlaS-size data (522x775, 1 in 5 images 0.8x smaller) written to a temp dir,
 or the first ``--n`` images of a real GlaS folder. ``--warmup`` steps are excluded from the
 timing (oneDNN primitive creation, allocator growth); data loading is inside the timed steps.
 
-Last line: ``RESULT speedup_vs_naive=<project samples/s / naive samples/s>``.
+Last line: ``RESULT speedup_vs_naive=<project samples/s / naive samples/s>``, plus
+``device_augment_vs_project=`` when the ``device`` path ran.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from bench._common import (  # noqa: E402
     pool_rows,
     run_worker,
 )
+from data.device_augment import DeviceAugmenter  # noqa: E402
 from data.glas import GlasDataset, ImageStore, SplitRow, load_pair  # noqa: E402
 from data.transforms import effective_patch_size, train_transform  # noqa: E402
 from models.unet import UNet  # noqa: E402
@@ -56,7 +61,7 @@ from utils.device import autocast, pick_device, resolve_precision  # noqa: E402
 from utils.metrics import soft_dice_loss  # noqa: E402
 from utils.training import TrainSettings, make_optimizer, to_device  # noqa: E402
 
-PATHS = ("project", "naive")
+PATHS = ("project", "naive", "device")
 
 
 class DiskDataset(Dataset):
@@ -74,6 +79,20 @@ class DiskDataset(Dataset):
         image, mask = self.transform(image, tv_tensors.Mask(torch.from_numpy(mask)))
         image = image.as_subclass(torch.Tensor).float().div_(255.0)
         return image, mask.as_subclass(torch.Tensor).long()
+
+
+class _Indices(Dataset):
+    """Yields indices only: the ``device`` path's loader picks images, the augmenter does the
+    rest on the device."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        return index
 
 
 def make_loader(dataset: Dataset, config: dict[str, Any]) -> DataLoader:
@@ -131,6 +150,20 @@ def worker(name: str, config: dict[str, Any]) -> None:
         def step(batch: tuple) -> float:
             return project_step(model, optimizer, batch, device, amp_dtype)
 
+    elif name == "device":
+        store = ImageStore(config["data_path"], rows)
+        model = model.to(device, memory_format=torch.channels_last)
+        amp_dtype = resolve_precision(config["precision"], device)
+        generator = torch.Generator().manual_seed(config["seed"])
+        augmenter = DeviceAugmenter(
+            store.images, store.masks, tuple(config["patch_hw"]), device, generator
+        )
+        dataset = _Indices(len(store))
+
+        def step(batch: tuple) -> float:
+            images, masks = augmenter.batch(batch.tolist())
+            return project_step(model, optimizer, (images, masks), device, amp_dtype)
+
     else:
         dataset = DiskDataset(config["data_path"], rows, train_transform(tuple(config["patch_hw"])))
         model = model.to(device)
@@ -174,7 +207,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-path", help="real GlaS folder (default: synthetic in a temp dir)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="project path")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (both paths)")
-    parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset")
+    parser.add_argument("--paths", default="project,naive", help="comma-separated subset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -239,7 +272,11 @@ def main(argv: list[str] | None = None) -> None:
     speedup = float("nan")
     if "project" in results and "naive" in results:
         speedup = results["project"]["samples_per_s"] / results["naive"]["samples_per_s"]
-    print(f"RESULT speedup_vs_naive={speedup:.3f}")
+    line = f"RESULT speedup_vs_naive={speedup:.3f}"
+    if "device" in results and "project" in results:
+        ratio = results["device"]["samples_per_s"] / results["project"]["samples_per_s"]
+        line += f" device_augment_vs_project={ratio:.3f}"
+    print(line)
 
 
 if __name__ == "__main__":
