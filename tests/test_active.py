@@ -218,6 +218,11 @@ def test_missing_and_broken_splits(
         ({"results_dir": "/proc/nope"}, ("results_dir=/proc/nope cannot be created",)),
         ({"image_scale": 0.001}, ("image_scale=0.001 leaves the smallest image 1 pixels",)),
         ({"tag": "a/b"}, ("tag may hold only",)),
+        ({"strategy": "greedy"}, ("unknown strategy 'greedy'", "topk", "coreset")),
+        ({"reduction": "max"}, ("unknown reduction 'max'", "mean", "topq", "foreground")),
+        ({"model_selection": "best"}, ("model_selection must be one of val, last",)),
+        ({"temperature": 0.0}, ("temperature must be > 0",)),
+        ({"augment_on": "gpu"}, ("augment_on must be auto, loader or device",)),
     ],
 )
 def test_bad_config_values(
@@ -350,23 +355,3 @@ def test_strategies_run_end_to_end_under_their_own_names(
 def _train_names_and_grades(root: Path) -> tuple[list[str], list[int]]:
     rows = read_split(root / "splits", "train")
     return [r.name for r in rows], [r.label for r in rows]
-
-
-@pytest.mark.parametrize(
-    ("updates", "fragments"),
-    [
-        ({"strategy": "greedy"}, ("unknown strategy 'greedy'", "topk", "coreset")),
-        ({"reduction": "max"}, ("unknown reduction 'max'", "mean", "topq", "foreground")),
-        ({"model_selection": "best"}, ("model_selection must be one of val, last",)),
-        ({"temperature": 0.0}, ("temperature must be > 0",)),
-    ],
-)
-def test_unknown_strategy_or_reduction_is_one_line(
-    synthetic_root: Path,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture,
-    updates: dict,
-    fragments: tuple[str, ...],
-) -> None:
-    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path)
-    expect_exit({**config, **updates}, capsys, *fragments)

@@ -54,16 +54,15 @@ def sweep_command(tokens: list[str], *options: str) -> list[str]:
     ]
 
 
+def run_sweep(command: list[str], **options) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, **options)
+
+
 @pytest.fixture(scope="module")
 def clean_sweep(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An uninterrupted sweep: 2 heuristics x 2 runs of the demo, 2 at a time."""
     results = tmp_path_factory.mktemp("clean_sweep")
-    done = subprocess.run(
-        sweep_command(demo_tokens(synthetic_root, results)),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    done = run_sweep(sweep_command(demo_tokens(synthetic_root, results)))
     assert done.returncode == 0, done.stderr
     return results
 
@@ -81,12 +80,7 @@ def test_local_sweep_over_demo_ends_with_a_report_of_both_heuristics(clean_sweep
 
 def test_rerun_of_a_finished_sweep_runs_nothing(synthetic_root: Path, clean_sweep: Path) -> None:
     before = {stem: (clean_sweep / f"{stem}.npy").stat().st_mtime_ns for stem in RUNS}
-    again = subprocess.run(
-        sweep_command(demo_tokens(synthetic_root, clean_sweep)),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    again = run_sweep(sweep_command(demo_tokens(synthetic_root, clean_sweep)))
     assert again.returncode == 0, again.stderr
     assert "4 finished or running elsewhere, 0 to run" in again.stdout
     assert before == {stem: (clean_sweep / f"{stem}.npy").stat().st_mtime_ns for stem in RUNS}
@@ -124,7 +118,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_sweep(
     while any(_lock_held(tmp_path / f"{s}.lock") for s in RUNS) and time.monotonic() < deadline:
         time.sleep(0.05)
 
-    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    resumed = run_sweep(command)
     assert resumed.returncode == 0, resumed.stderr
     for stem in RUNS:
         assert (tmp_path / f"{stem}.npy").read_bytes() == (clean_sweep / f"{stem}.npy").read_bytes()
@@ -228,7 +222,7 @@ def test_bad_input_is_one_line_before_any_job_starts(
     results = tmp_path / "results"
     env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no sbatch here
     command = sweep_command(demo_tokens(synthetic_root, results) + tokens, *options)
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    done = run_sweep(command, env=env)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
     assert message in done.stderr
@@ -239,9 +233,7 @@ def test_sweep_refuses_a_changed_config_before_running(
     synthetic_root: Path, clean_sweep: Path
 ) -> None:
     tokens = [t for t in demo_tokens(synthetic_root, clean_sweep) if t != "epochs=2"]
-    done = subprocess.run(
-        sweep_command([*tokens, "epochs=3"]), cwd=ROOT, capture_output=True, text=True
-    )
+    done = run_sweep(sweep_command([*tokens, "epochs=3"]))
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "with another config (epochs: 2 -> 3)" in done.stderr
 
@@ -260,7 +252,7 @@ def test_sweep_skips_a_run_another_process_holds(synthetic_root: Path, tmp_path:
         *tokens,
     ]
     with run_lock(tmp_path / "random_0.lock"):
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        done = run_sweep(command)
     assert done.returncode == 0, done.stderr
     assert f"skipping random_0: already running in process {os.getpid()}" in done.stdout
     assert (tmp_path / "random_1.npy").exists() and not (tmp_path / "random_0.npy").exists()
