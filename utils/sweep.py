@@ -33,7 +33,7 @@ from typing import Any
 from heuristics import resolve_heuristic
 from utils.config import NAMED_CONFIGS, ExperimentConfig, check_config, defaults
 from utils.run_lock import is_locked
-from utils.run_state import ResumeError, load_state
+from utils.run_state import ResumeError, RunPaths, load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 # Keys a grid may not sweep: each has its own option or is part of every job already.
@@ -273,8 +273,8 @@ def job_status(job: Job) -> JobStatus:
 
     cfg = job.config
     heuristic = validate(cfg)
-    paths = run_paths(cfg, heuristic)
-    paths = type(paths)(Path(job.workdir, paths.results_dir), paths.stem)
+    relative = run_paths(cfg, heuristic)
+    paths = RunPaths(Path(job.workdir, relative.results_dir), relative.stem)
     state = load_state(paths, run_record_config(cfg, heuristic), cfg.overwrite)
     done = state.cycles_done if state is not None else 0
     finished = state is not None and state.finished
