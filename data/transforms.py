@@ -42,14 +42,15 @@ def effective_patch_size(
     return min(height, min_image_size[0]), min(width, min_image_size[1])
 
 
-def train_transform(patch_size: tuple[int, int]) -> v2.Transform:
+def train_transform(patch_size: tuple[int, int], crop: bool = True) -> v2.Transform:
     """Random crop, quarter turns and flips on image and mask; colour jitter on the image only.
 
-    Cropping first keeps the other transforms cheap.
+    Cropping first keeps the other transforms cheap. ``crop=False`` leaves the crop to the caller
+    (region labelling draws crops around annotated pixels).
     """
     return v2.Compose(
         [
-            v2.RandomCrop(patch_size),
+            *([v2.RandomCrop(patch_size)] if crop else []),
             RandomRot90(),
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),

@@ -187,6 +187,7 @@ def test_end_to_end(results_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
         "labels_to_95",
         "p_vs_random",
         "val_labels",
+        "pixels_to_95",
     ]
     table = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
     # bald's curve lies above random's, so it comes first; full supervision is not a row.

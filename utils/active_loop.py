@@ -30,6 +30,8 @@ from data.glas import (
     read_split,
     split_csv_path,
 )
+from data.partial_masks import PartialMaskDataset
+from data.regions import RegionLabels, regions_per_grade
 from data.synthetic import generate_synthetic_glas
 from data.transforms import effective_patch_size, train_transform
 from heuristics import RANDOM, resolve_heuristic
@@ -38,7 +40,14 @@ from heuristics.strategies import STRATEGIES, Selection, resolve_strategy
 from models import UNet, mc_dropout_copy
 from utils.config import ExperimentConfig, check_config
 from utils.device import pick_device, resolve_precision, samples_per_pass
-from utils.inference import MCSettings, evaluate_bma, pooled_features, score_pool
+from utils.inference import (
+    MCSettings,
+    evaluate_bma,
+    labelled_region_features,
+    pooled_features,
+    score_pool,
+    score_regions,
+)
 from utils.io import atomic_save_json
 from utils.run_lock import run_lock, waiting_lock
 from utils.run_state import (
@@ -104,6 +113,14 @@ def validate(cfg: ExperimentConfig) -> str:
         (0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), got {cfg.dropout}"),
         (cfg.precision in ("auto", "bf16", "fp32"), "precision must be auto, bf16 or fp32"),
         (
+            cfg.label_unit in ("image", "region"),
+            f"label_unit must be image or region, got {cfg.label_unit!r}",
+        ),
+        (
+            len(cfg.region_size) == 2 and min(cfg.region_size) >= 8,
+            f"region_size must be [height, width] with both >= 8, got {cfg.region_size}",
+        ),
+        (
             cfg.augment_on in ("auto", "loader", "device"),
             f"augment_on must be auto, loader or device, got {cfg.augment_on!r}",
         ),
@@ -131,6 +148,22 @@ def validate(cfg: ExperimentConfig) -> str:
         if not ok:
             raise ConfigError(message)
     return heuristic
+
+
+def region_tile(cfg: ExperimentConfig, store: ImageStore) -> tuple[int, int]:
+    """``region_size`` at the loaded scale; refused when under 8 pixels or over the image."""
+    tile = (
+        round(cfg.region_size[0] * cfg.image_scale),
+        round(cfg.region_size[1] * cfg.image_scale),
+    )
+    smallest = store.min_size
+    if min(tile) < 8 or tile[0] > smallest[0] or tile[1] > smallest[1]:
+        raise ConfigError(
+            f"region_size={cfg.region_size} at image_scale={cfg.image_scale} gives "
+            f"{tile[0]}x{tile[1]}-pixel regions; they must be at least 8 pixels and fit the "
+            f"smallest train image ({smallest[0]}x{smallest[1]}): change region_size"
+        )
+    return tile
 
 
 MIN_IMAGE_SIDE = 32  # five 2x poolings leave a 1-pixel bottleneck; smaller is meaningless
@@ -287,6 +320,10 @@ def _run_locked(
     stores = {s: ImageStore(cfg.data_path, r, cfg.image_scale) for s, r in rows.items()}
     check_scaled_size(stores, cfg.image_scale)
     patch = effective_patch_size(tuple(cfg.patch_size), stores["train"].min_size)
+    regions = None
+    if cfg.label_unit == "region":
+        tile = region_tile(cfg, stores["train"])
+        regions = RegionLabels([tuple(im.shape[1:]) for im in stores["train"].images], tile)
     n_val = len(rows.get("val", []))
     _say(
         f"{paths.stem}: {len(rows['train'])} train / {n_val} val / "
@@ -332,23 +369,43 @@ def _run_locked(
         else:
             rng = np.random.default_rng(cfg.run)
             al_set.label(initial_labelled(stores["train"].labels, cfg.n_label_start, rng).tolist())
+        if regions is not None:  # both units start from the same whole images
+            for image in np.flatnonzero(al_set.labelled):
+                regions.label_image(int(image))
     else:
         al_set.labelled_map = np.asarray(state.labelled_map, dtype=int)
+        if regions is not None:
+            regions.restore(state.labelled_regions, stores["train"].names)
         _say(f"resuming {paths.stem} after cycle {state.cycles_done - 1}")
+    train_store = stores["train"]
+    pool_pixels = sum(int(im.shape[1]) * int(im.shape[2]) for im in train_store.images)
+    mean_image_pixels = pool_pixels / len(train_store)
 
-    augment_on_device = cfg.augment_on == "device" or (
-        cfg.augment_on == "auto" and device.type == "cuda"
+    # Region training draws its crops around annotated pixels, on the CPU.
+    augment_on_device = regions is None and (
+        cfg.augment_on == "device" or (cfg.augment_on == "auto" and device.type == "cuda")
     )
     last_cycle = 0 if cfg.full_supervision else cfg.al_cycles
     for cycle in range(state.cycles_done, last_cycle + 1):
         started = time.perf_counter()
         generator = seed_cycle(cfg.run, cycle)
         model.load_state_dict(initial_weights)
-        n_labelled = int(al_set.n_labelled)
+        if regions is None:
+            n_labelled = int(al_set.n_labelled)
+            labelled_pixels = sum(
+                int(train_store.images[i].shape[1]) * int(train_store.images[i].shape[2])
+                for i in np.flatnonzero(al_set.labelled)
+            )
+            training_data = al_set
+        else:
+            n_labelled = len(regions.images_with_labels())
+            labelled_pixels = regions.labelled_pixels()
+            training_data = PartialMaskDataset(
+                train_store, regions, patch, train_transform(patch, crop=False), mean_image_pixels
+            )
         augmenter = None
         if augment_on_device:
             labelled = np.flatnonzero(al_set.labelled)
-            train_store = stores["train"]
             augmenter = DeviceAugmenter(
                 [train_store.images[i] for i in labelled],
                 [train_store.masks[i] for i in labelled],
@@ -358,7 +415,7 @@ def _run_locked(
             )
         train_info = train_model(
             model,
-            al_set,
+            training_data,
             val_set,
             train_settings,
             device,
@@ -378,15 +435,21 @@ def _run_locked(
             log_scalar("best_val_loss", train_info["best_val_loss"], cycle)
 
         tested = time.perf_counter()
-        finished = cycle == last_cycle or int(al_set.n_unlabelled) == 0
-        acquired = (
-            []
-            if finished
-            else acquire(cfg, heuristic, al_set, context, model, mc_model, mc_settings, cycle)
-        )
+        pool_left = int(al_set.n_unlabelled) if regions is None else len(regions.pool())
+        finished = cycle == last_cycle or pool_left == 0
+        if finished:
+            acquired = []
+        elif regions is None:
+            acquired = acquire(cfg, heuristic, al_set, context, model, mc_model, mc_settings, cycle)
+        else:
+            acquired = acquire_regions(
+                cfg, heuristic, regions, context, model, mc_model, mc_settings, cycle
+            )
         now = time.perf_counter()
         history = state.history
         history.n_labelled.append(n_labelled)
+        history.labelled_pixels.append(labelled_pixels)
+        history.labelled_fraction.append(labelled_pixels / pool_pixels)
         history.test_dice.append(dice)
         history.acquired.append(acquired)
         history.test_dice_per_image.append(per_image)
@@ -400,9 +463,13 @@ def _run_locked(
             }
         )
         state.labelled_map = al_set.labelled_map.astype(int).tolist()
+        if regions is not None:
+            state.labelled_regions = regions.to_json(train_store.names)
         state.cycles_done, state.finished = cycle + 1, finished
         save_cycle(paths, state)
         picked = ", ".join(a["name"] for a in acquired) or "-"
+        if regions is not None and acquired:
+            picked = f"{len(acquired)} regions of {len({a['name'] for a in acquired})} images"
         _say(
             f"cycle {cycle}: {n_labelled} labelled, test Dice {dice:.4f}, "
             f"{history.seconds[-1]['total']:.0f}s; acquired {picked}"
@@ -487,6 +554,72 @@ def acquire(
     if (cfg.save_maps or cfg.save_uncerts) and scores.size:
         save_cycle_figures(cfg, heuristic, cycle, store, scores, acquired, result)
     return acquired
+
+
+def acquire_regions(
+    cfg: ExperimentConfig,
+    heuristic: str,
+    regions: RegionLabels,
+    context: AcquisitionContext,
+    model: torch.nn.Module,
+    mc_model: torch.nn.Module,
+    mc_settings: MCSettings,
+    cycle: int,
+) -> list[dict[str, Any]]:
+    """Region labelling: score every unlabelled region, select by the strategy, label.
+
+    A cycle labels ``regions_per_grade`` regions of each grade: the pixels of
+    ``n_data_to_label`` average images per grade.
+    """
+    store = context.store
+    strategy_name = RANDOM if heuristic == RANDOM else cfg.strategy
+    strategy = STRATEGIES[strategy_name]
+    pool = regions.pool()
+    scores, features = np.empty(0), None
+    if strategy.needs_scores or strategy.needs_features:
+        result = score_regions(
+            mc_model,
+            store,
+            regions,
+            heuristic,
+            mc_settings,
+            reduction=cfg.reduction,
+            reduction_settings=context.reduction_settings,
+            with_features=strategy.needs_features,
+            progress=cfg.progress,
+        )
+        pool, scores, features = result.regions, result.scores, result.features
+    labelled_features = None
+    if strategy.needs_labelled_features:
+        labelled_features = labelled_region_features(
+            model, store, regions, context.device, context.amp_dtype
+        )
+    mean_pixels = regions.total_pixels() / len(regions.shapes)
+    selection = Selection(
+        scores=scores,
+        grades=store.labels[[image for image, _ in pool]],
+        n_per_step=regions_per_grade(cfg.n_data_to_label, mean_pixels, regions.tile),
+        balance=cfg.balance_al,
+        rng=np.random.default_rng([cfg.run, cycle, 2]),
+        cycle=cycle,
+        n_cycles=cfg.al_cycles,
+        temperature=cfg.temperature,
+        suggestive_factor=cfg.suggestive_factor,
+        features=features,
+        labelled_features=labelled_features,
+    )
+    chosen = [pool[i] for i in strategy.select(selection)]
+    regions.label(chosen)
+    score_of = dict(zip(pool, scores.tolist(), strict=True)) if scores.size else {}
+    return [
+        {
+            "name": store.names[image],
+            "region": tile,
+            "box": list(regions.boxes[image][tile]),
+            "score": score_of.get((image, tile)),
+        }
+        for image, tile in chosen
+    ]
 
 
 def save_cycle_figures(

@@ -70,6 +70,14 @@ class ExperimentConfig:
     suggestive_factor: int = _key(
         2, "`suggestive`: candidates per pick, taken by uncertainty before max-cover"
     )
+    label_unit: str = _key(
+        "image",
+        "what a pathologist labels: `image` (whole images) or `region` (tiles of `region_size`; "
+        "a cycle spends the pixels of `n_data_to_label` average images per grade)",
+    )
+    region_size: list[int] = _key(
+        [128, 128], "`region`: tile `[height, width]` at full resolution, scaled by `image_scale`"
+    )
     model_selection: str = _key(
         "val",
         "`val`: weights of the best validation loss; `last`: last epoch, no validation labels",

@@ -14,6 +14,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from data.glas import ImageStore
+from data.regions import RegionLabels, pool_features, pool_regions
 from heuristics import PIXEL_MAPS
 from heuristics.reductions import REDUCTIONS, ReductionSettings
 from utils.device import autocast
@@ -44,8 +46,8 @@ def mc_probabilities(
 
     ``image`` ``[3, H, W]`` -> ``[1, C, H, W, T]`` float32 on ``settings.device``. Several samples
     go through the model in one batch: dropout draws a fresh mask per batch element. With
-    ``with_features`` also the bottleneck features of the same passes, averaged over samples and
-    positions: ``[D]``.
+    ``with_features`` also the bottleneck features of the same passes, averaged over the samples:
+    ``[D, h, w]`` (h, w = H, W / 32, rounded up).
     """
     x = to_device(image.unsqueeze(0), settings.device, settings.channels_last)  # [1, 3, H, W]
     probs = None
@@ -56,7 +58,7 @@ def mc_probabilities(
         with autocast(settings.device, settings.amp_dtype):
             if with_features:
                 logits, bottleneck = mc_model(batch, return_features=True)  # [k, D, h, w]
-                summed = bottleneck.float().mean((2, 3)).sum(0)  # [D]
+                summed = bottleneck.float().sum(0)  # [D, h, w]
                 features = summed if features is None else features + summed
             else:
                 logits = mc_model(batch)  # [k, C, H, W]
@@ -153,8 +155,74 @@ def score_pool(
             gland = 1.0 - probs[:, 0].mean(-1)  # [1, H, W]
             maps[name] = (pixel_map[0].cpu().numpy(), gland[0].cpu().numpy())
         if feature is not None:
-            features.append(feature.cpu().numpy())
+            features.append(feature.mean((1, 2)).cpu().numpy())  # [D]
         names.append(name)
         scores.append(float(score))
     stacked = np.stack(features).astype(np.float64) if features else None
     return PoolScores(names, np.asarray(scores, dtype=np.float64), stacked, maps)
+
+
+@dataclass
+class RegionScores:
+    regions: list[tuple[int, int]]  # (train image index, tile index), pool order
+    scores: np.ndarray  # [R]
+    features: np.ndarray | None = None  # [R, D] bottleneck features pooled over each region
+
+
+def score_regions(
+    mc_model: nn.Module,
+    store: ImageStore,
+    labels: RegionLabels,
+    heuristic: str,
+    settings: MCSettings,
+    reduction: str = "mean",
+    reduction_settings: ReductionSettings | None = None,
+    with_features: bool = False,
+    progress: bool = True,
+) -> RegionScores:
+    """Score every unlabelled region: one MC pass per image that has any, its pixel map pooled
+    over each of its unlabelled tiles by the reduction. Memory stays at one image's samples."""
+    pixel_map_of, reduce = PIXEL_MAPS[heuristic], REDUCTIONS[reduction]
+    reduction_settings = reduction_settings or ReductionSettings()
+    by_image: dict[int, list[int]] = {}
+    for image, tile in labels.pool():
+        by_image.setdefault(image, []).append(tile)
+    regions, scores, features = [], [], []
+    bar = tqdm(by_image.items(), desc="MC regions", disable=not progress, leave=False)
+    for image, tiles in bar:
+        picture = store.images[image].float().div(255.0)
+        output = mc_probabilities(mc_model, picture, settings, with_features=with_features)
+        probs, feature = output if with_features else (output, None)
+        pixel_map = pixel_map_of(probs)  # [1, H, W]
+        boxes = [labels.boxes[image][tile] for tile in tiles]
+        scores.append(
+            pool_regions(pixel_map, probs, boxes, lambda m, p: reduce(m, p, reduction_settings))
+        )
+        if feature is not None:
+            features.append(pool_features(feature, boxes, labels.shapes[image]))
+        regions += [(image, tile) for tile in tiles]
+    return RegionScores(
+        regions,
+        np.concatenate(scores) if scores else np.empty(0),
+        np.concatenate(features) if features else None,
+    )
+
+
+@torch.inference_mode()
+def labelled_region_features(
+    model: nn.Module,
+    store: ImageStore,
+    labels: RegionLabels,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> np.ndarray:
+    """Bottleneck features of every labelled region, dropout off: ``[L, D]``."""
+    model.eval()
+    rows = []
+    for image in labels.images_with_labels():
+        picture = store.images[image].float().div(255.0).unsqueeze(0)
+        with autocast(device, amp_dtype):
+            _, bottleneck = model(to_device(picture, device), return_features=True)
+        boxes = [labels.boxes[image][tile] for tile in sorted(labels.labelled[image])]
+        rows.append(pool_features(bottleneck[0], boxes, labels.shapes[image]))
+    return np.concatenate(rows)

@@ -20,9 +20,18 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0)
 
     ``logits`` ``[N, C, H, W]``, ``target`` int64 ``[N, H, W]``. Sums run over the whole batch so a
     patch without glands does not get an undefined per-image Dice; ``eps`` smooths empty classes.
+    Pixels whose target is negative (``data.regions.IGNORE``: not annotated) are left out of
+    every sum, so their prediction gets no gradient.
     """
     probs = logits.float().softmax(1)  # [N, C, H, W]
-    one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    ignored = target < 0  # unannotated pixels (region labelling): outside every sum
+    if bool(ignored.any()):
+        keep = (~ignored).unsqueeze(1).to(probs.dtype)  # [N, 1, H, W]
+        probs = probs * keep
+        target = target.clamp_min(0)
+        one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype) * keep
+    else:
+        one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
     dims = (0, 2, 3)
     intersection = (probs * one_hot).sum(dims)  # [C]
     denominator = probs.sum(dims) + one_hot.sum(dims)  # [C]

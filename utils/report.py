@@ -73,6 +73,7 @@ CSV_COLUMNS = (
     "labels_to_95",
     "p_vs_random",
     "val_labels",
+    "pixels_to_95",
 )
 _RUN_FILE = re.compile(r"^(?P<heuristic>.+)_(?P<run>\d+)\.npy$")
 _NO_RESULTS_HINT = (
@@ -93,6 +94,8 @@ class RunRecord:
     n_labelled: np.ndarray
     dice: np.ndarray
     validation_images: int | None = None  # labelled images model selection used; None: unknown
+    label_unit: str = "image"
+    labelled_fraction: np.ndarray | None = None  # [cycles] share of the pool's pixels labelled
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,7 @@ class SummaryRow:
     labels_to_95: int | None
     p_vs_random: float | None
     val_labels: int | None = None
+    pixels_to_95: float | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ class Summary:
     n_full_runs: int
     target: float
     target_basis: str
+    pixel_axis: bool = False  # x is the labelled fraction of the pool's pixels, not images
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,8 +196,21 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
         )
     if not np.all(np.isfinite(n_labelled)) or np.any(n_labelled != np.round(n_labelled)):
         raise ReportError(f"{json_path}: 'n_labelled' must hold whole numbers")
-    if np.any(np.diff(n_labelled) <= 0):
+    label_unit = str(record.get("label_unit", "image"))
+    # A region run may add regions to images it has touched already: only its pixels must grow.
+    if label_unit == "image" and np.any(np.diff(n_labelled) <= 0):
         raise ReportError(f"{json_path}: 'n_labelled' must increase strictly from cycle to cycle")
+    fraction = record.get("labelled_fraction")
+    if fraction is not None and len(fraction) == 0:
+        fraction = None  # records from before pixels were counted
+    if fraction is not None:
+        fraction = np.asarray(fraction, dtype=float)
+        if fraction.shape != dice.shape or np.any(np.diff(fraction) <= 0):
+            raise ReportError(
+                f"{json_path}: 'labelled_fraction' must have one value per cycle and increase"
+            )
+    elif label_unit == "region":
+        raise ReportError(f"malformed JSON in {json_path}: a region run needs 'labelled_fraction'")
 
     # The JSON duplicates the curve; if both exist they must agree, or one of them is stale.
     test_dice = record.get("test_dice")
@@ -213,6 +231,8 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
         n_labelled=n_labelled.astype(np.int64),
         dice=dice,
         validation_images=None if validation_images is None else int(validation_images),
+        label_unit=label_unit,
+        labelled_fraction=fraction,
     )
 
 
@@ -368,6 +388,42 @@ def random_baseline(name: str, names: Mapping[str, object]) -> str | None:
     return candidate
 
 
+def uses_pixel_axis(results: Mapping[str, Sequence[RunRecord]]) -> bool:
+    """Region runs (alone or mixed with image runs) are compared on labelled pixels."""
+    return any(r.label_unit == "region" for runs in results.values() for r in runs)
+
+
+def axis(record: RunRecord, pixel_axis: bool) -> np.ndarray:
+    """The run's x values: labelled images, or the labelled fraction of the pool's pixels."""
+    if not pixel_axis:
+        return record.n_labelled
+    if record.labelled_fraction is None:
+        raise ReportError(
+            f"{record.heuristic}_{record.run} has no labelled_fraction, needed to compare it with "
+            "region runs; rerun it with this version of active.py"
+        )
+    return record.labelled_fraction
+
+
+def curve(
+    records: Sequence[RunRecord], pixel_axis: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``mean_curve`` on the report's axis. On the pixel axis runs are aligned by cycle (their
+    fractions differ a little with image sizes) and x is the mean fraction at each cycle."""
+    if not pixel_axis:
+        return mean_curve(records)
+    aligned = [RunRecord(r.heuristic, r.run, np.arange(len(r.dice)), r.dice) for r in records]
+    cycles, mean, lo, hi = mean_curve(aligned)
+    x = np.array([np.mean([axis(r, True)[c] for r in records if c < len(r.dice)]) for c in cycles])
+    return x, mean, lo, hi
+
+
+def pixels_to_reach(fraction: np.ndarray, mean_dice: np.ndarray, target: float) -> float | None:
+    """Smallest labelled fraction at which ``mean_dice`` reaches ``target``, else None."""
+    reached = np.flatnonzero(np.asarray(mean_dice, dtype=float) >= target - 1e-12)
+    return float(fraction[reached[0]]) if reached.size else None
+
+
 def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
     """Build the summary table from ``load_results`` output.
 
@@ -385,8 +441,10 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
     full_dice = float(np.mean([r.dice[-1] for r in full_runs])) if full_runs else None
 
     finals = {name: _mean_std([r.dice[-1] for r in runs]) for name, runs in heuristics.items()}
+    pixel_axis = uses_pixel_axis(heuristics)
     aulcs = {
-        name: {r.run: aulc(r.n_labelled, r.dice) for r in runs} for name, runs in heuristics.items()
+        name: {r.run: aulc(axis(r, pixel_axis), r.dice) for r in runs}
+        for name, runs in heuristics.items()
     }
     if full_dice is not None:
         reference, basis = full_dice, "the full-supervision Dice"
@@ -397,7 +455,7 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
 
     rows = []
     for name, runs in heuristics.items():
-        n, mean, _, _ = mean_curve(runs)
+        x, mean, _, _ = curve(runs, pixel_axis)
         aulc_mean, aulc_std = _mean_std(list(aulcs[name].values()))
         baseline = random_baseline(name, aulcs)
         p_value = None if baseline is None else paired_p_value(aulcs[name], aulcs[baseline])
@@ -409,13 +467,15 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
                 final_dice_std=finals[name][1],
                 aulc_mean=aulc_mean,
                 aulc_std=aulc_std,
-                labels_to_95=labels_to_reach(n, mean, target),
+                labels_to_95=None if pixel_axis else labels_to_reach(x, mean, target),
                 p_vs_random=p_value,
                 val_labels=_validation_images(runs),
+                pixels_to_95=pixels_to_reach(x, mean, target) if pixel_axis else None,
             )
         )
     rows.sort(key=lambda row: (-row.aulc_mean, row.heuristic))
     return Summary(
+        pixel_axis=pixel_axis,
         rows=rows,
         full_dice=full_dice,
         n_full_runs=len(full_runs),
@@ -480,6 +540,10 @@ def render_markdown(summary: Summary, title: str) -> str:
         f"with 2–{MIN_WILCOXON_PAIRS - 1}; – for `random` itself, without `random`, or with "
         "fewer than 2 shared runs. With n pairs the smallest attainable Wilcoxon p is "
         "2 / 2^n (0.0312 for 6 pairs). Not corrected for multiple comparisons.",
+        "- `pixels_to_95`: with region runs, the smallest labelled fraction of the pool's "
+        "pixels (0 to 1) at which the mean curve reaches the same 95 % target; the curves and "
+        "`aulc` then use that axis for every row (an image is its pixels) and `labels_to_95` is "
+        "empty.",
         "- `val_labels`: labelled validation images the runs used to choose their weights "
         "(`model_selection=val`), on top of the labelled training images of the curve; 0 with "
         "`model_selection=last`; – where the records do not say.",
@@ -514,7 +578,7 @@ def plot_learning_curves(
     fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
     for index, row in enumerate(summary.rows):
         runs = results[row.heuristic]
-        n, mean, lo, hi = mean_curve(runs)
+        n, mean, lo, hi = curve(runs, summary.pixel_axis)
         colour = colours[row.heuristic]
         ax.plot(
             n,
@@ -537,14 +601,16 @@ def plot_learning_curves(
             linewidth=1.2,
             label=f"full supervision ({summary.full_dice:.3f})",
         )
-    ax.set_xlabel("labelled images")
+    unit = "labelled fraction of the pool's pixels" if summary.pixel_axis else "labelled images"
+    ax.set_xlabel(unit)
     ax.set_ylabel("test Dice")
     ax.set_title(
-        "Active learning: test Dice vs labelled images\n"
+        f"Active learning: test Dice vs {unit}\n"
         "mean over runs, shaded: 95 % confidence interval of the mean (clipped to [0, 1])",
         fontsize=11,
     )
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if not summary.pixel_axis:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(0.0, 1.0)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", framealpha=0.9)

@@ -35,6 +35,8 @@ class History:
     test_dice_per_image: list[dict[str, float]] = field(default_factory=list)
     train: list[dict[str, float]] = field(default_factory=list)
     seconds: list[dict[str, float]] = field(default_factory=list)  # train/test/acquire/total
+    labelled_pixels: list[int] = field(default_factory=list)
+    labelled_fraction: list[float] = field(default_factory=list)  # of the pool's pixels
 
 
 @dataclass
@@ -46,6 +48,7 @@ class RunState:
     finished: bool = False
     version: int = STATE_VERSION
     validation_images: int = 0  # labelled validation images used for model selection
+    labelled_regions: dict[str, list[int]] = field(default_factory=dict)  # name -> tiles
 
 
 @dataclass(frozen=True)
@@ -73,16 +76,19 @@ class RunPaths:
 def result_name(config: Mapping[str, Any]) -> str:
     """The name a run's files and its report row carry, before ``_{run}``.
 
-    ``{heuristic}[-{strategy}][-{reduction}][@{tag}]``: the strategy and reduction appear when
-    they differ from the defaults (``topk``, ``mean``), so runs that select differently never
-    collide, and the tag (set by ``sweep.py --grid``) keeps runs of other swept keys apart.
-    ``random`` and ``full`` select nothing, so they carry neither.
+    ``{heuristic}[-{strategy}][-{reduction}][-region][@{tag}]``: the strategy and reduction
+    appear when they differ from the defaults (``topk``, ``mean``), ``-region`` for region
+    labelling, so runs that select differently never collide, and the tag (set by ``sweep.py
+    --grid``) keeps runs of other swept keys apart. ``random`` and ``full`` select nothing, so
+    they carry no strategy or reduction.
     """
     name = str(config["heuristic"])
     if name not in ("random", "full"):
         for key, default in (("strategy", "topk"), ("reduction", "mean")):
             value = config.get(key, default)
             name += f"-{value}" if value != default else ""
+    if name != "full" and config.get("label_unit", "image") == "region":
+        name += "-region"
     tag = config.get("tag", "")
     return f"{name}@{tag}" if tag else name
 
@@ -149,6 +155,9 @@ def record(state: RunState) -> dict[str, Any]:
         "test_dice_per_image": history["test_dice_per_image"],
         "train": history["train"],
         "seconds_per_cycle": history["seconds"],
+        "label_unit": state.config.get("label_unit", "image"),
+        "labelled_pixels": history["labelled_pixels"],
+        "labelled_fraction": history["labelled_fraction"],
     }
 
 

@@ -1,0 +1,266 @@
+"""Region labelling: tiles, pooling, budget, partial-mask training, resume, report axis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from active import ex
+from data.regions import (
+    IGNORE,
+    RegionLabels,
+    box_area,
+    pool_regions,
+    regions_per_grade,
+    tile_boxes,
+)
+from heuristics.reductions import REDUCTIONS, ReductionSettings
+from tests.conftest import tiny_config
+from utils.metrics import soft_dice_loss
+from utils.report import main as report_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_tiles_cover_the_image_once_with_clipped_edges() -> None:
+    boxes = tile_boxes(10, 7, (4, 3))
+    assert boxes[:3] == [(0, 4, 0, 3), (0, 4, 3, 6), (0, 4, 6, 7)]  # last column is 1 wide
+    assert boxes[-1] == (8, 10, 6, 7)  # bottom-right corner tile is 2x1
+    assert len(boxes) == 9 and sum(box_area(b) for b in boxes) == 70
+    cover = np.zeros((10, 7), dtype=int)
+    for y0, y1, x0, x1 in boxes:
+        cover[y0:y1, x0:x1] += 1
+    assert np.all(cover == 1)
+
+
+def test_region_pooling_of_a_hand_made_map() -> None:
+    pixel_map = torch.arange(35, dtype=torch.float32).reshape(1, 5, 7)  # rows of 7
+    probs = torch.zeros(1, 2, 5, 7, 2)
+    probs[:, 0] = 1.0
+    boxes = tile_boxes(5, 7, (4, 4))  # (0,4,0,4) (0,4,4,7) (4,5,0,4) (4,5,4,7)
+    settings = ReductionSettings(topq_percent=25.0)
+
+    def reduce(name):
+        return lambda m, p: REDUCTIONS[name](m, p, settings)
+
+    means = pool_regions(pixel_map, probs, boxes, reduce("mean"))
+    # Tile 0: rows 0-3, cols 0-3 -> mean of col mean 1.5 + row mean 10.5 = 12.0.
+    assert means.tolist() == pytest.approx([12.0, 15.5, 29.5, 33.0])  # tile 1: 5 + 10.5
+    tops = pool_regions(pixel_map, probs, boxes, reduce("topq"))
+    # Clipped tile 3 is 1x3 = (32, 33, 34): 25 % of 3 pixels rounds to 1 -> 34.
+    assert tops[3] == pytest.approx(34.0)
+    assert tops[0] == pytest.approx((24 + 23 + 22 + 21) / 4)  # 4 of 16 pixels
+
+
+def test_budget_counts_pixels_and_no_region_is_labelled_twice() -> None:
+    labels = RegionLabels([(10, 12), (8, 12)], (4, 4))
+    assert regions_per_grade(1, (120 + 96) / 2, (4, 4)) == 7  # 108 pixels / 16 per tile
+    labels.label_image(1)
+    assert labels.labelled_pixels() == 96 and len(labels.pool()) == 9
+    labels.label([(0, 0), (0, 8)])
+    assert labels.labelled_pixels() == 96 + 16 + 8  # tile 8 is clipped to 2x4
+    assert (0, 0) not in labels.pool() and len(labels.pool()) == 7
+    with pytest.raises(ValueError, match="labelled already"):
+        labels.label([(0, 0)])
+    mask = labels.annotated(0)
+    assert mask.sum() == 24 and mask[:4, :4].all() and mask[8:, 8:].all()
+    names = ["a", "b"]
+    restored = RegionLabels([(10, 12), (8, 12)], (4, 4))
+    restored.restore(labels.to_json(names), names)
+    assert restored.labelled == labels.labelled
+
+
+def test_unannotated_pixels_never_reach_the_loss() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 6, 6, requires_grad=True)
+    target = torch.randint(0, 2, (2, 6, 6))
+    target[:, :, 3:] = IGNORE  # right half not annotated
+    loss = soft_dice_loss(logits, target)
+    loss.backward()
+    assert torch.all(logits.grad[:, :, :, 3:] == 0)
+    assert torch.any(logits.grad[:, :, :, :3] != 0)
+    # Changing what an unannotated pixel "is" changes nothing: it is not there for the loss.
+    other = target.clone()
+    other[:, :, 3:] = IGNORE
+    changed_logits = logits.detach().clone()
+    changed_logits[:, :, :, 3:] = torch.randn(2, 2, 6, 3)
+    assert soft_dice_loss(changed_logits, other) == pytest.approx(float(loss.detach()))
+    # And it equals the loss of the annotated part alone.
+    assert float(loss.detach()) == pytest.approx(
+        float(soft_dice_loss(logits[..., :3], target[..., :3]).detach()), rel=1e-6
+    )
+
+
+def test_training_crops_hold_annotation_and_hide_unannotated_labels(synthetic_root: Path) -> None:
+    import copy
+
+    from data.glas import ImageStore, read_split
+    from data.partial_masks import PartialMaskDataset
+    from data.transforms import train_transform
+
+    store = ImageStore(synthetic_root / "GlaS", read_split(synthetic_root / "splits", "train"))
+    labels = RegionLabels([tuple(im.shape[1:]) for im in store.images], (16, 16))
+    labels.label([(0, 0), (2, 5)])
+    altered = copy.copy(store)
+    altered.masks = [1 - m for m in store.masks]  # every label flipped...
+    for image, tile in [(0, 0), (2, 5)]:  # ...except inside the labelled regions
+        y0, y1, x0, x1 = labels.boxes[image][tile]
+        altered.masks[image][y0:y1, x0:x1] = store.masks[image][y0:y1, x0:x1]
+    samples = []
+    for source in (store, altered):
+        data = PartialMaskDataset(source, labels, (24, 24), train_transform((24, 24), False), 3072)
+        torch.manual_seed(3)
+        samples.append([data[i] for i in range(20)])
+    for (image_a, mask_a, *_), (image_b, mask_b, *_) in zip(*samples, strict=True):
+        assert torch.equal(image_a, image_b) and torch.equal(mask_a, mask_b)
+        assert (mask_a != IGNORE).any()  # no crop without annotation
+
+
+def region_config(root: Path, results: Path, **updates) -> dict:
+    return tiny_config(
+        root / "GlaS",
+        root / "splits",
+        results,
+        label_unit="region",
+        region_size=[16, 16],
+        **updates,
+    )
+
+
+def test_region_run_spends_the_pixels_of_whole_images(synthetic_root: Path, tmp_path: Path) -> None:
+    ex.run(config_updates=region_config(synthetic_root, tmp_path / "region"))
+    ex.run(
+        config_updates=tiny_config(
+            synthetic_root / "GlaS", synthetic_root / "splits", tmp_path / "image"
+        )
+    )
+    region = json.loads((tmp_path / "region" / "bald-region_0.json").read_text())
+    image = json.loads((tmp_path / "image" / "bald_0.json").read_text())
+    assert region["label_unit"] == "region" and image["label_unit"] == "image"
+    assert region["labelled_pixels"][0] == image["labelled_pixels"][0]  # same initial images
+    spent = np.diff(region["labelled_pixels"])
+    image_spent = np.diff(image["labelled_pixels"])
+    # Same budget up to clipped tiles and image sizes: within one average image per cycle.
+    assert np.all(np.abs(spent - image_spent) < region["labelled_pixels"][0] / 4)
+    chosen = [(a["name"], a["region"]) for cycle in region["acquired"] for a in cycle]
+    assert len(chosen) == len(set(chosen))  # never a region twice
+    assert all(a["score"] is not None for a in region["acquired"][0])
+
+
+@pytest.mark.parametrize("strategy", ["random", "coreset", "suggestive", "stratified_power"])
+def test_every_strategy_works_on_regions(
+    synthetic_root: Path, tmp_path: Path, strategy: str
+) -> None:
+    ex.run(config_updates=region_config(synthetic_root, tmp_path, strategy=strategy, al_cycles=1))
+    stem = "random-region_0" if strategy == "random" else f"bald-{strategy}-region_0"
+    record = json.loads((tmp_path / f"{stem}.json").read_text())
+    assert record["complete"] and len(record["acquired"][0]) > 0
+
+
+def _cli(config: dict) -> list[str]:
+    return [sys.executable, "active.py", "with"] + [f"{k}={v!r}" for k, v in config.items()]
+
+
+def test_region_run_resumes_bitwise_after_sigkill(synthetic_root: Path, tmp_path: Path) -> None:
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    config = region_config(synthetic_root, killed, epochs=3, al_cycles=3)
+    state = killed / "bald-region_0.state.json"
+    process = subprocess.Popen(
+        _cli(config), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = json.loads(state.read_text())["cycles_done"]
+    assert 1 <= done < 4
+    assert subprocess.run(_cli(config), cwd=ROOT, capture_output=True).returncode == 0
+    assert subprocess.run(_cli({**config, "results_dir": str(clean)}), cwd=ROOT).returncode == 0
+    name = "bald-region_0.npy"
+    assert (killed / name).read_bytes() == (clean / name).read_bytes()
+    a, b = (json.loads((d / "bald-region_0.json").read_text()) for d in (killed, clean))
+    assert a["acquired"] == b["acquired"] and a["labelled_pixels"] == b["labelled_pixels"]
+
+
+def _write(directory: Path, name: str, run: int, fraction, dice, unit: str, n=None) -> None:
+    np.save(directory / f"{name}_{run}.npy", np.asarray(dice, dtype=float))
+    record = {
+        "name": name,
+        "config": {"heuristic": name.split("-")[0], "run": run},
+        "label_unit": unit,
+        "n_labelled": n or list(range(4, 4 + 2 * len(dice), 2)),
+        "test_dice": dice,
+        "labelled_fraction": fraction,
+    }
+    (directory / f"{name}_{run}.json").write_text(json.dumps(record))
+
+
+def test_report_of_region_runs_uses_the_pixel_axis(tmp_path: Path) -> None:
+    for run, shift in ((0, 0.0), (1, 0.02)):
+        # Region runs touch more images than they fill, so n_labelled can stay flat.
+        _write(
+            tmp_path,
+            "bald-region",
+            run,
+            [0.1, 0.2, 0.3],
+            [0.5 + shift, 0.8 + shift, 0.9],
+            "region",
+            n=[4, 9, 9],
+        )
+        _write(tmp_path, "random", run, [0.1, 0.2, 0.3], [0.5, 0.6 + shift, 0.7], "image")
+    _write(tmp_path, "full", 0, [1.0], [0.9], "image", n=[68])
+    assert report_main([str(tmp_path)]) == 0
+    rows = {r.split(",")[0]: r.split(",") for r in (tmp_path / "summary.csv").read_text().split()}
+    header = rows.pop("heuristic")
+    bald = dict(zip(header, rows["bald-region"], strict=True))
+    random = dict(zip(header, rows["random"], strict=True))
+    # AULC over the fraction axis: trapezoids / span 0.2, by hand.
+    run0 = ((0.5 + 0.8) / 2 * 0.1 + (0.8 + 0.9) / 2 * 0.1) / 0.2
+    run1 = ((0.52 + 0.82) / 2 * 0.1 + (0.82 + 0.9) / 2 * 0.1) / 0.2
+    assert float(bald["aulc_mean"]) == pytest.approx((run0 + run1) / 2, abs=1e-4)
+    # 95 % of full supervision (0.9) is 0.855: the mean curve 0.81, 0.9 reaches it at 0.3.
+    assert float(bald["pixels_to_95"]) == pytest.approx(0.3)
+    assert random["pixels_to_95"] == "" and bald["labels_to_95"] == ""
+    assert bald["p_vs_random"] != ""  # paired against whole-image random
+
+
+def test_report_refuses_image_runs_without_pixel_counts_next_to_region_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    _write(tmp_path, "bald-region", 0, [0.1, 0.2], [0.5, 0.6], "region")
+    _write(tmp_path, "random", 0, [], [0.5, 0.6], "image")
+    assert report_main([str(tmp_path)]) != 0
+    assert "random_0 has no labelled_fraction" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("updates", "fragment"),
+    [
+        ({"label_unit": "pixel"}, "label_unit must be image or region"),
+        ({"region_size": [4, 4]}, "region_size must be [height, width] with both >= 8"),
+        ({"region_size": [400, 400]}, "they must be at least 8 pixels and fit the smallest"),
+    ],
+)
+def test_bad_region_input_is_one_line(
+    synthetic_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    updates: dict,
+    fragment: str,
+) -> None:
+    config = {**region_config(synthetic_root, tmp_path), **updates}
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        ex.run(config_updates=config)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0]
