@@ -138,6 +138,7 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
         "al_cycles": 4,
         "mc_iters": 4,
         "lr_step_size": 6,
+        "region_size": [24, 24],  # the demo's images are 96x128 (77x102 for the small ones)
     },
     # Train once on the whole train split: the reference the learning curves aim for.
     "full_supervision": {"full_supervision": True},
