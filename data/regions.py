@@ -71,10 +71,11 @@ def annotated_mask(shape: tuple[int, int], boxes: list[Box], labelled: list[int]
     return mask
 
 
-def regions_per_grade(n_images: int, mean_image_pixels: float, tile: tuple[int, int]) -> int:
+def regions_per_grade(n_images: int, mean_image_pixels: float, mean_region_pixels: float) -> int:
     """Regions a cycle labels per grade so that it spends the pixels of ``n_images`` average
-    images: region and image curves then spend the same budget."""
-    return max(1, round(n_images * mean_image_pixels / (tile[0] * tile[1])))
+    images: region and image curves then spend the same budget. ``mean_region_pixels`` is the
+    mean area of the pool's tiles, clipped edge tiles included."""
+    return max(1, round(n_images * mean_image_pixels / mean_region_pixels))
 
 
 class RegionLabels:
@@ -122,6 +123,9 @@ class RegionLabels:
 
     def total_pixels(self) -> int:
         return sum(h * w for h, w in self.shapes)
+
+    def mean_region_pixels(self) -> float:
+        return self.total_pixels() / sum(len(boxes) for boxes in self.boxes)
 
     def to_json(self, names: list[str]) -> dict[str, list[int]]:
         return {names[i]: sorted(tiles) for i, tiles in enumerate(self.labelled) if tiles}

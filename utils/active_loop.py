@@ -598,7 +598,9 @@ def acquire_regions(
     selection = Selection(
         scores=scores,
         grades=store.labels[[image for image, _ in pool]],
-        n_per_step=regions_per_grade(cfg.n_data_to_label, mean_pixels, regions.tile),
+        n_per_step=regions_per_grade(
+            cfg.n_data_to_label, mean_pixels, regions.mean_region_pixels()
+        ),
         balance=cfg.balance_al,
         rng=np.random.default_rng([cfg.run, cycle, 2]),
         cycle=cycle,
