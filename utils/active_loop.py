@@ -36,7 +36,7 @@ from data.synthetic import generate_synthetic_glas
 from data.transforms import effective_patch_size, train_transform
 from heuristics import RANDOM, resolve_heuristic
 from heuristics.reductions import ReductionSettings, resolve_reduction
-from heuristics.strategies import STRATEGIES, Selection, resolve_strategy
+from heuristics.strategies import STRATEGIES, Selection, Strategy, resolve_strategy
 from models import UNet, mc_dropout_copy
 from utils.config import ExperimentConfig, check_config
 from utils.device import pick_device, resolve_precision, samples_per_pass
@@ -492,6 +492,36 @@ class AcquisitionContext:
     reduction_settings: ReductionSettings
 
 
+def _strategy(cfg: ExperimentConfig, heuristic: str) -> Strategy:
+    return STRATEGIES[RANDOM if heuristic == RANDOM else cfg.strategy]
+
+
+def _selection(
+    cfg: ExperimentConfig,
+    cycle: int,
+    scores: np.ndarray,
+    grades: np.ndarray,
+    n_per_step: int,
+    features: np.ndarray | None,
+    labelled_features: np.ndarray | None,
+) -> Selection:
+    """The strategy's inputs; its generator is seeded from (run, cycle) so a resumed cycle
+    selects the same items."""
+    return Selection(
+        scores=scores,
+        grades=grades,
+        n_per_step=n_per_step,
+        balance=cfg.balance_al,
+        rng=np.random.default_rng([cfg.run, cycle, 2]),
+        cycle=cycle,
+        n_cycles=cfg.al_cycles,
+        temperature=cfg.temperature,
+        suggestive_factor=cfg.suggestive_factor,
+        features=features,
+        labelled_features=labelled_features,
+    )
+
+
 def acquire(
     cfg: ExperimentConfig,
     heuristic: str,
@@ -507,8 +537,7 @@ def acquire(
     Returns what was labelled, ``[{"name", "score"}]`` (score None when nothing was scored).
     """
     store = context.store
-    strategy_name = RANDOM if heuristic == RANDOM else cfg.strategy
-    strategy = STRATEGIES[strategy_name]
+    strategy = _strategy(cfg, heuristic)
     pool_indices = np.flatnonzero(~al_set.labelled)  # oracle index of each pool position
     result = None
     scores = np.empty(0)
@@ -529,18 +558,14 @@ def acquire(
     if strategy.needs_labelled_features:
         labelled = Subset(GlasDataset(store), np.flatnonzero(al_set.labelled).tolist())
         labelled_features = pooled_features(model, labelled, context.device, context.amp_dtype)
-    selection = Selection(
-        scores=scores,
-        grades=store.labels[pool_indices],
-        n_per_step=cfg.n_data_to_label,
-        balance=cfg.balance_al,
-        rng=np.random.default_rng([cfg.run, cycle, 2]),
-        cycle=cycle,
-        n_cycles=cfg.al_cycles,
-        temperature=cfg.temperature,
-        suggestive_factor=cfg.suggestive_factor,
-        features=None if result is None else result.features,
-        labelled_features=labelled_features,
+    selection = _selection(
+        cfg,
+        cycle,
+        scores,
+        store.labels[pool_indices],
+        cfg.n_data_to_label,
+        None if result is None else result.features,
+        labelled_features,
     )
     chosen = strategy.select(selection)
     acquired = [
@@ -572,8 +597,7 @@ def acquire_regions(
     ``n_data_to_label`` average images per grade.
     """
     store = context.store
-    strategy_name = RANDOM if heuristic == RANDOM else cfg.strategy
-    strategy = STRATEGIES[strategy_name]
+    strategy = _strategy(cfg, heuristic)
     pool = regions.pool()
     scores, features = np.empty(0), None
     if strategy.needs_scores or strategy.needs_features:
@@ -595,21 +619,9 @@ def acquire_regions(
             model, store, regions, context.device, context.amp_dtype
         )
     mean_pixels = regions.total_pixels() / len(regions.shapes)
-    selection = Selection(
-        scores=scores,
-        grades=store.labels[[image for image, _ in pool]],
-        n_per_step=regions_per_grade(
-            cfg.n_data_to_label, mean_pixels, regions.mean_region_pixels()
-        ),
-        balance=cfg.balance_al,
-        rng=np.random.default_rng([cfg.run, cycle, 2]),
-        cycle=cycle,
-        n_cycles=cfg.al_cycles,
-        temperature=cfg.temperature,
-        suggestive_factor=cfg.suggestive_factor,
-        features=features,
-        labelled_features=labelled_features,
-    )
+    n_per_step = regions_per_grade(cfg.n_data_to_label, mean_pixels, regions.mean_region_pixels())
+    grades = store.labels[[image for image, _ in pool]]
+    selection = _selection(cfg, cycle, scores, grades, n_per_step, features, labelled_features)
     chosen = [pool[i] for i in strategy.select(selection)]
     regions.label(chosen)
     score_of = dict(zip(pool, scores.tolist(), strict=True)) if scores.size else {}
