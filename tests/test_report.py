@@ -313,3 +313,21 @@ def test_length_mismatch_names_the_file(
     (results_dir / "random_2.json").write_text(json.dumps(record))
     assert main([str(results_dir)]) == 2
     _assert_one_line_error(capsys, "random_2.json", "n_labelled")
+
+
+def test_unfinished_runs_are_named(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    write_run(results, "random", 0, [4, 6, 8], [0.5, 0.6, 0.7])
+    write_run(results, "entropy", 0, [4, 6], [0.5, 0.65])
+    record_path = results / "entropy_0.json"
+    record = json.loads(record_path.read_text())
+    record["complete"] = False  # as active.py writes it after every cycle of a run in progress
+    record_path.write_text(json.dumps(record))
+    assert main([str(results)]) == 0
+    markdown = (results / "summary.md").read_text()
+    assert "Unfinished runs (1), whose curves stop before their planned cycles: entropy_0." in (
+        markdown
+    )
+    # Records without the flag (older runs, all finished) are taken as complete.
+    assert "random_0" not in markdown.split("Unfinished runs")[1]

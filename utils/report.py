@@ -96,6 +96,7 @@ class RunRecord:
     validation_images: int | None = None  # labelled images model selection used; None: unknown
     label_unit: str = "image"
     labelled_fraction: np.ndarray | None = None  # [cycles] share of the pool's pixels labelled
+    complete: bool = True  # False: the run stopped before its planned cycles (killed, cut off)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,7 @@ class Summary:
     target: float
     target_basis: str
     pixel_axis: bool = False  # x is the labelled fraction of the pool's pixels, not images
+    unfinished: tuple[str, ...] = ()  # "{name}_{run}" of runs that stopped before their plan
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,6 +235,8 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
         validation_images=None if validation_images is None else int(validation_images),
         label_unit=label_unit,
         labelled_fraction=fraction,
+        # Records from before this flag existed were written by finished runs only.
+        complete=bool(record.get("complete", True)),
     )
 
 
@@ -481,6 +485,9 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
         n_full_runs=len(full_runs),
         target=target,
         target_basis=basis,
+        unfinished=tuple(
+            f"{r.heuristic}_{r.run}" for runs in results.values() for r in runs if not r.complete
+        ),
     )
 
 
@@ -557,6 +564,14 @@ def render_markdown(summary: Summary, title: str) -> str:
         )
     else:
         lines.append("No full-supervision result (`full_{run}.npy`) was found.")
+    if summary.unfinished:
+        # A cut-off curve covers fewer labelled images; its AULC is not comparable to a whole
+        # run's unless every run of the comparison stopped at the same cycle.
+        lines += [
+            "",
+            f"Unfinished runs ({len(summary.unfinished)}), whose curves stop before their "
+            f"planned cycles: {', '.join(summary.unfinished)}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

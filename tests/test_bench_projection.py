@@ -1,0 +1,32 @@
+"""The run-time extrapolation of bench/experiment_cycle.py, on hand-computed numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.experiment_cycle import fit_training, project
+
+CONFIG = {"n_data_to_label": 1, "balance_al": True, "n_label_start": 4, "al_cycles": 2}
+
+
+def test_fit_skips_the_warm_up_cycle_and_clamps_a_negative_slope() -> None:
+    # Three cycles: the first (warm-up) is left out, the other two give slope 2, intercept 0.
+    assert fit_training([4, 6, 8], [30.0, 12.0, 16.0]) == pytest.approx((0.0, 2.0))
+    # Two cycles whose times fall: no negative slope, the mean instead.
+    assert fit_training([4, 6], [11.0, 10.0]) == pytest.approx((10.5, 0.0))
+    # One cycle: proportional to the labelled images.
+    assert fit_training([4], [8.0]) == pytest.approx((0.0, 2.0))
+
+
+def test_projection_and_upper_bound_by_hand() -> None:
+    seconds = [
+        {"train": 11.0, "test": 2.0, "acquire": 3.0},
+        {"train": 10.0, "test": 2.0, "acquire": 0.0},
+    ]
+    total, upper, plan = project(seconds, [4, 6], CONFIG, pool_size=64)
+    assert plan == [4, 6, 8]
+    # Test 2 s per cycle; acquisition 3 s / 60 pool images = 0.05 s each, on 60 and 58.
+    fixed = 3 * 2.0 + 0.05 * 60 + 0.05 * 58
+    assert total == pytest.approx(fixed + 3 * 10.5)
+    # Upper bound: measured cycles as measured, then 10 s / 6 images per image.
+    assert upper == pytest.approx(fixed + 11.0 + 10.0 + 10.0 / 6 * 8)
