@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.figures import save_score_distribution, save_uncertainty_map
+from utils.figures import draw_boxes, save_score_distribution, save_uncertainty_map
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -85,3 +85,23 @@ def test_score_distribution_degenerate_inputs(
 ) -> None:
     path = save_score_distribution(tmp_path / "s.png", pool, acquired, "random", 0)
     assert_valid_png(path, min_bytes=5_000)
+
+
+def test_region_boxes_are_outlined_on_their_pixels(tmp_path: Path) -> None:
+    fig, ax = plt.subplots()
+    ax.imshow(np.zeros((60, 90)))
+    draw_boxes(ax, [(0, 32, 64, 90), (32, 60, 0, 32)], "cyan")  # y0, y1, x0, x1; edge clipped
+    # imshow puts pixel (r, c) at (c, r), its edges half a pixel away.
+    outlines = [(p.get_x(), p.get_y(), p.get_width(), p.get_height()) for p in ax.patches]
+    assert outlines == [(63.5, -0.5, 26, 32), (-0.5, 31.5, 32, 28)]
+    plt.close(fig)
+    path = save_uncertainty_map(
+        tmp_path / "train_3.png",
+        **fake_sample(),
+        score=0.5,
+        name="train_3",
+        heuristic="entropy",
+        boxes=[(0, 32, 64, 90)],
+    )
+    assert_valid_png(path)
+    assert plt.get_fignums() == []

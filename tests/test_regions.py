@@ -160,6 +160,22 @@ def test_region_run_spends_the_pixels_of_whole_images(synthetic_root: Path, tmp_
     assert all(a["score"] is not None for a in region["acquired"][0])
 
 
+def test_region_maps_show_each_acquired_image_once(synthetic_root: Path, tmp_path: Path) -> None:
+    ex.run(
+        config_updates=region_config(
+            synthetic_root, tmp_path, al_cycles=1, epochs=1, save_maps=True, save_uncerts=True
+        )
+    )
+    record = json.loads((tmp_path / "bald-region_0.json").read_text())
+    folder = tmp_path / "maps" / "bald-region_0" / "cycle_0"
+    # Several regions of one image share that image's figure, which outlines them all.
+    expected = {f"{a['name']}.png" for a in record["acquired"][0]} | {"pool_scores.png"}
+    assert len(record["acquired"][0]) > len(expected) - 1
+    assert {p.name for p in folder.iterdir()} == expected
+    for png in folder.iterdir():
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
 @pytest.mark.parametrize("strategy", ["random", "coreset", "suggestive", "stratified_power"])
 def test_every_strategy_works_on_regions(
     synthetic_root: Path, tmp_path: Path, strategy: str

@@ -577,7 +577,7 @@ def acquire(
     ]
     al_set.label([int(i) for i in chosen])
     if (cfg.save_maps or cfg.save_uncerts) and scores.size:
-        save_cycle_figures(cfg, heuristic, cycle, store, scores, acquired, result)
+        save_cycle_figures(cfg, heuristic, cycle, store, scores, acquired, result.maps)
     return acquired
 
 
@@ -599,7 +599,7 @@ def acquire_regions(
     store = context.store
     strategy = _strategy(cfg, heuristic)
     pool = regions.pool()
-    scores, features = np.empty(0), None
+    scores, features, maps = np.empty(0), None, {}
     if strategy.needs_scores or strategy.needs_features:
         result = score_regions(
             mc_model,
@@ -611,8 +611,10 @@ def acquire_regions(
             reduction_settings=context.reduction_settings,
             with_features=strategy.needs_features,
             progress=cfg.progress,
+            keep_maps=cfg.save_maps,
         )
         pool, scores, features = result.regions, result.scores, result.features
+        maps = {store.names[image]: pair for image, pair in result.maps.items()}
     labelled_features = None
     if strategy.needs_labelled_features:
         labelled_features = labelled_region_features(
@@ -625,7 +627,7 @@ def acquire_regions(
     chosen = [pool[i] for i in strategy.select(selection)]
     regions.label(chosen)
     score_of = dict(zip(pool, scores.tolist(), strict=True)) if scores.size else {}
-    return [
+    acquired = [
         {
             "name": store.names[image],
             "region": tile,
@@ -634,6 +636,9 @@ def acquire_regions(
         }
         for image, tile in chosen
     ]
+    if (cfg.save_maps or cfg.save_uncerts) and scores.size:
+        save_cycle_figures(cfg, heuristic, cycle, store, scores, acquired, maps)
+    return acquired
 
 
 def save_cycle_figures(
@@ -643,8 +648,10 @@ def save_cycle_figures(
     store: ImageStore,
     scores: np.ndarray,
     acquired: list[dict[str, Any]],
-    result: Any,
+    maps: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> None:
+    """The pool's score histogram and, per acquired image, its uncertainty map (with the
+    acquired regions outlined in region mode). ``maps``: image name -> (pixel map, gland)."""
     from utils.figures import save_score_distribution, save_uncertainty_map
 
     folder = Path(cfg.results_dir) / "maps" / run_paths(cfg, heuristic).stem / f"cycle_{cycle}"
@@ -656,20 +663,25 @@ def save_cycle_figures(
             heuristic,
             cycle,
         )
-    if cfg.save_maps and result is not None:
-        for item in acquired:
-            index = store.names.index(item["name"])
-            uncertainty, gland = result.maps[item["name"]]
-            save_uncertainty_map(
-                folder / f"{item['name']}.png",
-                store.images[index].permute(1, 2, 0).numpy(),
-                store.masks[index].numpy(),
-                gland,
-                uncertainty,
-                item["score"],
-                item["name"],
-                heuristic,
-            )
+    if not cfg.save_maps:
+        return
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for item in acquired:
+        by_name.setdefault(item["name"], []).append(item)
+    for name, items in by_name.items():
+        index = store.names.index(name)
+        uncertainty, gland = maps[name]
+        save_uncertainty_map(
+            folder / f"{name}.png",
+            store.images[index].permute(1, 2, 0).numpy(),
+            store.masks[index].numpy(),
+            gland,
+            uncertainty,
+            max(item["score"] for item in items),
+            name,
+            heuristic,
+            boxes=[tuple(item["box"]) for item in items if "box" in item],
+        )
 
 
 __all__ = ["ConfigError", "DataError", "ExperimentConfig", "run_active_learning"]

@@ -111,7 +111,9 @@ class ExperimentConfig:
     full_supervision: bool = _key(
         False, "train once on the whole train split, write `full_{run}.*`"
     )
-    save_maps: bool = _key(False, "per cycle, uncertainty-map PNGs of the acquired images")
+    save_maps: bool = _key(
+        False, "per cycle, uncertainty-map PNGs of the acquired images, acquired regions outlined"
+    )
     save_uncerts: bool = _key(False, "per cycle, a PNG of the pool's score distribution")
     overwrite: bool = _key(False, "replace this run's results made with another config")
     progress: bool = _key(True, "tqdm progress bars")

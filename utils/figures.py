@@ -9,6 +9,7 @@ long run that saves hundreds of maps does not leak memory.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -18,12 +19,14 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from utils.io import atomic_write  # noqa: E402
 
-__all__ = ["save_figure", "save_score_distribution", "save_uncertainty_map"]
+__all__ = ["draw_boxes", "save_figure", "save_score_distribution", "save_uncertainty_map"]
 
 DPI = 120
 
@@ -55,6 +58,22 @@ def _check_map_shapes(
             )
 
 
+def draw_boxes(ax: Axes, boxes: Sequence[tuple[int, int, int, int]], colour: str) -> None:
+    """Outline each region ``(y0, y1, x0, x1)`` (half-open pixel bounds) on an ``imshow`` axis,
+    whose pixel centres sit at integer coordinates, so a box's edges are at ``y0 - 0.5`` etc."""
+    for y0, y1, x0, x1 in boxes:
+        ax.add_patch(
+            Rectangle(
+                (x0 - 0.5, y0 - 0.5),
+                x1 - x0,
+                y1 - y0,
+                fill=False,
+                edgecolor=colour,
+                linewidth=1.5,
+            )
+        )
+
+
 def save_uncertainty_map(
     path: str | os.PathLike[str],
     image: np.ndarray,
@@ -64,6 +83,7 @@ def save_uncertainty_map(
     score: float,
     name: str,
     heuristic: str,
+    boxes: Sequence[tuple[int, int, int, int]] = (),
 ) -> Path:
     """Write a 2 x 2 panel PNG explaining why an image was (or was not) acquired.
 
@@ -81,6 +101,8 @@ def save_uncertainty_map(
         score: the image-level acquisition score.
         name: image identifier (e.g. ``train_12``).
         heuristic: heuristic name (e.g. ``bald``).
+        boxes: regions acquired in this image, ``(y0, y1, x0, x1)``, outlined on the image and
+            on the uncertainty map (region labelling); ``score`` is then the best of theirs.
 
     Returns:
         The path written.
@@ -118,10 +140,14 @@ def save_uncertainty_map(
     ax_unc.set_title(f"uncertainty ({heuristic})")
     fig.colorbar(unc_artist, ax=ax_unc, shrink=0.9, label=f"{heuristic} per pixel")
 
+    # Cyan stands out on both the H&E image and magma's dark-to-yellow scale.
+    draw_boxes(ax_image, boxes, "cyan")
+    draw_boxes(ax_unc, boxes, "cyan")
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{name}   |   heuristic: {heuristic}   |   score: {score:.4g}", fontsize=13)
+    what = f"{len(boxes)} regions, best score" if boxes else "score"
+    fig.suptitle(f"{name}   |   heuristic: {heuristic}   |   {what}: {score:.4g}", fontsize=13)
     return save_figure(fig, path)
 
 

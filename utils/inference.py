@@ -167,6 +167,8 @@ class RegionScores:
     regions: list[tuple[int, int]]  # (train image index, tile index), pool order
     scores: np.ndarray  # [R]
     features: np.ndarray | None = None  # [R, D] bottleneck features pooled over each region
+    # train image index -> (pixel map [H, W], mean gland probability [H, W]), with keep_maps
+    maps: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def score_regions(
@@ -179,6 +181,7 @@ def score_regions(
     reduction_settings: ReductionSettings | None = None,
     with_features: bool = False,
     progress: bool = True,
+    keep_maps: bool = False,
 ) -> RegionScores:
     """Score every unlabelled region: one MC pass per image that has any, its pixel map pooled
     over each of its unlabelled tiles by the reduction. Memory stays at one image's samples."""
@@ -188,12 +191,16 @@ def score_regions(
     for image, tile in labels.pool():
         by_image.setdefault(image, []).append(tile)
     regions, scores, features = [], [], []
+    maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     bar = tqdm(by_image.items(), desc="MC regions", disable=not progress, leave=False)
     for image, tiles in bar:
         picture = store.images[image].float().div(255.0)
         output = mc_probabilities(mc_model, picture, settings, with_features=with_features)
         probs, feature = output if with_features else (output, None)
         pixel_map = pixel_map_of(probs)  # [1, H, W]
+        if keep_maps:
+            gland = 1.0 - probs[:, 0].mean(-1)  # [1, H, W]
+            maps[image] = (pixel_map[0].cpu().numpy(), gland[0].cpu().numpy())
         boxes = [labels.boxes[image][tile] for tile in tiles]
         scores.append(
             pool_regions(pixel_map, probs, boxes, lambda m, p: reduce(m, p, reduction_settings))
@@ -205,6 +212,7 @@ def score_regions(
         regions,
         np.concatenate(scores) if scores else np.empty(0),
         np.concatenate(features) if features else None,
+        maps,
     )
 
 
