@@ -2,12 +2,13 @@
 
     python bench/mc_acquisition.py [--n 16] [--t 20] [--height 522] [--width 775]
         [--data-path DIR] [--samples-per-pass K] [--precision auto|bf16|fp32] [--features]
+        [--paths project,naive,baal,region] [--region-size H W]
 
 ``--features`` makes the project path also pool the bottleneck features that the ``suggestive``
 and ``coreset`` strategies use (one more ``[N, D]`` matrix), so that peak memory against pool
 size can be compared with and without them.
 
-Three paths score the same pool with the same UNet weights, each in its own fresh subprocess
+Four paths score the same pool with the same UNet weights, each in its own fresh subprocess
 (so that its peak RSS is its own), with the same torch seed:
 
 * ``project``: ``utils.inference.score_pool`` on ``mc_dropout_copy(model)`` exactly as active.py
@@ -21,6 +22,11 @@ Three paths score the same pool with the same UNet weights, each in its own fres
   default ``replicate_in_memory=True``: one pass of batch T) and
   ``baal.active.heuristics.BALD(reduction="mean")`` on the softmax of its outputs;
   ``--baal-no-replicate`` makes it T passes of batch 1.
+* ``region``: region labelling's ``utils.inference.score_regions`` over every ``--region-size``
+  tile of every pool image (one MC pass per image, the pixel map pooled per tile), each image's
+  tiles then recombined by area so that its scores line up with the other paths'. Same seed and
+  the same draws as ``project``, so with the mean reduction the two agree to rounding:
+  ``region_max_rel_err``. ``region_time_ratio`` is its wall time over ``project``'s.
 * ``project_seed+1`` (skip with ``--no-noise-floor``): the project path again with the next
   seed. Its agreement with ``project`` is the MC-noise floor: two paths that compute the same
   thing can agree no better than one path with itself under fresh dropout masks.
@@ -46,8 +52,9 @@ dropout masks (they need not, and on some CPUs they do not):
   largest relative difference over the pool.
 
 Last line: ``RESULT speedup_vs_naive=.. speedup_vs_baal=.. peak_rss_ratio_vs_naive=..
-precision_spearman=.. pipeline_max_rel_err=..`` (throughput ratios project/naive and
-project/baal, peak-RSS ratio project/naive, and the two checks above).
+precision_spearman=.. pipeline_max_rel_err=.. region_time_ratio=.. region_max_rel_err=..``
+(throughput ratios project/naive and project/baal, peak-RSS ratio project/naive, the two checks
+above, and the region path against the project path).
 """
 
 from __future__ import annotations
@@ -81,7 +88,7 @@ from bench._common import (  # noqa: E402
 from data.glas import GlasDataset, ImageStore  # noqa: E402
 from models.unet import UNet  # noqa: E402
 
-PATHS = ("project", "naive", "baal")
+PATHS = ("project", "naive", "baal", "region")
 N_CLASSES, BASE_WIDTH, DROPOUT = 2, 16, 0.1
 
 
@@ -147,11 +154,11 @@ def load_store(config: dict[str, Any]) -> ImageStore:
 # The three measured paths (run inside workers)
 
 
-def score_project(config: dict[str, Any], store: ImageStore, model: UNet) -> np.ndarray:
-    """active.py's path: utils.inference.score_pool with active.py's settings."""
+def _mc_setup(config: dict[str, Any], model: UNet) -> tuple[nn.Module, Any]:
+    """The MC copy and settings exactly as utils.active_loop makes them."""
     from models.mc_dropout import mc_dropout_copy
     from utils.device import pick_device, resolve_precision
-    from utils.inference import MCSettings, score_pool
+    from utils.inference import MCSettings
 
     device = pick_device(config["device"])
     channels_last = config["channels_last"]
@@ -159,7 +166,6 @@ def score_project(config: dict[str, Any], store: ImageStore, model: UNet) -> np.
     model = (
         model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     )
-    mc_model = mc_dropout_copy(model)
     settings = MCSettings(
         config["t"],
         config["samples_per_pass"],
@@ -167,6 +173,14 @@ def score_project(config: dict[str, Any], store: ImageStore, model: UNet) -> np.
         resolve_precision(config["precision"], device),
         channels_last=channels_last,
     )
+    return mc_dropout_copy(model), settings
+
+
+def score_project(config: dict[str, Any], store: ImageStore, model: UNet) -> np.ndarray:
+    """active.py's path: utils.inference.score_pool with active.py's settings."""
+    from utils.inference import score_pool
+
+    mc_model, settings = _mc_setup(config, model)
     pool = GlasDataset(store)  # transform=None: whole, unaugmented images, as the AL pool
     heuristic, features = config["heuristic"], config["features"]
 
@@ -174,6 +188,29 @@ def score_project(config: dict[str, Any], store: ImageStore, model: UNet) -> np.
         return score_pool(
             mc_model, pool, heuristic, settings, progress=False, with_features=features
         ).scores
+
+    return _timed(config, run)
+
+
+def score_region(config: dict[str, Any], store: ImageStore, model: UNet) -> np.ndarray:
+    """Region labelling's path: utils.inference.score_regions over every tile of every pool
+    image (``region_size``), then each image's tiles recombined, weighted by their area. With
+    the mean reduction that is the image's own score, so the path compares with the others."""
+    from data.regions import RegionLabels, box_area
+    from utils.inference import score_regions
+
+    mc_model, settings = _mc_setup(config, model)
+    tile = tuple(config["region_size"])
+    regions = RegionLabels([tuple(image.shape[1:]) for image in store.images], tile)
+    heuristic, features = config["heuristic"], config["features"]
+
+    def run() -> np.ndarray:
+        result = score_regions(
+            mc_model, store, regions, heuristic, settings, progress=False, with_features=features
+        )
+        images = np.array([image for image, _ in result.regions])
+        areas = np.array([box_area(regions.boxes[i][t]) for i, t in result.regions], float)
+        return np.bincount(images, result.scores * areas) / np.bincount(images, areas)
 
     return _timed(config, run)
 
@@ -264,7 +301,12 @@ def score_baal(config: dict[str, Any], store: ImageStore, model: UNet) -> np.nda
     return _timed(config, run)
 
 
-SCORERS = {"project": score_project, "naive": score_naive, "baal": score_baal}
+SCORERS = {
+    "project": score_project,
+    "naive": score_naive,
+    "baal": score_baal,
+    "region": score_region,
+}
 
 
 def _device(config: dict[str, Any]) -> torch.device:
@@ -342,6 +384,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-noise-floor", action="store_true", help="skip the project rerun with seed+1"
     )
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset")
+    parser.add_argument(
+        "--region-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="region path's tiles (default: active.py's region_size)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="torch seed inside every worker")
     parser.add_argument("--train-epochs", type=int, default=3, help="training before scoring")
     parser.add_argument(
@@ -394,6 +443,7 @@ def main(argv: list[str] | None = None) -> None:
             "heuristic": "bald",
             "dropout_off": False,
             "features": args.features,
+            "region_size": args.region_size or defaults["region_size"],
         }
         store = load_store(config)
         model = new_model()
@@ -487,11 +537,17 @@ def print_table(results: dict[str, dict[str, Any]], n: int, t: int) -> None:
     if "pipeline_project" in results and "pipeline_naive" in results:
         got, want = results["pipeline_project"]["scores"], results["pipeline_naive"]["scores"]
         pipeline_err = float(np.max(np.abs(got - want) / np.abs(want)))
+    region_err = float("nan")
+    if "region" in results and "project" in results:
+        got, want = results["region"]["scores"], results["project"]["scores"]
+        region_err = float(np.max(np.abs(got - want) / np.abs(want)))
     print(
         f"RESULT speedup_vs_naive={ratio('project', 'throughput', 'naive'):.3f} "
         f"speedup_vs_baal={ratio('project', 'throughput', 'baal'):.3f} "
         f"peak_rss_ratio_vs_naive={ratio('project', 'peak_rss_mb', 'naive'):.3f} "
-        f"precision_spearman={precision_spearman:.4f} pipeline_max_rel_err={pipeline_err:.2e}"
+        f"precision_spearman={precision_spearman:.4f} pipeline_max_rel_err={pipeline_err:.2e} "
+        f"region_time_ratio={ratio('region', 'wall_s', 'project'):.3f} "
+        f"region_max_rel_err={region_err:.2e}"
     )
 
 
