@@ -1,9 +1,9 @@
 """Training on images that are labelled only in part (region labelling).
 
 Each training sample is a crop that contains annotated pixels: an annotated pixel is drawn
-uniformly (a labelled tile weighted by its area, then a pixel inside it) and a crop that holds it
-is drawn around it. Pixels outside the labelled tiles get the mask value ``IGNORE`` and never
-reach the loss (``utils.metrics.soft_dice_loss``).
+uniformly (a labelled region weighted by its area, then a pixel inside it) and a crop that holds
+it is drawn around it. Pixels outside the labelled regions get the mask value ``IGNORE`` and
+never reach the loss (``utils.metrics.soft_dice_loss``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from data.glas import ImageStore
-from data.regions import IGNORE, RegionLabels, box_area
+from data.regions import IGNORE, RegionLabels
 
 
 class PartialMaskDataset(Dataset):
@@ -34,12 +34,19 @@ class PartialMaskDataset(Dataset):
         mean_image_pixels: float,
     ):
         self.store, self.patch, self.transform = store, patch, transform
-        self.tiles = [
-            (image, labels.boxes[image][tile])
+        regions = [
+            (image, index)
             for image in labels.images_with_labels()
-            for tile in sorted(labels.labelled[image])
+            for index in sorted(labels.labelled[image])
         ]
-        self.weights = torch.tensor([float(box_area(box)) for _, box in self.tiles])
+        self.tiles = [(image, labels.boxes[image][index]) for image, index in regions]
+        self.weights = torch.tensor([float(labels.areas[image][index]) for image, index in regions])
+        # Superpixels: the offsets of each region's pixels inside its box ([n, 2]); a tile's
+        # pixels are its whole box (None), drawn as before so that tile runs stay bitwise.
+        self.pixels = [
+            None if mask is None else torch.from_numpy(mask).nonzero()
+            for mask in (labels.region_mask(image, index) for image, index in regions)
+        ]
         self.annotated = {
             image: torch.from_numpy(labels.annotated(image)) for image, _ in self.tiles
         }
@@ -49,9 +56,15 @@ class PartialMaskDataset(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, str]:
-        image_index, (y0, y1, x0, x1) = self.tiles[int(torch.multinomial(self.weights, 1))]
-        py = y0 + int(torch.randint(y1 - y0, ()))
-        px = x0 + int(torch.randint(x1 - x0, ()))
+        region = int(torch.multinomial(self.weights, 1))
+        image_index, (y0, y1, x0, x1) = self.tiles[region]
+        pixels = self.pixels[region]
+        if pixels is None:
+            py = y0 + int(torch.randint(y1 - y0, ()))
+            px = x0 + int(torch.randint(x1 - x0, ()))
+        else:
+            dy, dx = pixels[int(torch.randint(len(pixels), ()))].tolist()
+            py, px = y0 + dy, x0 + dx
         image = self.store.images[image_index]
         height, width = image.shape[1:]
         ph, pw = self.patch

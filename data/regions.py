@@ -1,8 +1,9 @@
-"""Regions: square tiles of each image's grid, the unit a pathologist outlines in region mode.
+"""Regions: the unit a pathologist outlines in region mode.
 
-A train image of ``H x W`` pixels is cut into tiles of ``tile = (h, w)`` in row-major order;
-tiles on the right and bottom edges are clipped to the image. A region is ``(image, tile)``;
-its pixels are what labelling it costs.
+Two shapes. Tiles: a train image of ``H x W`` pixels is cut into tiles of ``tile = (h, w)`` in
+row-major order; tiles on the right and bottom edges are clipped to the image. Superpixels: SLIC
+segments of about one tile's area each, which follow tissue boundaries. A region is
+``(image, index)``; its pixels are what labelling it costs, and its box is its bounding box.
 """
 
 from __future__ import annotations
@@ -26,6 +27,48 @@ def tile_boxes(height: int, width: int, tile: tuple[int, int]) -> list[Box]:
     ]
 
 
+# SLIC settings for H&E. With scikit-image's default compactness (10) the colour term dominates
+# on this texture, segments fragment, and connectivity enforcement merges them into 2-11 of the 25
+# asked for on GlaS train images (full and quarter scale). Compactness 30 after a Gaussian blur of
+# a thirty-second of the region side gives 80-90 % of the count, with areas varying by about 20 %
+# (coefficient of variation) while still following tissue edges; 100 gives a near-square grid.
+SLIC_COMPACTNESS = 30.0
+SLIC_SIGMA_PER_SIDE = 1 / 32
+
+
+def superpixel_segments(image: torch.Tensor, tile: tuple[int, int]) -> np.ndarray:
+    """SLIC superpixels (Achanta et al., TPAMI 2012) of about one tile's area each.
+
+    ``image`` uint8 ``[3, H, W]`` -> int32 ``[H, W]`` labels ``0..K-1`` in order of appearance,
+    row-major, so that a region's index does not depend on SLIC's internal numbering. Segments
+    are connected; K comes out somewhat below ``H * W / tile area``.
+    """
+    from skimage.segmentation import slic
+
+    height, width = image.shape[1:]
+    n_segments = max(1, round(height * width / (tile[0] * tile[1])))
+    labels = slic(
+        image.permute(1, 2, 0).numpy(),
+        n_segments=n_segments,
+        compactness=SLIC_COMPACTNESS,
+        sigma=SLIC_SIGMA_PER_SIDE * (tile[0] * tile[1]) ** 0.5,
+        start_label=0,
+        channel_axis=-1,
+    )
+    _, first, inverse = np.unique(labels.ravel(), return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first))  # each label's rank by its first pixel, row-major
+    return rank[inverse].reshape(height, width).astype(np.int32)
+
+
+def segment_boxes(segments: np.ndarray) -> list[Box]:
+    """Bounding box of each label ``0..K-1`` of ``segments`` ``[H, W]``."""
+    from scipy.ndimage import find_objects
+
+    return [
+        (rows.start, rows.stop, cols.start, cols.stop) for rows, cols in find_objects(segments + 1)
+    ]
+
+
 def box_area(box: Box) -> int:
     y0, y1, x0, x1 = box
     return (y1 - y0) * (x1 - x0)
@@ -35,14 +78,21 @@ def pool_regions(
     pixel_map: torch.Tensor,
     probs: torch.Tensor,
     boxes: list[Box],
-    reduce: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    reduce: Callable[..., torch.Tensor],
+    masks: list[torch.Tensor | None] | None = None,
 ) -> np.ndarray:
     """One score per box: ``reduce`` (a reduction with its settings bound) over the box's part of
-    the map ``[1, H, W]`` and of the probabilities ``[1, C, H, W, T]``: ``[len(boxes)]``."""
-    scores = [
-        float(reduce(pixel_map[:, y0:y1, x0:x1], probs[:, :, y0:y1, x0:x1]))
-        for y0, y1, x0, x1 in boxes
-    ]
+    the map ``[1, H, W]`` and of the probabilities ``[1, C, H, W, T]``: ``[len(boxes)]``.
+    ``masks[i]`` (bool ``[h, w]`` of box i, or None for the whole box) limits box i to its
+    region's own pixels."""
+    masks = masks or [None] * len(boxes)
+    scores = []
+    for (y0, y1, x0, x1), mask in zip(boxes, masks, strict=True):
+        part, part_probs = pixel_map[:, y0:y1, x0:x1], probs[:, :, y0:y1, x0:x1]
+        if mask is None:
+            scores.append(float(reduce(part, part_probs)))
+        else:
+            scores.append(float(reduce(part, part_probs, mask=mask.unsqueeze(0))))
     return np.asarray(scores, dtype=np.float64)
 
 
@@ -84,11 +134,30 @@ class RegionLabels:
     ``shapes[i]`` is train image i's ``(H, W)``; a whole labelled image has all its tiles.
     """
 
-    def __init__(self, shapes: list[tuple[int, int]], tile: tuple[int, int]):
+    def __init__(
+        self,
+        shapes: list[tuple[int, int]],
+        tile: tuple[int, int],
+        segments: list[np.ndarray] | None = None,
+    ):
         self.shapes = shapes
         self.tile = tile
-        self.boxes = [tile_boxes(h, w, tile) for h, w in shapes]
+        # None: tiles; else each train image's superpixel labels [H, W], one region per label.
+        self.segments = segments
+        if segments is None:
+            self.boxes = [tile_boxes(h, w, tile) for h, w in shapes]
+            self.areas = [[box_area(box) for box in boxes] for boxes in self.boxes]
+        else:
+            self.boxes = [segment_boxes(labels) for labels in segments]
+            self.areas = [np.bincount(labels.ravel()).tolist() for labels in segments]
         self.labelled: list[set[int]] = [set() for _ in shapes]
+
+    def region_mask(self, image: int, index: int) -> np.ndarray | None:
+        """Bool ``[h, w]`` of the region's pixels inside its box; None when it fills the box."""
+        if self.segments is None:
+            return None
+        y0, y1, x0, x1 = self.boxes[image][index]
+        return self.segments[image][y0:y1, x0:x1] == index
 
     def label_image(self, image: int) -> None:
         self.labelled[image] = set(range(len(self.boxes[image])))
@@ -109,6 +178,8 @@ class RegionLabels:
         ]
 
     def annotated(self, image: int) -> np.ndarray:
+        if self.segments is not None:
+            return np.isin(self.segments[image], sorted(self.labelled[image]))
         return annotated_mask(self.shapes[image], self.boxes[image], sorted(self.labelled[image]))
 
     def images_with_labels(self) -> list[int]:
@@ -116,9 +187,7 @@ class RegionLabels:
 
     def labelled_pixels(self) -> int:
         return sum(
-            box_area(self.boxes[image][tile])
-            for image, tiles in enumerate(self.labelled)
-            for tile in tiles
+            self.areas[image][tile] for image, tiles in enumerate(self.labelled) for tile in tiles
         )
 
     def total_pixels(self) -> int:

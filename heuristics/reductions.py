@@ -1,7 +1,9 @@
 """Reductions: a heuristic's pixel map -> one score per image (or per region).
 
 Each takes the map ``[N, H, W]``, the MC probabilities ``[N, C, H, W, T]`` it came from (some
-reductions look at the prediction) and its settings; it returns scores ``[N]``. The mean is the
+reductions look at the prediction), its settings and optionally a boolean ``mask`` ``[N, H, W]``
+of the pixels that count (an irregular region inside its bounding box; None: all pixels, each
+row needs at least one); it returns scores ``[N]``. The mean is the
 original study's reduction; the others answer a failure seen on GlaS, where every gland border is
 uncertain and an image's mean score mostly measures how much border it has.
 """
@@ -22,25 +24,50 @@ class ReductionSettings:
 
 
 def mean_reduction(
-    pixel_map: torch.Tensor, probs: torch.Tensor, settings: ReductionSettings
+    pixel_map: torch.Tensor,
+    probs: torch.Tensor,
+    settings: ReductionSettings,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean over all pixels (Gal et al. 2017 and the original study)."""
-    return pixel_map.flatten(1).mean(1)  # [N]
+    if mask is None:
+        return pixel_map.flatten(1).mean(1)  # [N]
+    return _masked_mean(pixel_map, mask)
+
+
+def _masked_mean(pixel_map: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    weights = mask.flatten(1).to(pixel_map.dtype)  # [N, H*W]
+    return (pixel_map.flatten(1) * weights).sum(1) / weights.sum(1)  # [N]
 
 
 def topq_reduction(
-    pixel_map: torch.Tensor, probs: torch.Tensor, settings: ReductionSettings
+    pixel_map: torch.Tensor,
+    probs: torch.Tensor,
+    settings: ReductionSettings,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean of the ``topq_percent`` % most uncertain pixels: an image with one badly understood
     area outranks one with much mildly uncertain border (as in the top-fraction aggregation of
     region-based segmentation AL, e.g. Mackowiak et al., BMVC 2018)."""
     flat = pixel_map.flatten(1)  # [N, H*W]
-    k = max(1, round(flat.shape[1] * settings.topq_percent / 100.0))
-    return flat.topk(k, dim=1).values.mean(1)  # [N]
+    if mask is None:
+        k = max(1, round(flat.shape[1] * settings.topq_percent / 100.0))
+        return flat.topk(k, dim=1).values.mean(1)  # [N]
+    inside = mask.flatten(1)  # [N, H*W]
+    # Pixels outside the mask sort last; each row averages its own top share of its pixels.
+    ordered = flat.masked_fill(~inside, -torch.inf).sort(dim=1, descending=True).values
+    counts = inside.sum(1)  # [N]
+    k = (counts.to(torch.float64) * settings.topq_percent / 100.0).round().clamp_min(1).long()
+    ranks = torch.arange(flat.shape[1], device=flat.device).unsqueeze(0)  # [1, H*W]
+    top = ranks < k.unsqueeze(1)  # [N, H*W]
+    return (ordered.masked_fill(~top, 0.0).sum(1)) / k.to(flat.dtype)
 
 
 def foreground_reduction(
-    pixel_map: torch.Tensor, probs: torch.Tensor, settings: ReductionSettings
+    pixel_map: torch.Tensor,
+    probs: torch.Tensor,
+    settings: ReductionSettings,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean over predicted-gland pixels and a band of ``foreground_band`` pixels around them,
     so that open stroma, which is easy and plentiful, does not dilute the score. An image with
@@ -50,12 +77,16 @@ def foreground_reduction(
     if band > 0:
         gland = F.max_pool2d(gland, 2 * band + 1, stride=1, padding=band)  # dilation
     region = gland.squeeze(1)  # [N, H, W]
+    if mask is not None:
+        # The band is found on the whole box, then cut to the region's own pixels.
+        region = region * mask.to(region.dtype)
     area = region.flatten(1).sum(1)  # [N]
     inside = (pixel_map * region).flatten(1).sum(1) / area.clamp_min(1.0)
-    return torch.where(area > 0, inside, pixel_map.flatten(1).mean(1))  # [N]
+    fallback = pixel_map.flatten(1).mean(1) if mask is None else _masked_mean(pixel_map, mask)
+    return torch.where(area > 0, inside, fallback)  # [N]
 
 
-Reduction = Callable[[torch.Tensor, torch.Tensor, ReductionSettings], torch.Tensor]
+Reduction = Callable[..., torch.Tensor]  # (pixel_map, probs, settings, mask=None) -> [N]
 
 REDUCTIONS: dict[str, Reduction] = {
     "mean": mean_reduction,

@@ -31,7 +31,7 @@ from data.glas import (
     split_csv_path,
 )
 from data.partial_masks import PartialMaskDataset
-from data.regions import RegionLabels, regions_per_grade
+from data.regions import RegionLabels, regions_per_grade, superpixel_segments
 from data.synthetic import generate_synthetic_glas
 from data.transforms import effective_patch_size, train_transform
 from heuristics import RANDOM, resolve_heuristic
@@ -115,6 +115,10 @@ def validate(cfg: ExperimentConfig) -> str:
         (
             cfg.label_unit in ("image", "region"),
             f"label_unit must be image or region, got {cfg.label_unit!r}",
+        ),
+        (
+            cfg.region_shape in ("tile", "superpixel"),
+            f"region_shape must be tile or superpixel, got {cfg.region_shape!r}",
         ),
         (
             len(cfg.region_size) == 2 and min(cfg.region_size) >= 8,
@@ -323,7 +327,11 @@ def _run_locked(
     regions = None
     if cfg.label_unit == "region":
         tile = region_tile(cfg, stores["train"])
-        regions = RegionLabels([tuple(im.shape[1:]) for im in stores["train"].images], tile)
+        images = stores["train"].images
+        segments = None
+        if cfg.region_shape == "superpixel":
+            segments = [superpixel_segments(image, tile) for image in images]
+        regions = RegionLabels([tuple(image.shape[1:]) for image in images], tile, segments)
     n_val = len(rows.get("val", []))
     _say(
         f"{paths.stem}: {len(rows['train'])} train / {n_val} val / "
@@ -637,7 +645,16 @@ def acquire_regions(
         for image, tile in chosen
     ]
     if (cfg.save_maps or cfg.save_uncerts) and scores.size:
-        save_cycle_figures(cfg, heuristic, cycle, store, scores, acquired, maps)
+        outlines = None
+        if regions.segments is not None:
+            by_image: dict[int, list[int]] = {}
+            for image, index in chosen:
+                by_image.setdefault(image, []).append(index)
+            outlines = {
+                store.names[image]: np.isin(regions.segments[image], indices)
+                for image, indices in by_image.items()
+            }
+        save_cycle_figures(cfg, heuristic, cycle, store, scores, acquired, maps, outlines)
     return acquired
 
 
@@ -649,9 +666,11 @@ def save_cycle_figures(
     scores: np.ndarray,
     acquired: list[dict[str, Any]],
     maps: dict[str, tuple[np.ndarray, np.ndarray]],
+    outlines: dict[str, np.ndarray] | None = None,
 ) -> None:
     """The pool's score histogram and, per acquired image, its uncertainty map (with the
-    acquired regions outlined in region mode). ``maps``: image name -> (pixel map, gland)."""
+    acquired regions outlined in region mode). ``maps``: image name -> (pixel map, gland);
+    ``outlines``: superpixels only, image name -> bool mask of its acquired regions."""
     from utils.figures import save_score_distribution, save_uncertainty_map
 
     folder = Path(cfg.results_dir) / "maps" / run_paths(cfg, heuristic).stem / f"cycle_{cycle}"
@@ -680,7 +699,8 @@ def save_cycle_figures(
             max(item["score"] for item in items),
             name,
             heuristic,
-            boxes=[tuple(item["box"]) for item in items if "box" in item],
+            boxes=[] if outlines else [tuple(item["box"]) for item in items if "box" in item],
+            region_mask=outlines[name] if outlines else None,
         )
 
 

@@ -78,6 +78,11 @@ class ExperimentConfig:
     region_size: list[int] = _key(
         [128, 128], "`region`: tile `[height, width]` at full resolution, scaled by `image_scale`"
     )
+    region_shape: str = _key(
+        "tile",
+        "`region`: `tile` (the grid of `region_size`) or `superpixel` (SLIC segments of about "
+        "that area, which follow tissue boundaries)",
+    )
     model_selection: str = _key(
         "val",
         "`val`: weights of the best validation loss; `last`: last epoch, no validation labels",

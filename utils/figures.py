@@ -84,6 +84,7 @@ def save_uncertainty_map(
     name: str,
     heuristic: str,
     boxes: Sequence[tuple[int, int, int, int]] = (),
+    region_mask: np.ndarray | None = None,
 ) -> Path:
     """Write a 2 x 2 panel PNG explaining why an image was (or was not) acquired.
 
@@ -103,6 +104,8 @@ def save_uncertainty_map(
         heuristic: heuristic name (e.g. ``bald``).
         boxes: regions acquired in this image, ``(y0, y1, x0, x1)``, outlined on the image and
             on the uncertainty map (region labelling); ``score`` is then the best of theirs.
+        region_mask: bool ``[H, W]`` of the acquired superpixels' pixels, whose outline is drawn
+            like the boxes.
 
     Returns:
         The path written.
@@ -141,12 +144,17 @@ def save_uncertainty_map(
     fig.colorbar(unc_artist, ax=ax_unc, shrink=0.9, label=f"{heuristic} per pixel")
 
     # Cyan stands out on both the H&E image and magma's dark-to-yellow scale.
-    draw_boxes(ax_image, boxes, "cyan")
-    draw_boxes(ax_unc, boxes, "cyan")
+    for ax in (ax_image, ax_unc):
+        draw_boxes(ax, boxes, "cyan")
+        if region_mask is not None and np.any(region_mask):
+            ax.contour(np.asarray(region_mask, dtype=float), levels=[0.5], colors="cyan")
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    what = f"{len(boxes)} regions, best score" if boxes else "score"
+    n_regions = len(boxes) if region_mask is None else None
+    what = f"{n_regions} regions, best score" if n_regions else "score"
+    if region_mask is not None:
+        what = "acquired superpixels outlined, best score"
     fig.suptitle(f"{name}   |   heuristic: {heuristic}   |   {what}: {score:.4g}", fontsize=13)
     return save_figure(fig, path)
 

@@ -184,7 +184,9 @@ def score_regions(
     keep_maps: bool = False,
 ) -> RegionScores:
     """Score every unlabelled region: one MC pass per image that has any, its pixel map pooled
-    over each of its unlabelled tiles by the reduction. Memory stays at one image's samples."""
+    over each of its unlabelled regions by the reduction (a superpixel over its own pixels, a
+    tile over its box). Memory stays at one image's samples. Features are pooled over each
+    region's bounding box."""
     pixel_map_of, reduce = PIXEL_MAPS[heuristic], REDUCTIONS[reduction]
     reduction_settings = reduction_settings or ReductionSettings()
     by_image: dict[int, list[int]] = {}
@@ -202,8 +204,16 @@ def score_regions(
             gland = 1.0 - probs[:, 0].mean(-1)  # [1, H, W]
             maps[image] = (pixel_map[0].cpu().numpy(), gland[0].cpu().numpy())
         boxes = [labels.boxes[image][tile] for tile in tiles]
+        masks = [labels.region_mask(image, tile) for tile in tiles]
+        masks = [None if m is None else torch.from_numpy(m).to(probs.device) for m in masks]
         scores.append(
-            pool_regions(pixel_map, probs, boxes, lambda m, p: reduce(m, p, reduction_settings))
+            pool_regions(
+                pixel_map,
+                probs,
+                boxes,
+                lambda m, p, mask=None: reduce(m, p, reduction_settings, mask=mask),
+                masks,
+            )
         )
         if feature is not None:
             features.append(pool_features(feature, boxes, labels.shapes[image]))

@@ -76,10 +76,11 @@ class RunPaths:
 def result_name(config: Mapping[str, Any]) -> str:
     """The name a run's files and its report row carry, before ``_{run}``.
 
-    ``{heuristic}[-{strategy}][-{reduction}][-region][@{tag}]``: the strategy and reduction
-    appear when they differ from the defaults (``topk``, ``mean``), ``-region`` for region
-    labelling, so runs that select differently never collide, and the tag (set by ``sweep.py
-    --grid``) keeps runs of other swept keys apart. ``random`` and ``full`` select nothing, so
+    ``{heuristic}[-{strategy}][-{reduction}][-region|-superpixel][@{tag}]``: the strategy and
+    reduction appear when they differ from the defaults (``topk``, ``mean``), ``-region`` for
+    labelling tiles and ``-superpixel`` for labelling superpixels, so runs that select
+    differently never collide, and the tag (set by ``sweep.py --grid``) keeps runs of other
+    swept keys apart. ``random`` and ``full`` select nothing, so
     they carry no strategy or reduction.
     """
     name = str(config["heuristic"])
@@ -88,7 +89,7 @@ def result_name(config: Mapping[str, Any]) -> str:
             value = config.get(key, default)
             name += f"-{value}" if value != default else ""
     if name != "full" and config.get("label_unit", "image") == "region":
-        name += "-region"
+        name += "-superpixel" if config.get("region_shape", "tile") == "superpixel" else "-region"
     tag = config.get("tag", "")
     return f"{name}@{tag}" if tag else name
 

@@ -48,7 +48,7 @@ NOT_GRIDDABLE = {
 
 
 # Keys that the result name shows by itself (see utils.run_state.result_name).
-IN_RESULT_NAME = frozenset({"strategy", "reduction", "label_unit"})
+IN_RESULT_NAME = frozenset({"strategy", "reduction", "label_unit", "region_shape"})
 
 
 class SweepError(ValueError):
