@@ -8,6 +8,7 @@ segments of about one tile's area each, which follow tissue boundaries. A region
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import numpy as np
@@ -151,6 +152,17 @@ class RegionLabels:
             self.boxes = [segment_boxes(labels) for labels in segments]
             self.areas = [np.bincount(labels.ravel()).tolist() for labels in segments]
         self.labelled: list[set[int]] = [set() for _ in shapes]
+
+    def digest(self) -> str:
+        """Fingerprint of the superpixels ('' for tiles, which the config fixes): a resumed run
+        must find the segments its saved region indices refer to."""
+        if self.segments is None:
+            return ""
+        hasher = hashlib.sha256()
+        for labels in self.segments:
+            hasher.update(str(labels.shape).encode())
+            hasher.update(np.ascontiguousarray(labels, dtype=np.int32).tobytes())
+        return hasher.hexdigest()[:16]
 
     def region_mask(self, image: int, index: int) -> np.ndarray | None:
         """Bool ``[h, w]`` of the region's pixels inside its box; None when it fills the box."""

@@ -151,3 +151,28 @@ def test_unknown_region_shape_is_one_line(
 
     config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path)
     expect_exit({**config, "region_shape": "hexagon"}, capsys, "region_shape", "superpixel")
+
+
+def test_resume_refuses_superpixels_that_changed(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_active import expect_exit
+
+    config = tiny_config(
+        synthetic_root / "GlaS",
+        synthetic_root / "splits",
+        tmp_path,
+        label_unit="region",
+        region_shape="superpixel",
+        region_size=[16, 16],
+        al_cycles=1,
+        epochs=1,
+    )
+    ex.run(config_updates=config)
+    state_path = tmp_path / "bald-superpixel_0.state.json"
+    state = json.loads(state_path.read_text())
+    assert len(state["regions_digest"]) == 16
+    # As if another scikit-image had segmented the images of an interrupted run differently.
+    state.update(regions_digest="0" * 16, finished=False)
+    state_path.write_text(json.dumps(state))
+    expect_exit(config, capsys, "superpixels differ", "overwrite=True")

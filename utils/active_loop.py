@@ -53,6 +53,7 @@ from utils.run_lock import run_lock, waiting_lock
 from utils.run_state import (
     TAG_PATTERN,
     History,
+    ResumeError,
     RunPaths,
     RunState,
     jsonable,
@@ -380,9 +381,16 @@ def _run_locked(
         if regions is not None:  # both units start from the same whole images
             for image in np.flatnonzero(al_set.labelled):
                 regions.label_image(int(image))
+            state.regions_digest = regions.digest()
     else:
         al_set.labelled_map = np.asarray(state.labelled_map, dtype=int)
         if regions is not None:
+            if state.regions_digest != regions.digest():
+                raise ResumeError(
+                    f"{paths.stem}: the superpixels differ from those the interrupted run "
+                    "labelled (another scikit-image version?); resume where it ran, or pass "
+                    "overwrite=True to start afresh"
+                )
             regions.restore(state.labelled_regions, stores["train"].names)
         _say(f"resuming {paths.stem} after cycle {state.cycles_done - 1}")
     train_store = stores["train"]

@@ -49,6 +49,7 @@ class RunState:
     version: int = STATE_VERSION
     validation_images: int = 0  # labelled validation images used for model selection
     labelled_regions: dict[str, list[int]] = field(default_factory=dict)  # name -> tiles
+    regions_digest: str = ""  # superpixels' fingerprint (data.regions.RegionLabels.digest)
 
 
 @dataclass(frozen=True)
