@@ -123,17 +123,22 @@ def test_training_crops_of_superpixels_hide_everything_else(synthetic_root: Path
         assert (mask_a != IGNORE).any()  # no crop without annotation
 
 
-def test_superpixel_run_end_to_end(synthetic_root: Path, tmp_path: Path) -> None:
-    config = tiny_config(
-        synthetic_root / "GlaS",
-        synthetic_root / "splits",
-        tmp_path,
+def superpixel_config(root: Path, results: Path, **updates) -> dict:
+    """A one-cycle superpixel run on the tiny synthetic GlaS."""
+    return tiny_config(
+        root / "GlaS",
+        root / "splits",
+        results,
         label_unit="region",
         region_shape="superpixel",
         region_size=[16, 16],
         al_cycles=1,
-        save_maps=True,
+        **updates,
     )
+
+
+def test_superpixel_run_end_to_end(synthetic_root: Path, tmp_path: Path) -> None:
+    config = superpixel_config(synthetic_root, tmp_path, save_maps=True)
     ex.run(config_updates=config)
     record = json.loads((tmp_path / "bald-superpixel_0.json").read_text())
     assert record["complete"] and record["label_unit"] == "region"
@@ -158,16 +163,7 @@ def test_resume_refuses_superpixels_that_changed(
 ) -> None:
     from tests.test_active import expect_exit
 
-    config = tiny_config(
-        synthetic_root / "GlaS",
-        synthetic_root / "splits",
-        tmp_path,
-        label_unit="region",
-        region_shape="superpixel",
-        region_size=[16, 16],
-        al_cycles=1,
-        epochs=1,
-    )
+    config = superpixel_config(synthetic_root, tmp_path, epochs=1)
     ex.run(config_updates=config)
     state_path = tmp_path / "bald-superpixel_0.state.json"
     state = json.loads(state_path.read_text())

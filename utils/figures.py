@@ -151,8 +151,7 @@ def save_uncertainty_map(
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    n_regions = len(boxes) if region_mask is None else None
-    what = f"{n_regions} regions, best score" if n_regions else "score"
+    what = f"{len(boxes)} regions, best score" if boxes else "score"
     if region_mask is not None:
         what = "acquired superpixels outlined, best score"
     fig.suptitle(f"{name}   |   heuristic: {heuristic}   |   {what}: {score:.4g}", fontsize=13)
