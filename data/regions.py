@@ -1,7 +1,8 @@
 """Regions: the unit a pathologist outlines in region mode.
 
 Two shapes. Tiles: a train image of ``H x W`` pixels is cut into tiles of ``tile = (h, w)`` in
-row-major order; tiles on the right and bottom edges are clipped to the image. Superpixels: SLIC
+row-major order; tiles on the right and bottom edges are clipped to the image, or widened when
+the remainder is under half a tile. Superpixels: SLIC
 segments of about one tile's area each, which follow tissue boundaries. A region is
 ``(image, index)``; its pixels are what labelling it costs, and its box is its bounding box.
 """
@@ -18,13 +19,21 @@ Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open)
 IGNORE = -1  # mask value of pixels nobody annotated: they never reach the loss
 
 
+def _spans(length: int, side: int) -> list[tuple[int, int]]:
+    """``[0, length)`` cut every ``side`` pixels. The last piece is clipped to ``length``; a
+    remainder under half a side joins the piece before it instead, because a strip a few pixels
+    wide is nothing a pathologist would outline (GlaS images at every scale leave one)."""
+    starts = list(range(0, length, side))
+    if len(starts) > 1 and length - starts[-1] < side / 2:
+        starts.pop()
+    return list(zip(starts, [*starts[1:], length], strict=True))
+
+
 def tile_boxes(height: int, width: int, tile: tuple[int, int]) -> list[Box]:
-    """The tiles of an ``height x width`` image, row-major, edge tiles clipped."""
-    th, tw = tile
+    """The tiles of an ``height x width`` image, row-major. Edge tiles are clipped, or widened by
+    a remainder under half a tile, so every side lies in ``[side / 2, 3 * side / 2)``."""
     return [
-        (y, min(y + th, height), x, min(x + tw, width))
-        for y in range(0, height, th)
-        for x in range(0, width, tw)
+        (y0, y1, x0, x1) for y0, y1 in _spans(height, tile[0]) for x0, x1 in _spans(width, tile[1])
     ]
 
 
@@ -122,13 +131,6 @@ def annotated_mask(shape: tuple[int, int], boxes: list[Box], labelled: list[int]
     return mask
 
 
-def regions_per_grade(n_images: int, mean_image_pixels: float, mean_region_pixels: float) -> int:
-    """Regions a cycle labels per grade so that it spends the pixels of ``n_images`` average
-    images: region and image curves then spend the same budget. ``mean_region_pixels`` is the
-    mean area of the pool's tiles, clipped edge tiles included."""
-    return max(1, round(n_images * mean_image_pixels / mean_region_pixels))
-
-
 class RegionLabels:
     """Which tiles of which train images are labelled, and what they cost in pixels.
 
@@ -197,6 +199,10 @@ class RegionLabels:
     def images_with_labels(self) -> list[int]:
         return [image for image, tiles in enumerate(self.labelled) if tiles]
 
+    def area(self, region: tuple[int, int]) -> int:
+        image, index = region
+        return self.areas[image][index]
+
     def labelled_pixels(self) -> int:
         return sum(
             self.areas[image][tile] for image, tiles in enumerate(self.labelled) for tile in tiles
@@ -204,9 +210,6 @@ class RegionLabels:
 
     def total_pixels(self) -> int:
         return sum(h * w for h, w in self.shapes)
-
-    def mean_region_pixels(self) -> float:
-        return self.total_pixels() / sum(len(boxes) for boxes in self.boxes)
 
     def to_json(self, names: list[str]) -> dict[str, list[int]]:
         return {names[i]: sorted(tiles) for i, tiles in enumerate(self.labelled) if tiles}

@@ -20,10 +20,11 @@ from data.regions import (
     RegionLabels,
     box_area,
     pool_regions,
-    regions_per_grade,
     tile_boxes,
 )
+from heuristics.pixel_budget import most_that_fit, select_within_budget, take_within_budget
 from heuristics.reductions import REDUCTIONS, ReductionSettings
+from heuristics.strategies import STRATEGIES, Selection, Strategy
 from tests.conftest import tiny_config
 from utils.metrics import soft_dice_loss
 from utils.report import main as report_main
@@ -31,42 +32,52 @@ from utils.report import main as report_main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_tiles_cover_the_image_once_with_clipped_edges() -> None:
+def test_tiles_cover_the_image_once_with_clipped_or_widened_edges() -> None:
     boxes = tile_boxes(10, 7, (4, 3))
-    assert boxes[:3] == [(0, 4, 0, 3), (0, 4, 3, 6), (0, 4, 6, 7)]  # last column is 1 wide
-    assert boxes[-1] == (8, 10, 6, 7)  # bottom-right corner tile is 2x1
-    assert len(boxes) == 9 and sum(box_area(b) for b in boxes) == 70
+    # Rows: 10 = 4 + 4 + 2, the 2-row remainder is half a tile, so it stays a clipped tile.
+    # Columns: 7 = 3 + 3 + 1, the 1-column remainder joins the tile before it (4 wide).
+    assert boxes[:2] == [(0, 4, 0, 3), (0, 4, 3, 7)]
+    assert boxes[-1] == (8, 10, 3, 7)  # bottom-right tile is 2x4
+    assert len(boxes) == 6 and sum(box_area(b) for b in boxes) == 70
     cover = np.zeros((10, 7), dtype=int)
     for y0, y1, x0, x1 in boxes:
         cover[y0:y1, x0:x1] += 1
     assert np.all(cover == 1)
 
 
+def test_no_tile_is_a_sliver_on_a_glas_sized_image() -> None:
+    # A GlaS image at quarter scale is 130x194: 32-pixel tiles leave 2-pixel strips on two sides.
+    boxes = tile_boxes(130, 194, (32, 32))
+    assert len(boxes) == 4 * 6
+    assert {y1 - y0 for y0, y1, _, _ in boxes} == {32, 34}
+    assert {x1 - x0 for _, _, x0, x1 in boxes} == {32, 34}
+    assert tile_boxes(20, 20, (32, 32)) == [(0, 20, 0, 20)]  # one tile, clipped
+
+
 def test_region_pooling_of_a_hand_made_map() -> None:
-    pixel_map = torch.arange(35, dtype=torch.float32).reshape(1, 5, 7)  # rows of 7
-    probs = torch.zeros(1, 2, 5, 7, 2)
+    pixel_map = torch.arange(42, dtype=torch.float32).reshape(1, 6, 7)  # rows of 7
+    probs = torch.zeros(1, 2, 6, 7, 2)
     probs[:, 0] = 1.0
-    boxes = tile_boxes(5, 7, (4, 4))  # (0,4,0,4) (0,4,4,7) (4,5,0,4) (4,5,4,7)
-    settings = ReductionSettings(topq_percent=25.0)
+    boxes = tile_boxes(6, 7, (4, 4))  # (0,4,0,4) (0,4,4,7) (4,6,0,4) (4,6,4,7): clipped edges
+    assert boxes == [(0, 4, 0, 4), (0, 4, 4, 7), (4, 6, 0, 4), (4, 6, 4, 7)]
+    settings = ReductionSettings(topq_percent=20.0)
 
     def reduce(name):
         return lambda m, p: REDUCTIONS[name](m, p, settings)
 
     means = pool_regions(pixel_map, probs, boxes, reduce("mean"))
-    # Tile 0: rows 0-3, cols 0-3 -> mean of col mean 1.5 + row mean 10.5 = 12.0.
-    assert means.tolist() == pytest.approx([12.0, 15.5, 29.5, 33.0])  # tile 1: 5 + 10.5
+    # Pixel (r, c) holds 7r + c. Tile 0: row mean 1.5 -> 10.5, column mean 1.5: 12.0.
+    assert means.tolist() == pytest.approx([12.0, 15.5, 33.0, 36.5])
     tops = pool_regions(pixel_map, probs, boxes, reduce("topq"))
-    # Clipped tile 3 is 1x3 = (32, 33, 34): 25 % of 3 pixels rounds to 1 -> 34.
-    assert tops[3] == pytest.approx(34.0)
-    assert tops[0] == pytest.approx((24 + 23 + 22 + 21) / 4)  # 4 of 16 pixels
+    # Clipped tile 3 holds 32-34 and 39-41: 20 % of 6 pixels rounds to 1 -> 41.
+    assert tops[3] == pytest.approx(41.0)
+    assert tops[0] == pytest.approx((24 + 23 + 22) / 3)  # 20 % of 16 pixels rounds to 3
 
 
 def test_budget_counts_pixels_and_no_region_is_labelled_twice() -> None:
     labels = RegionLabels([(10, 12), (8, 12)], (4, 4))
-    assert regions_per_grade(1, 108, 16) == 7  # 108 pixels / 16 per full tile, rounded
-    # The two images have 15 tiles over 216 pixels (edge tiles clipped): 14.4 per region.
-    assert labels.mean_region_pixels() == pytest.approx(14.4)
-    assert regions_per_grade(1, 108, labels.mean_region_pixels()) == 8  # 7.5 rounds to 8
+    # 10 rows = 4 + 4 + 2: the third row of tiles is clipped to 2x4 (half a tile, kept).
+    assert labels.area((0, 0)) == 16 and labels.area((0, 8)) == 8
     labels.label_image(1)
     assert labels.labelled_pixels() == 96 and len(labels.pool()) == 9
     labels.label([(0, 0), (0, 8)])
@@ -80,6 +91,68 @@ def test_budget_counts_pixels_and_no_region_is_labelled_twice() -> None:
     restored = RegionLabels([(10, 12), (8, 12)], (4, 4))
     restored.restore(labels.to_json(names), names)
     assert restored.labelled == labels.labelled
+
+
+def _selection_for(scores: np.ndarray, grades: np.ndarray, balance: bool = True):
+    def make(k: int) -> Selection:
+        return Selection(
+            scores=scores,
+            grades=grades,
+            n_per_step=k,
+            balance=balance,
+            rng=np.random.default_rng(0),
+        )
+
+    return make
+
+
+def test_most_that_fit_counts_the_cheapest_items() -> None:
+    assert most_that_fit(np.array([16.0, 16, 8, 4]), 20) == 2  # 4 + 8 fit, + 16 does not
+    assert most_that_fit(np.array([16.0, 16, 8, 4]), 44) == 4  # exactly the whole sum
+    assert most_that_fit(np.array([16.0]), 15) == 0
+
+
+def test_the_budget_takes_the_strategys_first_picks_per_grade() -> None:
+    grades = np.array([0, 0, 0, 1, 1, 1])
+    costs = np.array([10.0, 10, 5, 10, 3, 3])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    chosen = select_within_budget(STRATEGIES["topk"], _selection_for(scores, grades), costs, 15)
+    # Grade 0 in score order: 10 fits, 10 more would make 20 > 15, so it stops there (the
+    # cheaper third is not reached: the budget never reorders the strategy's choice).
+    # Grade 1: 10 + 3 = 13 fits, + 3 = 16 does not.
+    assert chosen.tolist() == [0, 3, 4]
+    # Without balance one budget covers the pool: 10 only, 10 + 10 > 15.
+    unbalanced = _selection_for(scores, grades, balance=False)
+    assert select_within_budget(STRATEGIES["topk"], unbalanced, costs, 15).tolist() == [0]
+
+
+def test_a_grade_that_runs_out_passes_its_budget_on() -> None:
+    grades = np.array([0, 1, 1, 1])
+    costs = np.array([4.0, 10, 10, 10])
+    chosen, short = take_within_budget(np.array([0, 1, 2, 3]), grades, costs, 15, True)
+    assert chosen == [0, 1, 2] and not short  # grade 1 gets 15 + 11 left by grade 0
+    chosen, short = take_within_budget(np.array([0, 1]), grades, costs, 15, True)
+    assert chosen == [0, 1] and short  # grade 1's budget may hold more than it was offered
+
+
+def test_the_strategy_is_asked_again_when_its_picks_do_not_fill_the_budget() -> None:
+    asked: list[int] = []
+
+    def exactly_k_per_grade(selection: Selection) -> np.ndarray:
+        asked.append(selection.n_per_step)
+        return np.concatenate(
+            [np.flatnonzero(selection.grades == g)[: selection.n_per_step] for g in (0, 1)]
+        )
+
+    grades = np.array([0, 1, 1, 1, 1, 1])
+    costs = np.array([4.0, 10, 10, 10, 10, 10])
+    chosen = select_within_budget(
+        Strategy(exactly_k_per_grade), _selection_for(np.ones(6), grades), costs, 15
+    )
+    # One 10-pixel region fits 15 per grade, so 2 are asked for; grade 0 runs out and leaves
+    # 11 to grade 1, whose 2 picks (20) then all fit: asked again with 4, it takes 2 of them.
+    assert asked == [2, 4]
+    assert chosen.tolist() == [0, 1, 2]
 
 
 def test_unannotated_pixels_never_reach_the_loss() -> None:
@@ -152,8 +225,13 @@ def test_region_run_spends_the_pixels_of_whole_images(synthetic_root: Path, tmp_
     assert region["labelled_pixels"][0] == image["labelled_pixels"][0]  # same initial images
     spent = np.diff(region["labelled_pixels"])
     image_spent = np.diff(image["labelled_pixels"])
-    # The same budget up to the image sizes that random picks: within a quarter of the start.
-    assert np.all(np.abs(spent - image_spent) < region["labelled_pixels"][0] / 4)
+    # The budget is two average images a cycle (one per grade), never exceeded, and a region
+    # (at most 23x23 pixels here) short of it at most, per grade.
+    pool = region["labelled_pixels"][0] / region["labelled_fraction"][0]
+    n_pool = len((synthetic_root / "splits" / "train.csv").read_text().splitlines()) - 1
+    budget = 2 * pool / n_pool
+    assert np.all(spent <= budget) and np.all(spent > budget - 2 * 23 * 23)
+    # Whole images differ in size around the same mean.
     assert abs(spent.sum() - image_spent.sum()) < 0.15 * image_spent.sum()
     chosen = [(a["name"], a["region"]) for cycle in region["acquired"] for a in cycle]
     assert len(chosen) == len(set(chosen))  # never a region twice

@@ -41,7 +41,7 @@ def test_region_labels_of_superpixels_count_their_own_pixels() -> None:
     labels = RegionLabels([(6, 8)], (4, 4), [segments])
     assert labels.areas == [[24, 18, 6]]
     assert labels.boxes == [[(0, 6, 0, 5), (0, 6, 5, 8), (4, 6, 0, 3)]]
-    assert labels.mean_region_pixels() == 16
+    assert labels.area((0, 2)) == 6
     np.testing.assert_array_equal(labels.region_mask(0, 0), segments[:, :5] == 0)
     labels.label([(0, 0), (0, 2)])
     assert labels.labelled_pixels() == 30

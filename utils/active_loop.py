@@ -31,10 +31,11 @@ from data.glas import (
     split_csv_path,
 )
 from data.partial_masks import PartialMaskDataset
-from data.regions import RegionLabels, regions_per_grade, superpixel_segments
+from data.regions import RegionLabels, superpixel_segments
 from data.synthetic import generate_synthetic_glas
 from data.transforms import effective_patch_size, train_transform
 from heuristics import RANDOM, resolve_heuristic
+from heuristics.pixel_budget import select_within_budget
 from heuristics.reductions import ReductionSettings, resolve_reduction
 from heuristics.strategies import STRATEGIES, Selection, Strategy, resolve_strategy
 from models import UNet, mc_dropout_copy
@@ -609,8 +610,8 @@ def acquire_regions(
 ) -> list[dict[str, Any]]:
     """Region labelling: score every unlabelled region, select by the strategy, label.
 
-    A cycle labels ``regions_per_grade`` regions of each grade: the pixels of
-    ``n_data_to_label`` average images per grade.
+    A cycle spends the pixels of ``n_data_to_label`` average images per grade: the strategy's
+    picks are taken in its order while they fit that budget.
     """
     store = context.store
     strategy = _strategy(cfg, heuristic)
@@ -636,11 +637,15 @@ def acquire_regions(
         labelled_features = labelled_region_features(
             model, store, regions, context.device, context.amp_dtype
         )
-    mean_pixels = regions.total_pixels() / len(regions.shapes)
-    n_per_step = regions_per_grade(cfg.n_data_to_label, mean_pixels, regions.mean_region_pixels())
+    budget = cfg.n_data_to_label * regions.total_pixels() / len(regions.shapes)
     grades = store.labels[[image for image, _ in pool]]
-    selection = _selection(cfg, cycle, scores, grades, n_per_step, features, labelled_features)
-    chosen = [pool[i] for i in strategy.select(selection)]
+    picks = select_within_budget(
+        strategy,
+        lambda k: _selection(cfg, cycle, scores, grades, k, features, labelled_features),
+        np.array([regions.area(region) for region in pool], dtype=np.float64),
+        budget,
+    )
+    chosen = [pool[i] for i in picks]
     regions.label(chosen)
     score_of = dict(zip(pool, scores.tolist(), strict=True)) if scores.size else {}
     acquired = [
