@@ -338,7 +338,8 @@ def test_report_refuses_image_runs_without_pixel_counts_next_to_region_runs(
     _write(tmp_path, "bald-region", 0, [0.1, 0.2], [0.5, 0.6], "region")
     _write(tmp_path, "random", 0, [], [0.5, 0.6], "image")
     assert report_main([str(tmp_path)]) != 0
-    assert "random_0 has no labelled_fraction" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "random_0 has no labelled_fraction" in err and "utils.pixel_counts" in err
 
 
 @pytest.mark.parametrize(

@@ -404,7 +404,7 @@ def axis(record: RunRecord, pixel_axis: bool) -> np.ndarray:
     if record.labelled_fraction is None:
         raise ReportError(
             f"{record.heuristic}_{record.run} has no labelled_fraction, needed to compare it with "
-            "region runs; rerun it with this version of active.py"
+            "region runs; add it with python -m utils.pixel_counts RESULTS_DIR"
         )
     return record.labelled_fraction
 
