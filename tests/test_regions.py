@@ -262,6 +262,15 @@ def test_every_strategy_works_on_regions(
     stem = "random-region_0" if strategy == "random" else f"bald-{strategy}-region_0"
     record = json.loads((tmp_path / f"{stem}.json").read_text())
     assert record["complete"] and len(record["acquired"][0]) > 0
+    # Each grade gets one average pool image's pixels, up to one region (at most 23x23 here).
+    rows = (synthetic_root / "splits" / "train.csv").read_text().splitlines()[1:]
+    grade_of = {row.split(",")[0].removesuffix(".bmp"): int(row.split(",")[2]) for row in rows}
+    budget = record["labelled_pixels"][0] / record["labelled_fraction"][0] / len(rows)
+    spent = {0: 0, 1: 0}
+    for item in record["acquired"][0]:
+        y0, y1, x0, x1 = item["box"]
+        spent[grade_of[item["name"]]] += (y1 - y0) * (x1 - x0)
+    assert all(budget - 23 * 23 < pixels <= budget for pixels in spent.values()), spent
 
 
 def _cli(config: dict) -> list[str]:
