@@ -182,6 +182,11 @@ class ImageStore:
         return self
 
     @property
+    def pixels(self) -> np.ndarray:
+        """Pixels of each image, ``[N]`` int64: what labelling it whole costs."""
+        return np.array([im.shape[1] * im.shape[2] for im in self.images], dtype=np.int64)
+
+    @property
     def min_size(self) -> tuple[int, int]:
         return min(im.shape[1] for im in self.images), min(im.shape[2] for im in self.images)
 

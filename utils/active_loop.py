@@ -395,7 +395,8 @@ def _run_locked(
             regions.restore(state.labelled_regions, stores["train"].names)
         _say(f"resuming {paths.stem} after cycle {state.cycles_done - 1}")
     train_store = stores["train"]
-    pool_pixels = sum(int(im.shape[1]) * int(im.shape[2]) for im in train_store.images)
+    image_pixels = train_store.pixels
+    pool_pixels = int(image_pixels.sum())
     mean_image_pixels = pool_pixels / len(train_store)
 
     # Region training draws its crops around annotated pixels, on the CPU.
@@ -409,10 +410,7 @@ def _run_locked(
         model.load_state_dict(initial_weights)
         if regions is None:
             n_labelled = int(al_set.n_labelled)
-            labelled_pixels = sum(
-                int(train_store.images[i].shape[1]) * int(train_store.images[i].shape[2])
-                for i in np.flatnonzero(al_set.labelled)
-            )
+            labelled_pixels = int(image_pixels[al_set.labelled].sum())
             training_data = al_set
         else:
             n_labelled = len(regions.images_with_labels())

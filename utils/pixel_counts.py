@@ -81,8 +81,7 @@ def add_pixel_counts(
         )
         if key not in pools:
             store = ImageStore(key[0], read_split(key[1], "train"), key[2])
-            sizes = np.array([image.shape[1] * image.shape[2] for image in store.images])
-            pools[key] = (list(store.names), np.asarray(store.labels), sizes)
+            pools[key] = (list(store.names), store.labels, store.pixels)
         try:
             labelled_pixels, fraction = counts_of(record, *pools[key])
         except PixelCountError as err:
