@@ -18,11 +18,13 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 # sacred imports pkg_resources, whose deprecation warning says nothing to our users.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
+from utils.mps import MPSError, mps_daemon  # noqa: E402
 from utils.sweep import (  # noqa: E402
     SweepError,
     check_resumable,
@@ -58,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--executor", choices=["local", "slurm"], default="local")
     parser.add_argument("--parallel", type=int, default=1, help="local jobs at once (1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--mps",
+        action="store_true",
+        help="local, on one GPU: run the jobs' kernels side by side through a CUDA MPS daemon "
+        "started for the sweep",
+    )
     slurm = parser.add_argument_group("SLURM (--executor slurm)")
     slurm.add_argument("--partition", default=None)
     slurm.add_argument("--gpus-per-job", type=int, default=1)
@@ -85,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if getattr(args, name) < (0 if name == "gpus_per_job" else 1):
                 flag = "--" + name.replace("_", "-")
                 raise SweepError(f"{flag} must be positive, got {getattr(args, name)}")
+        if args.mps and args.executor != "local":
+            raise SweepError("--mps applies to --executor local; SLURM jobs get a GPU each")
         named, updates = parse_config_tokens(config_tokens)
         jobs = plan_jobs(
             args.heuristics,
@@ -135,7 +145,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
 
-    failed = run_local(todo, args.parallel, progress=not args.no_progress) if todo else []
+    if not todo:
+        return write_report(results_dir, [])
+    with ExitStack() as stack:
+        try:
+            extra_env = stack.enter_context(mps_daemon()) if args.mps else None
+        except MPSError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return 2
+        failed = run_local(todo, args.parallel, progress=not args.no_progress, extra_env=extra_env)
     return write_report(results_dir, failed)
 
 

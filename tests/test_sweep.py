@@ -214,6 +214,8 @@ def test_slurm_array_carries_partition_gpus_time_and_parallelism(
         ([], ["image_scale=-1"], "image_scale must be > 0"),
         (["--grid", "run=1,2"], [], "--grid cannot sweep run; use --runs"),
         (["--executor", "slurm"], [], "--executor slurm needs SLURM's sbatch on PATH"),
+        (["--mps"], [], "--mps needs nvidia-cuda-mps-control on PATH"),
+        (["--executor", "slurm", "--mps"], [], "--mps applies to --executor local"),
     ],
 )
 def test_bad_input_is_one_line_before_any_job_starts(

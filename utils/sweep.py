@@ -374,14 +374,16 @@ def run_local(
     progress: bool = True,
     say: Callable[[str], None] = print,
     poll_s: float = 0.5,
+    extra_env: dict[str, str] | None = None,
 ) -> list[str]:
     """Run ``jobs`` here, ``parallel`` at a time; return the stems that failed.
 
     Each job's output goes to ``results_dir/logs/{stem}.log``. The CPU threads are split evenly
-    among the jobs that run at once.
+    among the jobs that run at once. ``extra_env`` reaches every job (the MPS daemon's folders).
     """
     threads = max(1, available_cpus() // parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env.update(extra_env or {})
     pending, running, failed = list(jobs), {}, []
     display = Progress(jobs, show=progress)
     try:

@@ -1,0 +1,102 @@
+"""--mps: the daemon starts before the jobs, they see its folders, and it quits at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_sweep import ROOT, demo_tokens
+from utils.mps import MPSError, mps_daemon
+from utils.sweep import Job, run_local
+
+# Stands in for nvidia-cuda-mps-control: logs each call with the pipe folder it was given.
+FAKE_CONTROL = """#!/bin/sh
+if [ "$1" = "-d" ]; then
+  [ -n "$FAKE_MPS_FAIL" ] && { echo "$FAKE_MPS_FAIL" >&2; exit 1; }
+  echo "start $CUDA_MPS_PIPE_DIRECTORY" >> "$FAKE_MPS_LOG"
+else
+  echo "$(cat) $CUDA_MPS_PIPE_DIRECTORY" >> "$FAKE_MPS_LOG"
+fi
+"""
+
+
+@pytest.fixture
+def fake_control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    control = bin_dir / "nvidia-cuda-mps-control"
+    control.write_text(FAKE_CONTROL)
+    control.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_MPS_LOG", str(tmp_path / "control.log"))
+    return tmp_path / "control.log"
+
+
+def test_daemon_starts_with_private_folders_and_quits(fake_control: Path) -> None:
+    with mps_daemon() as env:
+        pipe = Path(env["CUDA_MPS_PIPE_DIRECTORY"])
+        assert pipe.is_dir() and Path(env["CUDA_MPS_LOG_DIRECTORY"]).is_dir()
+        assert fake_control.read_text().splitlines() == [f"start {pipe}"]
+    assert fake_control.read_text().splitlines() == [f"start {pipe}", f"quit {pipe}"]
+    assert not pipe.parent.exists()
+
+
+def test_daemon_quits_when_the_sweep_fails(fake_control: Path) -> None:
+    with pytest.raises(KeyboardInterrupt), mps_daemon() as env:
+        raise KeyboardInterrupt
+    assert fake_control.read_text().splitlines()[-1] == f"quit {env['CUDA_MPS_PIPE_DIRECTORY']}"
+
+
+def test_a_daemon_that_cannot_start_is_one_line(
+    fake_control: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_MPS_FAIL", "An instance of this daemon is already running")
+    with pytest.raises(MPSError, match="-d failed \\(An instance of this daemon is already"):
+        with mps_daemon():
+            pass
+    assert not fake_control.exists()  # never started, so never told to quit
+
+
+class EnvJob(Job):
+    """A job whose process writes the MPS pipe folder it sees, instead of running active.py."""
+
+    def command(self, python: str = sys.executable) -> list[str]:
+        out = Path(self.config.results_dir) / f"{self.stem}.env"
+        code = f"import os; open({str(out)!r}, 'w').write(os.environ['CUDA_MPS_PIPE_DIRECTORY'])"
+        return [python, "-c", code]
+
+
+def test_every_job_sees_the_daemon(fake_control: Path, tmp_path: Path) -> None:
+    jobs = [EnvJob(f"x_{i}", (), {"results_dir": str(tmp_path)}, 1) for i in range(3)]
+    with mps_daemon() as env:
+        assert run_local(jobs, parallel=2, progress=False, extra_env=env) == []
+    for job in jobs:
+        assert (tmp_path / f"{job.stem}.env").read_text() == env["CUDA_MPS_PIPE_DIRECTORY"]
+
+
+def test_sweep_with_mps_runs_between_start_and_quit(
+    fake_control: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    command = [
+        sys.executable,
+        "sweep.py",
+        "--heuristics",
+        "random",
+        "--runs",
+        "0",
+        "--mps",
+        "--no-progress",
+        "--",
+        *demo_tokens(synthetic_root, results),
+    ]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((results / "random_0.json").read_text())["complete"]
+    calls = [line.split()[0] for line in fake_control.read_text().splitlines()]
+    assert calls == ["start", "quit"]

@@ -1,0 +1,82 @@
+"""CUDA MPS for a local sweep: the runs' kernels share the GPU instead of taking turns.
+
+Without MPS, a GPU runs one process's kernels at a time, and the small kernels of a UNet with
+16 base channels leave it mostly idle while 11 runs wait their turn. On one H200, 10 short runs
+side by side trained twice as fast with the MPS daemon as without it (``bench/README.md``).
+
+The daemon gets private pipe and log folders, so it neither needs nor touches a system-wide one,
+and it is told to quit when the sweep ends, also when the sweep fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+CONTROL = "nvidia-cuda-mps-control"
+
+
+class MPSError(RuntimeError):
+    """The MPS daemon could not be started, in one line with the fix."""
+
+
+@contextmanager
+def mps_daemon(control: str = CONTROL, timeout_s: float = 20.0) -> Iterator[dict[str, str]]:
+    """Start an MPS control daemon; yield the environment that connects a CUDA process to it."""
+    executable = shutil.which(control)
+    if executable is None:
+        raise MPSError(
+            f"--mps needs {control} on PATH (it comes with the NVIDIA driver); "
+            "run without --mps to share the GPU without it"
+        )
+    # Unix socket paths are limited to about 100 characters, so the folder lives in /tmp.
+    folder = Path(tempfile.mkdtemp(prefix="mps-"))
+    env = {
+        "CUDA_MPS_PIPE_DIRECTORY": str(folder / "pipe"),
+        "CUDA_MPS_LOG_DIRECTORY": str(folder / "log"),
+    }
+    for path in env.values():
+        Path(path).mkdir()
+    full_env = {**os.environ, **env}
+    errors = folder / "start.err"
+    # A file, not a pipe: the daemon forks and may keep its stderr open for as long as it lives.
+    with errors.open("w") as err:
+        try:
+            code = subprocess.run(
+                [executable, "-d"],
+                env=full_env,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                timeout=timeout_s,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = None
+    if code != 0:
+        detail = "timed out" if code is None else (errors.read_text().strip() or f"exit {code}")
+        detail = " ".join(detail.split())
+        shutil.rmtree(folder, ignore_errors=True)
+        raise MPSError(
+            f"{control} -d failed ({detail}); it needs the right to control the GPU "
+            "(ask the node's administrator), or run without --mps"
+        )
+    try:
+        yield env
+    finally:
+        try:
+            subprocess.run(
+                [executable],
+                input="quit\n",
+                env=full_env,
+                text=True,
+                timeout=timeout_s,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            pass
+        shutil.rmtree(folder, ignore_errors=True)
