@@ -35,7 +35,7 @@ def mps_daemon(control: str = CONTROL, timeout_s: float = 20.0) -> Iterator[dict
             "run without --mps to share the GPU without it"
         )
     # Unix socket paths are limited to about 100 characters, so the folder lives in /tmp.
-    folder = Path(tempfile.mkdtemp(prefix="mps-"))
+    folder = Path(tempfile.mkdtemp(prefix="mps-", dir="/tmp" if os.path.isdir("/tmp") else None))
     env = {
         "CUDA_MPS_PIPE_DIRECTORY": str(folder / "pipe"),
         "CUDA_MPS_LOG_DIRECTORY": str(folder / "log"),
