@@ -18,7 +18,7 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
-from contextlib import ExitStack
+from contextlib import nullcontext
 from pathlib import Path
 
 # sacred imports pkg_resources, whose deprecation warning says nothing to our users.
@@ -145,15 +145,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
 
-    if not todo:
-        return write_report(results_dir, [])
-    with ExitStack() as stack:
+    failed = []
+    if todo:
         try:
-            extra_env = stack.enter_context(mps_daemon()) if args.mps else None
+            with mps_daemon() if args.mps else nullcontext(None) as extra_env:
+                failed = run_local(
+                    todo, args.parallel, progress=not args.no_progress, extra_env=extra_env
+                )
         except MPSError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             return 2
-        failed = run_local(todo, args.parallel, progress=not args.no_progress, extra_env=extra_env)
     return write_report(results_dir, failed)
 
 

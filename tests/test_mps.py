@@ -10,17 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_sweep import ROOT, demo_tokens
+from tests.test_sweep import ROOT, demo_tokens, sweep_command
 from utils.mps import MPSError, mps_daemon
 from utils.sweep import Job, run_local
 
-# Stands in for nvidia-cuda-mps-control: logs each call with the pipe folder it was given.
+# Stands in for nvidia-cuda-mps-control: logs each call with the pipe folder it was given, and
+# with "done" once the file $FAKE_MPS_WATCH exists.
 FAKE_CONTROL = """#!/bin/sh
+watch=""
+[ -n "$FAKE_MPS_WATCH" ] && { [ -e "$FAKE_MPS_WATCH" ] && watch=" done" || watch=" pending"; }
 if [ "$1" = "-d" ]; then
   [ -n "$FAKE_MPS_FAIL" ] && { echo "$FAKE_MPS_FAIL" >&2; exit 1; }
-  echo "start $CUDA_MPS_PIPE_DIRECTORY" >> "$FAKE_MPS_LOG"
+  echo "start $CUDA_MPS_PIPE_DIRECTORY$watch" >> "$FAKE_MPS_LOG"
 else
-  echo "$(cat) $CUDA_MPS_PIPE_DIRECTORY" >> "$FAKE_MPS_LOG"
+  echo "$(cat) $CUDA_MPS_PIPE_DIRECTORY$watch" >> "$FAKE_MPS_LOG"
 fi
 """
 
@@ -80,23 +83,14 @@ def test_every_job_sees_the_daemon(fake_control: Path, tmp_path: Path) -> None:
 
 
 def test_sweep_with_mps_runs_between_start_and_quit(
-    fake_control: Path, synthetic_root: Path, tmp_path: Path
+    fake_control: Path, synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     results = tmp_path / "results"
-    command = [
-        sys.executable,
-        "sweep.py",
-        "--heuristics",
-        "random",
-        "--runs",
-        "0",
-        "--mps",
-        "--no-progress",
-        "--",
-        *demo_tokens(synthetic_root, results),
-    ]
+    monkeypatch.setenv("FAKE_MPS_WATCH", str(results / "random_0.json"))
+    tokens = demo_tokens(synthetic_root, results)
+    command = sweep_command(tokens, "--mps", heuristics=("random",), runs="0", parallel=1)
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert json.loads((results / "random_0.json").read_text())["complete"]
-    calls = [line.split()[0] for line in fake_control.read_text().splitlines()]
-    assert calls == ["start", "quit"]
+    calls = [(line.split()[0], line.split()[-1]) for line in fake_control.read_text().splitlines()]
+    assert calls == [("start", "pending"), ("quit", "done")]

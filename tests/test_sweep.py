@@ -36,17 +36,22 @@ def demo_tokens(synthetic_root: Path, results_dir: Path) -> list[str]:
     ]
 
 
-def sweep_command(tokens: list[str], *options: str) -> list[str]:
+def sweep_command(
+    tokens: list[str],
+    *options: str,
+    heuristics: tuple[str, ...] = ("bald", "random"),
+    runs: str = "0-1",
+    parallel: int = 2,
+) -> list[str]:
     return [
         sys.executable,
         "sweep.py",
         "--heuristics",
-        "bald",
-        "random",
+        *heuristics,
         "--runs",
-        "0-1",
+        runs,
         "--parallel",
-        "2",
+        str(parallel),
         "--no-progress",
         *options,
         "--",
@@ -242,17 +247,7 @@ def test_sweep_refuses_a_changed_config_before_running(
 
 def test_sweep_skips_a_run_another_process_holds(synthetic_root: Path, tmp_path: Path) -> None:
     tokens = demo_tokens(synthetic_root, tmp_path)
-    command = [
-        sys.executable,
-        "sweep.py",
-        "--heuristics",
-        "random",
-        "--runs",
-        "0-1",
-        "--no-progress",
-        "--",
-        *tokens,
-    ]
+    command = sweep_command(tokens, heuristics=("random",), parallel=1)
     with run_lock(tmp_path / "random_0.lock"):
         done = run_sweep(command)
     assert done.returncode == 0, done.stderr
