@@ -267,6 +267,49 @@ def test_out_dir_and_no_full_supervision(tmp_path: Path) -> None:
     assert "No full-supervision result" in (out / "summary.md").read_text()
 
 
+def _split_study(tmp_path: Path) -> tuple[Path, Path]:
+    """The end-to-end study in two folders, as if runs 0-1 and run 2 ran on two machines."""
+    first, second = tmp_path / "machine_a", tmp_path / "machine_b"
+    for folder, runs in ((first, (0, 1)), (second, (2,))):
+        folder.mkdir()
+        for run in runs:
+            write_run(folder, "random", run, N_LABELLED, RANDOM_RUNS[run])
+            write_run(folder, "bald", run, N_LABELLED[: len(BALD_RUNS[run])], BALD_RUNS[run])
+    return first, second
+
+
+def test_several_folders_pool_their_runs(tmp_path: Path, results_dir: Path) -> None:
+    first, second = _split_study(tmp_path)
+    pooled, together = tmp_path / "pooled", tmp_path / "together"
+    assert main([str(first), str(second), "--out", str(pooled)]) == 0
+    (results_dir / "full_0.npy").unlink()
+    (results_dir / "full_0.json").unlink()
+    assert main([str(results_dir), "--out", str(together)]) == 0
+    # Pairing is by run number across folders: the table equals the one-folder study's.
+    assert (pooled / "summary.csv").read_text() == (together / "summary.csv").read_text()
+    rows = {r["heuristic"]: r for r in csv.DictReader(open(pooled / "summary.csv"))}
+    assert rows["bald"]["n_runs"] == "3" and rows["bald"]["p_vs_random"] != ""
+    assert "machine_a + machine_b" in (pooled / "summary.md").read_text()
+
+
+def test_several_folders_need_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    first, second = _split_study(tmp_path)
+    assert main([str(first), str(second)]) == 2
+    _assert_one_line_error(capsys, "--out")
+    assert not (first / "summary.csv").exists() and not (second / "summary.csv").exists()
+
+
+def test_same_run_in_two_folders_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = _split_study(tmp_path)
+    write_run(second, "bald", 1, N_LABELLED, BALD_RUNS[1])
+    out = tmp_path / "pooled"
+    assert main([str(first), str(second), "--out", str(out)]) == 2
+    _assert_one_line_error(capsys, "bald_1.npy", "machine_a", "machine_b")
+    assert not out.exists()
+
+
 def _assert_one_line_error(capsys: pytest.CaptureFixture[str], *fragments: str) -> None:
     err = capsys.readouterr().err
     assert err.startswith("error: ")

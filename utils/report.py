@@ -240,9 +240,13 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
     )
 
 
-def load_results(results_dir: str | os.PathLike[str]) -> dict[str, list[RunRecord]]:
-    """Load every ``{heuristic}_{run}.npy`` / ``.json`` pair in ``results_dir``.
+def load_results(
+    results_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> dict[str, list[RunRecord]]:
+    """Load every ``{heuristic}_{run}.npy`` / ``.json`` pair in one folder or several.
 
+    Several folders pool studies that share a protocol but ran apart (another machine, new
+    seeds); pairing stays by run number, so a ``{heuristic}_{run}`` may appear in only one.
     Other files (model states, ``maps/``, hidden temporary files of an atomic write) are ignored.
     Full-supervision runs appear under the key ``"full"``.
 
@@ -250,21 +254,31 @@ def load_results(results_dir: str | os.PathLike[str]) -> dict[str, list[RunRecor
         Heuristic name -> its runs, sorted by run number; heuristics sorted by name.
 
     Raises:
-        ReportError: missing directory, no results, a ``.npy`` without its JSON, or a malformed
-            or inconsistent record (the message names the file).
+        ReportError: missing directory, no results, a ``.npy`` without its JSON, the same run in
+            two folders, or a malformed or inconsistent record (the message names the file).
     """
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise ReportError(f"results directory {results_dir} does not exist")
+    if isinstance(results_dirs, (str, os.PathLike)):
+        results_dirs = [results_dirs]
     grouped: dict[str, list[RunRecord]] = {}
-    for path in sorted(results_dir.iterdir()):
-        match = _RUN_FILE.match(path.name)
-        if path.name.startswith(".") or match is None or not path.is_file():
-            continue
-        heuristic, run = match["heuristic"], int(match["run"])
-        grouped.setdefault(heuristic, []).append(_load_run(path, heuristic, run))
-    if not grouped:
-        raise ReportError(f"no results found in {results_dir}: {_NO_RESULTS_HINT}")
+    origin: dict[str, Path] = {}
+    for results_dir in map(Path, results_dirs):
+        if not results_dir.is_dir():
+            raise ReportError(f"results directory {results_dir} does not exist")
+        found = False
+        for path in sorted(results_dir.iterdir()):
+            match = _RUN_FILE.match(path.name)
+            if path.name.startswith(".") or match is None or not path.is_file():
+                continue
+            if path.name in origin:
+                raise ReportError(
+                    f"{path.name} is in both {origin[path.name].parent} and {results_dir}: "
+                    "give each run number to one folder only, or report the folders apart"
+                )
+            origin[path.name], found = path, True
+            heuristic, run = match["heuristic"], int(match["run"])
+            grouped.setdefault(heuristic, []).append(_load_run(path, heuristic, run))
+        if not found:
+            raise ReportError(f"no results found in {results_dir}: {_NO_RESULTS_HINT}")
     return {name: sorted(runs, key=lambda r: r.run) for name, runs in sorted(grouped.items())}
 
 
@@ -633,23 +647,29 @@ def plot_learning_curves(
 
 
 def write_report(
-    results_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None
+    results_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str] | None = None,
 ) -> list[Path]:
-    """Load the runs in ``results_dir`` and write the figure and tables to ``out_dir``.
+    """Load the runs in one folder or several and write the figure and tables to ``out_dir``.
 
     Args:
-        results_dir: folder with ``{heuristic}_{run}.npy`` / ``.json`` pairs.
-        out_dir: destination folder (created if needed); defaults to ``results_dir``.
+        results_dirs: folder(s) with ``{heuristic}_{run}.npy`` / ``.json`` pairs.
+        out_dir: destination folder (created if needed); defaults to the results folder, and
+            is required with several.
 
     Returns:
         Paths of ``learning_curves.png``, ``summary.csv`` and ``summary.md``.
     """
-    results_dir = Path(results_dir)
-    out = Path(out_dir) if out_dir is not None else results_dir
-    results = load_results(results_dir)
+    if isinstance(results_dirs, (str, os.PathLike)):
+        results_dirs = [results_dirs]
+    dirs = [Path(d) for d in results_dirs]
+    if out_dir is None and len(dirs) > 1:
+        raise ReportError("several results folders need --out to say where the report goes")
+    out = Path(out_dir) if out_dir is not None else dirs[0]
+    results = load_results(dirs)
     summary = summarise(results)
     out.mkdir(parents=True, exist_ok=True)
-    title = f"Active-learning summary: {results_dir.resolve().name}"
+    title = "Active-learning summary: " + " + ".join(d.resolve().name for d in dirs)
     return [
         plot_learning_curves(results, summary, out / "learning_curves.png"),
         atomic_write_text(out / "summary.csv", render_csv(summary)),
@@ -664,9 +684,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Summarise active-learning runs written by active.py: learning curves, "
         "summary.csv and summary.md.",
     )
-    parser.add_argument("results_dir", type=Path, help="folder with {heuristic}_{run}.npy/.json")
     parser.add_argument(
-        "--out", type=Path, default=None, help="output folder (default: RESULTS_DIR)"
+        "results_dir",
+        type=Path,
+        nargs="+",
+        help="folder(s) with {heuristic}_{run}.npy/.json; several pool their runs",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: RESULTS_DIR; required with several)",
     )
     args = parser.parse_args(argv)
     try:
