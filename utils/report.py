@@ -240,6 +240,14 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
     )
 
 
+def _as_dirs(
+    results_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> list[Path]:
+    if isinstance(results_dirs, str | os.PathLike):
+        return [Path(results_dirs)]
+    return [Path(d) for d in results_dirs]
+
+
 def load_results(
     results_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
 ) -> dict[str, list[RunRecord]]:
@@ -257,11 +265,9 @@ def load_results(
         ReportError: missing directory, no results, a ``.npy`` without its JSON, the same run in
             two folders, or a malformed or inconsistent record (the message names the file).
     """
-    if isinstance(results_dirs, (str, os.PathLike)):
-        results_dirs = [results_dirs]
     grouped: dict[str, list[RunRecord]] = {}
     origin: dict[str, Path] = {}
-    for results_dir in map(Path, results_dirs):
+    for results_dir in _as_dirs(results_dirs):
         if not results_dir.is_dir():
             raise ReportError(f"results directory {results_dir} does not exist")
         found = False
@@ -660,9 +666,7 @@ def write_report(
     Returns:
         Paths of ``learning_curves.png``, ``summary.csv`` and ``summary.md``.
     """
-    if isinstance(results_dirs, (str, os.PathLike)):
-        results_dirs = [results_dirs]
-    dirs = [Path(d) for d in results_dirs]
+    dirs = _as_dirs(results_dirs)
     if out_dir is None and len(dirs) > 1:
         raise ReportError("several results folders need --out to say where the report goes")
     out = Path(out_dir) if out_dir is not None else dirs[0]
