@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 from baal.active import ActiveLearningDataset
-from torch.utils.data import Subset
 
 from data.create_splits import write_splits
 from data.device_augment import DeviceAugmenter
@@ -35,20 +34,13 @@ from data.regions import RegionLabels, superpixel_segments
 from data.synthetic import generate_synthetic_glas
 from data.transforms import effective_patch_size, train_transform
 from heuristics import RANDOM, resolve_heuristic
-from heuristics.pixel_budget import select_within_budget
 from heuristics.reductions import ReductionSettings, resolve_reduction
-from heuristics.strategies import STRATEGIES, Selection, Strategy, resolve_strategy
+from heuristics.strategies import resolve_strategy
 from models import UNet, mc_dropout_copy
+from utils.acquisition import AcquisitionContext, acquire, acquire_regions
 from utils.config import ExperimentConfig, check_config
 from utils.device import pick_device, resolve_precision, samples_per_pass
-from utils.inference import (
-    MCSettings,
-    evaluate_bma,
-    labelled_region_features,
-    pooled_features,
-    score_pool,
-    score_regions,
-)
+from utils.inference import MCSettings, evaluate_bma
 from utils.io import atomic_save_json
 from utils.run_lock import run_lock, waiting_lock
 from utils.run_state import (
@@ -296,6 +288,44 @@ def make_results_dir(results_dir: Path) -> None:
         ) from None
 
 
+@dataclass
+class RunSetup:
+    """What a run builds once, before its first cycle: data, model and the settings of each
+    step. Built from the config alone, so a resumed run rebuilds the same one."""
+
+    stores: dict[str, ImageStore]  # split -> images; "val" only with model_selection=val
+    regions: RegionLabels | None  # None when labelling whole images
+    al_set: ActiveLearningDataset
+    val_set: GlasDataset | None
+    test_set: GlasDataset
+    patch: tuple[int, int]
+    model: UNet
+    initial_weights: dict[str, torch.Tensor]
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    train_settings: TrainSettings
+    mc_settings: MCSettings
+    context: AcquisitionContext
+
+    @property
+    def train_store(self) -> ImageStore:
+        return self.stores["train"]
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """One cycle's measurements, as they go into the run's history."""
+
+    n_labelled: int
+    labelled_pixels: int
+    test_dice: float
+    test_dice_per_image: dict[str, float]
+    train: dict[str, Any]
+    acquired: list[dict[str, Any]]
+    seconds: dict[str, float]  # train / test / acquire / total
+    finished: bool
+
+
 def _run_locked(
     cfg: ExperimentConfig,
     heuristic: str,
@@ -309,6 +339,37 @@ def _run_locked(
         _say(f"{paths.stem} is already complete in {paths.results_dir}: {paths.npy}")
         return np.load(paths.npy)
 
+    setup = build_run(cfg, paths)
+    n_val = len(setup.val_set) if setup.val_set is not None else 0
+    _say(
+        f"{paths.stem}: {len(setup.train_store)} train / {n_val} val / "
+        f"{len(setup.test_set)} test images, patch {setup.patch[0]}x{setup.patch[1]}, "
+        f"device {setup.device}, precision {setup.amp_dtype or torch.float32}, "
+        f"model selection {cfg.model_selection}"
+    )
+    if state is None:
+        state = start_state(cfg, config, setup, n_val)
+    else:
+        restore_state(state, setup, paths)
+        _say(f"resuming {paths.stem} after cycle {state.cycles_done - 1}")
+
+    last_cycle = 0 if cfg.full_supervision else cfg.al_cycles
+    for cycle in range(state.cycles_done, last_cycle + 1):
+        result = run_cycle(cfg, heuristic, setup, cycle, last_cycle, log_scalar)
+        record_cycle(state, result, setup)
+        state.cycles_done, state.finished = cycle + 1, result.finished
+        save_cycle(paths, state)
+        _say(cycle_summary(cycle, result, regions=setup.regions is not None))
+        if result.finished:
+            break
+
+    for path in (paths.npy, paths.json):
+        add_artifact(path)
+    return np.load(paths.npy)
+
+
+def build_run(cfg: ExperimentConfig, paths: RunPaths) -> RunSetup:
+    """Read and check the data, then build the model and every step's settings."""
     if cfg.synthetic:
         prepare_synthetic(cfg)
     read_grades(cfg.data_path)  # fails early, with instructions, when GlaS is not there
@@ -326,30 +387,53 @@ def _run_locked(
     stores = {s: ImageStore(cfg.data_path, r, cfg.image_scale) for s, r in rows.items()}
     check_scaled_size(stores, cfg.image_scale)
     patch = effective_patch_size(tuple(cfg.patch_size), stores["train"].min_size)
-    regions = None
-    if cfg.label_unit == "region":
-        tile = region_tile(cfg, stores["train"])
-        images = stores["train"].images
-        segments = None
-        if cfg.region_shape == "superpixel":
-            segments = [superpixel_segments(image, tile) for image in images]
-        regions = RegionLabels([tuple(image.shape[1:]) for image in images], tile, segments)
-    n_val = len(rows.get("val", []))
-    _say(
-        f"{paths.stem}: {len(rows['train'])} train / {n_val} val / "
-        f"{len(rows['test'])} test images, patch {patch[0]}x{patch[1]}, device {device}, "
-        f"precision {amp_dtype or torch.float32}, model selection {cfg.model_selection}"
-    )
+    regions = make_regions(cfg, stores["train"]) if cfg.label_unit == "region" else None
 
     train_set = GlasDataset(stores["train"], train_transform(patch))
     al_set = ActiveLearningDataset(train_set, pool_specifics={"transform": None})
-    val_set = GlasDataset(stores["val"]) if "val" in stores else None
-    test_set = GlasDataset(stores["test"])
+    # The model's initial weights depend on the run alone, and every cycle starts from them.
     torch.manual_seed(cfg.run)
     model = UNet(3, cfg.num_classes, cfg.base_width, dropout=cfg.dropout)
     model = model.to(device, memory_format=torch.channels_last)
-    initial_weights = copy.deepcopy(model.state_dict())
-    train_settings = TrainSettings(
+    return RunSetup(
+        stores=stores,
+        regions=regions,
+        al_set=al_set,
+        val_set=GlasDataset(stores["val"]) if "val" in stores else None,
+        test_set=GlasDataset(stores["test"]),
+        patch=patch,
+        model=model,
+        initial_weights=copy.deepcopy(model.state_dict()),
+        device=device,
+        amp_dtype=amp_dtype,
+        train_settings=train_settings(cfg),
+        mc_settings=MCSettings(
+            cfg.mc_iters, samples_per_pass(cfg.mc_samples_per_pass, device), device, amp_dtype
+        ),
+        context=AcquisitionContext(
+            store=stores["train"],
+            device=device,
+            amp_dtype=amp_dtype,
+            reduction_settings=ReductionSettings(
+                topq_percent=cfg.topq_percent,
+                foreground_band=round(cfg.foreground_band * cfg.image_scale),
+            ),
+            maps_dir=paths.results_dir / "maps" / paths.stem,
+        ),
+    )
+
+
+def make_regions(cfg: ExperimentConfig, store: ImageStore) -> RegionLabels:
+    """The train pool cut into tiles or superpixels of ``region_size`` at the loaded scale."""
+    tile = region_tile(cfg, store)
+    segments = None
+    if cfg.region_shape == "superpixel":
+        segments = [superpixel_segments(image, tile) for image in store.images]
+    return RegionLabels([tuple(image.shape[1:]) for image in store.images], tile, segments)
+
+
+def train_settings(cfg: ExperimentConfig) -> TrainSettings:
+    return TrainSettings(
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
@@ -360,359 +444,164 @@ def _run_locked(
         lr_gamma=cfg.lr_gamma,
         num_workers=cfg.num_workers,
     )
-    context = AcquisitionContext(
-        store=stores["train"],
-        device=device,
-        amp_dtype=amp_dtype,
-        reduction_settings=ReductionSettings(
-            topq_percent=cfg.topq_percent,
-            foreground_band=round(cfg.foreground_band * cfg.image_scale),
-        ),
-    )
-    per_pass = samples_per_pass(cfg.mc_samples_per_pass, device)
-    mc_settings = MCSettings(cfg.mc_iters, per_pass, device, amp_dtype)
 
-    if state is None:
-        state = RunState(config=config, labelled_map=[], history=History(), validation_images=n_val)
-        if cfg.full_supervision:
-            al_set.label(list(range(len(train_set))))
-        else:
-            rng = np.random.default_rng(cfg.run)
-            al_set.label(initial_labelled(stores["train"].labels, cfg.n_label_start, rng).tolist())
-        if regions is not None:  # both units start from the same whole images
-            for image in np.flatnonzero(al_set.labelled):
-                regions.label_image(int(image))
-            state.regions_digest = regions.digest()
+
+def start_state(
+    cfg: ExperimentConfig, config: dict[str, Any], setup: RunSetup, n_val: int
+) -> RunState:
+    """Label the run's first images (all of them under full supervision)."""
+    state = RunState(config=config, labelled_map=[], history=History(), validation_images=n_val)
+    al_set, regions = setup.al_set, setup.regions
+    if cfg.full_supervision:
+        al_set.label(list(range(len(setup.train_store))))
     else:
-        al_set.labelled_map = np.asarray(state.labelled_map, dtype=int)
-        if regions is not None:
-            if state.regions_digest != regions.digest():
-                raise ResumeError(
-                    f"{paths.stem}: the superpixels differ from those the interrupted run "
-                    "labelled (another scikit-image version?); resume where it ran, or pass "
-                    "overwrite=True to start afresh"
-                )
-            regions.restore(state.labelled_regions, stores["train"].names)
-        _say(f"resuming {paths.stem} after cycle {state.cycles_done - 1}")
-    train_store = stores["train"]
-    image_pixels = train_store.pixels
-    pool_pixels = int(image_pixels.sum())
-    mean_image_pixels = pool_pixels / len(train_store)
-
-    # Region training draws its crops around annotated pixels, on the CPU.
-    augment_on_device = regions is None and (
-        cfg.augment_on == "device" or (cfg.augment_on == "auto" and device.type == "cuda")
-    )
-    last_cycle = 0 if cfg.full_supervision else cfg.al_cycles
-    for cycle in range(state.cycles_done, last_cycle + 1):
-        started = time.perf_counter()
-        generator = seed_cycle(cfg.run, cycle)
-        model.load_state_dict(initial_weights)
-        if regions is None:
-            n_labelled = int(al_set.n_labelled)
-            labelled_pixels = int(image_pixels[al_set.labelled].sum())
-            training_data = al_set
-        else:
-            n_labelled = len(regions.images_with_labels())
-            labelled_pixels = regions.labelled_pixels()
-            training_data = PartialMaskDataset(
-                train_store, regions, patch, train_transform(patch, crop=False), mean_image_pixels
-            )
-        augmenter = None
-        if augment_on_device:
-            labelled = np.flatnonzero(al_set.labelled)
-            augmenter = DeviceAugmenter(
-                [train_store.images[i] for i in labelled],
-                [train_store.masks[i] for i in labelled],
-                patch,
-                device,
-                generator,
-            )
-        train_info = train_model(
-            model,
-            training_data,
-            val_set,
-            train_settings,
-            device,
-            amp_dtype,
-            generator,
-            progress=cfg.progress,
-            description=f"cycle {cycle} train ({n_labelled} labelled)",
-            augmenter=augmenter,
-        )
-        trained = time.perf_counter()
-        mc_model = mc_dropout_copy(model)
-        per_image = evaluate_bma(mc_model, test_set, mc_settings, progress=cfg.progress)
-        dice = float(np.mean(list(per_image.values())))
-        log_scalar("test_dice", dice, cycle)
-        log_scalar("n_labelled", n_labelled, cycle)
-        if train_info["best_val_loss"] is not None:
-            log_scalar("best_val_loss", train_info["best_val_loss"], cycle)
-
-        tested = time.perf_counter()
-        pool_left = int(al_set.n_unlabelled) if regions is None else len(regions.pool())
-        finished = cycle == last_cycle or pool_left == 0
-        if finished:
-            acquired = []
-        elif regions is None:
-            acquired = acquire(cfg, heuristic, al_set, context, model, mc_model, mc_settings, cycle)
-        else:
-            acquired = acquire_regions(
-                cfg, heuristic, regions, context, model, mc_model, mc_settings, cycle
-            )
-        now = time.perf_counter()
-        history = state.history
-        history.n_labelled.append(n_labelled)
-        history.labelled_pixels.append(labelled_pixels)
-        history.labelled_fraction.append(labelled_pixels / pool_pixels)
-        history.test_dice.append(dice)
-        history.acquired.append(acquired)
-        history.test_dice_per_image.append(per_image)
-        history.train.append(train_info)
-        history.seconds.append(
-            {
-                "train": round(trained - started, 2),
-                "test": round(tested - trained, 2),
-                "acquire": round(now - tested, 2),
-                "total": round(now - started, 2),
-            }
-        )
-        state.labelled_map = al_set.labelled_map.astype(int).tolist()
-        if regions is not None:
-            state.labelled_regions = regions.to_json(train_store.names)
-        state.cycles_done, state.finished = cycle + 1, finished
-        save_cycle(paths, state)
-        picked = ", ".join(a["name"] for a in acquired) or "-"
-        if regions is not None and acquired:
-            picked = f"{len(acquired)} regions of {len({a['name'] for a in acquired})} images"
-        _say(
-            f"cycle {cycle}: {n_labelled} labelled, test Dice {dice:.4f}, "
-            f"{history.seconds[-1]['total']:.0f}s; acquired {picked}"
-        )
-        if finished:
-            break
-
-    for path in (paths.npy, paths.json):
-        add_artifact(path)
-    return np.load(paths.npy)
+        rng = np.random.default_rng(cfg.run)
+        al_set.label(initial_labelled(setup.train_store.labels, cfg.n_label_start, rng).tolist())
+    if regions is not None:  # both units start from the same whole images
+        for image in np.flatnonzero(al_set.labelled):
+            regions.label_image(int(image))
+        state.regions_digest = regions.digest()
+    return state
 
 
-@dataclass(frozen=True)
-class AcquisitionContext:
-    """What acquisition needs besides the models: the pool's images and how to run them."""
-
-    store: ImageStore
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    reduction_settings: ReductionSettings
-
-
-def _strategy(cfg: ExperimentConfig, heuristic: str) -> Strategy:
-    return STRATEGIES[RANDOM if heuristic == RANDOM else cfg.strategy]
-
-
-def _selection(
-    cfg: ExperimentConfig,
-    cycle: int,
-    scores: np.ndarray,
-    grades: np.ndarray,
-    n_per_step: int,
-    features: np.ndarray | None,
-    labelled_features: np.ndarray | None,
-) -> Selection:
-    """The strategy's inputs; its generator is seeded from (run, cycle) so a resumed cycle
-    selects the same items."""
-    return Selection(
-        scores=scores,
-        grades=grades,
-        n_per_step=n_per_step,
-        balance=cfg.balance_al,
-        rng=np.random.default_rng([cfg.run, cycle, 2]),
-        cycle=cycle,
-        n_cycles=cfg.al_cycles,
-        temperature=cfg.temperature,
-        suggestive_factor=cfg.suggestive_factor,
-        features=features,
-        labelled_features=labelled_features,
-    )
-
-
-def acquire(
-    cfg: ExperimentConfig,
-    heuristic: str,
-    al_set: ActiveLearningDataset,
-    context: AcquisitionContext,
-    model: torch.nn.Module,
-    mc_model: torch.nn.Module,
-    mc_settings: MCSettings,
-    cycle: int,
-) -> list[dict[str, Any]]:
-    """Score the pool, select with the strategy, label; save figures if asked.
-
-    Returns what was labelled, ``[{"name", "score"}]`` (score None when nothing was scored).
-    """
-    store = context.store
-    strategy = _strategy(cfg, heuristic)
-    pool_indices = np.flatnonzero(~al_set.labelled)  # oracle index of each pool position
-    result = None
-    scores = np.empty(0)
-    if strategy.needs_scores or strategy.needs_features:
-        result = score_pool(
-            mc_model,
-            al_set.pool,
-            heuristic,
-            mc_settings,
-            keep_maps=cfg.save_maps,
-            progress=cfg.progress,
-            reduction=cfg.reduction,
-            reduction_settings=context.reduction_settings,
-            with_features=strategy.needs_features,
-        )
-        scores = result.scores
-    labelled_features = None
-    if strategy.needs_labelled_features:
-        labelled = Subset(GlasDataset(store), np.flatnonzero(al_set.labelled).tolist())
-        labelled_features = pooled_features(model, labelled, context.device, context.amp_dtype)
-    selection = _selection(
-        cfg,
-        cycle,
-        scores,
-        store.labels[pool_indices],
-        cfg.n_data_to_label,
-        None if result is None else result.features,
-        labelled_features,
-    )
-    chosen = strategy.select(selection)
-    acquired = [
-        {
-            "name": store.names[pool_indices[i]],
-            "score": float(scores[i]) if scores.size else None,
-        }
-        for i in chosen
-    ]
-    al_set.label([int(i) for i in chosen])
-    if (cfg.save_maps or cfg.save_uncerts) and scores.size:
-        save_cycle_figures(cfg, heuristic, cycle, store, scores, acquired, result.maps)
-    return acquired
-
-
-def acquire_regions(
-    cfg: ExperimentConfig,
-    heuristic: str,
-    regions: RegionLabels,
-    context: AcquisitionContext,
-    model: torch.nn.Module,
-    mc_model: torch.nn.Module,
-    mc_settings: MCSettings,
-    cycle: int,
-) -> list[dict[str, Any]]:
-    """Region labelling: score every unlabelled region, select by the strategy, label.
-
-    A cycle spends the pixels of ``n_data_to_label`` average images per grade: the strategy's
-    picks are taken in its order while they fit that budget.
-    """
-    store = context.store
-    strategy = _strategy(cfg, heuristic)
-    pool = regions.pool()
-    scores, features, maps = np.empty(0), None, {}
-    if strategy.needs_scores or strategy.needs_features:
-        result = score_regions(
-            mc_model,
-            store,
-            regions,
-            heuristic,
-            mc_settings,
-            reduction=cfg.reduction,
-            reduction_settings=context.reduction_settings,
-            with_features=strategy.needs_features,
-            progress=cfg.progress,
-            keep_maps=cfg.save_maps,
-        )
-        pool, scores, features = result.regions, result.scores, result.features
-        maps = {store.names[image]: pair for image, pair in result.maps.items()}
-    labelled_features = None
-    if strategy.needs_labelled_features:
-        labelled_features = labelled_region_features(
-            model, store, regions, context.device, context.amp_dtype
-        )
-    budget = cfg.n_data_to_label * regions.total_pixels() / len(regions.shapes)
-    grades = store.labels[[image for image, _ in pool]]
-    picks = select_within_budget(
-        strategy,
-        lambda k: _selection(cfg, cycle, scores, grades, k, features, labelled_features),
-        np.array([regions.area(region) for region in pool], dtype=np.float64),
-        budget,
-    )
-    chosen = [pool[i] for i in picks]
-    regions.label(chosen)
-    score_of = dict(zip(pool, scores.tolist(), strict=True)) if scores.size else {}
-    acquired = [
-        {
-            "name": store.names[image],
-            "region": tile,
-            "box": list(regions.boxes[image][tile]),
-            "score": score_of.get((image, tile)),
-        }
-        for image, tile in chosen
-    ]
-    if (cfg.save_maps or cfg.save_uncerts) and scores.size:
-        outlines = None
-        if regions.segments is not None:
-            by_image: dict[int, list[int]] = {}
-            for image, index in chosen:
-                by_image.setdefault(image, []).append(index)
-            outlines = {
-                store.names[image]: np.isin(regions.segments[image], indices)
-                for image, indices in by_image.items()
-            }
-        save_cycle_figures(cfg, heuristic, cycle, store, scores, acquired, maps, outlines)
-    return acquired
-
-
-def save_cycle_figures(
-    cfg: ExperimentConfig,
-    heuristic: str,
-    cycle: int,
-    store: ImageStore,
-    scores: np.ndarray,
-    acquired: list[dict[str, Any]],
-    maps: dict[str, tuple[np.ndarray, np.ndarray]],
-    outlines: dict[str, np.ndarray] | None = None,
-) -> None:
-    """The pool's score histogram and, per acquired image, its uncertainty map (with the
-    acquired regions outlined in region mode). ``maps``: image name -> (pixel map, gland);
-    ``outlines``: superpixels only, image name -> bool mask of its acquired regions."""
-    from utils.figures import save_score_distribution, save_uncertainty_map
-
-    folder = Path(cfg.results_dir) / "maps" / run_paths(cfg, heuristic).stem / f"cycle_{cycle}"
-    if cfg.save_uncerts:
-        save_score_distribution(
-            folder / "pool_scores.png",
-            scores,
-            np.array([a["score"] for a in acquired]),
-            heuristic,
-            cycle,
-        )
-    if not cfg.save_maps:
+def restore_state(state: RunState, setup: RunSetup, paths: RunPaths) -> None:
+    """Put back what an interrupted run had labelled."""
+    setup.al_set.labelled_map = np.asarray(state.labelled_map, dtype=int)
+    regions = setup.regions
+    if regions is None:
         return
-    by_name: dict[str, list[dict[str, Any]]] = {}
-    for item in acquired:
-        by_name.setdefault(item["name"], []).append(item)
-    for name, items in by_name.items():
-        index = store.names.index(name)
-        uncertainty, gland = maps[name]
-        save_uncertainty_map(
-            folder / f"{name}.png",
-            store.images[index].permute(1, 2, 0).numpy(),
-            store.masks[index].numpy(),
-            gland,
-            uncertainty,
-            max(item["score"] for item in items),
-            name,
-            heuristic,
-            boxes=[] if outlines else [tuple(item["box"]) for item in items if "box" in item],
-            region_mask=outlines[name] if outlines else None,
+    if state.regions_digest != regions.digest():
+        raise ResumeError(
+            f"{paths.stem}: the superpixels differ from those the interrupted run "
+            "labelled (another scikit-image version?); resume where it ran, or pass "
+            "overwrite=True to start afresh"
         )
+    regions.restore(state.labelled_regions, setup.train_store.names)
+
+
+def run_cycle(
+    cfg: ExperimentConfig,
+    heuristic: str,
+    setup: RunSetup,
+    cycle: int,
+    last_cycle: int,
+    log_scalar: Logger,
+) -> CycleResult:
+    """Train from the initial weights on what is labelled, test, and acquire unless it is the
+    last cycle or the pool is empty."""
+    started = time.perf_counter()
+    generator = seed_cycle(cfg.run, cycle)
+    model, al_set, regions, store = setup.model, setup.al_set, setup.regions, setup.train_store
+    model.load_state_dict(setup.initial_weights)
+    if regions is None:
+        n_labelled = int(al_set.n_labelled)
+        labelled_pixels = int(store.pixels[al_set.labelled].sum())
+        training_data = al_set
+    else:
+        n_labelled = len(regions.images_with_labels())
+        labelled_pixels = regions.labelled_pixels()
+        mean_image_pixels = int(store.pixels.sum()) / len(store)
+        training_data = PartialMaskDataset(
+            store, regions, setup.patch, train_transform(setup.patch, crop=False), mean_image_pixels
+        )
+    train_info = train_model(
+        model,
+        training_data,
+        setup.val_set,
+        setup.train_settings,
+        setup.device,
+        setup.amp_dtype,
+        generator,
+        progress=cfg.progress,
+        description=f"cycle {cycle} train ({n_labelled} labelled)",
+        augmenter=device_augmenter(cfg, setup, generator),
+    )
+    trained = time.perf_counter()
+    mc_model = mc_dropout_copy(model)
+    per_image = evaluate_bma(mc_model, setup.test_set, setup.mc_settings, progress=cfg.progress)
+    dice = float(np.mean(list(per_image.values())))
+    log_scalar("test_dice", dice, cycle)
+    log_scalar("n_labelled", n_labelled, cycle)
+    if train_info["best_val_loss"] is not None:
+        log_scalar("best_val_loss", train_info["best_val_loss"], cycle)
+
+    tested = time.perf_counter()
+    pool_left = int(al_set.n_unlabelled) if regions is None else len(regions.pool())
+    finished = cycle == last_cycle or pool_left == 0
+    if finished:
+        acquired = []
+    elif regions is None:
+        acquired = acquire(
+            cfg, heuristic, al_set, setup.context, model, mc_model, setup.mc_settings, cycle
+        )
+    else:
+        acquired = acquire_regions(
+            cfg, heuristic, regions, setup.context, model, mc_model, setup.mc_settings, cycle
+        )
+    now = time.perf_counter()
+    return CycleResult(
+        n_labelled=n_labelled,
+        labelled_pixels=labelled_pixels,
+        test_dice=dice,
+        test_dice_per_image=per_image,
+        train=train_info,
+        acquired=acquired,
+        seconds={
+            "train": round(trained - started, 2),
+            "test": round(tested - trained, 2),
+            "acquire": round(now - tested, 2),
+            "total": round(now - started, 2),
+        },
+        finished=finished,
+    )
+
+
+def device_augmenter(
+    cfg: ExperimentConfig, setup: RunSetup, generator: torch.Generator
+) -> DeviceAugmenter | None:
+    """Batched augmentation on the device for whole-image labels (``augment_on``); region
+    training draws its crops around annotated pixels, on the CPU, so it gets None."""
+    on_device = cfg.augment_on == "device" or (
+        cfg.augment_on == "auto" and setup.device.type == "cuda"
+    )
+    if setup.regions is not None or not on_device:
+        return None
+    labelled = np.flatnonzero(setup.al_set.labelled)
+    store = setup.train_store
+    return DeviceAugmenter(
+        [store.images[i] for i in labelled],
+        [store.masks[i] for i in labelled],
+        setup.patch,
+        setup.device,
+        generator,
+    )
+
+
+def record_cycle(state: RunState, result: CycleResult, setup: RunSetup) -> None:
+    """Append the cycle to the history and keep what is labelled now."""
+    history = state.history
+    history.n_labelled.append(result.n_labelled)
+    history.labelled_pixels.append(result.labelled_pixels)
+    history.labelled_fraction.append(result.labelled_pixels / int(setup.train_store.pixels.sum()))
+    history.test_dice.append(result.test_dice)
+    history.acquired.append(result.acquired)
+    history.test_dice_per_image.append(result.test_dice_per_image)
+    history.train.append(result.train)
+    history.seconds.append(result.seconds)
+    state.labelled_map = setup.al_set.labelled_map.astype(int).tolist()
+    if setup.regions is not None:
+        state.labelled_regions = setup.regions.to_json(setup.train_store.names)
+
+
+def cycle_summary(cycle: int, result: CycleResult, regions: bool) -> str:
+    picked = ", ".join(a["name"] for a in result.acquired) or "-"
+    if regions and result.acquired:
+        n_images = len({a["name"] for a in result.acquired})
+        picked = f"{len(result.acquired)} regions of {n_images} images"
+    return (
+        f"cycle {cycle}: {result.n_labelled} labelled, test Dice {result.test_dice:.4f}, "
+        f"{result.seconds['total']:.0f}s; acquired {picked}"
+    )
 
 
 __all__ = ["ConfigError", "DataError", "ExperimentConfig", "run_active_learning"]
