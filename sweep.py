@@ -159,8 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def write_report(results_dir: Path, failed: list[str]) -> int:
-    from utils.report import ReportError
     from utils.report import write_report as report
+    from utils.run_records import ReportError
 
     try:
         written = report(results_dir)

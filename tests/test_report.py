@@ -12,15 +12,9 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from utils.report import (
-    RunRecord,
-    aulc,
-    labels_to_reach,
-    load_results,
-    main,
-    mean_curve,
-    paired_p_value,
-)
+from utils.curve_stats import aulc, labels_to_reach, mean_curve, paired_p_value
+from utils.report import main
+from utils.run_records import RunRecord, load_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

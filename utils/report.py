@@ -16,10 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
-import math
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,25 +31,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from scipy import stats  # noqa: E402
 
+from utils.curve_stats import (  # noqa: E402
+    MIN_WILCOXON_PAIRS,
+    aulc,
+    labels_to_reach,
+    mean_curve,
+    paired_p_value,
+    pixels_to_reach,
+)
 from utils.figures import save_figure  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402
+from utils.run_records import ReportError, RunRecord, folder_paths, load_results  # noqa: E402
 
 __all__ = [
     "CSV_COLUMNS",
     "FULL",
     "RANDOM",
-    "ReportError",
-    "RunRecord",
     "Summary",
     "SummaryRow",
-    "aulc",
-    "labels_to_reach",
-    "load_results",
     "main",
-    "mean_curve",
-    "paired_p_value",
     "summarise",
     "write_report",
 ]
@@ -60,9 +58,6 @@ __all__ = [
 FULL = "full"
 RANDOM = "random"
 TARGET_FRACTION = 0.95
-# Below this many pairs the Wilcoxon signed-rank test cannot reach p < 0.05 (two-sided, exact:
-# the smallest p with 5 pairs is 2 / 2**5 = 0.0625), so fall back to the paired t-test.
-MIN_WILCOXON_PAIRS = 6
 CSV_COLUMNS = (
     "heuristic",
     "n_runs",
@@ -75,28 +70,6 @@ CSV_COLUMNS = (
     "val_labels",
     "pixels_to_95",
 )
-_RUN_FILE = re.compile(r"^(?P<heuristic>.+)_(?P<run>\d+)\.npy$")
-_NO_RESULTS_HINT = (
-    "expected {heuristic}_{run}.npy files written by active.py; run python active.py first"
-)
-
-
-class ReportError(Exception):
-    """A problem with the results directory, described in one line for the command line."""
-
-
-@dataclass(frozen=True, eq=False)
-class RunRecord:
-    """One run's learning curve: test Dice after each cycle against the labelled-set size."""
-
-    heuristic: str
-    run: int
-    n_labelled: np.ndarray
-    dice: np.ndarray
-    validation_images: int | None = None  # labelled images model selection used; None: unknown
-    label_unit: str = "image"
-    labelled_fraction: np.ndarray | None = None  # [cycles] share of the pool's pixels labelled
-    complete: bool = True  # False: the run stopped before its planned cycles (killed, cut off)
 
 
 @dataclass(frozen=True)
@@ -129,258 +102,8 @@ class Summary:
 
 
 # --------------------------------------------------------------------------------------------
-# Loading
+# Summary
 # --------------------------------------------------------------------------------------------
-
-
-def _read_json(path: Path) -> dict:
-    """Read one run's JSON record; any decoding problem becomes a one-line ``ReportError``."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ReportError(
-            f"malformed JSON in {path}: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReportError(f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ReportError(f"malformed JSON in {path}: expected an object at the top level")
-    return data
-
-
-def _read_dice(path: Path) -> np.ndarray:
-    """Read one run's per-cycle test Dice as a non-empty 1-D float array."""
-    try:
-        # No pickles: result files are plain arrays and must not execute code when read.
-        dice = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
-        raise ReportError(f"cannot read {path}: {exc}") from exc
-    # Full-supervision runs hold a single value that may have been saved as a 0-d array.
-    dice = np.atleast_1d(np.asarray(dice, dtype=float))
-    if dice.ndim != 1 or dice.size == 0:
-        raise ReportError(f"{path}: expected a non-empty 1-D array of Dice, got {dice.shape}")
-    return dice
-
-
-def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
-    """Pair one ``.npy`` with its ``.json``, check they agree, and build the record."""
-    json_path = npy_path.with_suffix(".json")
-    if not json_path.is_file():
-        raise ReportError(f"{npy_path} has no matching {json_path.name} (written by active.py)")
-    dice = _read_dice(npy_path)
-    record = _read_json(json_path)
-
-    config = record.get("config")
-    if not isinstance(config, dict):
-        raise ReportError(f"malformed JSON in {json_path}: missing 'config' object")
-    # The file name is what we group by; a disagreeing config means files were renamed or mixed.
-    recorded_name = record.get("name", config.get("heuristic"))
-    if recorded_name is not None and str(recorded_name) != heuristic:
-        raise ReportError(
-            f"{json_path}: the record names the run {recorded_name!r} but the file name says "
-            f"{heuristic!r}"
-        )
-    if "run" in config and str(config["run"]) != str(run):
-        raise ReportError(
-            f"{json_path}: config.run is {config['run']!r} but the file name says {run}"
-        )
-
-    try:
-        n_labelled = np.asarray(record["n_labelled"], dtype=float)
-    except KeyError as exc:
-        raise ReportError(f"malformed JSON in {json_path}: missing 'n_labelled'") from exc
-    except (TypeError, ValueError) as exc:
-        raise ReportError(f"malformed JSON in {json_path}: 'n_labelled' is not numeric") from exc
-    if n_labelled.ndim != 1 or n_labelled.shape != dice.shape:
-        raise ReportError(
-            f"{json_path}: 'n_labelled' has {n_labelled.size} entries but {npy_path.name} has "
-            f"{dice.size} Dice values"
-        )
-    if not np.all(np.isfinite(n_labelled)) or np.any(n_labelled != np.round(n_labelled)):
-        raise ReportError(f"{json_path}: 'n_labelled' must hold whole numbers")
-    label_unit = str(record.get("label_unit", "image"))
-    # A region run may add regions to images it has touched already: only its pixels must grow.
-    if label_unit == "image" and np.any(np.diff(n_labelled) <= 0):
-        raise ReportError(f"{json_path}: 'n_labelled' must increase strictly from cycle to cycle")
-    fraction = record.get("labelled_fraction")
-    if fraction is not None and len(fraction) == 0:
-        fraction = None  # records from before pixels were counted
-    if fraction is not None:
-        fraction = np.asarray(fraction, dtype=float)
-        if fraction.shape != dice.shape or np.any(np.diff(fraction) <= 0):
-            raise ReportError(
-                f"{json_path}: 'labelled_fraction' must have one value per cycle and increase"
-            )
-    elif label_unit == "region":
-        raise ReportError(f"malformed JSON in {json_path}: a region run needs 'labelled_fraction'")
-
-    # The JSON duplicates the curve; if both exist they must agree, or one of them is stale.
-    test_dice = record.get("test_dice")
-    if test_dice is not None:
-        try:
-            json_dice = np.asarray(test_dice, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise ReportError(f"malformed JSON in {json_path}: 'test_dice' is not numeric") from exc
-        if json_dice.shape != dice.shape or not np.allclose(
-            json_dice, dice, atol=1e-5, equal_nan=True
-        ):
-            raise ReportError(f"{json_path}: 'test_dice' disagrees with {npy_path.name}")
-
-    validation_images = record.get("validation_images")
-    return RunRecord(
-        heuristic=heuristic,
-        run=run,
-        n_labelled=n_labelled.astype(np.int64),
-        dice=dice,
-        validation_images=None if validation_images is None else int(validation_images),
-        label_unit=label_unit,
-        labelled_fraction=fraction,
-        # Records from before this flag existed were written by finished runs only.
-        complete=bool(record.get("complete", True)),
-    )
-
-
-def _as_dirs(
-    results_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-) -> list[Path]:
-    if isinstance(results_dirs, str | os.PathLike):
-        return [Path(results_dirs)]
-    return [Path(d) for d in results_dirs]
-
-
-def load_results(
-    results_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-) -> dict[str, list[RunRecord]]:
-    """Load every ``{heuristic}_{run}.npy`` / ``.json`` pair in one folder or several.
-
-    Several folders pool studies that share a protocol but ran apart (another machine, new
-    seeds); pairing stays by run number, so a ``{heuristic}_{run}`` may appear in only one.
-    Other files (model states, ``maps/``, hidden temporary files of an atomic write) are ignored.
-    Full-supervision runs appear under the key ``"full"``.
-
-    Returns:
-        Heuristic name -> its runs, sorted by run number; heuristics sorted by name.
-
-    Raises:
-        ReportError: missing directory, no results, a ``.npy`` without its JSON, the same run in
-            two folders, or a malformed or inconsistent record (the message names the file).
-    """
-    grouped: dict[str, list[RunRecord]] = {}
-    origin: dict[str, Path] = {}
-    for results_dir in _as_dirs(results_dirs):
-        if not results_dir.is_dir():
-            raise ReportError(f"results directory {results_dir} does not exist")
-        found = False
-        for path in sorted(results_dir.iterdir()):
-            match = _RUN_FILE.match(path.name)
-            if path.name.startswith(".") or match is None or not path.is_file():
-                continue
-            if path.name in origin:
-                raise ReportError(
-                    f"{path.name} is in both {origin[path.name].parent} and {results_dir}: "
-                    "give each run number to one folder only, or report the folders apart"
-                )
-            origin[path.name], found = path, True
-            heuristic, run = match["heuristic"], int(match["run"])
-            grouped.setdefault(heuristic, []).append(_load_run(path, heuristic, run))
-        if not found:
-            raise ReportError(f"no results found in {results_dir}: {_NO_RESULTS_HINT}")
-    return {name: sorted(runs, key=lambda r: r.run) for name, runs in sorted(grouped.items())}
-
-
-# --------------------------------------------------------------------------------------------
-# Statistics
-# --------------------------------------------------------------------------------------------
-
-
-def aulc(n_labelled: np.ndarray, dice: np.ndarray) -> float:
-    """Normalised area under one learning curve, in [0, 1] for Dice in [0, 1].
-
-    Trapezoidal area under Dice against the number of labelled images, divided by the range of
-    labelled images, i.e. the curve's average height. Normalising makes runs with different
-    acquisition budgets comparable in scale, though a run that stopped early (pool exhausted)
-    is averaged over its own, shorter range. A single-point curve has AULC equal to its Dice.
-    """
-    n = np.asarray(n_labelled, dtype=float)
-    d = np.asarray(dice, dtype=float)
-    if n.shape != d.shape or n.ndim != 1 or n.size == 0:
-        raise ValueError(f"need matching non-empty 1-D arrays, got {n.shape} and {d.shape}")
-    width = n[-1] - n[0]
-    if n.size == 1 or width == 0:
-        return float(np.mean(d))
-    # Written out rather than np.trapezoid/np.trapz, whose name depends on the numpy version.
-    area = np.sum(np.diff(n) * (d[1:] + d[:-1]) / 2.0)
-    return float(area / width)
-
-
-def labels_to_reach(n_labelled: np.ndarray, mean_dice: np.ndarray, target: float) -> int | None:
-    """Smallest number of labelled images at which ``mean_dice`` reaches ``target``, else None.
-
-    ``n_labelled`` must be increasing. A tiny tolerance keeps a curve that hits the target
-    exactly from being missed through floating-point rounding of ``0.95 * reference``.
-    """
-    n = np.asarray(n_labelled)
-    d = np.asarray(mean_dice, dtype=float)
-    reached = np.flatnonzero(d >= target - 1e-12)
-    return int(n[reached[0]]) if reached.size else None
-
-
-def paired_p_value(a: Mapping[int, float], b: Mapping[int, float]) -> float | None:
-    """Two-sided paired test of ``a`` against ``b`` over the run numbers both contain.
-
-    Wilcoxon signed-rank with at least ``MIN_WILCOXON_PAIRS`` pairs (no normality assumption),
-    otherwise the paired t-test, which needs at least two pairs. Identical samples give 1.0.
-    With a constant non-zero difference the t statistic is infinite and the p-value 0.0.
-
-    Returns:
-        The p-value, or None with fewer than two shared runs.
-    """
-    shared = sorted(set(a) & set(b))
-    if len(shared) < 2:
-        return None
-    x = np.array([a[run] for run in shared], dtype=float)
-    y = np.array([b[run] for run in shared], dtype=float)
-    diff = x - y
-    if np.all(diff == 0):
-        # Both tests are undefined (0/0); no evidence of a difference.
-        return 1.0
-    if len(shared) >= MIN_WILCOXON_PAIRS:
-        return float(stats.wilcoxon(x, y, alternative="two-sided").pvalue)
-    if np.all(diff == diff[0]):
-        # Zero spread: scipy would return the same answer but with a precision-loss warning.
-        return 0.0
-    return float(stats.ttest_rel(x, y, alternative="two-sided").pvalue)
-
-
-def mean_curve(
-    records: Sequence[RunRecord],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Mean learning curve over runs with a 95 % t-interval of the mean.
-
-    Runs may stop at different lengths; at each number of labelled images the mean is taken
-    over the runs that reached it. Where only one run contributes, the band collapses to the
-    mean (no interval can be estimated from one value).
-
-    Returns:
-        ``(n_labelled, mean, lo, hi)`` as 1-D arrays over the union of labelled-set sizes.
-    """
-    if not records:
-        raise ValueError("mean_curve needs at least one run")
-    n_all = np.unique(np.concatenate([r.n_labelled for r in records]))
-    mean = np.empty(n_all.size)
-    lo = np.empty(n_all.size)
-    hi = np.empty(n_all.size)
-    for i, n in enumerate(n_all):
-        values = np.array([r.dice[r.n_labelled == n][0] for r in records if n in r.n_labelled])
-        mean[i] = values.mean()
-        if values.size < 2:
-            lo[i] = hi[i] = mean[i]
-            continue
-        half_width = (
-            stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
-        )
-        lo[i], hi[i] = mean[i] - half_width, mean[i] + half_width
-    return n_all, mean, lo, hi
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -440,12 +163,6 @@ def curve(
     cycles, mean, lo, hi = mean_curve(aligned)
     x = np.array([np.mean([axis(r, True)[c] for r in records if c < len(r.dice)]) for c in cycles])
     return x, mean, lo, hi
-
-
-def pixels_to_reach(fraction: np.ndarray, mean_dice: np.ndarray, target: float) -> float | None:
-    """Smallest labelled fraction at which ``mean_dice`` reaches ``target``, else None."""
-    reached = np.flatnonzero(np.asarray(mean_dice, dtype=float) >= target - 1e-12)
-    return float(fraction[reached[0]]) if reached.size else None
 
 
 def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
@@ -666,7 +383,7 @@ def write_report(
     Returns:
         Paths of ``learning_curves.png``, ``summary.csv`` and ``summary.md``.
     """
-    dirs = _as_dirs(results_dirs)
+    dirs = folder_paths(results_dirs)
     if out_dir is None and len(dirs) > 1:
         raise ReportError("several results folders need --out to say where the report goes")
     out = Path(out_dir) if out_dir is not None else dirs[0]

@@ -1,0 +1,198 @@
+"""Reading the result files that ``active.py`` writes: one ``RunRecord`` per run.
+
+Every run leaves ``{name}_{run}.npy`` (mean test Dice per cycle) next to ``{name}_{run}.json``
+(config, labelled images per cycle, acquisitions, per-image Dice). A pair that is missing half,
+malformed or inconsistent is refused with one line that names the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ReportError", "RunRecord", "folder_paths", "load_results"]
+
+_RUN_FILE = re.compile(r"^(?P<heuristic>.+)_(?P<run>\d+)\.npy$")
+_NO_RESULTS_HINT = (
+    "expected {heuristic}_{run}.npy files written by active.py; run python active.py first"
+)
+
+
+class ReportError(Exception):
+    """A problem with the results directory, described in one line for the command line."""
+
+
+@dataclass(frozen=True, eq=False)
+class RunRecord:
+    """One run's learning curve: test Dice after each cycle against the labelled-set size."""
+
+    heuristic: str
+    run: int
+    n_labelled: np.ndarray
+    dice: np.ndarray
+    validation_images: int | None = None  # labelled images model selection used; None: unknown
+    label_unit: str = "image"
+    labelled_fraction: np.ndarray | None = None  # [cycles] share of the pool's pixels labelled
+    complete: bool = True  # False: the run stopped before its planned cycles (killed, cut off)
+
+
+def _read_json(path: Path) -> dict:
+    """Read one run's JSON record; any decoding problem becomes a one-line ``ReportError``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ReportError(
+            f"malformed JSON in {path}: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ReportError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ReportError(f"malformed JSON in {path}: expected an object at the top level")
+    return data
+
+
+def _read_dice(path: Path) -> np.ndarray:
+    """Read one run's per-cycle test Dice as a non-empty 1-D float array."""
+    try:
+        # No pickles: result files are plain arrays and must not execute code when read.
+        dice = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ReportError(f"cannot read {path}: {exc}") from exc
+    # Full-supervision runs hold a single value that may have been saved as a 0-d array.
+    dice = np.atleast_1d(np.asarray(dice, dtype=float))
+    if dice.ndim != 1 or dice.size == 0:
+        raise ReportError(f"{path}: expected a non-empty 1-D array of Dice, got {dice.shape}")
+    return dice
+
+
+def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
+    """Pair one ``.npy`` with its ``.json``, check they agree, and build the record."""
+    json_path = npy_path.with_suffix(".json")
+    if not json_path.is_file():
+        raise ReportError(f"{npy_path} has no matching {json_path.name} (written by active.py)")
+    dice = _read_dice(npy_path)
+    record = _read_json(json_path)
+
+    config = record.get("config")
+    if not isinstance(config, dict):
+        raise ReportError(f"malformed JSON in {json_path}: missing 'config' object")
+    # The file name is what we group by; a disagreeing config means files were renamed or mixed.
+    recorded_name = record.get("name", config.get("heuristic"))
+    if recorded_name is not None and str(recorded_name) != heuristic:
+        raise ReportError(
+            f"{json_path}: the record names the run {recorded_name!r} but the file name says "
+            f"{heuristic!r}"
+        )
+    if "run" in config and str(config["run"]) != str(run):
+        raise ReportError(
+            f"{json_path}: config.run is {config['run']!r} but the file name says {run}"
+        )
+
+    try:
+        n_labelled = np.asarray(record["n_labelled"], dtype=float)
+    except KeyError as exc:
+        raise ReportError(f"malformed JSON in {json_path}: missing 'n_labelled'") from exc
+    except (TypeError, ValueError) as exc:
+        raise ReportError(f"malformed JSON in {json_path}: 'n_labelled' is not numeric") from exc
+    if n_labelled.ndim != 1 or n_labelled.shape != dice.shape:
+        raise ReportError(
+            f"{json_path}: 'n_labelled' has {n_labelled.size} entries but {npy_path.name} has "
+            f"{dice.size} Dice values"
+        )
+    if not np.all(np.isfinite(n_labelled)) or np.any(n_labelled != np.round(n_labelled)):
+        raise ReportError(f"{json_path}: 'n_labelled' must hold whole numbers")
+    label_unit = str(record.get("label_unit", "image"))
+    # A region run may add regions to images it has touched already: only its pixels must grow.
+    if label_unit == "image" and np.any(np.diff(n_labelled) <= 0):
+        raise ReportError(f"{json_path}: 'n_labelled' must increase strictly from cycle to cycle")
+    fraction = record.get("labelled_fraction")
+    if fraction is not None and len(fraction) == 0:
+        fraction = None  # records from before pixels were counted
+    if fraction is not None:
+        fraction = np.asarray(fraction, dtype=float)
+        if fraction.shape != dice.shape or np.any(np.diff(fraction) <= 0):
+            raise ReportError(
+                f"{json_path}: 'labelled_fraction' must have one value per cycle and increase"
+            )
+    elif label_unit == "region":
+        raise ReportError(f"malformed JSON in {json_path}: a region run needs 'labelled_fraction'")
+
+    # The JSON duplicates the curve; if both exist they must agree, or one of them is stale.
+    test_dice = record.get("test_dice")
+    if test_dice is not None:
+        try:
+            json_dice = np.asarray(test_dice, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ReportError(f"malformed JSON in {json_path}: 'test_dice' is not numeric") from exc
+        if json_dice.shape != dice.shape or not np.allclose(
+            json_dice, dice, atol=1e-5, equal_nan=True
+        ):
+            raise ReportError(f"{json_path}: 'test_dice' disagrees with {npy_path.name}")
+
+    validation_images = record.get("validation_images")
+    return RunRecord(
+        heuristic=heuristic,
+        run=run,
+        n_labelled=n_labelled.astype(np.int64),
+        dice=dice,
+        validation_images=None if validation_images is None else int(validation_images),
+        label_unit=label_unit,
+        labelled_fraction=fraction,
+        # Records from before this flag existed were written by finished runs only.
+        complete=bool(record.get("complete", True)),
+    )
+
+
+def folder_paths(
+    results_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> list[Path]:
+    """One results folder or several, as a list of paths."""
+    if isinstance(results_dirs, str | os.PathLike):
+        return [Path(results_dirs)]
+    return [Path(d) for d in results_dirs]
+
+
+def load_results(
+    results_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> dict[str, list[RunRecord]]:
+    """Load every ``{heuristic}_{run}.npy`` / ``.json`` pair in one folder or several.
+
+    Several folders pool studies that share a protocol but ran apart (another machine, new
+    seeds); pairing stays by run number, so a ``{heuristic}_{run}`` may appear in only one.
+    Other files (model states, ``maps/``, hidden temporary files of an atomic write) are ignored.
+    Full-supervision runs appear under the key ``"full"``.
+
+    Returns:
+        Heuristic name -> its runs, sorted by run number; heuristics sorted by name.
+
+    Raises:
+        ReportError: missing directory, no results, a ``.npy`` without its JSON, the same run in
+            two folders, or a malformed or inconsistent record (the message names the file).
+    """
+    grouped: dict[str, list[RunRecord]] = {}
+    origin: dict[str, Path] = {}
+    for results_dir in folder_paths(results_dirs):
+        if not results_dir.is_dir():
+            raise ReportError(f"results directory {results_dir} does not exist")
+        found = False
+        for path in sorted(results_dir.iterdir()):
+            match = _RUN_FILE.match(path.name)
+            if path.name.startswith(".") or match is None or not path.is_file():
+                continue
+            if path.name in origin:
+                raise ReportError(
+                    f"{path.name} is in both {origin[path.name].parent} and {results_dir}: "
+                    "give each run number to one folder only, or report the folders apart"
+                )
+            origin[path.name], found = path, True
+            heuristic, run = match["heuristic"], int(match["run"])
+            grouped.setdefault(heuristic, []).append(_load_run(path, heuristic, run))
+        if not found:
+            raise ReportError(f"no results found in {results_dir}: {_NO_RESULTS_HINT}")
+    return {name: sorted(runs, key=lambda r: r.run) for name, runs in sorted(grouped.items())}
