@@ -239,6 +239,19 @@ def test_end_to_end(results_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "summary.csv" in capsys.readouterr().out
 
 
+def test_curves_csv_holds_the_plotted_mean_curves(results_dir: Path) -> None:
+    assert main([str(results_dir)]) == 0
+    rows = list(csv.DictReader((results_dir / "curves.csv").read_text().splitlines()))
+    bald = {int(r["x"]): r for r in rows if r["heuristic"] == "bald"}
+    assert sorted(bald) == [4, 6, 8, 10] and {r["heuristic"] for r in rows} == {"bald", "random"}
+    assert bald[4]["n_runs"] == "3" and bald[4]["mean_dice"] == "0.4000"
+    # At 10 images only runs 0 and 1 (0.78, 0.80): sd 0.01 * sqrt(2), half-width t(0.975, 1) * 0.01.
+    assert bald[10]["n_runs"] == "2" and bald[10]["mean_dice"] == "0.7900"
+    assert float(bald[10]["ci_low"]) == pytest.approx(0.79 - 0.12706, abs=1e-4)
+    assert float(bald[10]["ci_high"]) == pytest.approx(0.79 + 0.12706, abs=1e-4)
+    assert "full" not in {r["heuristic"] for r in rows}
+
+
 def test_out_dir_and_no_full_supervision(tmp_path: Path) -> None:
     results = tmp_path / "results"
     results.mkdir()
@@ -247,6 +260,7 @@ def test_out_dir_and_no_full_supervision(tmp_path: Path) -> None:
     out = tmp_path / "report" / "nested"
     assert main([str(results), "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
+        "curves.csv",
         "learning_curves.png",
         "summary.csv",
         "summary.md",

@@ -7,7 +7,8 @@ Usage::
 ``active.py`` leaves, for every run, ``{heuristic}_{run}.npy`` (mean test Dice per cycle) next to
 ``{heuristic}_{run}.json`` (config, number of labelled images per cycle, acquisitions, per-image
 Dice). Full-supervision runs are stored the same way under the heuristic name ``full``. This
-module reads those pairs and writes ``learning_curves.png``, ``summary.csv`` and ``summary.md``.
+module reads those pairs and writes ``learning_curves.png``, ``summary.csv``, ``summary.md`` and
+``curves.csv``.
 All outputs are written atomically so an interrupted report never leaves a truncated file.
 """
 
@@ -312,6 +313,30 @@ def render_markdown(summary: Summary, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+CURVE_COLUMNS = ("heuristic", "x", "n_runs", "mean_dice", "ci_low", "ci_high")
+
+
+def render_curves_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summary) -> str:
+    """The plotted mean curves as numbers: one line per heuristic and x (labelled images, or
+    the labelled fraction of the pool's pixels on the pixel axis), in the table's row order."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CURVE_COLUMNS)
+    for row in summary.rows:
+        runs = results[row.heuristic]
+        x, mean, lo, hi = curve(runs, summary.pixel_axis)
+        for i, value in enumerate(x):
+            n_runs = (
+                sum(i < len(r.dice) for r in runs)
+                if summary.pixel_axis
+                else sum(value in r.n_labelled for r in runs)
+            )
+            x_cell = f"{value:.4f}" if summary.pixel_axis else str(int(value))
+            cells = [f"{v:.4f}" for v in (mean[i], lo[i], hi[i])]
+            writer.writerow([row.heuristic, x_cell, n_runs, *cells])
+    return buffer.getvalue()
+
+
 def _colours(names: Sequence[str]) -> dict[str, str]:
     """Distinct colours per heuristic, fixed by name order; ``random`` is always grey."""
     palette = [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 7]  # 7: grey
@@ -381,7 +406,7 @@ def write_report(
             is required with several.
 
     Returns:
-        Paths of ``learning_curves.png``, ``summary.csv`` and ``summary.md``.
+        Paths of ``learning_curves.png``, ``summary.csv``, ``summary.md`` and ``curves.csv``.
     """
     dirs = folder_paths(results_dirs)
     if out_dir is None and len(dirs) > 1:
@@ -395,6 +420,7 @@ def write_report(
         plot_learning_curves(results, summary, out / "learning_curves.png"),
         atomic_write_text(out / "summary.csv", render_csv(summary)),
         atomic_write_text(out / "summary.md", render_markdown(summary, title)),
+        atomic_write_text(out / "curves.csv", render_curves_csv(results, summary)),
     ]
 
 
@@ -403,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m utils.report",
         description="Summarise active-learning runs written by active.py: learning curves, "
-        "summary.csv and summary.md.",
+        "summary.csv, summary.md and curves.csv.",
     )
     parser.add_argument(
         "results_dir",
