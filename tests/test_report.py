@@ -252,6 +252,26 @@ def test_curves_csv_holds_the_plotted_mean_curves(results_dir: Path) -> None:
     assert "full" not in {r["heuristic"] for r in rows}
 
 
+def test_runs_csv_holds_each_runs_aulc_and_final_dice(results_dir: Path) -> None:
+    assert main([str(results_dir)]) == 0
+    rows = list(csv.DictReader((results_dir / "runs.csv").read_text().splitlines()))
+    by_run = {(r["heuristic"], int(r["run"])): r for r in rows}
+    assert sorted(by_run) == [
+        ("bald", 0),
+        ("bald", 1),
+        ("bald", 2),
+        ("random", 0),
+        ("random", 1),
+        ("random", 2),
+    ]
+    # bald run 2 stopped at 8 images: trapezoids (0.38+0.58) + (0.58+0.74), over the 4-image span.
+    assert by_run["bald", 2]["aulc"] == f"{(0.96 + 1.32) / 4:.4f}"
+    assert by_run["bald", 2]["final_dice"] == "0.7400"
+    assert (
+        by_run["random", 0]["aulc"] == f"{aulc(np.array(N_LABELLED), np.array(RANDOM_RUNS[0])):.4f}"
+    )
+
+
 def test_out_dir_and_no_full_supervision(tmp_path: Path) -> None:
     results = tmp_path / "results"
     results.mkdir()
@@ -262,6 +282,7 @@ def test_out_dir_and_no_full_supervision(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == [
         "curves.csv",
         "learning_curves.png",
+        "runs.csv",
         "summary.csv",
         "summary.md",
     ]

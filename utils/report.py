@@ -7,8 +7,8 @@ Usage::
 ``active.py`` leaves, for every run, ``{heuristic}_{run}.npy`` (mean test Dice per cycle) next to
 ``{heuristic}_{run}.json`` (config, number of labelled images per cycle, acquisitions, per-image
 Dice). Full-supervision runs are stored the same way under the heuristic name ``full``. This
-module reads those pairs and writes ``learning_curves.png``, ``summary.csv``, ``summary.md`` and
-``curves.csv``.
+module reads those pairs and writes ``learning_curves.png``, ``summary.csv``, ``summary.md``,
+``curves.csv`` and ``runs.csv``.
 All outputs are written atomically so an interrupted report never leaves a truncated file.
 """
 
@@ -20,7 +20,7 @@ import io
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -100,6 +100,7 @@ class Summary:
     target_basis: str
     pixel_axis: bool = False  # x is the labelled fraction of the pool's pixels, not images
     unfinished: tuple[str, ...] = ()  # "{name}_{run}" of runs that stopped before their plan
+    run_aulcs: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # what is paired
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,6 +227,7 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
         unfinished=tuple(
             f"{r.heuristic}_{r.run}" for runs in results.values() for r in runs if not r.complete
         ),
+        run_aulcs=aulcs,
     )
 
 
@@ -337,6 +339,22 @@ def render_curves_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summa
     return buffer.getvalue()
 
 
+RUN_COLUMNS = ("heuristic", "run", "aulc", "final_dice", "complete")
+
+
+def render_runs_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summary) -> str:
+    """Each run's AULC (on the report's axis) and final Dice: the values the paired test pairs."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(RUN_COLUMNS)
+    for row in summary.rows:
+        for record in results[row.heuristic]:
+            area = summary.run_aulcs[row.heuristic][record.run]
+            cells = [f"{area:.4f}", f"{record.dice[-1]:.4f}", str(record.complete).lower()]
+            writer.writerow([row.heuristic, record.run, *cells])
+    return buffer.getvalue()
+
+
 def _colours(names: Sequence[str]) -> dict[str, str]:
     """Distinct colours per heuristic, fixed by name order; ``random`` is always grey."""
     palette = [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 7]  # 7: grey
@@ -406,7 +424,8 @@ def write_report(
             is required with several.
 
     Returns:
-        Paths of ``learning_curves.png``, ``summary.csv``, ``summary.md`` and ``curves.csv``.
+        Paths of ``learning_curves.png``, ``summary.csv``, ``summary.md``, ``curves.csv`` and
+        ``runs.csv``.
     """
     dirs = folder_paths(results_dirs)
     if out_dir is None and len(dirs) > 1:
@@ -421,6 +440,7 @@ def write_report(
         atomic_write_text(out / "summary.csv", render_csv(summary)),
         atomic_write_text(out / "summary.md", render_markdown(summary, title)),
         atomic_write_text(out / "curves.csv", render_curves_csv(results, summary)),
+        atomic_write_text(out / "runs.csv", render_runs_csv(results, summary)),
     ]
 
 
@@ -429,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m utils.report",
         description="Summarise active-learning runs written by active.py: learning curves, "
-        "summary.csv, summary.md and curves.csv.",
+        "summary.csv, summary.md, curves.csv and runs.csv.",
     )
     parser.add_argument(
         "results_dir",
