@@ -28,15 +28,13 @@ from utils.mps import MPSError, mps_daemon  # noqa: E402
 from utils.sweep import (  # noqa: E402
     SweepError,
     check_resumable,
-    make_executor,
     parse_config_tokens,
     parse_grid,
     parse_runs,
     plan_jobs,
-    run_local,
-    slurm_parameters,
-    submit,
 )
+from utils.sweep_local import run_local  # noqa: E402
+from utils.sweep_slurm import make_executor, slurm_parameters, submit  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from utils.run_lock import run_lock
-from utils.sweep import make_executor, parse_config_tokens, plan_jobs, submit
+from utils.sweep import parse_config_tokens, plan_jobs
+from utils.sweep_slurm import make_executor, submit
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("bald_0", "bald_1", "random_0", "random_1")

@@ -1,0 +1,141 @@
+"""Running a sweep's jobs on this machine, ``parallel`` at a time, with one progress display.
+
+Each job is ``python active.py with ...`` in its own process, with its share of the CPU threads;
+on a GPU all jobs share the device (through CUDA MPS when ``sweep.py --mps`` starts it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from utils.sweep import Job, cycles_done
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGKILL when the sweep dies, so no orphan keeps a run's lock."""
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+@dataclass
+class Progress:
+    """One display for the whole sweep: runs and cycles done, and the time left."""
+
+    jobs: Sequence[Job]
+    show: bool = True
+    started: float = field(default_factory=time.monotonic)
+    start_cycles: int = 0
+    bar: Any = None
+    postfix: str = ""
+
+    def __post_init__(self) -> None:
+        from tqdm import tqdm
+
+        self.total = sum(job.total_cycles for job in self.jobs)
+        self.start_cycles = self.cycles()
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.start_cycles,
+            desc="sweep",
+            unit="cycle",
+            disable=not self.show,
+            dynamic_ncols=True,
+        )
+
+    def cycles(self) -> int:
+        total = 0
+        for job in self.jobs:
+            done, finished = cycles_done(job)
+            total += job.total_cycles if finished else min(done, job.total_cycles)
+        return total
+
+    def runs_done(self) -> int:
+        return sum(cycles_done(job)[1] for job in self.jobs)
+
+    def update(self, running: int) -> None:
+        now = self.cycles()
+        postfix = f"runs {self.runs_done()}/{len(self.jobs)} done, {running} running"
+        if now != self.bar.n or postfix != self.postfix:
+            self.postfix = postfix
+            self.bar.set_postfix_str(postfix, refresh=False)
+            self.bar.update(now - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_local(
+    jobs: Sequence[Job],
+    parallel: int,
+    progress: bool = True,
+    say: Callable[[str], None] = print,
+    poll_s: float = 0.5,
+    extra_env: dict[str, str] | None = None,
+) -> list[str]:
+    """Run ``jobs`` here, ``parallel`` at a time; return the stems that failed.
+
+    Each job's output goes to ``results_dir/logs/{stem}.log``. The CPU threads are split evenly
+    among the jobs that run at once. ``extra_env`` reaches every job (the MPS daemon's folders).
+    """
+    threads = max(1, available_cpus() // parallel)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env.update(extra_env or {})
+    pending, running, failed = list(jobs), {}, []
+    display = Progress(jobs, show=progress)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                job = pending.pop(0)
+                log_path = job.results_dir / "logs" / f"{job.stem}.log"
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                with log_path.open("ab") as log:
+                    process = subprocess.Popen(
+                        [*job.command(), "progress=False"],
+                        cwd=job.workdir,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        preexec_fn=_die_with_parent,
+                    )
+                running[job.stem] = (job, process, log_path)
+            for stem, (_, process, log_path) in list(running.items()):
+                code = process.poll()
+                if code is None:
+                    continue
+                del running[stem]
+                if code != 0:
+                    failed.append(stem)
+                    display.bar.write(f"{stem} failed (exit {code}): {_last_line(log_path)}")
+            display.update(len(running))
+            if running:
+                time.sleep(poll_s)
+    finally:
+        for _, process, _ in running.values():
+            process.kill()
+        display.close()
+    return failed
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1] if lines else "no output"
