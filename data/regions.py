@@ -106,18 +106,15 @@ def pool_regions(
     return np.asarray(scores, dtype=np.float64)
 
 
-def pool_features(
-    features: torch.Tensor, boxes: list[Box], image_hw: tuple[int, int]
-) -> np.ndarray:
+def pool_features(features: torch.Tensor, boxes: list[Box], cell: int) -> np.ndarray:
     """Per-box mean of a coarse feature map ``[D, h, w]`` over the cells the box overlaps:
-    ``[len(boxes), D]``."""
-    _, h, w = features.shape
-    height, width = image_hw
+    ``[len(boxes), D]``. Cell (r, c) covers input pixels ``[r*cell, (r+1)*cell)`` on each axis,
+    because the model pads the input at the bottom and right, never scales it."""
     rows = []
     for y0, y1, x0, x1 in boxes:
-        r0, c0 = y0 * h // height, x0 * w // width
-        r1 = max(r0 + 1, -(-y1 * h // height))  # ceil, at least one cell
-        c1 = max(c0 + 1, -(-x1 * w // width))
+        r0, c0 = y0 // cell, x0 // cell
+        r1 = max(r0 + 1, -(-y1 // cell))  # ceil, at least one cell
+        c1 = max(c0 + 1, -(-x1 // cell))
         rows.append(features[:, r0:r1, c0:c1].float().mean((1, 2)).cpu().numpy())
     return np.stack(rows).astype(np.float64)
 

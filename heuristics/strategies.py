@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from baal.active.heuristics.stochastics import GibbsSampling, PowerSampling, RankBasedSampling
+from scipy.spatial.distance import cdist
 
 from heuristics.acquisition import select_for_labelling
 
@@ -39,8 +40,11 @@ class Selection:
 class Strategy:
     select: Callable[[Selection], np.ndarray]
     needs_scores: bool = True  # False: no MC pass over the pool at all
-    needs_features: bool = False  # pool features from the MC passes
-    needs_labelled_features: bool = False  # one deterministic pass over the labelled images
+    # Pool features: from the MC passes that score the pool, unless the strategy also needs the
+    # labelled set's. Then pool and labelled features both come from one deterministic pass
+    # (dropout off), because distances between the two sets must compare like with like.
+    needs_features: bool = False
+    needs_labelled_features: bool = False
 
 
 def _quota(selection: Selection) -> list[tuple[np.ndarray, int]]:
@@ -221,20 +225,16 @@ def k_center_greedy(
     Core-Set Approach", ICLR 2018: a 2-approximation of the minimax facility location.
     """
     candidates = np.arange(len(pool)) if candidates is None else np.asarray(candidates)
-    if len(centres):
-        distance = np.sqrt(((pool[:, None, :] - centres[None, :, :]) ** 2).sum(-1)).min(1)
-    else:
-        distance = np.full(len(pool), np.inf)
+    # cdist, not broadcasting: an [N, L, D] difference would not fit for a region pool.
+    distance = cdist(pool, centres).min(1) if len(centres) else np.full(len(pool), np.inf)
     chosen: list[int] = []
     for _ in range(min(k, len(candidates))):
         gaps = distance[candidates].copy()
         gaps[np.isin(candidates, chosen)] = -np.inf
-        if np.all(np.isinf(gaps)) and not chosen and not len(centres):
-            best = int(candidates[0])  # no centre yet: every point is equally far
-        else:
-            best = int(candidates[int(np.argmax(gaps))])
+        # With no centre yet every gap is inf, and argmax takes the first candidate.
+        best = int(candidates[int(np.argmax(gaps))])
         chosen.append(best)
-        distance = np.minimum(distance, np.sqrt(((pool - pool[best]) ** 2).sum(-1)))
+        distance = np.minimum(distance, cdist(pool, pool[best : best + 1])[:, 0])
     return chosen
 
 

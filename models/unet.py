@@ -59,6 +59,11 @@ class UNet(nn.Module):
             channels = width
         self.head = nn.Conv2d(channels, n_classes, 1)
 
+    @property
+    def feature_cell(self) -> int:
+        """Side, in input pixels, of the square that one bottleneck cell covers."""
+        return 2**self.depth
+
     def forward(
         self, x: torch.Tensor, return_features: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

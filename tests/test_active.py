@@ -355,3 +355,41 @@ def test_strategies_run_end_to_end_under_their_own_names(
 def _train_names_and_grades(root: Path) -> tuple[list[str], list[int]]:
     rows = read_split(root / "splits", "train")
     return [r.name for r in rows], [r.label for r in rows]
+
+
+def test_coreset_compares_pool_and_labelled_images_in_one_deterministic_model(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sener & Savarese measure every distance in one embedding: MC-averaged pool features
+    # against deterministic labelled ones would put even a copy of a labelled image far from it.
+    import utils.acquisition as acquisition
+    from heuristics.strategies import STRATEGIES, Strategy, coreset
+
+    calls, selections = [], []
+    real = acquisition.pooled_features
+
+    def recording_features(model, dataset, device, amp_dtype):
+        calls.append((model, len(dataset)))
+        return real(model, dataset, device, amp_dtype)
+
+    def no_mc_pass(*args, **kwargs):
+        raise AssertionError("coreset needs no MC pass over the pool")
+
+    def recording_coreset(selection):
+        selections.append(selection)
+        return coreset(selection)
+
+    monkeypatch.setattr(acquisition, "pooled_features", recording_features)
+    monkeypatch.setattr(acquisition, "score_pool", no_mc_pass)
+    monkeypatch.setitem(
+        STRATEGIES,
+        "coreset",
+        Strategy(recording_coreset, False, needs_features=True, needs_labelled_features=True),
+    )
+    root = synthetic_root
+    run(tiny_config(root / "GlaS", root / "splits", tmp_path, strategy="coreset", al_cycles=1))
+    (pool_call, labelled_call), (selection,) = calls, selections
+    assert pool_call[0] is labelled_call[0]
+    assert not any(type(m).__module__.startswith("baal") for m in pool_call[0].modules())
+    assert selection.features.shape[0] == pool_call[1] == len(selection.grades) == 5
+    assert selection.labelled_features.shape[0] == labelled_call[1] == 4

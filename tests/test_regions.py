@@ -19,6 +19,7 @@ from data.regions import (
     IGNORE,
     RegionLabels,
     box_area,
+    pool_features,
     pool_regions,
     tile_boxes,
 )
@@ -72,6 +73,18 @@ def test_region_pooling_of_a_hand_made_map() -> None:
     # Clipped tile 3 holds 32-34 and 39-41: 20 % of 6 pixels rounds to 1 -> 41.
     assert tops[3] == pytest.approx(41.0)
     assert tops[0] == pytest.approx((24 + 23 + 22) / 3)  # 20 % of 16 pixels rounds to 3
+
+
+def test_region_features_pool_the_cells_under_each_box() -> None:
+    # A 130x194 image (GlaS at quarter scale) is padded to 160x224: a 5x7 grid of 32-pixel
+    # cells, each holding 10 * row + column.
+    grid = torch.arange(5)[:, None] * 10.0 + torch.arange(7)[None, :]
+    features = grid.expand(2, 5, 7)  # [D=2, h, w]
+    pooled = pool_features(features, [(0, 32, 0, 32), (32, 64, 32, 66), (128, 130, 192, 194)], 32)
+    # The first box is cell (0, 0) alone; the second spans columns 1-2 of row 1; the clipped
+    # corner box is the last cell, which holds padding mostly.
+    assert pooled[:, 0].tolist() == [0.0, 11.5, 46.0]
+    assert np.array_equal(pooled[:, 0], pooled[:, 1])
 
 
 def test_budget_counts_pixels_and_no_region_is_labelled_twice() -> None:
@@ -372,3 +385,38 @@ def test_bad_region_input_is_one_line(
         ex.run(config_updates=config)
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0]
+
+
+def test_region_coreset_compares_pool_and_labelled_regions_in_one_deterministic_model(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import utils.acquisition as acquisition
+    from heuristics.strategies import coreset
+
+    calls, selections = [], []
+    real = acquisition.region_features
+
+    def recording_features(model, store, labels, regions, device, amp_dtype):
+        calls.append((model, len(regions)))
+        return real(model, store, labels, regions, device, amp_dtype)
+
+    def no_mc_pass(*args, **kwargs):
+        raise AssertionError("coreset needs no MC pass over the pool")
+
+    def recording_coreset(selection: Selection) -> np.ndarray:
+        selections.append(selection)
+        return coreset(selection)
+
+    monkeypatch.setattr(acquisition, "region_features", recording_features)
+    monkeypatch.setattr(acquisition, "score_regions", no_mc_pass)
+    monkeypatch.setitem(
+        STRATEGIES,
+        "coreset",
+        Strategy(recording_coreset, False, needs_features=True, needs_labelled_features=True),
+    )
+    ex.run(config_updates=region_config(synthetic_root, tmp_path, strategy="coreset", al_cycles=1))
+    (pool_call, labelled_call), (selection,) = calls, selections
+    assert pool_call[0] is labelled_call[0]  # one model for both sets ...
+    assert not any(type(m).__module__.startswith("baal") for m in pool_call[0].modules())
+    assert selection.features.shape[0] == pool_call[1] == len(selection.grades)
+    assert selection.labelled_features.shape[0] == labelled_call[1] > 0  # ... dropout off

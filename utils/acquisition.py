@@ -25,8 +25,8 @@ from heuristics.strategies import STRATEGIES, Selection, Strategy
 from utils.config import ExperimentConfig
 from utils.inference import (
     MCSettings,
-    labelled_region_features,
     pooled_features,
+    region_features,
     score_pool,
     score_regions,
 )
@@ -90,9 +90,11 @@ def acquire(
     store = context.store
     strategy = _strategy(cfg, heuristic)
     pool_indices = np.flatnonzero(~al_set.labelled)  # oracle index of each pool position
+    deterministic = strategy.needs_labelled_features  # see Strategy: one model for both sets
+    mc_features = strategy.needs_features and not deterministic
     result = None
-    scores = np.empty(0)
-    if strategy.needs_scores or strategy.needs_features:
+    scores, features, labelled_features = np.empty(0), None, None
+    if strategy.needs_scores or mc_features:
         result = score_pool(
             mc_model,
             al_set.pool,
@@ -102,20 +104,23 @@ def acquire(
             progress=cfg.progress,
             reduction=cfg.reduction,
             reduction_settings=context.reduction_settings,
-            with_features=strategy.needs_features,
+            with_features=mc_features,
         )
-        scores = result.scores
-    labelled_features = None
-    if strategy.needs_labelled_features:
-        labelled = Subset(GlasDataset(store), np.flatnonzero(al_set.labelled).tolist())
-        labelled_features = pooled_features(model, labelled, context.device, context.amp_dtype)
+        scores, features = result.scores, result.features
+    if deterministic:
+        images = GlasDataset(store)
+        device, amp_dtype = context.device, context.amp_dtype
+        features, labelled_features = (
+            pooled_features(model, Subset(images, indices.tolist()), device, amp_dtype)
+            for indices in (pool_indices, np.flatnonzero(al_set.labelled))
+        )
     selection = _selection(
         cfg,
         cycle,
         scores,
         store.labels[pool_indices],
         cfg.n_data_to_label,
-        None if result is None else result.features,
+        features,
         labelled_features,
     )
     chosen = strategy.select(selection)
@@ -150,8 +155,10 @@ def acquire_regions(
     store = context.store
     strategy = _strategy(cfg, heuristic)
     pool = regions.pool()
-    scores, features, maps = np.empty(0), None, {}
-    if strategy.needs_scores or strategy.needs_features:
+    deterministic = strategy.needs_labelled_features  # see Strategy: one model for both sets
+    mc_features = strategy.needs_features and not deterministic
+    scores, features, labelled_features, maps = np.empty(0), None, None, {}
+    if strategy.needs_scores or mc_features:
         result = score_regions(
             mc_model,
             store,
@@ -160,16 +167,17 @@ def acquire_regions(
             mc_settings,
             reduction=cfg.reduction,
             reduction_settings=context.reduction_settings,
-            with_features=strategy.needs_features,
+            with_features=mc_features,
             progress=cfg.progress,
             keep_maps=cfg.save_maps,
         )
         pool, scores, features = result.regions, result.scores, result.features
         maps = {store.names[image]: pair for image, pair in result.maps.items()}
-    labelled_features = None
-    if strategy.needs_labelled_features:
-        labelled_features = labelled_region_features(
-            model, store, regions, context.device, context.amp_dtype
+    if deterministic:
+        labelled = [(i, t) for i, tiles in enumerate(regions.labelled) for t in sorted(tiles)]
+        features, labelled_features = (
+            region_features(model, store, regions, items, context.device, context.amp_dtype)
+            for items in (pool, labelled)
         )
     budget = cfg.n_data_to_label * regions.total_pixels() / len(regions.shapes)
     grades = store.labels[[image for image, _ in pool]]

@@ -216,7 +216,7 @@ def score_regions(
             )
         )
         if feature is not None:
-            features.append(pool_features(feature, boxes, labels.shapes[image]))
+            features.append(pool_features(feature, boxes, mc_model.feature_cell))
         regions += [(image, tile) for tile in tiles]
     return RegionScores(
         regions,
@@ -227,20 +227,28 @@ def score_regions(
 
 
 @torch.inference_mode()
-def labelled_region_features(
+def region_features(
     model: nn.Module,
     store: ImageStore,
     labels: RegionLabels,
+    regions: list[tuple[int, int]],
     device: torch.device,
     amp_dtype: torch.dtype | None,
 ) -> np.ndarray:
-    """Bottleneck features of every labelled region, dropout off: ``[L, D]``."""
+    """Bottleneck features of ``regions`` ((image, tile) pairs), dropout off, each pooled over
+    its box: ``[len(regions), D]`` in the order given."""
     model.eval()
-    rows = []
-    for image in labels.images_with_labels():
+    by_image: dict[int, list[int]] = {}
+    for position, (image, _) in enumerate(regions):
+        by_image.setdefault(image, []).append(position)
+    rows = np.empty((len(regions), 0))
+    for image, positions in by_image.items():
         picture = store.images[image].float().div(255.0).unsqueeze(0)
         with autocast(device, amp_dtype):
             _, bottleneck = model(to_device(picture, device), return_features=True)
-        boxes = [labels.boxes[image][tile] for tile in sorted(labels.labelled[image])]
-        rows.append(pool_features(bottleneck[0], boxes, labels.shapes[image]))
-    return np.concatenate(rows)
+        boxes = [labels.boxes[image][regions[p][1]] for p in positions]
+        pooled = pool_features(bottleneck[0], boxes, model.feature_cell)  # [len(boxes), D]
+        if rows.shape[1] == 0:
+            rows = np.empty((len(regions), pooled.shape[1]))
+        rows[positions] = pooled
+    return rows
