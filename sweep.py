@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
 
-    if executor is not None:
+    if executor is not None and todo:
         handles = submit(executor, todo)
         ids = ", ".join(sorted({str(h.job_id).split("_")[0] for h in handles})) or "none"
         print(
@@ -143,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
 
+    running = len(jobs) - len(todo) - sum(statuses[job.stem].finished for job in jobs)
+    if executor is not None and running:
+        print(f"{running} runs still running; run this command again when they end", flush=True)
+        return 0
     failed = []
     if todo:
         try:

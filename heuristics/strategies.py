@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from baal.active.heuristics.stochastics import GibbsSampling, PowerSampling, RankBasedSampling
+from baal.active.heuristics.stochastics import GibbsSampling, PowerSampling
+from scipy import stats
 from scipy.spatial.distance import cdist
 
 from heuristics.acquisition import select_for_labelling
@@ -93,46 +94,74 @@ def random_pick(selection: Selection) -> np.ndarray:
     )
 
 
-def _sample_sequentially(
-    weights_of: Callable[[np.ndarray], np.ndarray], scores: np.ndarray, k: int, rng
-) -> list[int]:
-    """Draw ``k`` positions without replacement, each with probability ``weights_of(rest)``.
+def _sample_sequentially(weights_of: Callable[[np.ndarray], np.ndarray], n: int, k: int, rng):
+    """Draw ``k`` of ``n`` positions without replacement; each draw takes position i of those
+    left with probability ``weights_of(left)[i]`` (normalised here).
 
-    The distribution is recomputed over the items left after each draw, so that a distribution
-    concentrated on fewer than ``k`` items (very low temperature) still yields ``k`` picks: the
-    limit is then exactly top-k.
+    ``weights_of`` sees the positions left so that it can rescale their weights before they
+    underflow: a distribution concentrated on fewer than ``k`` items (very low temperature) then
+    still yields ``k`` picks, and the limit is exactly top-k.
     """
-    left = list(range(len(scores)))
+    left = np.arange(n)
     picked: list[int] = []
     for _ in range(k):
-        weights = np.clip(weights_of(scores[left].copy()), 0.0, None)
+        weights = np.clip(weights_of(left), 0.0, None)
         total = weights.sum()
         if not np.isfinite(total) or total <= 0:
             weights = np.ones(len(left))  # every weight vanished: nothing to prefer
             total = len(left)
         position = int(rng.choice(len(left), p=weights / total))
-        picked.append(left.pop(position))
+        picked.append(int(left[position]))
+        left = np.delete(left, position)
     return picked
 
 
 def _stochastic(make: Callable[[float], object], normalise: bool):
-    """A strategy sampling with baal's distribution ``make(temperature)._make_distribution``."""
+    """A strategy sampling with baal's distribution ``make(temperature)._make_distribution``.
+
+    Power and softmax weights are per item, so recomputing them over the items left after each
+    draw only rescales them: the draws are the paper's sampling without replacement."""
 
     def select(selection: Selection) -> np.ndarray:
         distribution = make(selection.temperature)._make_distribution  # type: ignore[attr-defined]
 
-        def weights_of(scores: np.ndarray) -> np.ndarray:
-            # Power sampling is scale-free; dividing by the maximum keeps s**beta from
-            # underflowing to all zeros at high beta.
-            return distribution(scores / scores.max() if normalise and scores.max() > 0 else scores)
-
         def pick(group: np.ndarray, k: int, _: list[int]) -> list[int]:
-            positions = _sample_sequentially(weights_of, selection.scores[group], k, selection.rng)
-            return group[positions].tolist()
+            scores = selection.scores[group]
+
+            def weights_of(left: np.ndarray) -> np.ndarray:
+                rest = scores[left]  # a copy: baal's softmax divides in place
+                # Power sampling is scale-free; dividing by the maximum keeps s**beta from
+                # underflowing to all zeros at high beta.
+                return distribution(rest / rest.max() if normalise and rest.max() > 0 else rest)
+
+            return group[_sample_sequentially(weights_of, len(group), k, selection.rng)].tolist()
 
         return _per_grade(selection, pick)
 
     return select
+
+
+def softrank(selection: Selection) -> np.ndarray:
+    """Soft-rank acquisition: p(i) proportional to rank_i ** (-1 / temperature), rank 1 = highest
+    score, sampled without replacement (Kirsch et al., TMLR 2023, arXiv 2106.12059).
+
+    The ranks are fixed once per grade, as in the paper: baal's ``RankBasedSampling`` re-ranks
+    whatever it is given, which after a draw would promote every item below the pick. Its first
+    draw is baal's distribution, operation for operation. Depends on the order of the scores only.
+    """
+    beta = 1.0 / selection.temperature
+
+    def pick(group: np.ndarray, k: int, _: list[int]) -> list[int]:
+        ranks = stats.rankdata(-selection.scores[group])
+
+        def weights_of(left: np.ndarray) -> np.ndarray:
+            # Dividing by the best rank left keeps its weight at 1 however high beta is.
+            weights = (ranks[left] / ranks[left].min()) ** (-beta)
+            return weights / weights.sum()
+
+        return group[_sample_sequentially(weights_of, len(group), k, selection.rng)].tolist()
+
+    return _per_grade(selection, pick)
 
 
 power = _stochastic(lambda t: PowerSampling(None, 1, temperature=t), normalise=True)
@@ -144,11 +173,6 @@ arXiv 2106.12059; baal's ``PowerSampling`` distribution). Temperature 1, the pap
 softmax = _stochastic(lambda t: GibbsSampling(None, 1, temperature=t), normalise=False)
 softmax.__doc__ = """Softmax acquisition: p(i) proportional to exp(score_i / temperature)
 (Kirsch et al., TMLR 2023, arXiv 2106.12059; baal's ``GibbsSampling`` distribution)."""
-
-softrank = _stochastic(lambda t: RankBasedSampling(None, 1, temperature=t), normalise=False)
-softrank.__doc__ = """Soft-rank acquisition: p(i) proportional to rank_i ** (-1 / temperature),
-rank 1 = highest score (Kirsch et al., TMLR 2023, arXiv 2106.12059; baal's
-``RankBasedSampling``). Depends on the order of the scores only."""
 
 
 def stratified_power(selection: Selection) -> np.ndarray:

@@ -29,6 +29,7 @@ def test_sacred_sees_exactly_the_dataclass_defaults() -> None:
 
     ex.run("capture", config_updates={"run": 3})
     assert captured == {**defaults(), "run": 3, "seed": 3}  # seed follows run
+    captured.clear()
     ex.run("capture", named_configs=["demo"])
     assert captured == {**defaults(), **NAMED_CONFIGS["demo"]}
     ex.commands.pop("capture")

@@ -296,6 +296,23 @@ def test_out_dir_and_no_full_supervision(tmp_path: Path) -> None:
     assert "No full-supervision result" in (out / "summary.md").read_text()
 
 
+def test_each_grid_point_is_measured_against_its_own_full_supervision(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    write_run(results, "full@s=a", 0, [12], [0.9])
+    write_run(results, "full@s=b", 0, [12], [0.5])
+    for point in ("a", "b"):
+        write_run(results, f"bald@s={point}", 0, [4, 6, 8], [0.3, 0.46, 0.85])
+    assert main([str(results)]) == 0
+    rows = {r["heuristic"]: r for r in csv.DictReader((results / "summary.csv").open())}
+    # Point a's target is 0.855, never reached; point b's is 0.475, reached at 8 labels. One
+    # pooled reference (0.7 -> 0.665) would have put both at 8.
+    assert rows["bald@s=a"]["labels_to_95"] == "" and rows["bald@s=b"]["labels_to_95"] == "8"
+    text = (results / "summary.md").read_text()
+    assert "at grid point `s=a`: test Dice 0.9000" in text
+    assert "at grid point `s=b`: test Dice 0.5000" in text
+
+
 def _split_study(tmp_path: Path) -> tuple[Path, Path]:
     """The end-to-end study in two folders, as if runs 0-1 and run 2 ran on two machines."""
     first, second = tmp_path / "machine_a", tmp_path / "machine_b"

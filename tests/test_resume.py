@@ -102,6 +102,16 @@ def test_other_config_is_refused_unless_overwrite(
     assert record["config"]["epochs"] == 2
 
 
+def test_an_unreadable_state_is_refused_in_one_line_unless_overwrite(tmp_path: Path) -> None:
+    from utils.run_state import ResumeError, RunPaths, load_state
+
+    paths = RunPaths(tmp_path, "bald_0")
+    paths.state.write_text('{"cycles_done": 1')  # cut off mid-write by another tool
+    with pytest.raises(ResumeError, match="is unreadable .*pass overwrite=True"):
+        load_state(paths, {"heuristic": "bald"}, overwrite=False)
+    assert load_state(paths, {"heuristic": "bald"}, overwrite=True) is None
+
+
 def test_nan_loss_stops_and_keeps_last_good_cycle(
     synthetic_root: Path,
     tmp_path: Path,

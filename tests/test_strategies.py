@@ -68,6 +68,26 @@ def test_single_draw_frequencies_follow_the_distribution(name: str, weights_of) 
     np.testing.assert_allclose(counts / draws, expected, atol=0.015)
 
 
+def test_softrank_keeps_each_items_rank_across_the_draws_of_a_batch() -> None:
+    # Two draws without replacement from p(i) proportional to 1 / rank_i: item i is in the batch
+    # with probability w_i / W + sum_{j != i} (w_j / W) (w_i / (W - w_j)). Re-ranking the items
+    # left after the first draw would raise rank 2's inclusion from 0.433 to 0.468.
+    scores = np.array([0.6, 0.5, 0.4, 0.3, 0.2, 0.1])
+    w = 1.0 / np.arange(1, 7)
+    first = w / w.sum()
+    expected = first + np.array(
+        [sum(first[j] * w[i] / (w.sum() - w[j]) for j in range(6) if j != i) for i in range(6)]
+    )
+    rng = np.random.default_rng(2024)
+    draws = 20_000
+    counts = np.zeros(6)
+    grades = np.zeros(6, dtype=int)
+    for _ in range(draws):
+        counts[STRATEGIES["softrank"].select(Selection(scores, grades, 2, False, rng))] += 1
+    assert expected[1] == pytest.approx(0.433, abs=1e-3)
+    np.testing.assert_allclose(counts / draws, expected, atol=0.015)
+
+
 def test_stratified_power_at_full_temperature_samples_like_power() -> None:
     scores = np.array([0.05, 0.15, 0.3, 0.5])
     rng = np.random.default_rng(7)

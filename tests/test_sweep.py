@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from utils.run_lock import run_lock
-from utils.sweep import parse_config_tokens, plan_jobs
+from utils.sweep import SweepError, parse_config_tokens, parse_grid, plan_jobs
 from utils.sweep_slurm import make_executor, submit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,6 +209,21 @@ def test_slurm_array_carries_partition_gpus_time_and_parallelism(
     assert str(tmp_path / "results" / "slurm") in script
 
 
+def test_slurm_rerun_after_the_array_ends_writes_the_report(
+    synthetic_root: Path, clean_sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sweep
+
+    record = tmp_path / "submitted.sh"
+    _fake_slurm(tmp_path / "bin", record)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    (clean_sweep / "summary.csv").unlink()
+    argv = ["--executor", "slurm", "--heuristics", "bald", "random", "--runs", "0-1", "--"]
+    assert sweep.main([*argv, *demo_tokens(synthetic_root, clean_sweep)]) == 0
+    assert not record.exists()  # nothing left to submit
+    assert (clean_sweep / "summary.csv").read_text().startswith("heuristic,")
+
+
 @pytest.mark.parametrize(
     ("options", "tokens", "message"),
     [
@@ -219,6 +234,7 @@ def test_slurm_array_carries_partition_gpus_time_and_parallelism(
         ([], ["dmeo"], "unknown named config 'dmeo'"),
         ([], ["image_scale=-1"], "image_scale must be > 0"),
         (["--grid", "run=1,2"], [], "--grid cannot sweep run; use --runs"),
+        ([], ["seed=3"], "seed after -- would override every job"),
         (["--executor", "slurm"], [], "--executor slurm needs SLURM's sbatch on PATH"),
         (["--mps"], [], "--mps needs nvidia-cuda-mps-control on PATH"),
         (["--executor", "slurm", "--mps"], [], "--mps applies to --executor local"),
@@ -271,3 +287,19 @@ def test_grid_runs_every_combination_under_its_own_name(synthetic_root: Path) ->
     assert "bald@lr=0.01,patch_size=32x32_1" in stems
     assert "full@lr=0.1,patch_size=32x32_0" in stems
     assert {job.config.lr for job in jobs} == {0.1, 0.01}
+
+
+def test_a_grid_over_strategies_shares_one_full_supervision_reference(
+    synthetic_root: Path,
+) -> None:
+    named, updates = parse_config_tokens(demo_tokens(synthetic_root, Path("unused")))
+    grid = parse_grid(["strategy=power,softmax"])
+    jobs = plan_jobs(["entropy", "random"], [0], named, updates, grid, full_supervision=True)
+    assert sorted(job.stem for job in jobs) == [
+        "entropy-power_0",
+        "entropy-softmax_0",
+        "full_0",
+        "random_0",
+    ]
+    with pytest.raises(SweepError, match="differ in region_shape; that does not change such a"):
+        plan_jobs(["entropy"], [0], named, updates, parse_grid(["region_shape=tile,superpixel"]))

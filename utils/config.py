@@ -151,8 +151,9 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
     "full_supervision": {"full_supervision": True},
 }
 
-# Keys that change neither what is computed nor its result, so a resumed run may differ in them.
-IGNORED_FOR_RESUME = frozenset({"overwrite", "progress"})
+# Keys that change neither what is computed nor its result, so a resumed run may differ in them
+# (the figures are drawn after each selection and change nothing in it).
+IGNORED_FOR_RESUME = frozenset({"overwrite", "progress", "save_maps", "save_uncerts"})
 
 
 def defaults() -> dict[str, Any]:

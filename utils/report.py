@@ -94,10 +94,13 @@ class Summary:
     """Summary table plus what is needed to explain it (full-supervision Dice, 95 % target)."""
 
     rows: list[SummaryRow]
-    full_dice: float | None
+    full_dice: float | None  # the reference, when every row shares one
     n_full_runs: int
     target: float
     target_basis: str
+    # Grid point tag ('' untagged) -> (mean final Dice, runs) of its full-supervision runs. A
+    # sweep over settings that change the model (say image_scale) has one reference per point.
+    full_by_tag: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     pixel_axis: bool = False  # x is the labelled fraction of the pool's pixels, not images
     unfinished: tuple[str, ...] = ()  # "{name}_{run}" of runs that stopped before their plan
     run_aulcs: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # what is paired
@@ -167,21 +170,26 @@ def curve(
     return x, mean, lo, hi
 
 
+def _tag(name: str) -> str:
+    return name.partition("@")[2]
+
+
 def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
     """Build the summary table from ``load_results`` output.
 
     The ``full`` runs are not a row: their mean final Dice is the reference for
-    ``labels_to_95``. Without them the reference is the best final mean Dice of any heuristic.
-    Rows are sorted by mean AULC, best first (ties by name, for a stable order).
+    ``labels_to_95``, per grid point when a sweep ran one per point (``full@{tag}`` for the
+    rows tagged ``@{tag}``). Without them the reference is the best final mean Dice of any
+    heuristic. Rows are sorted by mean AULC, best first (ties by name, for a stable order).
     """
     heuristics = {name: runs for name, runs in results.items() if not _is_full(name) and runs}
     if not heuristics:
         raise ReportError("no active-learning runs found, only full-supervision results")
-    # A plain ``full`` is the reference; a sweep over a grid has only tagged ones (``full@...``).
-    full_runs = list(results.get(FULL, [])) or [
-        r for name, runs in results.items() if _is_full(name) for r in runs
-    ]
-    full_dice = float(np.mean([r.dice[-1] for r in full_runs])) if full_runs else None
+    full_by_tag = {
+        _tag(name): (float(np.mean([r.dice[-1] for r in runs])), len(runs))
+        for name, runs in results.items()
+        if _is_full(name) and runs
+    }
 
     finals = {name: _mean_std([r.dice[-1] for r in runs]) for name, runs in heuristics.items()}
     pixel_axis = uses_pixel_axis(heuristics)
@@ -189,16 +197,32 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
         name: {r.run: aulc(axis(r, pixel_axis), r.dice) for r in runs}
         for name, runs in heuristics.items()
     }
-    if full_dice is not None:
+    best_final = max(mean for mean, _ in finals.values())
+    if len(full_by_tag) == 1:
+        (full_dice, n_full_runs), *_ = full_by_tag.values()
         reference, basis = full_dice, "the full-supervision Dice"
+    elif full_by_tag:
+        full_dice, n_full_runs, reference = None, sum(n for _, n in full_by_tag.values()), None
+        basis = "the full-supervision Dice of the row's own grid point"
     else:
-        reference = max(mean for mean, _ in finals.values())
+        full_dice, n_full_runs, reference = None, 0, best_final
         basis = "the best final mean Dice (no full-supervision result)"
-    target = TARGET_FRACTION * reference
+
+    def target_of(name: str) -> float:
+        if reference is not None:
+            return TARGET_FRACTION * reference
+        own = full_by_tag.get(_tag(name))
+        if own is not None:
+            return TARGET_FRACTION * own[0]
+        # A grid point without its reference: its own rows' best final mean.
+        return TARGET_FRACTION * max(m for n, (m, _) in finals.items() if _tag(n) == _tag(name))
+
+    target = TARGET_FRACTION * best_final if reference is None else TARGET_FRACTION * reference
 
     rows = []
     for name, runs in heuristics.items():
         x, mean, _, _ = curve(runs, pixel_axis)
+        row_target = target_of(name)
         aulc_mean, aulc_std = _mean_std(list(aulcs[name].values()))
         baseline = random_baseline(name, aulcs)
         p_value = None if baseline is None else paired_p_value(aulcs[name], aulcs[baseline])
@@ -210,10 +234,10 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
                 final_dice_std=finals[name][1],
                 aulc_mean=aulc_mean,
                 aulc_std=aulc_std,
-                labels_to_95=None if pixel_axis else labels_to_reach(x, mean, target),
+                labels_to_95=None if pixel_axis else labels_to_reach(x, mean, row_target),
                 p_vs_random=p_value,
                 val_labels=_validation_images(runs),
-                pixels_to_95=pixels_to_reach(x, mean, target) if pixel_axis else None,
+                pixels_to_95=pixels_to_reach(x, mean, row_target) if pixel_axis else None,
             )
         )
     rows.sort(key=lambda row: (-row.aulc_mean, row.heuristic))
@@ -221,9 +245,10 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
         pixel_axis=pixel_axis,
         rows=rows,
         full_dice=full_dice,
-        n_full_runs=len(full_runs),
+        n_full_runs=n_full_runs,
         target=target,
         target_basis=basis,
+        full_by_tag=full_by_tag,
         unfinished=tuple(
             f"{r.heuristic}_{r.run}" for runs in results.values() for r in runs if not r.complete
         ),
@@ -281,7 +306,9 @@ def render_markdown(summary: Summary, title: str) -> str:
         "labelled images, trapezoidal rule) divided by the run's range of labelled images, so "
         "it lies in [0, 1]; mean and sample standard deviation over runs. Rows are sorted by it.",
         f"- `labels_to_95`: fewest labelled images at which the heuristic's mean curve reaches "
-        f"95 % of {summary.target_basis}, i.e. Dice ≥ {summary.target:.4f}; – if never reached.",
+        f"95 % of {summary.target_basis}"
+        + (f", i.e. Dice ≥ {summary.target:.4f}" if len(summary.full_by_tag) < 2 else "")
+        + "; – if never reached.",
         f"- `p_vs_random`: two-sided paired test of per-run AULC against `random` over the runs "
         f"both share: Wilcoxon signed-rank with ≥ {MIN_WILCOXON_PAIRS} pairs, paired t-test "
         f"with 2–{MIN_WILCOXON_PAIRS - 1}; – for `random` itself, without `random`, or with "
@@ -296,12 +323,13 @@ def render_markdown(summary: Summary, title: str) -> str:
         "`model_selection=last`; – where the records do not say.",
         "",
     ]
-    if summary.full_dice is not None:
-        runs = "run" if summary.n_full_runs == 1 else "runs"
-        lines.append(
-            f"Full supervision (whole training split): test Dice {summary.full_dice:.4f} "
-            f"(mean of {summary.n_full_runs} {runs})."
-        )
+    if summary.full_by_tag:
+        for tag, (dice, n) in sorted(summary.full_by_tag.items()):
+            where = f" at grid point `{tag}`" if tag else ""
+            lines.append(
+                f"Full supervision (whole training split){where}: test Dice {dice:.4f} "
+                f"(mean of {n} {'run' if n == 1 else 'runs'})."
+            )
     else:
         lines.append("No full-supervision result (`full_{run}.npy`) was found.")
     if summary.unfinished:

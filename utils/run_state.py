@@ -121,6 +121,8 @@ def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunS
                 "use another results_dir or pass overwrite=True to replace it"
             )
         return None
+    if overwrite:
+        return None  # before reading: an unreadable state is what overwrite is for
     try:
         raw = json.loads(paths.state.read_text())
         state = RunState(**{**raw, "history": History(**raw["history"])})
@@ -128,8 +130,6 @@ def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunS
         raise ResumeError(
             f"{paths.state} is unreadable ({err}); delete it or pass overwrite=True"
         ) from err
-    if overwrite:
-        return None
     differing = config_differences(state.config, jsonable(config))
     if differing:
         details = ", ".join(

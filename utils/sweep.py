@@ -206,11 +206,11 @@ def plan_jobs(
             canonical.append(resolve_heuristic(name))
         except ValueError as err:
             raise SweepError(f"--heuristics: {err}") from None
-    clashes = sorted({"heuristic", "run", "full_supervision"} & set(updates))
+    clashes = sorted({"heuristic", "run", "seed", "full_supervision"} & set(updates))
     if clashes:
         raise SweepError(
             f"{', '.join(clashes)} after -- would override every job; use --heuristics, --runs "
-            "and --full-supervision instead"
+            "and --full-supervision instead (each run's seed is its run index)"
         )
     jobs: list[Job] = []
     planned: dict[str, dict[str, Any]] = {}  # stem -> the config its run records
@@ -236,11 +236,20 @@ def plan_jobs(
             paths = run_paths(cfg, validated)
             record = run_record_config(cfg, validated)
             if paths.stem in planned:
-                if planned[paths.stem] == record:
-                    continue  # e.g. random under every strategy of a grid: one baseline
+                differing = sorted(k for k in record if record[k] != planned[paths.stem].get(k))
+                # Random under every strategy of a grid is one baseline; full supervision
+                # selects nothing, so grid points that differ only in selection share it too.
+                if not differing or (full and set(differing) <= IN_RESULT_NAME):
+                    continue
+                in_grid = set(differing) <= set(point)
                 raise SweepError(
-                    f"two jobs of this sweep would write {paths.stem} with different configs; "
-                    "put the differing key in --grid"
+                    f"two jobs of this sweep would write {paths.stem} with configs that differ "
+                    f"in {', '.join(differing)}; "
+                    + (
+                        "that does not change such a run, so drop it from --grid"
+                        if in_grid
+                        else "put the differing key in --grid"
+                    )
                 )
             planned[paths.stem] = record
             total = 1 if full else cfg.al_cycles + 1

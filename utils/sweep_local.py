@@ -92,8 +92,10 @@ def run_local(
     """Run ``jobs`` here, ``parallel`` at a time; return the stems that failed.
 
     Each job's output goes to ``results_dir/logs/{stem}.log``. The CPU threads are split evenly
-    among the jobs that run at once. ``extra_env`` reaches every job (the MPS daemon's folders).
+    among ``parallel`` job slots. ``extra_env`` reaches every job (the MPS daemon's folders).
     """
+    # By --parallel, not by the jobs left: a resumed sweep then gives every run the thread count
+    # an uninterrupted one would, and CPU results are bitwise only with the same count.
     threads = max(1, available_cpus() // parallel)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     env.update(extra_env or {})
