@@ -4,8 +4,10 @@ Regions differ in area (clipped or widened edge tiles, superpixels), so a fixed 
 regions is not a fixed cost: a heuristic that prefers small regions would label fewer pixels
 per cycle than random. Instead every strategy ranks as usual, and its picks are taken in the
 order it made them until the budget is spent. Strategies stay unchanged: each returns its picks
-in order of choice (top-k by score, sampling order, greedy order), so a prefix is what the
-strategy would have chosen with a smaller batch.
+in order of choice (top-k by score, sampling order, greedy order). A prefix is then a draw from
+the distribution of a smaller batch, not the smaller batch itself: a seeded sampler draws other
+items for another batch size, and ``suggestive`` sizes its candidate set by the batch it is
+asked for.
 """
 
 from __future__ import annotations

@@ -103,6 +103,13 @@ def test_image_scale_resizes_image_and_mask(synthetic_root: Path) -> None:
     for big, small, mask in zip(full.images, half.images, half.masks, strict=True):
         assert small.shape[1:] == (round(big.shape[1] / 2), round(big.shape[2] / 2))
         assert mask.shape == small.shape[1:] and set(mask.unique().tolist()) <= {0, 1}
+    # The mask is resampled by nearest neighbour: a bilinear one, thresholded, would grow glands.
+    for row, mask in zip(rows, half.masks, strict=True):
+        annotation = Image.open(synthetic_root / "GlaS" / row.mask)
+        size = (round(annotation.width / 2), round(annotation.height / 2))
+        binary = Image.fromarray(((np.asarray(annotation) > 0) * 255).astype(np.uint8))
+        nearest = np.asarray(binary.resize(size, Image.Resampling.NEAREST)) > 0
+        assert torch.equal(mask, torch.from_numpy(nearest.astype(np.int64)))
 
 
 def test_augmentation_moves_image_and_mask_together() -> None:

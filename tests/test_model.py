@@ -90,6 +90,9 @@ def test_mc_probabilities_match_sequential_passes() -> None:
     stacked = mc_probabilities(mc_model, image, MCSettings(5, 3, torch.device("cpu")))
     assert stacked.shape == (1, 2, 40, 50, 5)
     torch.testing.assert_close(stacked.sum(1), torch.ones(1, 40, 50, 5))
+    # Samples stacked in one pass draw their own dropout masks, not one shared mask.
+    for t in (1, 2):
+        assert not torch.allclose(stacked[..., 0], stacked[..., t])
 
 
 def test_batched_validation_equals_the_per_image_loss(synthetic_root) -> None:

@@ -158,6 +158,23 @@ def test_a_real_nan_is_caught_in_training(
     assert not (tmp_path / "bald_0.npy").exists()
 
 
+def test_a_nan_validation_loss_stops_instead_of_keeping_untrained_weights(
+    synthetic_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import utils.training
+
+    monkeypatch.setattr(utils.training, "validation_loss", lambda *args: float("nan"))
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        ex.run(config_updates=config)
+    assert "validation loss became nan at epoch 1" in capsys.readouterr().err
+    assert not (tmp_path / "bald_0.npy").exists()
+
+
 def test_interrupted_write_leaves_old_file_intact(tmp_path: Path) -> None:
     target = tmp_path / "record.json"
     atomic_save_json(target, {"old": True})

@@ -47,7 +47,7 @@ def mc_probabilities(
     ``image`` ``[3, H, W]`` -> ``[1, C, H, W, T]`` float32 on ``settings.device``. Several samples
     go through the model in one batch: dropout draws a fresh mask per batch element. With
     ``with_features`` also the bottleneck features of the same passes, averaged over the samples:
-    ``[D, h, w]`` (h, w = H, W / 32, rounded up).
+    ``[D, h, w]`` (h, w = H, W / ``feature_cell``, rounded up).
     """
     x = to_device(image.unsqueeze(0), settings.device, settings.channels_last)  # [1, 3, H, W]
     probs = None
@@ -148,7 +148,7 @@ def score_pool(
     bar = tqdm(items, total=len(pool), desc="MC pool", disable=not progress, leave=False)
     for image, _, _, name in bar:
         output = mc_probabilities(mc_model, image, settings, with_features=with_features)
-        probs, feature = output if with_features else (output, None)  # [1, C, H, W, T], [D]
+        probs, feature = output if with_features else (output, None)  # [1, C, H, W, T], [D, h, w]
         pixel_map = pixel_map_of(probs)  # [1, H, W]
         score = reduce(pixel_map, probs, reduction_settings)  # [1]
         if keep_maps:

@@ -44,7 +44,8 @@ def soft_dice_loss_per_image(
     """``soft_dice_loss`` of each image of the batch on its own: ``[N]``.
 
     Equal to calling ``soft_dice_loss`` on every image separately (batch of one), so a batched
-    validation gives the per-image validation losses.
+    validation gives the per-image validation losses. Full masks only: validation images are
+    labelled whole, so unlike ``soft_dice_loss`` there are no ``IGNORE`` pixels to leave out.
     """
     probs = logits.float().softmax(1)  # [N, C, H, W]
     one_hot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)

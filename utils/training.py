@@ -134,17 +134,18 @@ def train_model(
     sampler = RandomSampler(
         train_set, num_samples=settings.repeats_per_epoch * len(train_set), generator=generator
     )
-    loader = DataLoader(
-        train_set,
-        batch_size=settings.batch_size,
-        sampler=sampler,
-        num_workers=settings.num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=settings.num_workers > 0,
-        generator=generator,
-    )
     if augmenter is not None:
         loader = _DeviceBatches(augmenter, sampler, settings.batch_size)
+    else:
+        loader = DataLoader(
+            train_set,
+            batch_size=settings.batch_size,
+            sampler=sampler,
+            num_workers=settings.num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=settings.num_workers > 0,
+            generator=generator,
+        )
     optimizer, scheduler = make_optimizer(model, settings)
     best_loss, best_epoch = math.inf, -1
     best_state = copy.deepcopy(model.state_dict()) if val_set is not None else None
@@ -175,6 +176,12 @@ def train_model(
         # it was, so CPU runs remain bitwise reproducible against earlier results.
         validate = validation_loss_batched if device.type == "cuda" else validation_loss
         val_loss = validate(model, val_set, device, amp_dtype)
+        if not math.isfinite(val_loss):
+            # Otherwise no epoch would ever be best and the untrained weights would come back.
+            raise NonFiniteLossError(
+                f"validation loss became {val_loss} at epoch {epoch + 1}; lower lr "
+                "(e.g. lr=0.01) or use precision=fp32"
+            )
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
