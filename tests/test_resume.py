@@ -112,6 +112,26 @@ def test_an_unreadable_state_is_refused_in_one_line_unless_overwrite(tmp_path: P
     assert load_state(paths, {"heuristic": "bald"}, overwrite=True) is None
 
 
+def test_results_without_a_state_are_this_runs_only_if_their_record_says_so(
+    tmp_path: Path,
+) -> None:
+    from utils.io import atomic_save_npy
+    from utils.run_state import ResumeError, RunPaths, load_state
+
+    paths = RunPaths(tmp_path, "bald_0")
+    config = {"heuristic": "bald", "epochs": 2}
+    # Killed after writing cycle 0's results, before its state: start afresh.
+    atomic_save_npy(paths.npy, np.array([0.5]))
+    atomic_save_json(paths.json, {"config": config})
+    assert load_state(paths, config, overwrite=False) is None
+    # Another run's results, or results with no record: refused.
+    with pytest.raises(ResumeError, match="has no bald_0.state.json"):
+        load_state(paths, {**config, "epochs": 3}, overwrite=False)
+    paths.json.unlink()
+    with pytest.raises(ResumeError, match="has no bald_0.state.json"):
+        load_state(paths, config, overwrite=False)
+
+
 def test_nan_loss_stops_and_keeps_last_good_cycle(
     synthetic_root: Path,
     tmp_path: Path,

@@ -108,6 +108,16 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in keys if old.get(k, known.get(k, "<absent>")) != new.get(k, "<absent>"))
 
 
+def _record_matches(paths: RunPaths, config: dict[str, Any]) -> bool:
+    """Whether the record beside a state-less ``.npy`` is this run's: a run killed between
+    writing its first cycle's results and its state leaves exactly that, and starts afresh."""
+    try:
+        saved = json.loads(paths.json.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return not config_differences(saved, jsonable(config))
+
+
 def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunState | None:
     """The saved state to continue from, or None to start afresh.
 
@@ -115,7 +125,7 @@ def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunS
     is not set.
     """
     if not paths.state.exists():
-        if paths.npy.exists() and not overwrite:
+        if paths.npy.exists() and not overwrite and not _record_matches(paths, config):
             raise ResumeError(
                 f"{paths.npy} exists but has no {paths.state.name} to check it against; "
                 "use another results_dir or pass overwrite=True to replace it"
