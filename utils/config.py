@@ -160,10 +160,6 @@ def defaults() -> dict[str, Any]:
     return asdict(ExperimentConfig())
 
 
-def config_keys() -> list[str]:
-    return [f.name for f in fields(ExperimentConfig)]
-
-
 def _kind(default: Any) -> tuple[str, Any]:
     """What a key's value must be, judged by its default: (description, predicate)."""
     if isinstance(default, bool):

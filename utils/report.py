@@ -131,7 +131,9 @@ def _is_full(name: str) -> bool:
 
 def random_baseline(name: str, names: Mapping[str, object]) -> str | None:
     """The row ``name`` is paired against: ``random`` with the same sweep tag (``@...``), so that
-    a comparison never crosses swept settings. None for random itself or without a match.
+    a comparison never crosses the settings in a tag. Settings in the result name (strategy,
+    reduction, label unit) are not in a tag: a region row is paired with image-level ``random``,
+    the baseline a region strategy has to beat. None for random itself or without a match.
     """
     base, _, tag = name.partition("@")
     candidate = f"{RANDOM}@{tag}" if tag else RANDOM
