@@ -57,3 +57,36 @@ def _sacred_without_output_capture() -> None:
     from sacred import SETTINGS
 
     SETTINGS.CAPTURE_MODE = "no"
+
+
+def spy_on_coreset(
+    monkeypatch: pytest.MonkeyPatch, features: str, mc_scoring: str
+) -> tuple[list[tuple[Any, int]], list[Any]]:
+    """Record what ``coreset`` is given: every call of ``utils.acquisition.<features>`` as
+    (model, number of items) and every ``Selection``; an MC pass (``<mc_scoring>``) fails."""
+    import utils.acquisition as acquisition
+    from heuristics.strategies import STRATEGIES, Strategy, coreset
+
+    calls: list[tuple[Any, int]] = []
+    selections: list[Any] = []
+    real = getattr(acquisition, features)
+
+    def recording_features(model, *args):
+        calls.append((model, len(args[-3])))  # the items come before device and precision
+        return real(model, *args)
+
+    def no_mc_pass(*args, **kwargs):
+        raise AssertionError("coreset needs no MC pass over the pool")
+
+    def recording_coreset(selection):
+        selections.append(selection)
+        return coreset(selection)
+
+    monkeypatch.setattr(acquisition, features, recording_features)
+    monkeypatch.setattr(acquisition, mc_scoring, no_mc_pass)
+    monkeypatch.setitem(
+        STRATEGIES,
+        "coreset",
+        Strategy(recording_coreset, False, needs_features=True, needs_labelled_features=True),
+    )
+    return calls, selections

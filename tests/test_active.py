@@ -14,7 +14,7 @@ from sacred.observers import FileStorageObserver
 from active import ex
 from data.glas import read_split
 from heuristics import ALIASES, HEURISTIC_NAMES
-from tests.conftest import tiny_config
+from tests.conftest import spy_on_coreset, tiny_config
 
 EXPECTED_KEYS = {"config", "n_labelled", "test_dice", "acquired", "test_dice_per_image"}
 
@@ -362,30 +362,7 @@ def test_coreset_compares_pool_and_labelled_images_in_one_deterministic_model(
 ) -> None:
     # Sener & Savarese measure every distance in one embedding: MC-averaged pool features
     # against deterministic labelled ones would put even a copy of a labelled image far from it.
-    import utils.acquisition as acquisition
-    from heuristics.strategies import STRATEGIES, Strategy, coreset
-
-    calls, selections = [], []
-    real = acquisition.pooled_features
-
-    def recording_features(model, dataset, device, amp_dtype):
-        calls.append((model, len(dataset)))
-        return real(model, dataset, device, amp_dtype)
-
-    def no_mc_pass(*args, **kwargs):
-        raise AssertionError("coreset needs no MC pass over the pool")
-
-    def recording_coreset(selection):
-        selections.append(selection)
-        return coreset(selection)
-
-    monkeypatch.setattr(acquisition, "pooled_features", recording_features)
-    monkeypatch.setattr(acquisition, "score_pool", no_mc_pass)
-    monkeypatch.setitem(
-        STRATEGIES,
-        "coreset",
-        Strategy(recording_coreset, False, needs_features=True, needs_labelled_features=True),
-    )
+    calls, selections = spy_on_coreset(monkeypatch, "pooled_features", "score_pool")
     root = synthetic_root
     run(tiny_config(root / "GlaS", root / "splits", tmp_path, strategy="coreset", al_cycles=1))
     (pool_call, labelled_call), (selection,) = calls, selections

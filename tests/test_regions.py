@@ -26,7 +26,7 @@ from data.regions import (
 from heuristics.pixel_budget import most_that_fit, select_within_budget, take_within_budget
 from heuristics.reductions import REDUCTIONS, ReductionSettings
 from heuristics.strategies import STRATEGIES, Selection, Strategy
-from tests.conftest import tiny_config
+from tests.conftest import spy_on_coreset, tiny_config
 from utils.metrics import soft_dice_loss
 from utils.report import main as report_main
 
@@ -390,30 +390,7 @@ def test_bad_region_input_is_one_line(
 def test_region_coreset_compares_pool_and_labelled_regions_in_one_deterministic_model(
     synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import utils.acquisition as acquisition
-    from heuristics.strategies import coreset
-
-    calls, selections = [], []
-    real = acquisition.region_features
-
-    def recording_features(model, store, labels, regions, device, amp_dtype):
-        calls.append((model, len(regions)))
-        return real(model, store, labels, regions, device, amp_dtype)
-
-    def no_mc_pass(*args, **kwargs):
-        raise AssertionError("coreset needs no MC pass over the pool")
-
-    def recording_coreset(selection: Selection) -> np.ndarray:
-        selections.append(selection)
-        return coreset(selection)
-
-    monkeypatch.setattr(acquisition, "region_features", recording_features)
-    monkeypatch.setattr(acquisition, "score_regions", no_mc_pass)
-    monkeypatch.setitem(
-        STRATEGIES,
-        "coreset",
-        Strategy(recording_coreset, False, needs_features=True, needs_labelled_features=True),
-    )
+    calls, selections = spy_on_coreset(monkeypatch, "region_features", "score_regions")
     ex.run(config_updates=region_config(synthetic_root, tmp_path, strategy="coreset", al_cycles=1))
     (pool_call, labelled_call), (selection,) = calls, selections
     assert pool_call[0] is labelled_call[0]  # one model for both sets ...
