@@ -68,6 +68,26 @@ def test_single_draw_frequencies_follow_the_distribution(name: str, weights_of) 
     np.testing.assert_allclose(counts / draws, expected, atol=0.015)
 
 
+def test_softrank_first_draw_is_baals_rank_distribution_exactly() -> None:
+    from baal.active.heuristics.stochastics import RankBasedSampling
+
+    class Recording:  # a generator that keeps the probabilities it is asked to draw from
+        def __init__(self) -> None:
+            self.p: list[np.ndarray] = []
+
+        def choice(self, n: int, p: np.ndarray) -> int:
+            self.p.append(p)
+            return 0
+
+    scores = np.random.default_rng(5).uniform(0.01, 0.5, 40)
+    for temperature in (1.0, 0.3):
+        rng = Recording()
+        one = Selection(scores, np.zeros(40, dtype=int), 1, False, rng, temperature=temperature)
+        STRATEGIES["softrank"].select(one)
+        baal = RankBasedSampling(None, 1, temperature=temperature)._make_distribution(scores)
+        assert np.array_equal(rng.p[0], baal / baal.sum())
+
+
 def test_softrank_keeps_each_items_rank_across_the_draws_of_a_batch() -> None:
     # Two draws without replacement from p(i) proportional to 1 / rank_i: item i is in the batch
     # with probability w_i / W + sum_{j != i} (w_j / W) (w_i / (W - w_j)). Re-ranking the items
