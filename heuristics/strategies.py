@@ -47,6 +47,11 @@ class Strategy:
     needs_features: bool = False
     needs_labelled_features: bool = False
 
+    @property
+    def mc_features(self) -> bool:
+        """Whether the pool's features come from its MC passes (see above)."""
+        return self.needs_features and not self.needs_labelled_features
+
 
 def _quota(selection: Selection) -> list[tuple[np.ndarray, int]]:
     """(pool indices of a grade, how many to pick there); one group without ``balance``.

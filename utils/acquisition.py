@@ -90,11 +90,9 @@ def acquire(
     store = context.store
     strategy = _strategy(cfg, heuristic)
     pool_indices = np.flatnonzero(~al_set.labelled)  # oracle index of each pool position
-    deterministic = strategy.needs_labelled_features  # see Strategy: one model for both sets
-    mc_features = strategy.needs_features and not deterministic
     result = None
     scores, features, labelled_features = np.empty(0), None, None
-    if strategy.needs_scores or mc_features:
+    if strategy.needs_scores or strategy.mc_features:
         result = score_pool(
             mc_model,
             al_set.pool,
@@ -104,10 +102,10 @@ def acquire(
             progress=cfg.progress,
             reduction=cfg.reduction,
             reduction_settings=context.reduction_settings,
-            with_features=mc_features,
+            with_features=strategy.mc_features,
         )
         scores, features = result.scores, result.features
-    if deterministic:
+    if strategy.needs_labelled_features:  # both sets from one deterministic pass
         images = GlasDataset(store)
         device, amp_dtype = context.device, context.amp_dtype
         features, labelled_features = (
@@ -155,10 +153,8 @@ def acquire_regions(
     store = context.store
     strategy = _strategy(cfg, heuristic)
     pool = regions.pool()
-    deterministic = strategy.needs_labelled_features  # see Strategy: one model for both sets
-    mc_features = strategy.needs_features and not deterministic
     scores, features, labelled_features, maps = np.empty(0), None, None, {}
-    if strategy.needs_scores or mc_features:
+    if strategy.needs_scores or strategy.mc_features:
         result = score_regions(
             mc_model,
             store,
@@ -167,13 +163,13 @@ def acquire_regions(
             mc_settings,
             reduction=cfg.reduction,
             reduction_settings=context.reduction_settings,
-            with_features=mc_features,
+            with_features=strategy.mc_features,
             progress=cfg.progress,
             keep_maps=cfg.save_maps,
         )
         pool, scores, features = result.regions, result.scores, result.features
         maps = {store.names[image]: pair for image, pair in result.maps.items()}
-    if deterministic:
+    if strategy.needs_labelled_features:  # both sets from one deterministic pass
         labelled = [(i, t) for i, tiles in enumerate(regions.labelled) for t in sorted(tiles)]
         features, labelled_features = (
             region_features(model, store, regions, items, context.device, context.amp_dtype)

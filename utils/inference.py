@@ -241,14 +241,13 @@ def region_features(
     by_image: dict[int, list[int]] = {}
     for position, (image, _) in enumerate(regions):
         by_image.setdefault(image, []).append(position)
-    rows = np.empty((len(regions), 0))
+    rows: list[np.ndarray] = [np.empty(0)] * len(regions)
     for image, positions in by_image.items():
         picture = store.images[image].float().div(255.0).unsqueeze(0)
         with autocast(device, amp_dtype):
             _, bottleneck = model(to_device(picture, device), return_features=True)
         boxes = [labels.boxes[image][regions[p][1]] for p in positions]
         pooled = pool_features(bottleneck[0], boxes, model.feature_cell)  # [len(boxes), D]
-        if rows.shape[1] == 0:
-            rows = np.empty((len(regions), pooled.shape[1]))
-        rows[positions] = pooled
-    return rows
+        for position, row in zip(positions, pooled, strict=True):
+            rows[position] = row
+    return np.stack(rows) if rows else np.empty((0, 0))

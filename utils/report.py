@@ -94,9 +94,7 @@ class Summary:
     """Summary table plus what is needed to explain it (full-supervision Dice, 95 % target)."""
 
     rows: list[SummaryRow]
-    full_dice: float | None  # the reference, when every row shares one
-    n_full_runs: int
-    target: float
+    target: float  # 95 % of the reference every row shares (see target_basis)
     target_basis: str
     # Grid point tag ('' untagged) -> (mean final Dice, runs) of its full-supervision runs. A
     # sweep over settings that change the model (say image_scale) has one reference per point.
@@ -104,6 +102,11 @@ class Summary:
     pixel_axis: bool = False  # x is the labelled fraction of the pool's pixels, not images
     unfinished: tuple[str, ...] = ()  # "{name}_{run}" of runs that stopped before their plan
     run_aulcs: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # what is paired
+
+    @property
+    def full_dice(self) -> float | None:
+        """The full-supervision Dice when there is exactly one reference."""
+        return next(iter(self.full_by_tag.values()))[0] if len(self.full_by_tag) == 1 else None
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,31 +203,24 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
         for name, runs in heuristics.items()
     }
     best_final = max(mean for mean, _ in finals.values())
+
+    def reference(name: str) -> float:
+        own = full_by_tag.get(_tag(name))
+        if own is None and len(full_by_tag) == 1:
+            own = next(iter(full_by_tag.values()))
+        return best_final if own is None else own[0]
+
     if len(full_by_tag) == 1:
-        (full_dice, n_full_runs), *_ = full_by_tag.values()
-        reference, basis = full_dice, "the full-supervision Dice"
+        basis = "the full-supervision Dice"
     elif full_by_tag:
-        full_dice, n_full_runs, reference = None, sum(n for _, n in full_by_tag.values()), None
         basis = "the full-supervision Dice of the row's own grid point"
     else:
-        full_dice, n_full_runs, reference = None, 0, best_final
         basis = "the best final mean Dice (no full-supervision result)"
-
-    def target_of(name: str) -> float:
-        if reference is not None:
-            return TARGET_FRACTION * reference
-        own = full_by_tag.get(_tag(name))
-        if own is not None:
-            return TARGET_FRACTION * own[0]
-        # A grid point without its reference: its own rows' best final mean.
-        return TARGET_FRACTION * max(m for n, (m, _) in finals.items() if _tag(n) == _tag(name))
-
-    target = TARGET_FRACTION * best_final if reference is None else TARGET_FRACTION * reference
 
     rows = []
     for name, runs in heuristics.items():
         x, mean, _, _ = curve(runs, pixel_axis)
-        row_target = target_of(name)
+        row_target = TARGET_FRACTION * reference(name)
         aulc_mean, aulc_std = _mean_std(list(aulcs[name].values()))
         baseline = random_baseline(name, aulcs)
         p_value = None if baseline is None else paired_p_value(aulcs[name], aulcs[baseline])
@@ -246,9 +242,7 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
     return Summary(
         pixel_axis=pixel_axis,
         rows=rows,
-        full_dice=full_dice,
-        n_full_runs=n_full_runs,
-        target=target,
+        target=TARGET_FRACTION * reference(""),
         target_basis=basis,
         full_by_tag=full_by_tag,
         unfinished=tuple(

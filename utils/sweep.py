@@ -21,7 +21,7 @@ from typing import Any
 from heuristics import resolve_heuristic
 from utils.config import NAMED_CONFIGS, ExperimentConfig, check_config, defaults
 from utils.run_lock import is_locked
-from utils.run_state import ResumeError, RunPaths, load_state
+from utils.run_state import ResumeError, RunPaths, config_differences, load_state
 
 ROOT = Path(__file__).resolve().parents[1]
 # Keys a grid may not sweep: each has its own option or is part of every job already.
@@ -236,7 +236,7 @@ def plan_jobs(
             paths = run_paths(cfg, validated)
             record = run_record_config(cfg, validated)
             if paths.stem in planned:
-                differing = sorted(k for k in record if record[k] != planned[paths.stem].get(k))
+                differing = config_differences(planned[paths.stem], record)
                 # Random under every strategy of a grid is one baseline; full supervision
                 # selects nothing, so grid points that differ only in selection share it too.
                 if not differing or (full and set(differing) <= IN_RESULT_NAME):
