@@ -7,12 +7,26 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from PIL import Image
 from scipy import stats
 
-from utils.curve_stats import aulc, labels_to_reach, mean_curve, paired_p_value
+from utils import report
+from utils.curve_stats import (
+    aulc,
+    holm_adjust,
+    labels_to_reach,
+    mean_curve,
+    noise_figures,
+    paired_difference_ci,
+    paired_difference_curve,
+    paired_differences,
+    paired_p_value,
+    pairs_for_power,
+    tost_paired,
+)
 from utils.report import main
 from utils.run_records import RunRecord, load_results
 
@@ -122,6 +136,137 @@ def test_mean_curve_single_run_has_no_band() -> None:
     np.testing.assert_array_equal(hi, mean)
 
 
+# Four paired differences used below: mean 0.004, deviations ±0.002, so
+# sd = sqrt(4 * 0.002**2 / 3) = 0.004 / sqrt(3) and se = sd / sqrt(4) = 0.002 / sqrt(3).
+DIFFS = np.array([0.002, 0.006, 0.002, 0.006])
+DIFFS_SE = 0.002 / math.sqrt(3)
+
+
+def _t3_cdf(t: float) -> float:
+    """Student t CDF with 3 degrees of freedom in closed form:
+    1/2 + (atan(t / sqrt 3) + (t / sqrt 3) / (1 + t**2 / 3)) / pi."""
+    u = t / math.sqrt(3)
+    return 0.5 + (math.atan(u) + u / (1 + u * u)) / math.pi
+
+
+def test_paired_differences_pair_by_run_number() -> None:
+    a = {0: 0.6, 1: 0.7, 3: 0.9}
+    b = {1: 0.5, 0: 0.55, 2: 0.1}
+    np.testing.assert_allclose(paired_differences(a, b), [0.05, 0.2])
+
+
+def test_paired_difference_ci_by_hand() -> None:
+    # Half-width t(0.975, 3) * se = 3.182446305284263 * 0.002 / sqrt(3) = 0.0036748.
+    mean, low, high = paired_difference_ci(DIFFS)
+    assert mean == pytest.approx(0.004)
+    assert low == pytest.approx(0.004 - 0.0036748, abs=1e-7)
+    assert high == pytest.approx(0.004 + 0.0036748, abs=1e-7)
+    scipy_low, scipy_high = stats.t.interval(0.95, 3, loc=0.004, scale=DIFFS_SE)
+    assert (low, high) == pytest.approx((scipy_low, scipy_high), rel=1e-12)
+    # No spread: an interval of zero width; one difference: no interval.
+    assert paired_difference_ci(np.array([0.01, 0.01, 0.01])) == pytest.approx((0.01,) * 3)
+    assert paired_difference_ci(np.array([0.01])) is None
+    assert paired_difference_ci(np.empty(0)) is None
+
+
+def test_holm_adjust_by_hand() -> None:
+    # m = 4 p-values (None is no test). Sorted: 0.005, 0.01, 0.03, 0.04, times 4, 3, 2, 1:
+    # 0.02, 0.03, 0.06, 0.04; running maximum 0.02, 0.03, 0.06, 0.06 (0.04 may not undercut
+    # the 0.06 before it).
+    adjusted = holm_adjust([0.01, 0.04, 0.03, None, 0.005])
+    assert adjusted[3] is None
+    assert [adjusted[i] for i in (0, 1, 2, 4)] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # Capped at 1: 2 * 0.5 = 1.0, then max(1.0, 0.7).
+    assert holm_adjust([0.5, 0.7]) == pytest.approx([1.0, 1.0])
+    # Ties: 3 * 0.02 for both, then max(0.06, 0.5).
+    assert holm_adjust([0.02, 0.5, 0.02]) == pytest.approx([0.06, 0.5, 0.06])
+    assert holm_adjust([0.2]) == pytest.approx([0.2])
+    assert holm_adjust([None, None]) == [None, None] and holm_adjust([]) == []
+
+
+def test_tost_by_hand_and_against_scipy() -> None:
+    # Margin 0.01: t against -0.01 is (0.004 + 0.01) / se = 7 sqrt 3, against +0.01 it is
+    # (0.004 - 0.01) / se = -3 sqrt 3. The larger one-sided p is the second:
+    # _t3_cdf(-3 sqrt 3) = 1/2 + (atan(-3) - 3/10) / pi = 0.0069.
+    p, equivalent = tost_paired(DIFFS, 0.01)
+    assert p == pytest.approx(0.5 + (math.atan(-3) - 0.3) / math.pi, rel=1e-9)
+    assert p == pytest.approx(_t3_cdf(-3 * math.sqrt(3)), rel=1e-9)
+    assert equivalent
+    # The same two tests in scipy: differences against -margin ('greater'), +margin ('less').
+    lower = stats.ttest_rel(DIFFS, np.full(4, -0.01), alternative="greater").pvalue
+    upper = stats.ttest_rel(DIFFS, np.full(4, 0.01), alternative="less").pvalue
+    assert p == pytest.approx(max(lower, upper), rel=1e-9)
+    # Equivalent iff the 90 % interval lies inside the margin: 0.004 ± 2.3534 * se.
+    low90, high90 = stats.t.interval(0.90, 3, loc=0.004, scale=DIFFS_SE)
+    assert -0.01 < low90 and high90 < 0.01
+    # Margin 0.005 < high90 = 0.00672: t = -0.001 / se = -sqrt(3) / 2, p = _t3_cdf of it =
+    # 1/2 + (atan(-1/2) - 2/5) / pi = 0.2251: not equivalent.
+    p, equivalent = tost_paired(DIFFS, 0.005)
+    assert p == pytest.approx(0.5 + (math.atan(-0.5) - 0.4) / math.pi, rel=1e-9)
+    assert not equivalent
+
+
+def test_tost_without_spread_and_edge_cases() -> None:
+    assert tost_paired(np.array([0.003, 0.003]), 0.01) == (0.0, True)
+    assert tost_paired(np.array([-0.02, -0.02]), 0.01) == (1.0, False)
+    assert tost_paired(np.array([0.01, 0.01]), 0.01) == (1.0, False)  # on the margin: not inside
+    assert tost_paired(np.array([0.003]), 0.01) is None
+    with pytest.raises(ValueError):
+        tost_paired(DIFFS, 0.0)
+
+
+def test_pairs_for_power_golden_values() -> None:
+    # Standardised difference margin / sd = 1 and 0.5: 10 and 34 pairs (Cohen's tables and
+    # G*Power for a two-sided paired t-test at 0.05 with 80 % power).
+    assert pairs_for_power(0.01, 0.01) == 10
+    assert pairs_for_power(0.02, 0.01) == 34
+    # margin / sd = 2: 5 pairs (4 would do with n instead of n - 1 degrees of freedom).
+    assert pairs_for_power(0.005, 0.01) == 5
+    # Zero spread: the fewest pairs a t-test takes; a tiny spread gives the same.
+    assert pairs_for_power(0.0, 0.01) == 2
+    assert pairs_for_power(1e-9, 0.01) == 2
+    with pytest.raises(ValueError):
+        pairs_for_power(0.01, -0.01)
+
+
+@pytest.mark.parametrize("ratio", [0.5, 1.0, 2.0, 3.0, 10.0])
+def test_pairs_for_power_is_just_above_the_normal_approximation(ratio: float) -> None:
+    # ((z_0.975 + z_0.8) * sd / margin)^2 = (1.959964 + 0.841621)^2 * ratio^2 = 7.8489 ratio^2
+    # ignores the estimated sd; the t-test needs that or a few pairs more.
+    approx = (1.959964 + 0.841621) ** 2 * ratio**2
+    n = pairs_for_power(ratio * 0.01, 0.01)
+    assert max(approx, 2) <= n <= approx + 4
+
+
+@pytest.mark.parametrize(
+    "n, effect, expected", [(10, 1.0, 0.803), (9, 1.0, 0.748), (5, 2.0, 0.909), (4, 2.0, 0.755)]
+)
+def test_power_behind_pairs_for_power_by_simulation(n: int, effect: float, expected: float) -> None:
+    # Simulated paired t-tests with mean difference = effect * sd: with effect 1, 10 pairs
+    # reach 80 % power and 9 do not; with effect 2, 5 do and 4 do not.
+    rng = np.random.default_rng(0)
+    diffs = rng.normal(effect, 1.0, size=(40_000, n))
+    t = diffs.mean(axis=1) / (diffs.std(axis=1, ddof=1) / math.sqrt(n))
+    power = np.mean(np.abs(t) > stats.t.ppf(0.975, n - 1))
+    assert power == pytest.approx(expected, abs=0.01)
+
+
+def test_noise_figures_by_hand() -> None:
+    curves = [
+        np.array([0.5, 0.6, 0.55, 0.7]),  # steps +0.1, -0.05, +0.15; 2nd diffs -0.15, +0.2
+        np.array([0.4, 0.45, 0.5]),  # steps +0.05, +0.05; 2nd diff 0
+        np.array([0.3, 0.3, 0.35]),  # steps 0 (no drop), +0.05; 2nd diff +0.05
+        np.array([0.6]),  # no step
+    ]
+    drop_share, sd_second = noise_figures(curves)
+    assert drop_share == pytest.approx(1 / 7)
+    # -0.15, 0.2, 0, 0.05: mean 0.025, sum of squares 0.065 - 4 * 0.025**2 = 0.0625, / 3.
+    assert sd_second == pytest.approx(math.sqrt(0.0625 / 3))
+    assert noise_figures([np.array([0.6])]) == (None, None)
+    assert noise_figures([np.array([0.6, 0.5])]) == (1.0, None)
+    assert noise_figures([np.array([0.6, 0.5, 0.55])]) == (pytest.approx(0.5), None)
+
+
 # --------------------------------------------------------------------------------------------
 # End to end
 # --------------------------------------------------------------------------------------------
@@ -182,6 +327,15 @@ def test_end_to_end(results_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
         "p_vs_random",
         "val_labels",
         "pixels_to_95",
+        "aulc_diff",
+        "aulc_diff_ci_low",
+        "aulc_diff_ci_high",
+        "p_holm",
+        "tost_p",
+        "verdict",
+        "runs_needed",
+        "drop_share",
+        "sd_second_diff",
     ]
     table = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
     # bald's curve lies above random's, so it comes first; full supervision is not a row.
@@ -239,6 +393,177 @@ def test_end_to_end(results_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "summary.csv" in capsys.readouterr().out
 
 
+def _summary_rows(directory: Path) -> dict[str, dict[str, str]]:
+    return {r["heuristic"]: r for r in csv.DictReader((directory / "summary.csv").open())}
+
+
+# The fixture's per-run AULC (as in test_end_to_end): bald 0.63, 0.65, 0.57 (run 2 over its
+# 4-image span: (0.96 + 1.32) / 4); random 3.1/6, 3.12/6, 3.08/6. Differences bald - random:
+# 0.68/6, 0.78/6, 0.34/6 = 0.11333, 0.13, 0.05667; mean 1.8/18 = 0.1; deviations 0.08/6,
+# 0.18/6, -0.26/6, sum of squares 0.1064/36, so sd = sqrt(0.1064 / 72) = 0.038442 and
+# se = sd / sqrt(3) = 0.022194.
+FIXTURE_SD = math.sqrt(0.1064 / 72)
+FIXTURE_SE = FIXTURE_SD / math.sqrt(3)
+
+
+def test_summary_paired_columns_by_hand(results_dir: Path) -> None:
+    assert main([str(results_dir)]) == 0
+    rows = _summary_rows(results_dir)
+    bald = rows["bald"]
+    assert bald["aulc_diff"] == "0.1000"
+    # 95 % interval: 0.1 ± t(0.975, 2) * se = 0.1 ± 4.302653 * 0.022194 = 0.1 ± 0.095495.
+    assert bald["aulc_diff_ci_low"] == "0.0045" and bald["aulc_diff_ci_high"] == "0.1955"
+    # One row has a p-value, so Holm leaves it as it is. t = 0.1 / se = 4.5057 with 2 degrees
+    # of freedom: two-sided p = 1 - t / sqrt(t^2 + 2) = 0.0459 (t CDF for df 2 in closed form).
+    t_stat = 0.1 / FIXTURE_SE
+    assert bald["p_holm"] == bald["p_vs_random"] == f"{1 - t_stat / math.sqrt(t_stat**2 + 2):.4f}"
+    assert bald["p_holm"] == "0.0459"
+    # TOST at 0.01: the test against +0.01 has t = 0.09 / se = 4.0551 and p = P(T2 < 4.0551)
+    # = (1 + t / sqrt(t^2 + 2)) / 2 = 0.9721; significant, yet not equivalent: "different".
+    t_upper = 0.09 / FIXTURE_SE
+    assert bald["tost_p"] == f"{(1 + t_upper / math.sqrt(t_upper**2 + 2)) / 2:.4f}" == "0.9721"
+    assert bald["verdict"] == "different"
+    # sd / margin = 3.844: the normal approximation asks for 7.849 * 3.844^2 = 116 pairs.
+    assert bald["runs_needed"] == str(pairs_for_power(FIXTURE_SD, 0.01))
+    assert 116 <= int(bald["runs_needed"]) <= 120
+    # random is the baseline: no paired cells, but its own noise.
+    assert [rows["random"][c] for c in report.CSV_COLUMNS[10:17]] == [""] * 7
+    # No curve of the fixture ever drops. bald's second differences: -0.1, -0.02 (runs 0 and 1),
+    # -0.04 (run 2); mean -0.056, sum of squared deviations 0.00672, sd sqrt(0.00672 / 4).
+    assert bald["drop_share"] == rows["random"]["drop_share"] == "0.0000"
+    assert bald["sd_second_diff"] == f"{math.sqrt(0.00672 / 4):.4f}" == "0.0410"
+    markdown = (results_dir / "summary.md").read_text()
+    assert "| aulc_diff | aulc_diff_ci_low |" in markdown and "±0.01 AULC" in markdown
+    assert "Holm 1979" in markdown and "Schuirmann 1987" in markdown
+
+
+def test_a_wide_margin_makes_the_significant_row_equivalent(results_dir: Path) -> None:
+    assert main([str(results_dir), "--margin", "0.2"]) == 0
+    bald = _summary_rows(results_dir)["bald"]
+    # Against +0.2, t = -0.1 / se = -4.5057: p = (1 - 4.5057 / sqrt(4.5057^2 + 2)) / 2 = 0.0229;
+    # against -0.2, t = 0.3 / se, far smaller p. Equivalence wins over p_holm = 0.0459 < 0.05.
+    assert bald["tost_p"] == "0.0229" and bald["verdict"] == "equivalent"
+    assert bald["runs_needed"] == str(pairs_for_power(FIXTURE_SD, 0.2))
+    # The existing columns do not depend on the margin.
+    assert bald["p_vs_random"] == "0.0459" and bald["aulc_diff"] == "0.1000"
+    assert "±0.2 AULC" in (results_dir / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("value", ["0", "-0.01", "nan", "inf", "abc"])
+def test_margin_must_be_positive(
+    results_dir: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    assert main([str(results_dir), f"--margin={value}"]) == 2
+    _assert_one_line_error(capsys, "--margin", value)
+    assert not (results_dir / "summary.csv").exists()
+
+
+def test_inconclusive_with_few_noisy_pairs_and_empty_cells_without_pairs(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    # Two-point curves over 4 -> 6 images: AULC is the mean of the two Dice values.
+    for run, (rand, ent, lone) in enumerate(
+        [((0.5, 0.6), (0.5, 0.7), (0.5, 0.5)), ((0.5, 0.7), (0.5, 0.6), None)]
+    ):
+        write_run(results, "random", run, [4, 6], list(rand))
+        write_run(results, "entropy", run, [4, 6], list(ent))
+        if lone:
+            write_run(results, "bald", run, [4, 6], list(lone))
+    assert main([str(results)]) == 0
+    rows = _summary_rows(results)
+    entropy = rows["entropy"]
+    # Differences +0.05 and -0.05: mean 0, sd 0.05 * sqrt 2, 95 % interval
+    # ± t(0.975, 1) * 0.05 = ± 12.7062 * 0.05.
+    assert entropy["aulc_diff"] == "0.0000"
+    assert entropy["aulc_diff_ci_high"] == f"{12.706204736174698 * 0.05:.4f}"
+    assert entropy["verdict"] == "inconclusive"
+    # One shared run only: nothing paired, as p_vs_random.
+    assert [rows["bald"][c] for c in report.CSV_COLUMNS[7:8] + report.CSV_COLUMNS[10:17]] == (
+        [""] * 8
+    )
+
+
+def test_noise_columns_separate_tagged_rows(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    n = [4, 6, 8, 10]
+    # ema: steps +0.1, +0.05, +0.05 and +0.1, +0.1, 0: no drop; 2nd diffs -0.05, 0, 0, -0.1.
+    write_run(results, "random@model_selection=ema", 0, n, [0.5, 0.6, 0.65, 0.7])
+    write_run(results, "random@model_selection=ema", 1, n, [0.5, 0.6, 0.7, 0.7])
+    # last: steps +0.2, -0.1, +0.1 and +0.1, -0.05, +0.15: 2 drops of 6;
+    # 2nd diffs -0.3, 0.2, -0.15, 0.2.
+    write_run(results, "random@model_selection=last", 0, n, [0.5, 0.7, 0.6, 0.7])
+    write_run(results, "random@model_selection=last", 1, n, [0.5, 0.6, 0.55, 0.7])
+    assert main([str(results)]) == 0
+    rows = _summary_rows(results)
+    ema, last = rows["random@model_selection=ema"], rows["random@model_selection=last"]
+    assert ema["drop_share"] == "0.0000" and last["drop_share"] == f"{2 / 6:.4f}"
+    # ema: mean -0.0375, sum of squares 0.0125 - 4 * 0.0375^2 = 0.006875, / 3.
+    assert ema["sd_second_diff"] == f"{math.sqrt(0.006875 / 3):.4f}"
+    # last: mean -0.0125, sum of squares 0.1925 - 4 * 0.0125^2 = 0.191875, / 3.
+    assert last["sd_second_diff"] == f"{math.sqrt(0.191875 / 3):.4f}"
+    assert ema["aulc_diff"] == "" and last["verdict"] == ""  # both are random: no pairing
+
+
+def test_paired_difference_curve_by_hand() -> None:
+    bald = [
+        RunRecord("bald", r, np.array(N_LABELLED[: len(d)]), np.array(d))
+        for r, d in BALD_RUNS.items()
+    ]
+    random = [
+        RunRecord("random", r, np.array(N_LABELLED), np.array(d)) for r, d in RANDOM_RUNS.items()
+    ]
+    random.append(RunRecord("random", 7, np.array(N_LABELLED), np.full(4, 0.1)))  # no partner
+    x, mean, low, high, pairs = paired_difference_curve(bald, random)
+    np.testing.assert_array_equal(x, N_LABELLED)
+    np.testing.assert_array_equal(pairs, [3, 3, 3, 2])
+    # Differences at 4: 0, 0, 0; at 6: 0.10, 0.14, 0.06; at 8: 0.15, 0.16, 0.20; at 10: 0.18, 0.18.
+    np.testing.assert_allclose(mean, [0.0, 0.10, 0.17, 0.18])
+    # At 6: sd 0.04, half-width t(0.975, 2) * 0.04 / sqrt 3; at 4 and 10 no spread: zero width.
+    assert high[1] - mean[1] == pytest.approx(4.302652729911275 * 0.04 / math.sqrt(3))
+    assert low[0] == high[0] == pytest.approx(0.0)
+    assert low[3] == pytest.approx(0.18) and high[3] == pytest.approx(0.18)
+    assert paired_difference_curve(bald, random[:0])[0].size == 0
+
+
+def test_figure_has_a_difference_panel_and_zoomed_axes(
+    results_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = []
+
+    def keep(fig: plt.Figure, path: Path) -> Path:
+        figures.append(fig)
+        return Path(path)
+
+    monkeypatch.setattr(report, "save_figure", keep)
+    assert main([str(results_dir)]) == 0
+    curves, differences = figures[0].axes
+    # Band edges: lowest random's at 4 images, 0.40 - 4.3027 * 0.02 / sqrt 3 = 0.350; highest
+    # bald's at 10 images (two runs), 0.79 + 12.706 * 0.01 = 0.917. The axis hugs them, with a
+    # 6 % pad (0.034), instead of spanning 0 to 1.
+    low, high = curves.get_ylim()
+    assert low == pytest.approx(0.350 - 0.034, abs=0.002)
+    assert high == pytest.approx(0.917 + 0.034, abs=0.002)
+    # The lower panel holds the zero line and bald's paired differences (up to 0.18 at 10, with
+    # the interval at 8 reaching 0.17 + 4.3027 * 0.0265 / sqrt 3 = 0.236), and not random.
+    low, high = differences.get_ylim()
+    assert low < 0.0 and 0.236 < high < 0.3
+    assert any(list(line.get_ydata()) == [0.0, 0.0] for line in differences.get_lines())
+    np.testing.assert_allclose(differences.get_lines()[0].get_ydata(), [0.0, 0.10, 0.17, 0.18])
+    plt.close("all")
+
+
+def test_figure_without_random_has_one_panel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig) or path)
+    write_run(tmp_path, "entropy", 0, [4, 6], [0.5, 0.7])
+    assert main([str(tmp_path)]) == 0
+    assert len(figures[0].axes) == 1
+    plt.close("all")
+
+
 def test_curves_csv_holds_the_plotted_mean_curves(results_dir: Path) -> None:
     assert main([str(results_dir)]) == 0
     rows = list(csv.DictReader((results_dir / "curves.csv").read_text().splitlines()))
@@ -250,6 +575,13 @@ def test_curves_csv_holds_the_plotted_mean_curves(results_dir: Path) -> None:
     assert float(bald[10]["ci_low"]) == pytest.approx(0.79 - 0.12706, abs=1e-4)
     assert float(bald[10]["ci_high"]) == pytest.approx(0.79 + 0.12706, abs=1e-4)
     assert "full" not in {r["heuristic"] for r in rows}
+    # The lower panel's numbers: differences from random 0.10, 0.14, 0.06 at 6 images.
+    assert bald[6]["diff_mean"] == "0.1000" and bald[6]["n_pairs"] == "3"
+    assert bald[6]["diff_ci_high"] == f"{0.1 + 4.302652729911275 * 0.04 / math.sqrt(3):.4f}"
+    assert bald[10]["diff_ci_low"] == bald[10]["diff_ci_high"] == "0.1800"
+    assert bald[10]["n_pairs"] == "2"
+    random_rows = [r for r in rows if r["heuristic"] == "random"]
+    assert all(r["diff_mean"] == r["n_pairs"] == "" for r in random_rows)
 
 
 def test_runs_csv_holds_each_runs_aulc_and_final_dice(results_dir: Path) -> None:

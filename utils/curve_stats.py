@@ -1,4 +1,5 @@
-"""Statistics of learning curves: area under the curve, labels to a target, the paired test.
+"""Statistics of learning curves: area under the curve, labels to a target, paired comparisons
+(test, confidence interval, multiplicity, equivalence, power) and the noise of a curve.
 
 Pure functions of arrays (and of ``RunRecord`` curves), used by ``utils.report``.
 """
@@ -16,10 +17,17 @@ from utils.run_records import RunRecord
 __all__ = [
     "MIN_WILCOXON_PAIRS",
     "aulc",
+    "holm_adjust",
     "labels_to_reach",
     "mean_curve",
+    "noise_figures",
+    "paired_difference_ci",
+    "paired_difference_curve",
+    "paired_differences",
     "paired_p_value",
+    "pairs_for_power",
     "pixels_to_reach",
+    "tost_paired",
 ]
 
 # Below this many pairs the Wilcoxon signed-rank test cannot reach p < 0.05 (two-sided, exact:
@@ -121,3 +129,178 @@ def pixels_to_reach(fraction: np.ndarray, mean_dice: np.ndarray, target: float) 
     """Smallest labelled fraction at which ``mean_dice`` reaches ``target``, else None."""
     reached = np.flatnonzero(np.asarray(mean_dice, dtype=float) >= target - 1e-12)
     return float(fraction[reached[0]]) if reached.size else None
+
+
+def paired_differences(a: Mapping[int, float], b: Mapping[int, float]) -> np.ndarray:
+    """``a[run] - b[run]`` over the run numbers both contain, in run order: shape [pairs]."""
+    shared = sorted(set(a) & set(b))
+    return np.array([a[run] - b[run] for run in shared], dtype=float)
+
+
+def _mean_and_standard_error(diffs: np.ndarray) -> tuple[float, float]:
+    d = np.asarray(diffs, dtype=float)
+    return float(d.mean()), float(d.std(ddof=1)) / math.sqrt(d.size)
+
+
+def paired_difference_ci(
+    diffs: np.ndarray, confidence: float = 0.95
+) -> tuple[float, float, float] | None:
+    """Mean of paired differences with its Student t confidence interval.
+
+    ``mean ± t(1 - (1 - confidence) / 2, n - 1) * sd / sqrt(n)`` with the sample standard
+    deviation (ddof = 1) of the n differences (Student 1908), as ``scipy.stats.t.interval``.
+    Differences without spread give an interval of zero width at their mean.
+
+    Returns:
+        ``(mean, low, high)``, or None with fewer than two differences.
+    """
+    d = np.asarray(diffs, dtype=float)
+    if d.size < 2:
+        return None
+    mean, se = _mean_and_standard_error(d)
+    half_width = stats.t.ppf(0.5 + confidence / 2, d.size - 1) * se
+    return mean, mean - half_width, mean + half_width
+
+
+def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm–Bonferroni step-down adjusted p-values (Holm 1979), in the input's order.
+
+    With the m given p-values sorted, p_(1) <= ... <= p_(m), the adjusted value of p_(i) is
+    ``min(1, max_{j <= i} (m - j + 1) * p_(j))``: rejecting where it is below alpha controls the
+    family-wise error rate at alpha over the m tests. None entries (no test) stay None and do
+    not count in m.
+    """
+    present = [i for i, p in enumerate(p_values) if p is not None]
+    m = len(present)
+    order = sorted(present, key=lambda i: p_values[i])  # stable: ties keep input order
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):  # rank = j - 1
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted
+
+
+def tost_paired(diffs: np.ndarray, margin: float, alpha: float = 0.05) -> tuple[float, bool] | None:
+    """Two one-sided paired t-tests (TOST) for equivalence within ``(-margin, +margin)``.
+
+    Schuirmann (1987): test H0- "mean difference <= -margin" against "> -margin" and H0+
+    "mean difference >= +margin" against "< +margin", each a one-sided t-test with n - 1
+    degrees of freedom at level alpha. The TOST p is the larger of the two one-sided p-values;
+    the differences are equivalent iff both reject, i.e. iff the ``1 - 2 alpha`` (90 %)
+    t-interval of the mean lies inside ``(-margin, +margin)``. Without spread (all differences
+    equal) each one-sided p is 0 where the mean lies strictly on the alternative's side of its
+    bound and 1 otherwise.
+
+    Returns:
+        ``(p, equivalent)``, or None with fewer than two differences.
+    """
+    if not margin > 0:
+        raise ValueError(f"margin must be > 0, got {margin}")
+    d = np.asarray(diffs, dtype=float)
+    if d.size < 2:
+        return None
+    mean, se = _mean_and_standard_error(d)
+    if se == 0:
+        p_above = 0.0 if mean > -margin else 1.0
+        p_below = 0.0 if mean < margin else 1.0
+    else:
+        p_above = float(stats.t.sf((mean + margin) / se, d.size - 1))
+        p_below = float(stats.t.cdf((mean - margin) / se, d.size - 1))
+    p = max(p_above, p_below)
+    return p, p < alpha
+
+
+def pairs_for_power(sd: float, margin: float, alpha: float = 0.05, power: float = 0.8) -> int:
+    """Fewest pairs for a two-sided paired t-test at level alpha to detect a mean difference of
+    ``margin`` with the given power, when the differences have standard deviation ``sd``.
+
+    With n pairs the t statistic follows a noncentral t with n - 1 degrees of freedom and
+    noncentrality ``margin * sqrt(n) / sd``; its power is the probability of falling outside
+    ``±t(1 - alpha / 2, n - 1)``. n goes up from 2 until the power is reached. The normal
+    approximation ``((z(1 - alpha / 2) + z(power)) * sd / margin) ** 2`` is a close lower bound
+    (it ignores the uncertainty of the estimated sd). With ``sd == 0`` any difference is
+    detected: the answer is 2, the fewest pairs a t-test accepts.
+    """
+    if not margin > 0:
+        raise ValueError(f"margin must be > 0, got {margin}")
+    if not sd >= 0:
+        raise ValueError(f"sd must be >= 0, got {sd}")
+    if sd == 0:
+        return 2
+    start, chunk = 2, 256
+    while True:
+        n = np.arange(start, start + chunk, dtype=float)  # [chunk] candidate pair counts
+        df = n - 1
+        critical = stats.t.ppf(1 - alpha / 2, df)
+        noncentrality = margin * np.sqrt(n) / sd
+        # P(T > c) + P(T < -c); the lower tail as P(-T > c), T's mirror image, because
+        # nct.cdf far below a large noncentrality can return nan.
+        reached = stats.nct.sf(critical, df, noncentrality) + stats.nct.sf(
+            critical, df, -noncentrality
+        )
+        hits = np.flatnonzero(reached >= power)
+        if hits.size:
+            return int(n[hits[0]])
+        start, chunk = start + chunk, chunk * 2
+
+
+def noise_figures(curves: Sequence[np.ndarray]) -> tuple[float | None, float | None]:
+    """Cycle-to-cycle noise of a set of learning curves (test Dice per cycle, one per run).
+
+    - drop share: steps from one cycle to the next where Dice strictly decreases, over all
+      steps of all runs. A curve that only learns never drops; training noise makes it drop.
+    - SD of second differences: ``d[i + 1] - 2 d[i] + d[i - 1]`` of every run, pooled into one
+      sample, sample standard deviation (ddof = 1). A smooth curve has second differences near
+      zero; independent noise of SD s on every cycle adds variance 6 s^2.
+
+    Returns:
+        ``(drop_share, sd_second_diff)``; each None when the runs have no step, or fewer than
+        two second differences, to measure.
+    """
+    steps = [np.diff(np.asarray(c, dtype=float)) for c in curves]
+    n_steps = sum(s.size for s in steps)
+    drop_share = sum(int(np.sum(s < 0)) for s in steps) / n_steps if n_steps else None
+    second = np.concatenate([np.diff(s) for s in steps] or [np.empty(0)])
+    sd_second = float(second.std(ddof=1)) if second.size >= 2 else None
+    return drop_share, sd_second
+
+
+def paired_difference_curve(
+    records: Sequence[RunRecord], baseline: Sequence[RunRecord], confidence: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean paired difference of two sets of curves at every number of labelled images.
+
+    Runs pair by run number; at each ``n_labelled`` the pairs are the runs of both sets that
+    reached it. The interval is ``paired_difference_ci``'s; with one pair it collapses to the
+    difference, as in ``mean_curve``.
+
+    Returns:
+        ``(n_labelled, mean, low, high, pairs)``, 1-D arrays over the labelled-set sizes with at
+        least one pair (empty when none).
+    """
+    base = {r.run: r for r in baseline}
+    pairs = [(r, base[r.run]) for r in records if r.run in base]
+    if not pairs:
+        empty = np.empty(0)
+        return empty, empty, empty, empty, np.empty(0, dtype=int)
+    n_all = np.unique(np.concatenate([r.n_labelled for r, _ in pairs]))
+    rows = []
+    for n in n_all:
+        diffs = np.array(
+            [
+                a.dice[a.n_labelled == n][0] - b.dice[b.n_labelled == n][0]
+                for a, b in pairs
+                if n in a.n_labelled and n in b.n_labelled
+            ]
+        )
+        if diffs.size == 0:
+            continue
+        interval = paired_difference_ci(diffs, confidence)
+        mean, low, high = interval if interval else (float(diffs[0]),) * 3
+        rows.append((n, mean, low, high, diffs.size))
+    if not rows:
+        empty = np.empty(0)
+        return empty, empty, empty, empty, np.empty(0, dtype=int)
+    n_out, mean, low, high, count = (np.array(column) for column in zip(*rows, strict=True))
+    return n_out, mean, low, high, count.astype(int)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m utils.report RESULTS_DIR [--out OUT_DIR]
+    python -m utils.report RESULTS_DIR [--out OUT_DIR] [--margin 0.01]
 
 ``active.py`` leaves, for every run, ``{heuristic}_{run}.npy`` (mean test Dice per cycle) next to
 ``{heuristic}_{run}.json`` (config, number of labelled images per cycle, acquisitions, per-image
@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib
@@ -36,10 +37,17 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from utils.curve_stats import (  # noqa: E402
     MIN_WILCOXON_PAIRS,
     aulc,
+    holm_adjust,
     labels_to_reach,
     mean_curve,
+    noise_figures,
+    paired_difference_ci,
+    paired_difference_curve,
+    paired_differences,
     paired_p_value,
+    pairs_for_power,
     pixels_to_reach,
+    tost_paired,
 )
 from utils.figures import save_figure  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402
@@ -47,6 +55,7 @@ from utils.run_records import ReportError, RunRecord, folder_paths, load_results
 
 __all__ = [
     "CSV_COLUMNS",
+    "DEFAULT_MARGIN",
     "FULL",
     "RANDOM",
     "Summary",
@@ -59,6 +68,9 @@ __all__ = [
 FULL = "full"
 RANDOM = "random"
 TARGET_FRACTION = 0.95
+DEFAULT_MARGIN = 0.01  # AULC difference from random taken as negligible (equivalence margin)
+ALPHA = 0.05  # level of the Holm, equivalence and power columns
+POWER = 0.8
 CSV_COLUMNS = (
     "heuristic",
     "n_runs",
@@ -70,7 +82,17 @@ CSV_COLUMNS = (
     "p_vs_random",
     "val_labels",
     "pixels_to_95",
+    "aulc_diff",
+    "aulc_diff_ci_low",
+    "aulc_diff_ci_high",
+    "p_holm",
+    "tost_p",
+    "verdict",
+    "runs_needed",
+    "drop_share",
+    "sd_second_diff",
 )
+EQUIVALENT, DIFFERENT, INCONCLUSIVE = "equivalent", "different", "inconclusive"
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,17 @@ class SummaryRow:
     p_vs_random: float | None
     val_labels: int | None = None
     pixels_to_95: float | None = None
+    # Paired against random over shared runs; None without random or with fewer than 2 pairs.
+    aulc_diff: float | None = None  # mean of (row - random) per-run AULC
+    aulc_diff_ci_low: float | None = None  # 95 % t-interval of that mean
+    aulc_diff_ci_high: float | None = None
+    p_holm: float | None = None  # p_vs_random, Holm-adjusted over the table's rows
+    tost_p: float | None = None  # equivalence within ±margin (larger one-sided p)
+    verdict: str | None = None  # EQUIVALENT, DIFFERENT or INCONCLUSIVE
+    runs_needed: int | None = None  # pairs for 80 % power to detect a difference of margin
+    # Training noise of the row's own curves (Dice per cycle), with or without random.
+    drop_share: float | None = None
+    sd_second_diff: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +135,7 @@ class Summary:
     pixel_axis: bool = False  # x is the labelled fraction of the pool's pixels, not images
     unfinished: tuple[str, ...] = ()  # "{name}_{run}" of runs that stopped before their plan
     run_aulcs: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # what is paired
+    margin: float = DEFAULT_MARGIN  # equivalence margin of tost_p and runs_needed, in AULC
 
     @property
     def full_dice(self) -> float | None:
@@ -171,22 +205,74 @@ def curve(
         return mean_curve(records)
     aligned = [RunRecord(r.heuristic, r.run, np.arange(len(r.dice)), r.dice) for r in records]
     cycles, mean, lo, hi = mean_curve(aligned)
-    x = np.array([np.mean([axis(r, True)[c] for r in records if c < len(r.dice)]) for c in cycles])
-    return x, mean, lo, hi
+    return _cycle_x(records, cycles), mean, lo, hi
+
+
+def _by_cycle(records: Sequence[RunRecord]) -> list[RunRecord]:
+    """The runs with their cycle number as x, to align runs whose labelled fractions differ."""
+    return [RunRecord(r.heuristic, r.run, np.arange(len(r.dice)), r.dice) for r in records]
+
+
+def _cycle_x(records: Sequence[RunRecord], cycles: np.ndarray) -> np.ndarray:
+    """Mean labelled fraction of the pool's pixels over the runs at each cycle."""
+    return np.array(
+        [np.mean([axis(r, True)[c] for r in records if c < len(r.dice)]) for c in cycles]
+    )
+
+
+def difference_curve(
+    records: Sequence[RunRecord], baseline: Sequence[RunRecord], pixel_axis: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``paired_difference_curve`` on the report's axis: ``(x, mean, low, high, pairs)`` of the
+    test Dice of ``records`` minus that of the same run of ``baseline``, at each x of
+    ``curve(records)`` with at least one pair (on the pixel axis, paired by cycle)."""
+    if not pixel_axis:
+        return paired_difference_curve(records, baseline)
+    cycles, mean, lo, hi, pairs = paired_difference_curve(_by_cycle(records), _by_cycle(baseline))
+    return _cycle_x(records, cycles), mean, lo, hi, pairs
+
+
+def paired_columns(
+    diffs: np.ndarray, margin: float
+) -> tuple[float | None, float | None, float | None, float | None, int | None]:
+    """``(aulc_diff, ci_low, ci_high, tost_p, runs_needed)`` from a row's paired AULC
+    differences against random (shape [pairs]); all None with fewer than 2 pairs."""
+    interval = paired_difference_ci(diffs)
+    tost = tost_paired(diffs, margin, ALPHA)
+    if interval is None or tost is None:
+        return None, None, None, None, None
+    runs = pairs_for_power(float(np.std(diffs, ddof=1)), margin, ALPHA, POWER)
+    return *interval, tost[0], runs
+
+
+def verdict(tost_p: float | None, p_holm: float | None) -> str | None:
+    """``equivalent`` when the TOST rejects a difference of ±margin or more (even if a smaller
+    difference is significant), else ``different`` when the Holm-adjusted p is below alpha,
+    else ``inconclusive``; None without a paired comparison."""
+    if tost_p is None:
+        return None
+    if tost_p < ALPHA:
+        return EQUIVALENT
+    return DIFFERENT if p_holm is not None and p_holm < ALPHA else INCONCLUSIVE
 
 
 def _tag(name: str) -> str:
     return name.partition("@")[2]
 
 
-def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
+def summarise(
+    results: Mapping[str, Sequence[RunRecord]], margin: float = DEFAULT_MARGIN
+) -> Summary:
     """Build the summary table from ``load_results`` output.
 
     The ``full`` runs are not a row: their mean final Dice is the reference for
     ``labels_to_95``, per grid point when a sweep ran one per point (``full@{tag}`` for the
     rows tagged ``@{tag}``). Without them the reference is the best final mean Dice of any
     heuristic. Rows are sorted by mean AULC, best first (ties by name, for a stable order).
+    ``margin`` (AULC, > 0) is the equivalence margin of ``tost_p`` and ``runs_needed``.
     """
+    if not (math.isfinite(margin) and margin > 0):
+        raise ReportError(f"--margin must be a number > 0, got {margin}")
     heuristics = {name: runs for name, runs in results.items() if not _is_full(name) and runs}
     if not heuristics:
         raise ReportError("no active-learning runs found, only full-supervision results")
@@ -224,6 +310,11 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
         aulc_mean, aulc_std = _mean_std(list(aulcs[name].values()))
         baseline = random_baseline(name, aulcs)
         p_value = None if baseline is None else paired_p_value(aulcs[name], aulcs[baseline])
+        diffs = (
+            np.empty(0) if baseline is None else paired_differences(aulcs[name], aulcs[baseline])
+        )
+        diff, diff_low, diff_high, tost_p, runs_needed = paired_columns(diffs, margin)
+        drop_share, sd_second_diff = noise_figures([r.dice for r in runs])
         rows.append(
             SummaryRow(
                 heuristic=name,
@@ -236,9 +327,21 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
                 p_vs_random=p_value,
                 val_labels=_validation_images(runs),
                 pixels_to_95=pixels_to_reach(x, mean, row_target) if pixel_axis else None,
+                aulc_diff=diff,
+                aulc_diff_ci_low=diff_low,
+                aulc_diff_ci_high=diff_high,
+                tost_p=tost_p,
+                runs_needed=runs_needed,
+                drop_share=drop_share,
+                sd_second_diff=sd_second_diff,
             )
         )
     rows.sort(key=lambda row: (-row.aulc_mean, row.heuristic))
+    adjusted = holm_adjust([row.p_vs_random for row in rows])
+    rows = [
+        replace(row, p_holm=p, verdict=verdict(row.tost_p, p))
+        for row, p in zip(rows, adjusted, strict=True)
+    ]
     return Summary(
         pixel_axis=pixel_axis,
         rows=rows,
@@ -249,6 +352,7 @@ def summarise(results: Mapping[str, Sequence[RunRecord]]) -> Summary:
             f"{r.heuristic}_{r.run}" for runs in results.values() for r in runs if not r.complete
         ),
         run_aulcs=aulcs,
+        margin=margin,
     )
 
 
@@ -284,8 +388,9 @@ def render_markdown(summary: Summary, title: str) -> str:
     """The summary table as a Markdown pipe table with a title and a legend of the columns."""
     lines = [f"# {title}", ""]
     lines.append("| " + " | ".join(CSV_COLUMNS) + " |")
-    # Text column left-aligned, numbers right-aligned.
-    lines.append("|" + "|".join([":---"] + ["---:"] * (len(CSV_COLUMNS) - 1)) + "|")
+    # Text columns left-aligned, numbers right-aligned.
+    text_columns = ("heuristic", "verdict")
+    lines.append("|" + "|".join(":---" if c in text_columns else "---:" for c in CSV_COLUMNS) + "|")
     for row in summary.rows:
         lines.append("| " + " | ".join(cell or "–" for cell in _row_cells(row)) + " |")
     lines += [
@@ -318,6 +423,30 @@ def render_markdown(summary: Summary, title: str) -> str:
         "(`model_selection=val`), on top of the labelled training images of the curve; 0 with "
         "`model_selection=last`; – where the records do not say.",
         "",
+        f"Compared with `random` over shared runs (– for `random` itself, without `random`, or "
+        f"with fewer than 2 shared runs); equivalence margin ±{summary.margin:g} AULC, "
+        f"level {ALPHA:g}:",
+        "",
+        "- `aulc_diff`, `aulc_diff_ci_low`, `aulc_diff_ci_high`: mean paired AULC difference "
+        "(row minus `random`, run by run) and its 95 % t-interval.",
+        "- `p_holm`: `p_vs_random` Holm-adjusted (Holm 1979) over the rows of this table, "
+        "controlling the chance of any false positive among them.",
+        f"- `tost_p`: equivalence test (TOST, Schuirmann 1987): the larger p of two one-sided "
+        f"paired t-tests against differences of −{summary.margin:g} and +{summary.margin:g}; "
+        f"below {ALPHA:g} iff the 90 % t-interval of `aulc_diff` lies inside "
+        f"±{summary.margin:g}.",
+        f"- `verdict`: `{EQUIVALENT}` if `tost_p` < {ALPHA:g}, else `{DIFFERENT}` if "
+        f"`p_holm` < {ALPHA:g}, else `{INCONCLUSIVE}` (more runs needed to tell).",
+        f"- `runs_needed`: paired runs for {POWER:.0%} power to detect an AULC difference of "
+        f"{summary.margin:g} (two-sided paired t-test at {ALPHA:g}, noncentral t), given the "
+        "observed standard deviation of the paired differences.",
+        "",
+        "Training noise of each row's curves (test Dice per cycle, all its runs):",
+        "",
+        "- `drop_share`: share of cycle-to-cycle steps in which test Dice went down.",
+        "- `sd_second_diff`: standard deviation of the second differences of each run's curve "
+        "(Dice at cycle c+1 − 2 × at c + at c−1), pooled over the row's runs.",
+        "",
     ]
     if summary.full_by_tag:
         for tag, (dice, n) in sorted(summary.full_by_tag.items()):
@@ -339,18 +468,32 @@ def render_markdown(summary: Summary, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-CURVE_COLUMNS = ("heuristic", "x", "n_runs", "mean_dice", "ci_low", "ci_high")
+CURVE_COLUMNS = (
+    "heuristic",
+    "x",
+    "n_runs",
+    "mean_dice",
+    "ci_low",
+    "ci_high",
+    "diff_mean",
+    "diff_ci_low",
+    "diff_ci_high",
+    "n_pairs",
+)
 
 
 def render_curves_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summary) -> str:
-    """The plotted mean curves as numbers: one line per heuristic and x (labelled images, or
-    the labelled fraction of the pool's pixels on the pixel axis), in the table's row order."""
+    """The plotted curves as numbers: one line per heuristic and x (labelled images, or the
+    labelled fraction of the pool's pixels on the pixel axis), in the table's row order. The
+    ``diff_*`` columns are the lower panel: paired Dice difference from random at that x over
+    ``n_pairs`` shared runs, empty where there is no pair."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CURVE_COLUMNS)
     for row in summary.rows:
         runs = results[row.heuristic]
         x, mean, lo, hi = curve(runs, summary.pixel_axis)
+        differences = _differences_by_x(results, row.heuristic, summary.pixel_axis)
         for i, value in enumerate(x):
             n_runs = (
                 sum(i < len(r.dice) for r in runs)
@@ -359,8 +502,24 @@ def render_curves_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summa
             )
             x_cell = f"{value:.4f}" if summary.pixel_axis else str(int(value))
             cells = [f"{v:.4f}" for v in (mean[i], lo[i], hi[i])]
-            writer.writerow([row.heuristic, x_cell, n_runs, *cells])
+            diff = differences.get(float(value))
+            diff_cells = ["", "", "", ""] if diff is None else [*diff[:3], str(diff[3])]
+            writer.writerow([row.heuristic, x_cell, n_runs, *cells, *diff_cells])
     return buffer.getvalue()
+
+
+def _differences_by_x(
+    results: Mapping[str, Sequence[RunRecord]], name: str, pixel_axis: bool
+) -> dict[float, tuple[str, str, str, int]]:
+    """x -> formatted (mean, low, high) paired difference from random and the pair count."""
+    baseline = random_baseline(name, results)
+    if baseline is None:
+        return {}
+    x, mean, lo, hi, pairs = difference_curve(results[name], results[baseline], pixel_axis)
+    return {
+        float(x[i]): (f"{mean[i]:.4f}", f"{lo[i]:.4f}", f"{hi[i]:.4f}", int(pairs[i]))
+        for i in range(x.size)
+    }
 
 
 RUN_COLUMNS = ("heuristic", "run", "aulc", "final_dice", "complete")
@@ -388,30 +547,72 @@ def _colours(names: Sequence[str]) -> dict[str, str]:
     return colours
 
 
+def _padded_limits(values: Sequence[float], pad: float = 0.06) -> tuple[float, float]:
+    """Axis limits around the finite ``values``, widened by ``pad`` of their range each side
+    (by 0.01 each side when they are all equal)."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    low, high = float(finite.min()), float(finite.max())
+    margin = pad * (high - low) if high > low else 0.01
+    return low - margin, high + margin
+
+
 def plot_learning_curves(
     results: Mapping[str, Sequence[RunRecord]], summary: Summary, path: Path
 ) -> Path:
-    """Plot mean test Dice against labelled images, one line per heuristic, best first."""
+    """Plot mean test Dice against labelled images, one line per heuristic, best first; below
+    it, where there is a ``random`` to pair with, each row's paired difference from random.
+
+    Both y-axes are zoomed to what they show (curves, bands and the full-supervision line).
+    """
     markers = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
+    marker = {
+        row.heuristic: "x" if row.heuristic == RANDOM else markers[i % len(markers)]
+        for i, row in enumerate(summary.rows)
+    }
     colours = _colours([row.heuristic for row in summary.rows])
-    fig, ax = plt.subplots(figsize=(8, 5.5), layout="constrained")
-    for index, row in enumerate(summary.rows):
+    differences = {
+        row.heuristic: difference_curve(
+            results[row.heuristic], results[baseline], summary.pixel_axis
+        )
+        for row in summary.rows
+        if (baseline := random_baseline(row.heuristic, results)) is not None
+    }
+    differences = {name: d for name, d in differences.items() if d[0].size}
+    if differences:
+        fig, (ax, ax_diff) = plt.subplots(
+            2,
+            1,
+            figsize=(8.5, 9.5),
+            sharex=True,
+            height_ratios=(3, 2),
+            layout="constrained",
+        )
+    else:
+        fig, ax = plt.subplots(figsize=(8.5, 5.5), layout="constrained")
+        ax_diff = None
+    shown: list[float] = []  # every y value drawn on the top panel, for its limits
+    for row in summary.rows:
         runs = results[row.heuristic]
         n, mean, lo, hi = curve(runs, summary.pixel_axis)
         colour = colours[row.heuristic]
         ax.plot(
             n,
             mean,
-            marker="x" if row.heuristic == RANDOM else markers[index % len(markers)],
+            marker=marker[row.heuristic],
             markersize=5,
             linewidth=1.8,
             color=colour,
             label=f"{row.heuristic} (n={len(runs)})",
         )
+        shown += list(mean)
         if len(runs) > 1:
             # Dice lives in [0, 1]; a t-interval over two or three runs can reach far outside it.
             band_lo, band_hi = np.clip(lo, 0.0, 1.0), np.clip(hi, 0.0, 1.0)
             ax.fill_between(n, band_lo, band_hi, color=colour, alpha=0.18, linewidth=0)
+            shown += list(band_lo) + list(band_hi)
     if summary.full_dice is not None:
         ax.axhline(
             summary.full_dice,
@@ -420,25 +621,82 @@ def plot_learning_curves(
             linewidth=1.2,
             label=f"full supervision ({summary.full_dice:.3f})",
         )
+        shown.append(summary.full_dice)
     unit = "labelled fraction of the pool's pixels" if summary.pixel_axis else "labelled images"
-    ax.set_xlabel(unit)
     ax.set_ylabel("test Dice")
     ax.set_title(
         f"Active learning: test Dice vs {unit}\n"
         "mean over runs, shaded: 95 % confidence interval of the mean (clipped to [0, 1])",
         fontsize=11,
     )
-    if not summary.pixel_axis:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(0.0, 1.0)
+    low, high = _padded_limits(shown)
+    ax.set_ylim(max(low, 0.0), min(high, 1.0))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", framealpha=0.9)
+    ax.legend(loc="lower right", framealpha=0.9, fontsize=9)
+    bottom = ax
+    if ax_diff is not None:
+        _plot_differences(ax_diff, differences, summary, colours, marker)
+        bottom = ax_diff
+    bottom.set_xlabel(unit)
+    if not summary.pixel_axis:
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     return save_figure(fig, path)
+
+
+def _plot_differences(
+    ax: plt.Axes,
+    differences: Mapping[str, tuple[np.ndarray, ...]],
+    summary: Summary,
+    colours: Mapping[str, str],
+    marker: Mapping[str, str],
+) -> None:
+    """Lower panel: each row's mean paired Dice difference from random with 95 % error bars,
+    nudged apart along x so that the bars of neighbouring rows do not hide each other."""
+    # Smallest gap between two x values of one row (rows on the pixel axis have their own x).
+    gaps = [float(np.min(np.diff(d[0]))) for d in differences.values() if d[0].size > 1]
+    width = 0.5 * min(gaps, default=1.0)  # the bars of one x spread over half that gap
+    shown = [-summary.margin, summary.margin]
+    for i, (name, (x, mean, lo, hi, _)) in enumerate(differences.items()):
+        offset = (i - (len(differences) - 1) / 2) * width / max(len(differences), 1)
+        ax.errorbar(
+            x + offset,
+            mean,
+            yerr=np.vstack([mean - lo, hi - mean]),
+            color=colours[name],
+            marker=marker[name],
+            markersize=4,
+            linewidth=1.4,
+            elinewidth=1.0,
+            capsize=2,
+        )
+        shown += list(lo) + list(hi)
+    ax.axhline(0.0, color="black", linewidth=1.0)
+    ax.axhspan(
+        -summary.margin,
+        summary.margin,
+        color="grey",
+        alpha=0.15,
+        linewidth=0,
+        label=f"±{summary.margin:g}: equivalence margin of tost_p (AULC)",
+    )
+    ax.set_ylim(*_padded_limits(shown))
+    ax.set_ylabel("test Dice − random's")
+    tagged = any("@" in name for name in differences)
+    ax.set_title(
+        "paired difference from random"
+        + (" of the same sweep tag" if tagged else "")
+        + (" (same run, same cycle)" if summary.pixel_axis else " (same run, same x)")
+        + ": mean and 95 % confidence interval",
+        fontsize=10,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", framealpha=0.9, fontsize=9)
 
 
 def write_report(
     results_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str] | None = None,
+    margin: float = DEFAULT_MARGIN,
 ) -> list[Path]:
     """Load the runs in one folder or several and write the figure and tables to ``out_dir``.
 
@@ -446,6 +704,7 @@ def write_report(
         results_dirs: folder(s) with ``{heuristic}_{run}.npy`` / ``.json`` pairs.
         out_dir: destination folder (created if needed); defaults to the results folder, and
             is required with several.
+        margin: equivalence margin in AULC (> 0) of ``tost_p``, ``verdict`` and ``runs_needed``.
 
     Returns:
         Paths of ``learning_curves.png``, ``summary.csv``, ``summary.md``, ``curves.csv`` and
@@ -456,7 +715,7 @@ def write_report(
         raise ReportError("several results folders need --out to say where the report goes")
     out = Path(out_dir) if out_dir is not None else dirs[0]
     results = load_results(dirs)
-    summary = summarise(results)
+    summary = summarise(results, margin)
     out.mkdir(parents=True, exist_ok=True)
     title = "Active-learning summary: " + " + ".join(d.resolve().name for d in dirs)
     return [
@@ -487,9 +746,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="output folder (default: RESULTS_DIR; required with several)",
     )
+    parser.add_argument(
+        "--margin",
+        default=str(DEFAULT_MARGIN),
+        help="equivalence margin in AULC for tost_p, verdict and runs_needed "
+        f"(default {DEFAULT_MARGIN}; > 0)",
+    )
     args = parser.parse_args(argv)
     try:
-        written = write_report(args.results_dir, args.out)
+        margin = float(args.margin)
+    except ValueError:
+        margin = math.nan
+    try:
+        if not (math.isfinite(margin) and margin > 0):
+            raise ReportError(f"--margin must be a number > 0, got {args.margin!r}")
+        written = write_report(args.results_dir, args.out, margin)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
