@@ -26,32 +26,40 @@ def cli_args(config: dict) -> list[str]:
     return [sys.executable, "active.py", "with"] + [f"{k}={v!r}" for k, v in config.items()]
 
 
-def cycles_done(results_dir: Path) -> int:
-    state = results_dir / "bald_0.state.json"
+def cycles_done(results_dir: Path, stem: str = "bald_0") -> int:
+    state = results_dir / f"{stem}.state.json"
     return json.loads(state.read_text())["cycles_done"] if state.exists() else 0
 
 
+# pseudo: the next cycle trains on the pool's pseudo-labels, which must survive the kill too.
+@pytest.mark.parametrize("semi", ["none", "pseudo"])
 def test_sigkill_then_rerun_gives_the_uninterrupted_result(
-    synthetic_root: Path, tmp_path: Path
+    synthetic_root: Path, tmp_path: Path, semi: str
 ) -> None:
     data, splits = synthetic_root / "GlaS", synthetic_root / "splits"
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
-    config = tiny_config(data, splits, killed_dir, epochs=3, al_cycles=3)
+    stem = "bald_0" if semi == "none" else f"bald+{semi}_0"
+    # pseudo: a loose threshold, so that the tiny model's pseudo-labels are not empty.
+    config = tiny_config(
+        data, splits, killed_dir, epochs=3, al_cycles=3, semi=semi, pseudo_threshold=0.69
+    )
     process = subprocess.Popen(
         cli_args(config), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.monotonic() + 120
-    while cycles_done(killed_dir) < 1 and process.poll() is None and time.monotonic() < deadline:
+    while (
+        cycles_done(killed_dir, stem) < 1 and process.poll() is None and time.monotonic() < deadline
+    ):
         time.sleep(0.02)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    done = cycles_done(killed_dir)
+    done = cycles_done(killed_dir, stem)
     assert 1 <= done < 4, "the run must be killed part-way for this test to mean anything"
-    assert np.load(killed_dir / "bald_0.npy").shape == (done,)  # finished cycles are kept
+    assert np.load(killed_dir / f"{stem}.npy").shape == (done,)  # finished cycles are kept
 
     resumed = subprocess.run(cli_args(config), cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resuming bald_0 after cycle {done - 1}" in resumed.stdout
+    assert f"resuming {stem} after cycle {done - 1}" in resumed.stdout
     clean = subprocess.run(
         cli_args({**config, "results_dir": str(clean_dir)}),
         cwd=ROOT,
@@ -59,11 +67,12 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(
         text=True,
     )
     assert clean.returncode == 0, clean.stderr
-    assert (killed_dir / "bald_0.npy").read_bytes() == (clean_dir / "bald_0.npy").read_bytes()
-    killed_record = json.loads((killed_dir / "bald_0.json").read_text())
-    clean_record = json.loads((clean_dir / "bald_0.json").read_text())
+    assert (killed_dir / f"{stem}.npy").read_bytes() == (clean_dir / f"{stem}.npy").read_bytes()
+    killed_record = json.loads((killed_dir / f"{stem}.json").read_text())
+    clean_record = json.loads((clean_dir / f"{stem}.json").read_text())
     assert killed_record["acquired"] == clean_record["acquired"]
     assert killed_record["complete"] and len(killed_record["test_dice"]) == 4
+    assert not list(killed_dir.glob("*.npz")), "a finished run keeps no pseudo-labels"
 
 
 def test_finished_run_is_reported_not_redone(

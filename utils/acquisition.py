@@ -25,6 +25,7 @@ from heuristics.strategies import STRATEGIES, Selection, Strategy
 from utils.config import ExperimentConfig
 from utils.inference import (
     MCSettings,
+    ProbsSink,
     pooled_features,
     region_features,
     score_pool,
@@ -45,6 +46,14 @@ class AcquisitionContext:
 
 def _strategy(cfg: ExperimentConfig, heuristic: str) -> Strategy:
     return STRATEGIES[RANDOM if heuristic == RANDOM else cfg.strategy]
+
+
+# A pass made only for its probabilities (pseudo-labels) still computes a map; random has none.
+PASS_ONLY_HEURISTIC = "entropy"
+
+
+def _needs_pass(strategy: Strategy, on_probs: ProbsSink | None) -> bool:
+    return strategy.needs_scores or strategy.mc_features or on_probs is not None
 
 
 def _selection(
@@ -82,9 +91,12 @@ def acquire(
     mc_model: torch.nn.Module,
     mc_settings: MCSettings,
     cycle: int,
+    on_probs: ProbsSink | None = None,
 ) -> list[dict[str, Any]]:
     """Score the pool, select with the strategy, label; save figures if asked.
 
+    ``on_probs`` gets every pool image's MC probabilities with its train index; with it the
+    pool gets one MC pass even when the strategy scores nothing.
     Returns what was labelled, ``[{"name", "score"}]`` (score None when nothing was scored).
     """
     store = context.store
@@ -92,19 +104,22 @@ def acquire(
     pool_indices = np.flatnonzero(~al_set.labelled)  # oracle index of each pool position
     result = None
     scores, features, labelled_features = np.empty(0), None, None
-    if strategy.needs_scores or strategy.mc_features:
+    if _needs_pass(strategy, on_probs):
+        sink = None if on_probs is None else lambda i, probs: on_probs(int(pool_indices[i]), probs)
         result = score_pool(
             mc_model,
             al_set.pool,
-            heuristic,
+            heuristic if heuristic != RANDOM else PASS_ONLY_HEURISTIC,
             mc_settings,
             keep_maps=cfg.save_maps,
             progress=cfg.progress,
             reduction=cfg.reduction,
             reduction_settings=context.reduction_settings,
             with_features=strategy.mc_features,
+            on_probs=sink,
         )
-        scores, features = result.scores, result.features
+        if strategy.needs_scores or strategy.mc_features:  # not for a pass made for on_probs
+            scores, features = result.scores, result.features
     if strategy.needs_labelled_features:  # both sets from one deterministic pass
         images = GlasDataset(store)
         device, amp_dtype = context.device, context.amp_dtype
@@ -144,30 +159,34 @@ def acquire_regions(
     mc_model: torch.nn.Module,
     mc_settings: MCSettings,
     cycle: int,
+    on_probs: ProbsSink | None = None,
 ) -> list[dict[str, Any]]:
     """Region labelling: score every unlabelled region, select by the strategy, label.
 
     A cycle spends the pixels of ``n_data_to_label`` average images per grade: the strategy's
-    picks are taken in its order while they fit that budget.
+    picks are taken in its order while they fit that budget. ``on_probs`` as in ``acquire``,
+    for every image with an unlabelled region.
     """
     store = context.store
     strategy = _strategy(cfg, heuristic)
     pool = regions.pool()
     scores, features, labelled_features, maps = np.empty(0), None, None, {}
-    if strategy.needs_scores or strategy.mc_features:
+    if _needs_pass(strategy, on_probs):
         result = score_regions(
             mc_model,
             store,
             regions,
-            heuristic,
+            heuristic if heuristic != RANDOM else PASS_ONLY_HEURISTIC,
             mc_settings,
             reduction=cfg.reduction,
             reduction_settings=context.reduction_settings,
             with_features=strategy.mc_features,
             progress=cfg.progress,
             keep_maps=cfg.save_maps,
+            on_probs=on_probs,
         )
-        pool, scores, features = result.regions, result.scores, result.features
+        if strategy.needs_scores or strategy.mc_features:  # not for a pass made for on_probs
+            pool, scores, features = result.regions, result.scores, result.features
         maps = {store.names[image]: pair for image, pair in result.maps.items()}
     if strategy.needs_labelled_features:  # both sets from one deterministic pass
         labelled = [(i, t) for i, tiles in enumerate(regions.labelled) for t in sorted(tiles)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -54,10 +55,11 @@ from utils.run_state import (
     result_name,
     save_cycle,
 )
-from utils.training import TrainSettings, train_model
+from utils.semi import SEMI_METHODS, PoolCrops, PseudoLabelBank
+from utils.training import SemiTraining, TrainSettings, train_model
 
 FULL_SUPERVISION_NAME = "full"
-MODEL_SELECTIONS = ("val", "last")
+MODEL_SELECTIONS = ("val", "last", "ema")
 
 
 class ConfigError(ValueError):
@@ -141,6 +143,21 @@ def validate(cfg: ExperimentConfig) -> str:
             0 <= cfg.synthetic_rare_fraction < 1,
             f"synthetic_rare_fraction must be in [0, 1), got {cfg.synthetic_rare_fraction}",
         ),
+        (
+            cfg.semi in SEMI_METHODS,
+            f"semi must be one of {', '.join(SEMI_METHODS)}, got {cfg.semi!r}",
+        ),
+        (
+            0 < cfg.pseudo_threshold <= math.log(max(cfg.num_classes, 2)),
+            f"pseudo_threshold must be in (0, ln(num_classes) = "
+            f"{math.log(max(cfg.num_classes, 2)):.3f}] nats, got {cfg.pseudo_threshold}",
+        ),
+        (cfg.pseudo_weight >= 0, f"pseudo_weight must be >= 0, got {cfg.pseudo_weight}"),
+        (
+            cfg.consistency_weight >= 0,
+            f"consistency_weight must be >= 0, got {cfg.consistency_weight}",
+        ),
+        (0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1), got {cfg.ema_decay}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -306,6 +323,7 @@ class RunSetup:
     train_settings: TrainSettings
     mc_settings: MCSettings
     context: AcquisitionContext
+    pseudo: PseudoLabelBank | None = None  # semi=pseudo: the last acquisition pass's labels
 
     @property
     def train_store(self) -> ImageStore:
@@ -358,7 +376,11 @@ def _run_locked(
         result = run_cycle(cfg, heuristic, setup, cycle, last_cycle, log_scalar)
         record_cycle(state, result, setup)
         state.cycles_done, state.finished = cycle + 1, result.finished
+        if setup.pseudo is not None and not result.finished:
+            setup.pseudo.save(paths.pseudo_labels(cycle))  # before the state that needs it
         save_cycle(paths, state)
+        if setup.pseudo is not None:
+            paths.pseudo_labels(cycle - 1).unlink(missing_ok=True)
         _say(cycle_summary(cycle, result, regions=setup.regions is not None))
         if result.finished:
             break
@@ -420,6 +442,7 @@ def build_run(cfg: ExperimentConfig, paths: RunPaths) -> RunSetup:
             ),
             maps_dir=paths.results_dir / "maps" / paths.stem,
         ),
+        pseudo=PseudoLabelBank(cfg.pseudo_threshold) if cfg.semi == "pseudo" else None,
     )
 
 
@@ -443,6 +466,7 @@ def train_settings(cfg: ExperimentConfig) -> TrainSettings:
         lr_step_size=cfg.lr_step_size,
         lr_gamma=cfg.lr_gamma,
         num_workers=cfg.num_workers,
+        ema_decay=cfg.ema_decay,
     )
 
 
@@ -465,8 +489,16 @@ def start_state(
 
 
 def restore_state(state: RunState, setup: RunSetup, paths: RunPaths) -> None:
-    """Put back what an interrupted run had labelled."""
+    """Put back what an interrupted run had labelled, and the pool's pseudo-labels."""
     setup.al_set.labelled_map = np.asarray(state.labelled_map, dtype=int)
+    if setup.pseudo is not None:
+        path = paths.pseudo_labels(state.cycles_done - 1)
+        if not path.exists():
+            raise ResumeError(
+                f"{paths.stem}: {path.name}, the pseudo-labels the next cycle trains on, is "
+                "missing; restore it, or pass overwrite=True to start afresh"
+            )
+        setup.pseudo.load(path)
     regions = setup.regions
     if regions is None:
         return
@@ -515,6 +547,8 @@ def run_cycle(
         progress=cfg.progress,
         description=f"cycle {cycle} train ({n_labelled} labelled)",
         augmenter=device_augmenter(cfg, setup, generator),
+        semi=semi_training(cfg, setup),
+        ema=cfg.model_selection == "ema",
     )
     trained = time.perf_counter()
     mc_model = mc_dropout_copy(model)
@@ -528,15 +562,35 @@ def run_cycle(
     tested = time.perf_counter()
     pool_left = int(al_set.n_unlabelled) if regions is None else len(regions.pool())
     finished = cycle == last_cycle or pool_left == 0
+    on_probs = None
+    if setup.pseudo is not None and not finished:
+        setup.pseudo.clear()
+        on_probs = setup.pseudo.add
     if finished:
         acquired = []
     elif regions is None:
         acquired = acquire(
-            cfg, heuristic, al_set, setup.context, model, mc_model, setup.mc_settings, cycle
+            cfg,
+            heuristic,
+            al_set,
+            setup.context,
+            model,
+            mc_model,
+            setup.mc_settings,
+            cycle,
+            on_probs,
         )
     else:
         acquired = acquire_regions(
-            cfg, heuristic, regions, setup.context, model, mc_model, setup.mc_settings, cycle
+            cfg,
+            heuristic,
+            regions,
+            setup.context,
+            model,
+            mc_model,
+            setup.mc_settings,
+            cycle,
+            on_probs,
         )
     now = time.perf_counter()
     return CycleResult(
@@ -553,6 +607,47 @@ def run_cycle(
             "total": round(now - started, 2),
         },
         finished=finished,
+    )
+
+
+def semi_training(cfg: ExperimentConfig, setup: RunSetup) -> SemiTraining | None:
+    """The unlabelled term of this cycle's training, or None when there is nothing to learn
+    from: ``semi=none``, an empty pool, or (``pseudo``) cycle 0, before any acquisition pass has
+    made pseudo-labels. In region mode the unlabelled pixels of partly labelled images are pool
+    too."""
+    if cfg.semi == "none":
+        return None
+    store, regions, al_set = setup.train_store, setup.regions, setup.al_set
+    transform = train_transform(setup.patch)
+    if cfg.semi == "pseudo":
+
+        def annotated(image: int) -> torch.Tensor | None:
+            if regions is None:
+                return (
+                    torch.ones(store.images[image].shape[1:], dtype=torch.bool)
+                    if bool(al_set.labelled[image])
+                    else None
+                )
+            mask = regions.annotated(image)
+            return torch.from_numpy(mask) if mask.any() else None
+
+        masks = setup.pseudo.masks(annotated)
+        if not masks:
+            return None
+        return SemiTraining(
+            "pseudo", PoolCrops(store, list(masks), transform, masks), cfg.pseudo_weight
+        )
+    if regions is None:
+        pool = np.flatnonzero(~al_set.labelled).tolist()
+    else:
+        pool = sorted({image for image, _ in regions.pool()})
+    if not pool:
+        return None
+    return SemiTraining(
+        "mean_teacher",
+        PoolCrops(store, pool, transform),
+        cfg.consistency_weight,
+        threshold=math.log(cfg.num_classes),
     )
 
 

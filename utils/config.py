@@ -85,7 +85,25 @@ class ExperimentConfig:
     )
     model_selection: str = _key(
         "val",
-        "`val`: weights of the best validation loss; `last`: last epoch, no validation labels",
+        "`val`: weights of the best validation loss; `last`: last epoch; `ema`: exponential "
+        "moving average of the weights (`ema_decay`); the last two read no validation labels",
+    )
+    ema_decay: float = _key(
+        0.99, "`ema` and `mean_teacher`: EMA decay per step (Tarvainen & Valpola 2017; UA-MT)"
+    )
+    semi: str = _key(
+        "none",
+        "learn from the unlabelled pool too: `none`, `pseudo` (confident MC-dropout "
+        "pseudo-labels, CEAL) or `mean_teacher` (uncertainty-masked consistency, UA-MT)",
+    )
+    pseudo_threshold: float = _key(
+        0.005,
+        "`pseudo`: a pool pixel gets a label when the entropy of its MC-mean prediction is "
+        "below this (nats; CEAL's initial threshold)",
+    )
+    pseudo_weight: float = _key(1.0, "`pseudo`: weight of the pseudo-labelled loss (CEAL: 1)")
+    consistency_weight: float = _key(
+        0.1, "`mean_teacher`: final weight of the consistency loss, ramped up (UA-MT: 0.1)"
     )
     run: int = _key(0, "run index; fixes all seeds")
     seed: int = _key(0, "Sacred's seed; `active.py` ties it to `run`")

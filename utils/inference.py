@@ -6,6 +6,7 @@ one image's ``[1, C, H, W, T]`` probabilities exist at a time, never the whole p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,9 @@ from heuristics.reductions import REDUCTIONS, ReductionSettings
 from utils.device import autocast
 from utils.metrics import dice_score
 from utils.training import to_device
+
+# Sees each pool image's MC probabilities ``[1, C, H, W, T]`` as they are made: (index, probs).
+ProbsSink = Callable[[int, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -135,11 +139,12 @@ def score_pool(
     reduction: str = "mean",
     reduction_settings: ReductionSettings | None = None,
     with_features: bool = False,
+    on_probs: ProbsSink | None = None,
 ) -> PoolScores:
     """Score every pool image: ``PIXEL_MAPS[heuristic]`` reduced by ``REDUCTIONS[reduction]``.
 
     Only one image's ``[1, C, H, W, T]`` probabilities exist at a time; features add one
-    ``[N, D]`` matrix.
+    ``[N, D]`` matrix. ``on_probs`` gets each image's probabilities with its pool position.
     """
     pixel_map_of, reduce = PIXEL_MAPS[heuristic], REDUCTIONS[reduction]
     reduction_settings = reduction_settings or ReductionSettings()
@@ -149,6 +154,8 @@ def score_pool(
     for image, _, _, name in bar:
         output = mc_probabilities(mc_model, image, settings, with_features=with_features)
         probs, feature = output if with_features else (output, None)  # [1, C, H, W, T], [D, h, w]
+        if on_probs is not None:
+            on_probs(len(names), probs)
         pixel_map = pixel_map_of(probs)  # [1, H, W]
         score = reduce(pixel_map, probs, reduction_settings)  # [1]
         if keep_maps:
@@ -182,11 +189,12 @@ def score_regions(
     with_features: bool = False,
     progress: bool = True,
     keep_maps: bool = False,
+    on_probs: ProbsSink | None = None,
 ) -> RegionScores:
     """Score every unlabelled region: one MC pass per image that has any, its pixel map pooled
     over each of its unlabelled regions by the reduction (a superpixel over its own pixels, a
     tile over its box). Memory stays at one image's samples. Features are pooled over each
-    region's bounding box."""
+    region's bounding box. ``on_probs`` gets each image's probabilities with its train index."""
     pixel_map_of, reduce = PIXEL_MAPS[heuristic], REDUCTIONS[reduction]
     reduction_settings = reduction_settings or ReductionSettings()
     by_image: dict[int, list[int]] = {}
@@ -199,6 +207,8 @@ def score_regions(
         picture = store.images[image].float().div(255.0)
         output = mc_probabilities(mc_model, picture, settings, with_features=with_features)
         probs, feature = output if with_features else (output, None)
+        if on_probs is not None:
+            on_probs(image, probs)
         pixel_map = pixel_map_of(probs)  # [1, H, W]
         if keep_maps:
             gland = 1.0 - probs[:, 0].mean(-1)  # [1, H, W]

@@ -73,16 +73,21 @@ class RunPaths:
     def lock(self) -> Path:
         return self.results_dir / f"{self.stem}.lock"
 
+    def pseudo_labels(self, cycle: int) -> Path:
+        """The pool's pseudo-labels made by ``cycle``'s acquisition pass (``semi=pseudo``)."""
+        return self.results_dir / f"{self.stem}.pseudo-{cycle}.npz"
+
 
 def result_name(config: Mapping[str, Any]) -> str:
     """The name a run's files and its report row carry, before ``_{run}``.
 
-    ``{heuristic}[-{strategy}][-{reduction}][-region|-superpixel][@{tag}]``: the strategy and
-    reduction appear when they differ from the defaults (``topk``, ``mean``), ``-region`` for
-    labelling tiles and ``-superpixel`` for labelling superpixels, so runs that select
-    differently never collide, and the tag (set by ``sweep.py --grid``) keeps runs of other
-    swept keys apart. ``random`` and ``full`` select nothing, so
-    they carry no strategy or reduction.
+    ``{heuristic}[-{strategy}][-{reduction}][-region|-superpixel][+{semi}][@{tag}]``: the
+    strategy and reduction appear when they differ from the defaults (``topk``, ``mean``),
+    ``-region`` for labelling tiles and ``-superpixel`` for labelling superpixels, so runs that
+    select differently never collide; ``+pseudo`` or ``+mean_teacher`` for runs that also learn
+    from the pool; and the tag (set by ``sweep.py --grid``) keeps runs of other swept keys
+    apart. ``random`` and ``full`` select nothing, so they carry no strategy or reduction, and
+    ``full`` has no pool to learn from.
     """
     name = str(config["heuristic"])
     if name not in ("random", "full"):
@@ -91,6 +96,8 @@ def result_name(config: Mapping[str, Any]) -> str:
             name += f"-{value}" if value != default else ""
     if name != "full" and config.get("label_unit", "image") == "region":
         name += "-superpixel" if config.get("region_shape", "tile") == "superpixel" else "-region"
+    if name != "full" and config.get("semi", "none") != "none":
+        name += f"+{config['semi']}"
     tag = config.get("tag", "")
     return f"{name}@{tag}" if tag else name
 

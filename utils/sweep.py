@@ -36,7 +36,7 @@ NOT_GRIDDABLE = {
 
 
 # Keys that the result name shows by itself (see utils.run_state.result_name).
-IN_RESULT_NAME = frozenset({"strategy", "reduction", "label_unit", "region_shape"})
+IN_RESULT_NAME = frozenset({"strategy", "reduction", "label_unit", "region_shape", "semi"})
 
 
 class SweepError(ValueError):

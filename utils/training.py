@@ -1,4 +1,5 @@
-"""Training one active-learning cycle: SGD on augmented patches, best-validation-loss weights."""
+"""Training one active-learning cycle: SGD on augmented patches, with the weights chosen by
+validation loss, the last epoch, or an EMA of the weights; optionally with an unlabelled term."""
 
 from __future__ import annotations
 
@@ -12,8 +13,18 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm import tqdm
 
 from data.device_augment import DeviceAugmenter
+from models import mc_dropout_copy
 from utils.device import autocast
 from utils.metrics import soft_dice_loss, soft_dice_loss_per_image
+from utils.semi import (
+    EMA_DECAY,
+    TEACHER_PASSES,
+    PoolCrops,
+    consistency_loss,
+    ema_model,
+    sigmoid_rampup,
+    teacher_predict,
+)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -32,6 +43,19 @@ class TrainSettings:
     lr_gamma: float
     repeats_per_epoch: int = 8  # each epoch visits the labelled set this many times
     num_workers: int = 0
+    ema_decay: float = EMA_DECAY
+
+
+@dataclass(frozen=True)
+class SemiTraining:
+    """The unlabelled term of each step: ``method`` (``pseudo`` or ``mean_teacher``), the pool
+    crops it is computed on (with pseudo-labels for ``pseudo``), its weight and, for the mean
+    teacher, the final entropy threshold of its mask in nats (ramped up from 3/4 of it)."""
+
+    method: str
+    crops: PoolCrops
+    weight: float
+    threshold: float = math.log(2)
 
 
 def make_optimizer(
@@ -121,12 +145,22 @@ def train_model(
     progress: bool = True,
     description: str = "train",
     augmenter: DeviceAugmenter | None = None,
+    semi: SemiTraining | None = None,
+    ema: bool = False,
 ) -> dict[str, float]:
     """Train ``model`` in place and leave it with the weights of the best validation loss, or,
-    with ``val_set=None``, of the last epoch (no validation labels are used at all).
+    with ``val_set=None``, of the last epoch, or with ``ema``, the exponential moving average of
+    its weights over the steps (``utils.semi.ema_model``). Neither of the last two reads a
+    validation label.
+
+    With ``semi`` every step adds ``weight * unlabelled loss`` on a batch of pool crops as large
+    as the labelled one, both through one forward pass (so BatchNorm sees them together):
+    soft Dice on pseudo-labels, or the mean teacher's masked consistency, whose weight and
+    threshold ramp up over the cycle's steps as in UA-MT.
 
     Returns ``{"best_val_loss", "best_epoch", "last_train_loss"}`` (``best_val_loss`` None
-    without a validation set). Raises ``NonFiniteLossError`` on a NaN or infinite loss.
+    without a validation set; with ``semi`` also ``last_unlabelled_loss``). Raises
+    ``NonFiniteLossError`` on a NaN or infinite loss.
 
     With an ``augmenter`` the batches are cropped and augmented on the device from its images
     (the i-th labelled image of ``train_set`` is its i-th), instead of in a DataLoader.
@@ -149,26 +183,49 @@ def train_model(
     optimizer, scheduler = make_optimizer(model, settings)
     best_loss, best_epoch = math.inf, -1
     best_state = copy.deepcopy(model.state_dict()) if val_set is not None else None
-    train_loss = math.nan
+    teacher = _Teacher(model, settings, semi) if semi is not None or ema else None
+    total_steps = settings.epochs * math.ceil(len(sampler) / settings.batch_size)
+    step = 0
+    train_loss = unlabelled_loss = math.nan
     bar = tqdm(range(settings.epochs), desc=description, disable=not progress, leave=False)
     for epoch in bar:
         model.train()
-        total, count = 0.0, 0
+        total, count, unlabelled_total = 0.0, 0, 0.0
         for images, masks, _, _ in loader:
-            with autocast(device, amp_dtype):
-                logits = model(to_device(images, device))
-            loss = soft_dice_loss(logits, masks.to(device, non_blocking=True))
-            if not torch.isfinite(loss):
+            if semi is None:
+                with autocast(device, amp_dtype):
+                    logits = model(to_device(images, device))
+                loss = soft_dice_loss(logits, masks.to(device, non_blocking=True))
+                full_loss = loss
+            else:
+                loss, extra = _semi_losses(
+                    model,
+                    teacher,
+                    semi,
+                    images,
+                    masks,
+                    device,
+                    amp_dtype,
+                    generator,
+                    sigmoid_rampup(step, total_steps),
+                )
+                full_loss = loss + extra
+                unlabelled_total += float(extra.detach()) * len(images)
+            if not torch.isfinite(full_loss):
                 raise NonFiniteLossError(
-                    f"training loss became {float(loss.detach())} at epoch {epoch + 1}; lower lr "
-                    "(e.g. lr=0.01) or use precision=fp32"
+                    f"training loss became {float(full_loss.detach())} at epoch {epoch + 1}; "
+                    "lower lr (e.g. lr=0.01) or use precision=fp32"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            full_loss.backward()
             optimizer.step()
+            if teacher is not None:
+                teacher.update(model)
+            step += 1
             total, count = total + float(loss.detach()) * len(images), count + len(images)
         scheduler.step()
         train_loss = total / count
+        unlabelled_loss = unlabelled_total / count
         if val_set is None:
             bar.set_postfix(train=f"{train_loss:.3f}")
             continue
@@ -186,11 +243,68 @@ def train_model(
             best_loss, best_epoch = val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
         bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}", best=f"{best_loss:.3f}")
+    extra_info = {} if semi is None else {"last_unlabelled_loss": unlabelled_loss}
     if val_set is None:
+        if ema:
+            model.load_state_dict(teacher.state_dict())
         return {
             "best_val_loss": None,
             "best_epoch": settings.epochs - 1,
             "last_train_loss": train_loss,
+            **extra_info,
         }
     model.load_state_dict(best_state)
-    return {"best_val_loss": best_loss, "best_epoch": best_epoch, "last_train_loss": train_loss}
+    return {
+        "best_val_loss": best_loss,
+        "best_epoch": best_epoch,
+        "last_train_loss": train_loss,
+        **extra_info,
+    }
+
+
+class _Teacher:
+    """The EMA of the student's weights, kept with dropout on and BatchNorm in eval mode, so it
+    is at once the mean teacher's MC-dropout model and the weights of ``model_selection=ema``."""
+
+    def __init__(self, model: nn.Module, settings: TrainSettings, semi: SemiTraining | None):
+        self.average = ema_model(mc_dropout_copy(model), settings.ema_decay)
+        self.average.module.eval()
+        self.average.update_parameters(model)  # starts from the initial weights
+
+    def update(self, model: nn.Module) -> None:
+        self.average.update_parameters(model)
+
+    @property
+    def module(self) -> nn.Module:
+        return self.average.module
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.average.module.state_dict()
+
+
+def _semi_losses(
+    model: nn.Module,
+    teacher: _Teacher | None,
+    semi: SemiTraining,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    generator: torch.Generator,
+    ramp: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(supervised loss, weighted unlabelled loss) of one step."""
+    pool_images, pool_masks = semi.crops.batch(len(images), generator)
+    both = torch.cat([images.to(pool_images.device), pool_images])  # [2B, 3, h, w]
+    with autocast(device, amp_dtype):
+        logits = model(to_device(both, device))
+    labelled, unlabelled = logits[: len(images)], logits[len(images) :]
+    loss = soft_dice_loss(labelled, masks.to(device, non_blocking=True))
+    if semi.method == "pseudo":
+        return loss, semi.weight * soft_dice_loss(unlabelled, pool_masks.to(device))
+    threshold = (0.75 + 0.25 * ramp) * semi.threshold
+    with autocast(device, amp_dtype):
+        target = teacher_predict(
+            teacher.module, to_device(pool_images, device), TEACHER_PASSES, threshold, generator
+        )
+    return loss, semi.weight * ramp * consistency_loss(unlabelled, target)

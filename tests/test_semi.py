@@ -1,0 +1,190 @@
+"""Learning from the unlabelled pool: pseudo-labels, the EMA teacher, and runs that use them."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from data.regions import IGNORE
+from tests.conftest import tiny_config
+from utils.active_loop import ConfigError, ExperimentConfig, run_active_learning, validate
+from utils.metrics import soft_dice_loss
+from utils.semi import (
+    PoolCrops,
+    PseudoLabelBank,
+    TeacherOutput,
+    consistency_loss,
+    ema_model,
+    pseudo_labels,
+    sigmoid_rampup,
+)
+
+
+def two_class_probs(gland: list[list[list[float]]]) -> torch.Tensor:
+    """``[1, 2, H, W, T]`` from the gland probability of each pixel and sample ``[H][W][T]``."""
+    p = torch.tensor(gland, dtype=torch.float32)  # [H, W, T]
+    return torch.stack([1 - p, p]).unsqueeze(0)
+
+
+def test_pseudo_labels_cover_only_the_pixels_under_the_threshold() -> None:
+    # Pixel by pixel (two samples each): sure gland, sure background, split samples, borderline.
+    probs = two_class_probs([[[0.9999, 0.9999], [0.0001, 0.0001]], [[0.99, 0.01], [0.995, 0.995]]])
+    # Entropy of the mean, in nats: 0.0010, 0.0010, ln 2 = 0.693, 0.0313.
+    labels = pseudo_labels(probs, threshold=0.005)
+    assert labels.tolist() == [[1, 0], [IGNORE, IGNORE]]
+    # A looser threshold admits the borderline pixel, never the split one.
+    assert pseudo_labels(probs, threshold=0.05).tolist() == [[1, 0], [IGNORE, 1]]
+
+
+def test_ignored_pixels_get_no_gradient() -> None:
+    probs = two_class_probs([[[0.9999, 0.9999], [0.5, 0.5]], [[0.0001, 0.0001], [0.3, 0.9]]])
+    target = pseudo_labels(probs, threshold=0.005).unsqueeze(0)  # [1, H, W]
+    logits = torch.randn(1, 2, 2, 2, requires_grad=True)
+    soft_dice_loss(logits, target).backward()
+    ignored = target[0] == IGNORE
+    assert ignored.tolist() == [[False, True], [False, True]]
+    assert torch.all(logits.grad[0][:, ignored] == 0)
+    assert torch.all(logits.grad[0][:, ~ignored].abs().sum(0) > 0)
+
+
+def test_the_bank_leaves_out_annotated_pixels_and_round_trips(tmp_path: Path) -> None:
+    bank = PseudoLabelBank(threshold=0.005)
+    bank.add(3, two_class_probs([[[0.9999], [0.0001]], [[0.5], [0.9999]]]))
+    bank.add(5, two_class_probs([[[0.5], [0.5]]]))  # nothing confident: dropped from training
+    annotated = {3: torch.tensor([[False, True], [False, False]])}
+    masks = bank.masks(annotated.get)
+    assert list(masks) == [3]
+    assert masks[3].tolist() == [[1, IGNORE], [IGNORE, 1]]
+    bank.save(tmp_path / "labels.npz")
+    again = PseudoLabelBank(threshold=0.005)
+    again.load(tmp_path / "labels.npz")
+    assert {k: v.tolist() for k, v in again.labels.items()} == {
+        k: v.tolist() for k, v in bank.labels.items()
+    }
+
+
+def test_ema_weights_equal_the_hand_computed_average_after_k_steps() -> None:
+    model = nn.Linear(1, 1, bias=False)
+    history = [1.0, 3.0, -2.0, 5.0, 0.5]
+    with torch.no_grad():
+        model.weight.fill_(history[0])
+    average = ema_model(model, decay=0.6)
+    average.update_parameters(model)
+    expected = history[0]
+    for n, value in enumerate(history[1:], start=1):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        average.update_parameters(model)
+        a = min(0.6, 1 - 1 / (n + 1))  # 0.5, then 0.6: a plain mean until the decay takes over
+        expected = a * expected + (1 - a) * value
+    # By hand: 1 -> 2 -> 0.4 -> 2.24 -> 1.544
+    assert expected == pytest.approx(1.544)
+    assert average.module.weight.item() == pytest.approx(1.544, abs=1e-6)
+
+
+def test_consistency_is_masked_by_the_teachers_certainty() -> None:
+    student = torch.zeros(1, 2, 1, 2)  # softmax 0.5 / 0.5 everywhere
+    teacher = TeacherOutput(
+        probs=torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]]),  # [1, 2, 1, 2]
+        certain=torch.tensor([[[True, False]]]),
+    )
+    # Only the first pixel counts: ((0.5 - 0.9)^2 + (0.5 - 0.1)^2) / (2 * 1) = 0.16.
+    assert consistency_loss(student, teacher).item() == pytest.approx(0.16)
+    nothing = TeacherOutput(teacher.probs, torch.zeros(1, 1, 2, dtype=torch.bool))
+    assert consistency_loss(student, nothing).item() == 0.0
+
+
+def test_sigmoid_rampup_golden_values() -> None:
+    assert sigmoid_rampup(0, 10) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(5, 10) == pytest.approx(math.exp(-1.25))
+    assert sigmoid_rampup(10, 10) == sigmoid_rampup(20, 10) == 1.0
+
+
+def test_pool_crops_without_pseudo_labels_carry_no_label(synthetic_root: Path) -> None:
+    from data.glas import ImageStore, read_split
+    from data.transforms import train_transform
+
+    store = ImageStore(synthetic_root / "GlaS", read_split(synthetic_root / "splits", "train"))
+    crops = PoolCrops(store, [0, 2], train_transform((16, 16)))
+    images, masks = crops.batch(3, torch.Generator().manual_seed(0))
+    assert images.shape == (3, 3, 16, 16) and masks.shape == (3, 16, 16)
+    assert torch.all(masks == IGNORE)
+
+
+@pytest.mark.parametrize(
+    ("update", "fragment"),
+    [
+        ({"semi": "fixmatch"}, "semi must be one of none, pseudo, mean_teacher"),
+        ({"pseudo_threshold": 0.0}, "pseudo_threshold must be in (0, ln(num_classes)"),
+        ({"pseudo_threshold": 0.8}, "pseudo_threshold must be in (0, ln(num_classes)"),
+        ({"pseudo_weight": -0.5}, "pseudo_weight must be >= 0"),
+        ({"consistency_weight": -1.0}, "consistency_weight must be >= 0"),
+        ({"ema_decay": 1.0}, "ema_decay must be in [0, 1)"),
+        ({"model_selection": "best"}, "model_selection must be one of val, last, ema"),
+    ],
+)
+def test_bad_semi_settings_are_refused_in_one_line(update: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate(replace(ExperimentConfig(), **update))
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def run_tiny(synthetic_root: Path, results: Path, **updates) -> np.ndarray:
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", results, **updates)
+    return run_active_learning(ExperimentConfig.from_mapping(config))
+
+
+def test_pseudo_runs_end_to_end_and_says_so(synthetic_root: Path, tmp_path: Path) -> None:
+    # A loose threshold: the tiny model is never as sure as CEAL's threshold asks.
+    loose = {"pseudo_threshold": 0.69, "epochs": 4, "model_selection": "last"}
+    dice = run_tiny(synthetic_root, tmp_path, semi="pseudo", heuristic="random", **loose)
+    record = json.loads((tmp_path / "random+pseudo_0.json").read_text())
+    assert record["name"] == "random+pseudo" and record["config"]["semi"] == "pseudo"
+    assert len(dice) == 3 and np.all((0 <= dice) & (dice <= 1))
+    # Cycle 0 has no pseudo-labels yet (no acquisition pass has run); later cycles train on them.
+    assert "last_unlabelled_loss" not in record["train"][0]
+    assert all(math.isfinite(t["last_unlabelled_loss"]) for t in record["train"][1:])
+    # Random scores nothing, even though its pool got an MC pass for the pseudo-labels.
+    assert all(a["score"] is None for cycle in record["acquired"] for a in cycle)
+    plain = run_tiny(synthetic_root, tmp_path / "plain", heuristic="random", **loose)
+    assert dice[0] == plain[0]  # the same cycle 0, bitwise
+    assert dice[1] != plain[1]
+
+
+@pytest.mark.parametrize("label_unit", ["image", "region"])
+def test_mean_teacher_with_ema_weights_runs_in_both_label_units(
+    synthetic_root: Path, tmp_path: Path, label_unit: str
+) -> None:
+    dice = run_tiny(
+        synthetic_root,
+        tmp_path,
+        semi="mean_teacher",
+        model_selection="ema",
+        label_unit=label_unit,
+        region_size=[16, 16],
+        al_cycles=1,
+    )
+    name = "bald+mean_teacher" if label_unit == "image" else "bald-region+mean_teacher"
+    record = json.loads((tmp_path / f"{name}_0.json").read_text())
+    assert record["validation_images"] == 0 and record["config"]["model_selection"] == "ema"
+    assert all(t["last_unlabelled_loss"] >= 0 for t in record["train"])
+    assert len(dice) == 2 and np.all((0 <= dice) & (dice <= 1))
+
+
+def test_ema_selection_changes_the_weights_but_reads_no_validation_label(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    last = run_tiny(
+        synthetic_root, tmp_path / "last", model_selection="last", al_cycles=0, epochs=4
+    )
+    ema = run_tiny(synthetic_root, tmp_path / "ema", model_selection="ema", al_cycles=0, epochs=4)
+    assert last[0] != ema[0]  # same training, other weights evaluated
+    record = json.loads((tmp_path / "ema/bald_0.json").read_text())
+    assert record["validation_images"] == 0 and record["train"][0]["best_val_loss"] is None

@@ -1,0 +1,238 @@
+"""Learning from the unlabelled pool: pseudo-labels and a mean teacher.
+
+Both add an unlabelled term to each training step, ``loss = supervised + weight * unlabelled``,
+computed on a batch of pool crops drawn beside every labelled batch:
+
+- ``pseudo``: the pool's pixels whose MC-dropout prediction is confident get its class as a
+  label, the rest are left out of the loss (CEAL, Wang et al. 2016, arXiv 1701.03551; Lee 2013,
+  "Pseudo-Label", ICML workshop). The labels come from the MC passes that acquisition already
+  ran over the pool at the end of the previous cycle, so they cost no extra pass.
+- ``mean_teacher``: the student matches the softmax of an exponential moving average of its own
+  weights, on pixels where that teacher is certain (Tarvainen & Valpola, NeurIPS 2017; the
+  uncertainty mask of UA-MT, Yu et al., MICCAI 2019, arXiv 1907.07034).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from data.glas import ImageStore
+from data.regions import IGNORE
+from heuristics.uncertainty import entropy_map
+from utils.io import atomic_write
+from utils.metrics import soft_dice_loss
+
+SEMI_METHODS = ("none", "pseudo", "mean_teacher")
+
+# CEAL's initial entropy threshold for "high-confidence" samples, in nats: a binary prediction
+# passes when its probability exceeds about 0.9994.
+PSEUDO_THRESHOLD = 0.005
+# CEAL adds its pseudo-labelled samples to the training set as equals.
+PSEUDO_WEIGHT = 1.0
+# UA-MT: EMA decay, final consistency weight, MC passes and input noise of the teacher.
+EMA_DECAY = 0.99
+CONSISTENCY_WEIGHT = 0.1
+TEACHER_PASSES = 8
+TEACHER_NOISE = (0.1, 0.2)  # standard deviation, clip
+
+
+# --------------------------------------------------------------------------------------------
+# Pseudo-labels
+# --------------------------------------------------------------------------------------------
+
+
+def pseudo_labels(probs: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Class of the MC-mean prediction where its entropy is below ``threshold`` (nats), IGNORE
+    elsewhere: ``probs`` ``[1, C, H, W, T]`` -> int64 ``[H, W]``."""
+    labels = probs.mean(-1)[0].argmax(0)  # [H, W]
+    uncertain = entropy_map(probs)[0] >= threshold  # [H, W]
+    return labels.masked_fill(uncertain, IGNORE)
+
+
+class PseudoLabelBank:
+    """The pool's pseudo-labels, image index -> int8 ``[H, W]`` (IGNORE = no label).
+
+    Filled during a cycle's acquisition pass and read by the next cycle's training; saved beside
+    the run's state so that a resumed run trains on the same labels.
+    """
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+        self.labels: dict[int, torch.Tensor] = {}
+
+    def clear(self) -> None:
+        self.labels = {}
+
+    def add(self, image: int, probs: torch.Tensor) -> None:
+        self.labels[image] = pseudo_labels(probs, self.threshold).to("cpu", torch.int8)
+
+    def save(self, path: Path) -> None:
+        arrays = {str(i): m.numpy() for i, m in self.labels.items()}
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+    def load(self, path: Path) -> None:
+        with np.load(path) as arrays:
+            self.labels = {int(k): torch.from_numpy(arrays[k]) for k in arrays.files}
+
+    def masks(self, annotated: Callable[[int], torch.Tensor | None]) -> dict[int, torch.Tensor]:
+        """Pseudo-labels of the images still in the pool, with their annotated pixels (given by
+        ``annotated(image)``, None when the image is not annotated at all) left out: those are
+        learnt from their real labels. Images with no pseudo-labelled pixel left are dropped."""
+        masks = {}
+        for image, labels in sorted(self.labels.items()):
+            mask = labels.long()
+            done = annotated(image)
+            if done is not None:
+                mask = mask.masked_fill(done, IGNORE)
+            if bool((mask != IGNORE).any()):
+                masks[image] = mask
+        return masks
+
+
+# --------------------------------------------------------------------------------------------
+# Unlabelled crops
+# --------------------------------------------------------------------------------------------
+
+
+class PoolCrops(Dataset):
+    """Augmented crops of pool images: ``(image float [3, h, w], mask int64 [h, w], -1, name)``.
+
+    ``masks`` maps a train image index to its training mask (pseudo-labels with IGNORE); without
+    it every pixel is IGNORE, so nothing of the real mask can leak into an unlabelled batch.
+    Crops and augmentation draw from torch's generator, which the loop seeds per cycle.
+    """
+
+    def __init__(
+        self,
+        store: ImageStore,
+        images: list[int],
+        transform: v2.Transform,
+        masks: dict[int, torch.Tensor] | None = None,
+    ):
+        if not images:
+            raise ValueError("PoolCrops needs at least one pool image")
+        self.store, self.images, self.transform, self.masks = store, images, transform, masks
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, str]:
+        image_index = self.images[index]
+        image = self.store.images[image_index]
+        if self.masks is None:
+            mask = torch.full(image.shape[1:], IGNORE, dtype=torch.int64)
+        else:
+            mask = self.masks[image_index]
+        picture, label = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        return (
+            picture.as_subclass(torch.Tensor).float().div_(255.0),
+            label.as_subclass(torch.Tensor).long(),
+            -1,
+            self.store.names[image_index],
+        )
+
+    def batch(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``size`` crops of images drawn uniformly with replacement: ``[B, 3, h, w]``,
+        ``[B, h, w]``."""
+        picks = torch.randint(len(self.images), (size,), generator=generator).tolist()
+        items = [self[i] for i in picks]
+        return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+
+
+# --------------------------------------------------------------------------------------------
+# EMA weights and the mean teacher
+# --------------------------------------------------------------------------------------------
+
+
+def ema_model(model: nn.Module, decay: float = EMA_DECAY) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics.
+
+    ``update_parameters(model)`` after each optimiser step applies
+    ``ema = a * ema + (1 - a) * weights`` with ``a = min(decay, 1 - 1 / (n + 1))`` after ``n``
+    updates, the warm-up of Tarvainen & Valpola's code: early on the average is a plain mean,
+    so the random initial weights fade out instead of dominating a short training.
+    """
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        if not averaged.is_floating_point():  # BatchNorm's batch counter
+            return current
+        a = min(decay, 1.0 - 1.0 / (int(n) + 1))
+        return averaged * a + current * (1.0 - a)
+
+    return AveragedModel(model, avg_fn=average, use_buffers=True)
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """``exp(-5 (1 - t)^2)`` for ``t = step / length`` clipped to [0, 1] (Laine & Aila 2017; the
+    ramp of UA-MT's consistency weight and threshold)."""
+    if length <= 0:
+        return 1.0
+    t = min(max(step / length, 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+@dataclass(frozen=True)
+class TeacherOutput:
+    probs: torch.Tensor  # [B, C, H, W] mean softmax over the teacher's MC passes
+    certain: torch.Tensor  # [B, H, W] bool: entropy of the mean below the threshold
+
+
+@torch.no_grad()
+def teacher_predict(
+    teacher: nn.Module,
+    images: torch.Tensor,
+    passes: int,
+    threshold: float,
+    generator: torch.Generator,
+) -> TeacherOutput:
+    """The teacher's MC-dropout average over ``passes`` noisy copies of ``images`` (UA-MT):
+    each copy gets Gaussian noise, clipped, and its own dropout masks (one batch of B * passes).
+    ``teacher`` must have dropout on and BatchNorm in eval mode (``models.mc_dropout_copy``)."""
+    std, clip = TEACHER_NOISE
+    batch = images.repeat(passes, 1, 1, 1)  # [passes * B, 3, H, W]
+    noise = torch.randn(batch.shape, generator=generator).to(batch.device) * std
+    logits = teacher(batch + noise.clamp(-clip, clip))  # [passes * B, C, H, W]
+    probs = logits.float().softmax(1).unflatten(0, (passes, len(images)))  # [T, B, C, H, W]
+    probs = probs.permute(1, 2, 3, 4, 0)  # [B, C, H, W, T]
+    return TeacherOutput(probs.mean(-1), entropy_map(probs) < threshold)
+
+
+def consistency_loss(student_logits: torch.Tensor, teacher: TeacherOutput) -> torch.Tensor:
+    """UA-MT's masked consistency: squared softmax distance on the teacher's certain pixels,
+    ``sum(mask * (p_s - p_t)^2) / (2 * sum(mask) + 1e-16)`` (zero when none is certain)."""
+    distance = (student_logits.float().softmax(1) - teacher.probs) ** 2  # [B, C, H, W]
+    mask = teacher.certain.unsqueeze(1).to(distance.dtype)  # [B, 1, H, W]
+    return (distance * mask).sum() / (2.0 * mask.sum() + 1e-16)
+
+
+def pseudo_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Soft Dice on the pseudo-labelled pixels only (IGNORE pixels get no gradient)."""
+    return soft_dice_loss(logits, masks)
+
+
+__all__ = [
+    "CONSISTENCY_WEIGHT",
+    "EMA_DECAY",
+    "PSEUDO_THRESHOLD",
+    "PSEUDO_WEIGHT",
+    "SEMI_METHODS",
+    "TEACHER_PASSES",
+    "PoolCrops",
+    "PseudoLabelBank",
+    "consistency_loss",
+    "ema_model",
+    "pseudo_labels",
+    "sigmoid_rampup",
+    "teacher_predict",
+]
