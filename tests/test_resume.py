@@ -88,6 +88,18 @@ def test_finished_run_is_reported_not_redone(
     assert "bald_0 is already complete" in capsys.readouterr().out
     assert (tmp_path / "bald_0.npy").stat().st_mtime_ns == before
     assert result.result == [round(float(d), 4) for d in np.load(tmp_path / "bald_0.npy")]
+    # Published without its state (as docs/results holds runs), it is still complete, not redone;
+    # an unfinished one starts afresh.
+    (tmp_path / "bald_0.state.json").unlink()
+    capsys.readouterr()
+    ex.run(config_updates=config)
+    assert "bald_0 is already complete" in capsys.readouterr().out
+    assert (tmp_path / "bald_0.npy").stat().st_mtime_ns == before
+    record = json.loads((tmp_path / "bald_0.json").read_text())
+    atomic_save_json(tmp_path / "bald_0.json", {**record, "complete": False})
+    ex.run(config_updates=config)
+    assert "already complete" not in capsys.readouterr().out
+    assert (tmp_path / "bald_0.npy").stat().st_mtime_ns != before
 
 
 def test_other_config_is_refused_unless_overwrite(

@@ -115,14 +115,39 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in keys if old.get(k, known.get(k, "<absent>")) != new.get(k, "<absent>"))
 
 
-def _record_matches(paths: RunPaths, config: dict[str, Any]) -> bool:
-    """Whether the record beside a state-less ``.npy`` is this run's: a run killed between
-    writing its first cycle's results and its state leaves exactly that, and starts afresh."""
+def _matching_record(paths: RunPaths, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The record beside a state-less ``.npy`` when it is this run's, else None. A run killed
+    between writing its first cycle's results and its state leaves such a record, and so does
+    a finished run whose result files were copied without their state (as studies publish
+    them)."""
     try:
-        saved = json.loads(paths.json.read_text())["config"]
+        saved = json.loads(paths.json.read_text())
+        same = not config_differences(saved["config"], jsonable(config))
     except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return not config_differences(saved, jsonable(config))
+        return None
+    return saved if same else None
+
+
+def _finished_from_record(saved: dict[str, Any]) -> RunState:
+    """A finished run's state rebuilt from its record: enough to report it and skip it."""
+    history = History(
+        n_labelled=saved["n_labelled"],
+        test_dice=saved["test_dice"],
+        acquired=saved["acquired"],
+        test_dice_per_image=saved["test_dice_per_image"],
+        train=saved["train"],
+        seconds=saved.get("seconds_per_cycle", []),
+        labelled_pixels=saved.get("labelled_pixels", []),
+        labelled_fraction=saved.get("labelled_fraction", []),
+    )
+    return RunState(
+        config=saved["config"],
+        labelled_map=[],
+        history=history,
+        cycles_done=len(saved["test_dice"]),
+        finished=True,
+        validation_images=saved.get("validation_images", 0),
+    )
 
 
 def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunState | None:
@@ -132,12 +157,15 @@ def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunS
     is not set.
     """
     if not paths.state.exists():
-        if paths.npy.exists() and not overwrite and not _record_matches(paths, config):
+        if not paths.npy.exists() or overwrite:
+            return None
+        saved = _matching_record(paths, config)
+        if saved is None:
             raise ResumeError(
                 f"{paths.npy} exists but has no {paths.state.name} to check it against; "
                 "use another results_dir or pass overwrite=True to replace it"
             )
-        return None
+        return _finished_from_record(saved) if saved.get("complete") else None
     if overwrite:
         return None  # before reading: an unreadable state is what overwrite is for
     try:

@@ -214,46 +214,46 @@ def plan_jobs(
         )
     jobs: list[Job] = []
     planned: dict[str, dict[str, Any]] = {}  # stem -> the config its run records
-    for point in grid or [{}]:
+    points = grid or [{}]
+    # Run-major order: every arm of one run (heuristics and grid points) finishes together, so
+    # a sweep that is cut off leaves complete pairs for the paired test.
+    specs = [(p, h, r, False) for r in runs for p in points for h in dict.fromkeys(canonical)]
+    if full_supervision:
+        specs += [(p, "random", runs[0], True) for p in points]
+    for point, heuristic, run, full in specs:
         # Keys that are part of the result name already need no tag.
         tagged = {k: v for k, v in point.items() if k not in IN_RESULT_NAME}
         tag = ",".join(t for t in (updates.get("tag", ""), grid_tag(tagged)) if t)
         shared = {**updates, **point, **({"tag": tag} if tag else {})}
-        # Run-major order: the heuristics of one run finish together, so a sweep that is cut
-        # off leaves complete pairs for the paired test.
-        specs = [(h, r, False) for r in runs for h in dict.fromkeys(canonical)]
-        if full_supervision:
-            specs.append(("random", runs[0], True))
-        for heuristic, run, full in specs:
-            job_updates = {**shared, "run": run}
-            job_updates.update({"full_supervision": True} if full else {"heuristic": heuristic})
-            job = Job("", named_configs, job_updates, 0, str(workdir))
-            cfg = job.config
-            try:
-                validated = validate(cfg)
-            except ConfigError as err:
-                raise SweepError(f"invalid config after --: {err}") from None
-            paths = run_paths(cfg, validated)
-            record = run_record_config(cfg, validated)
-            if paths.stem in planned:
-                differing = config_differences(planned[paths.stem], record)
-                # Random under every strategy of a grid is one baseline; full supervision
-                # selects nothing, so grid points that differ only in selection share it too.
-                if not differing or (full and set(differing) <= IN_RESULT_NAME):
-                    continue
-                in_grid = set(differing) <= set(point)
-                raise SweepError(
-                    f"two jobs of this sweep would write {paths.stem} with configs that differ "
-                    f"in {', '.join(differing)}; "
-                    + (
-                        "that does not change such a run, so drop it from --grid"
-                        if in_grid
-                        else "put the differing key in --grid"
-                    )
+        job_updates = {**shared, "run": run}
+        job_updates.update({"full_supervision": True} if full else {"heuristic": heuristic})
+        job = Job("", named_configs, job_updates, 0, str(workdir))
+        cfg = job.config
+        try:
+            validated = validate(cfg)
+        except ConfigError as err:
+            raise SweepError(f"invalid config after --: {err}") from None
+        paths = run_paths(cfg, validated)
+        record = run_record_config(cfg, validated)
+        if paths.stem in planned:
+            differing = config_differences(planned[paths.stem], record)
+            # Random under every strategy of a grid is one baseline; full supervision
+            # selects nothing, so grid points that differ only in selection share it too.
+            if not differing or (full and set(differing) <= IN_RESULT_NAME):
+                continue
+            in_grid = set(differing) <= set(point)
+            raise SweepError(
+                f"two jobs of this sweep would write {paths.stem} with configs that differ "
+                f"in {', '.join(differing)}; "
+                + (
+                    "that does not change such a run, so drop it from --grid"
+                    if in_grid
+                    else "put the differing key in --grid"
                 )
-            planned[paths.stem] = record
-            total = 1 if full else cfg.al_cycles + 1
-            jobs.append(Job(paths.stem, named_configs, job_updates, total, str(workdir)))
+            )
+        planned[paths.stem] = record
+        total = 1 if full else cfg.al_cycles + 1
+        jobs.append(Job(paths.stem, named_configs, job_updates, total, str(workdir)))
     return jobs
 
 
