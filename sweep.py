@@ -3,7 +3,7 @@
     python sweep.py --heuristics bald random --runs 0-4 --parallel 6 -- image_scale=0.5
     python sweep.py --heuristics bald random --runs 0-1 --parallel 2 -- demo
     python sweep.py --heuristics bald --runs 0-4 --grid image_scale=0.25,0.5 -- epochs=20
-    python sweep.py --executor slurm --partition gpu --gpus-per-job 1 --runs 0-9 -- al_cycles=10
+    python sweep.py --executor slurm --partition gpu --runs 0-9 -- al_cycles=10
 
 Everything after ``--`` is active.py config, written exactly as after ``active.py with``. Each job
 is one ``active.py`` run, so running the same sweep again continues it: finished runs are
@@ -34,7 +34,12 @@ from utils.sweep import (  # noqa: E402
     plan_jobs,
 )
 from utils.sweep_local import run_local  # noqa: E402
-from utils.sweep_slurm import make_executor, slurm_parameters, submit  # noqa: E402
+from utils.sweep_slurm import (  # noqa: E402
+    make_executor,
+    partition_has_gpus,
+    slurm_parameters,
+    submit,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,7 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     slurm = parser.add_argument_group("SLURM (--executor slurm)")
     slurm.add_argument("--partition", default=None)
-    slurm.add_argument("--gpus-per-job", type=int, default=1)
+    slurm.add_argument(
+        "--gpus-per-job",
+        type=int,
+        default=None,
+        help="GPUs per job (default: 1 if the partition has GPUs, as sinfo lists them, else 0)",
+    )
     slurm.add_argument("--cpus-per-job", type=int, default=8)
     slurm.add_argument("--time-min", type=int, default=120, help="time limit per job (minutes)")
     slurm.add_argument("--array-parallelism", type=int, default=16, help="array jobs at once")
@@ -88,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.parallel < 1:
             raise SweepError(f"--parallel must be >= 1, got {args.parallel}")
         for name in ("gpus_per_job", "cpus_per_job", "time_min", "array_parallelism"):
-            if getattr(args, name) < (0 if name == "gpus_per_job" else 1):
+            if (getattr(args, name) or 0) < (0 if name == "gpus_per_job" else 1):
                 flag = "--" + name.replace("_", "-")
                 raise SweepError(f"{flag} must be positive, got {getattr(args, name)}")
         if args.mps and args.executor != "local":
@@ -106,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         results_dir = jobs[0].results_dir
         executor = None
         if args.executor == "slurm":
+            if args.gpus_per_job is None:
+                args.gpus_per_job = int(partition_has_gpus(args.partition))
             parameters = slurm_parameters(
                 args.partition,
                 args.gpus_per_job,
@@ -134,11 +146,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     if executor is not None and todo:
-        handles = submit(executor, todo)
+        try:
+            handles = submit(executor, todo)
+        except SweepError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            return 2
         ids = ", ".join(sorted({str(h.job_id).split("_")[0] for h in handles})) or "none"
         print(
-            f"submitted {len(handles)} jobs to SLURM (array {ids}); logs in "
-            f"{results_dir / 'slurm'}; run this command again when they end to write the report",
+            f"submitted {len(handles)} jobs to SLURM (array {ids}; {args.gpus_per_job} GPUs and "
+            f"{args.cpus_per_job} CPUs each); logs in {results_dir / 'slurm'}; run this command "
+            "again when they end to write the report",
             flush=True,
         )
         return 0

@@ -16,7 +16,7 @@ import pytest
 
 from utils.run_lock import run_lock
 from utils.sweep import SweepError, parse_config_tokens, parse_grid, plan_jobs
-from utils.sweep_slurm import make_executor, submit
+from utils.sweep_slurm import make_executor, submission_error, submit
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("bald_0", "bald_1", "random_0", "random_1")
@@ -162,7 +162,7 @@ def _fake_slurm(bin_dir: Path, record: Path) -> None:
     """``sbatch`` that keeps the script it is given and answers like SLURM, and an ``srun``."""
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(
-        f'#!/bin/sh\ncp "$1" {record}\necho "Submitted batch job 4242"\n'
+        f'#!/bin/sh\n/bin/cp "$1" {record}\necho "Submitted batch job 4242"\n'
     )
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 0\n")
     for tool in ("sbatch", "srun"):
@@ -207,6 +207,119 @@ def test_slurm_array_carries_partition_gpus_time_and_parallelism(
     assert "#SBATCH --array=0-9%3" in script  # 2 heuristics x 5 runs, 3 at a time
     assert "#SBATCH --signal=USR2@" in script  # the preemption warning submitit requeues on
     assert str(tmp_path / "results" / "slurm") in script
+    # Each job's threads are set before its python starts, from the CPUs SLURM gives it.
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        assert script.index(f"export {name}=$SLURM_CPUS_PER_TASK\n") < script.index("srun")
+
+
+@pytest.mark.parametrize(
+    ("listing", "partition", "gpus"),
+    [
+        ("debug* (null)\ngpu gpu:a100:4(S:0-1)\n", "gpu", 1),
+        ("debug* (null)\ngpu gpu:a100:4(S:0-1)\n", None, 0),
+        ("gpu* gpu:4\ncpu (null)\n", None, 1),
+        ("gpu* gpu:4\ncpu (null)\n", "cpu", 0),
+        (None, "gpu", 0),  # no sinfo: no GPUs asked for, so that sbatch does not refuse the array
+    ],
+)
+def test_gpus_per_job_defaults_to_what_the_partition_has(
+    synthetic_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    listing: str | None,
+    partition: str | None,
+    gpus: int,
+) -> None:
+    import sweep
+
+    record = tmp_path / "submitted.sh"
+    _fake_slurm(tmp_path / "bin", record)
+    if listing is not None:
+        (tmp_path / "bin" / "sinfo").write_text(f"#!/bin/sh\nprintf '{listing}'\n")
+        (tmp_path / "bin" / "sinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no other sinfo
+    argv = ["--executor", "slurm", "--heuristics", "bald", "--runs", "0"]
+    argv += ["--partition", partition] if partition else []
+    assert sweep.main([*argv, "--", *demo_tokens(synthetic_root, tmp_path / "results")]) == 0
+    assert f"#SBATCH --gpus-per-node={gpus}\n" in record.read_text()
+
+
+def _snapshot(results: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(results)): p.read_bytes() for p in results.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (
+            "sbatch: error: Invalid generic resource (gres) specification",
+            "sbatch refused the sweep: Invalid generic resource (gres) specification; the "
+            "partition has no GPUs of that kind; use --gpus-per-job 0",
+        ),
+        (
+            "sbatch: error: Batch job submission failed: Invalid partition name specified",
+            "Invalid partition name specified; choose a --partition that `sinfo -s` lists",
+        ),
+        (
+            "sbatch: error: CPU count per node can not be satisfied\nsbatch: error: Batch job "
+            "submission failed: Requested node configuration is not available",
+            "Requested node configuration is not available; no node of the partition has that "
+            "many CPUs or GPUs; lower --cpus-per-job",
+        ),
+        (
+            "sbatch: error: Batch job submission failed: Requested time limit is invalid "
+            "(missing or exceeds some limit)",
+            "lower --time-min to the partition's limit",
+        ),
+        (
+            "sbatch: error: Batch job submission failed: Unable to contact slurm controller "
+            "(connect failure)",
+            "SLURM's controller does not answer",
+        ),
+        ("sbatch: error: Something new", "Something new; fix the SLURM options of sweep.py"),
+    ],
+)
+def test_sbatch_refusals_name_their_fix(answer: str, message: str) -> None:
+    error = str(submission_error(answer))
+    assert "\n" not in error and message in error and error.endswith("nothing was submitted")
+
+
+def test_a_refused_submission_is_one_line_and_loses_nothing(
+    synthetic_root: Path, clean_sweep: Path, tmp_path: Path
+) -> None:
+    before = _snapshot(clean_sweep)
+    refusal = "echo 'sbatch: error: Invalid generic resource (gres) specification' >&2; exit 1"
+    env = _with_sbatch(tmp_path, refusal)
+    options = ("--executor", "slurm", "--gpus-per-job", "1")
+    command = sweep_command(demo_tokens(synthetic_root, clean_sweep), *options, runs="0-2")
+    done = run_sweep(command, env=env)  # runs 0 and 1 finished, run 2 to submit
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+    assert "(gres) specification; the partition has no GPUs" in done.stderr
+    assert _snapshot(clean_sweep) == before  # finished runs kept, nothing of the refused array left
+
+
+def _with_sbatch(tmp_path: Path, body: str) -> dict[str, str]:
+    """An environment whose ``sbatch`` runs ``body``."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "sbatch").write_text(f"#!/bin/sh\n{body}\n")
+    (tmp_path / "bin" / "sbatch").chmod(0o755)
+    return {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_an_sbatch_answer_without_a_job_id_is_one_line_that_keeps_the_array_files(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    env = _with_sbatch(tmp_path, "echo queued")
+    results = tmp_path / "results"
+    command = sweep_command(demo_tokens(synthetic_root, results), "--executor", "slurm")
+    done = run_sweep(command, env=env)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+    assert "sbatch gave no job id (Could not make sense of sbatch output" in done.stderr
+    assert "check `squeue --me`" in done.stderr
+    # The array may be queued all the same, and its jobs need the files it was submitted with.
+    assert list((results / "slurm").glob("*.pkl"))
 
 
 def test_slurm_rerun_after_the_array_ends_writes_the_report(

@@ -19,6 +19,10 @@ from typing import Any
 
 from utils.sweep import Job, cycles_done
 
+# The variables that set a job's CPU threads. Every executor sets them to the job's share of the
+# cores before the job's python starts: OpenMP reads them once, when torch loads.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
 
 def _die_with_parent() -> None:
     """In the child: receive SIGKILL when the sweep dies, so no orphan keeps a run's lock."""
@@ -97,7 +101,7 @@ def run_local(
     # By --parallel, not by the jobs left: a resumed sweep then gives every run the thread count
     # an uninterrupted one would, and CPU results are bitwise only with the same count.
     threads = max(1, available_cpus() // parallel)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(threads))}
     env.update(extra_env or {})
     pending, running, failed = list(jobs), {}, []
     display = Progress(jobs, show=progress)

@@ -2,18 +2,28 @@
 
 Each job calls ``active.ex.run`` in-process and requeues itself when preempted or timed out
 (submitit's checkpointing); the requeued run resumes from its last completed cycle.
+
+A job uses as many CPU threads as SLURM gave it CPUs (``SLURM_CPUS_PER_TASK``), the local
+executor's rule of one share of the cores per job. Nothing else enforces it: on a cluster without
+CPU binding (``TaskPlugin=task/none``) torch would start one thread per core of the node, and jobs
+sharing a node would then run many times slower than alone.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from utils.sweep import Job, SweepError
+from utils.sweep_local import THREAD_VARIABLES
 
 
 def _submitit_checkpointable() -> type:
@@ -33,6 +43,7 @@ class SweepJob(_submitit_checkpointable()):
         self.job = job
 
     def __call__(self) -> list[float]:
+        use_allocated_cpus()
         os.chdir(self.job.workdir)
         if self.job.workdir not in sys.path:
             sys.path.insert(0, self.job.workdir)
@@ -41,6 +52,31 @@ class SweepJob(_submitit_checkpointable()):
         updates = {**self.job.updates, "progress": False}
         run = ex.run(config_updates=updates, named_configs=list(self.job.named_configs))
         return run.result
+
+
+def use_allocated_cpus() -> None:
+    """Give torch the job's CPUs, and say in the job's log how many threads it had and has.
+
+    The sbatch script's ``thread_setup`` is what counts: torch loads while submitit unpickles
+    the job, before this runs, and OpenMP reads ``OMP_NUM_THREADS`` only when it loads.
+    """
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if not cpus:
+        return
+    import torch
+
+    loaded_with = torch.get_num_threads()
+    torch.set_num_threads(int(cpus))
+    print(
+        f"threads: torch {torch.get_num_threads()} (loaded with {loaded_with}), "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, SLURM_CPUS_PER_TASK={cpus}",
+        flush=True,
+    )
+
+
+def thread_setup() -> list[str]:
+    """sbatch script lines that run before the job's python starts, hence before torch loads."""
+    return [f"export {name}=$SLURM_CPUS_PER_TASK" for name in THREAD_VARIABLES]
 
 
 def slurm_parameters(
@@ -56,6 +92,7 @@ def slurm_parameters(
         "slurm_cpus_per_task": cpus_per_job,
         "timeout_min": time_min,
         "slurm_array_parallelism": array_parallelism,
+        "slurm_setup": thread_setup(),
         "name": "glas-sweep",
     }
     if partition:
@@ -79,9 +116,96 @@ def make_executor(cluster: str, folder: Path, parameters: dict[str, Any]) -> Any
     return executor
 
 
+def partition_has_gpus(partition: str | None) -> bool:
+    """Whether ``partition`` (or the default one) has GPUs, as ``sinfo`` lists its GRES.
+
+    False when ``sinfo`` cannot say: a wrong guess of no GPUs still runs, on the CPU, whereas a
+    GPU request on a partition without GPUs is refused by sbatch.
+    """
+    try:
+        listing = subprocess.run(
+            ["sinfo", "-h", "-o", "%P %G"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    for line in listing.splitlines():
+        name, _, gres = line.strip().partition(" ")
+        default = name.endswith("*")
+        if name.rstrip("*") == partition or (partition is None and default):
+            if re.search(r"(^|,)gpu[:(]", gres):
+                return True
+    return False
+
+
+# sbatch's refusals at submission, and the option of sweep.py that fixes each.
+SBATCH_FIXES = (
+    (
+        "generic resource",
+        "the partition has no GPUs of that kind; use --gpus-per-job 0 or a --partition with GPUs",
+    ),
+    ("invalid partition", "choose a --partition that `sinfo -s` lists"),
+    (
+        "node configuration is not available",
+        "no node of the partition has that many CPUs or GPUs; lower --cpus-per-job or "
+        "--gpus-per-job (`sinfo -o '%P %c %G'` lists what the nodes have)",
+    ),
+    ("time limit", "lower --time-min to the partition's limit (`sinfo -o '%P %l'`)"),
+    ("array", "the array is larger than the cluster allows; sweep fewer --runs at a time"),
+    ("qos", "the account's limits refuse this many jobs; sweep fewer --runs at a time"),
+    ("contact slurm controller", "SLURM's controller does not answer; ask its administrators"),
+)
+
+
+def submission_error(message: str) -> SweepError:
+    """One line from sbatch's refusal: its own last error line and the option that fixes it."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()] or lines or ["no message"]
+    cause = re.sub(r"^(sbatch: error: )?(Batch job submission failed: )?", "", errors[-1])
+    fix = next(
+        (fix for key, fix in SBATCH_FIXES if key in cause.lower()),
+        "fix the SLURM options of sweep.py (--partition, --gpus-per-job, --cpus-per-job, "
+        "--time-min, --array-parallelism)",
+    )
+    return SweepError(f"sbatch refused the sweep: {cause}; {fix}; nothing was submitted")
+
+
 def submit(executor: Any, jobs: Sequence[Job]) -> list[Any]:
-    """Submit ``jobs`` as one array; return submitit's job handles."""
+    """Submit ``jobs`` as one array; return submitit's job handles.
+
+    ``SweepError`` in one line when sbatch refuses it: submitit would raise its ``FailedJobError``
+    after printing sbatch's output itself, so its printing is caught here and its message kept.
+    The files submitit wrote for the refused array are removed; nothing else is touched.
+    """
+    from submitit.core.utils import FailedJobError, FailedSubmissionError, JobPaths
+
     callables = [SweepJob(job) for job in jobs]
-    with executor.batch():
-        handles = [executor.submit(fn) for fn in callables]
+    folder = JobPaths.get_first_id_independent_folder(executor.folder)
+    existing = {folder, *folder.rglob("*")} if folder.exists() else set()
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed), executor.batch():
+            handles = [executor.submit(fn) for fn in callables]
+    except FailedJobError as err:
+        _remove_new(folder, existing)
+        raise submission_error(f"{printed.getvalue()}\n{err}") from None
+    except FailedSubmissionError as err:
+        answer = str(err).splitlines()[0]
+        raise SweepError(
+            f"sbatch gave no job id ({answer}); check `squeue --me` before running the sweep "
+            "again, and that the sbatch on PATH is SLURM's"
+        ) from None
+    except OSError as err:
+        _remove_new(folder, existing)
+        raise SweepError(f"sbatch could not run: {err}; check SLURM's installation") from None
     return handles
+
+
+def _remove_new(folder: Path, existing: set[Path]) -> None:
+    """Remove ``folder`` and what is in it, except ``existing``; the deepest first."""
+    present = [folder, *folder.rglob("*")] if folder.exists() else []
+    new = [path for path in present if path not in existing]
+    for path in sorted(new, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink()
