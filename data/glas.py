@@ -9,40 +9,31 @@ skipped image would change the pool and make runs incomparable.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
-from torchvision import tv_tensors
-from torchvision.transforms import v2
+
+from data.segmentation import (  # SPLITS, DataError and SplitRow: also imported from here
+    SPLITS,  # noqa: F401
+    DataError,
+    SegmentationData,
+    SegmentationDataset,
+    SplitRow,
+    resize_pair,
+)
+from data.segmentation import ImageStore as _ImageStore
 
 GRADE_HEADER = ["name", "patient ID", "grade (GlaS)", "grade (Sirinukunwattana et al. 2015)"]
 GRADE_LABELS = {"benign": 0, "malignant": 1}
 SPLIT_HEADER = ["image", "mask", "label"]
-SPLITS = ("train", "val", "test")
+CLASS_NAMES = ("background", "gland")
 GLAS_HELP = (
     "download GlaS (Warwick QU, MICCAI 2015 gland segmentation challenge) and extract it so that "
     "DATA_PATH/train_1.bmp and DATA_PATH/Grade.csv exist (see README, 'Getting GlaS'); "
     "`python active.py with demo` runs on built-in synthetic data without it"
 )
-
-
-class DataError(ValueError):
-    """A data problem, with a one-line message that names the file and the fix."""
-
-
-@dataclass(frozen=True)
-class SplitRow:
-    image: str  # file name relative to the data folder
-    mask: str
-    label: int  # 0 = benign, 1 = malignant
-
-    @property
-    def name(self) -> str:
-        return Path(self.image).stem
 
 
 def read_grades(data_path: str | Path) -> dict[str, int]:
@@ -149,68 +140,27 @@ def load_pair(
             f"{row.image} is {image.size[0]}x{image.size[1]}; masks must match their image"
         )
     # Instance labels collapse to gland / background before any resampling.
-    binary = Image.fromarray(((np.asarray(mask) > 0) * 255).astype(np.uint8))
-    if image_scale != 1.0:
-        size = (max(1, round(image.width * image_scale)), max(1, round(image.height * image_scale)))
-        image = image.resize(size, Image.Resampling.BILINEAR)
-        binary = binary.resize(size, Image.Resampling.NEAREST)
-    return np.asarray(image, dtype=np.uint8).copy(), (np.asarray(binary) > 0).astype(np.uint8)
+    return resize_pair(image, (np.asarray(mask) > 0).astype(np.uint8), image_scale)
 
 
-class ImageStore:
-    """Decoded images and masks of one split, kept in memory as uint8 tensors.
-
-    Immutable once built, so ``deepcopy`` (which baal's pool does on every cycle) shares it
-    instead of copying every image.
-    """
+class ImageStore(_ImageStore):
+    """The decoded images and masks of GlaS split rows, read from ``data_path``."""
 
     def __init__(self, data_path: str | Path, rows: list[SplitRow], image_scale: float = 1.0):
-        self.rows = list(rows)
-        self.names = [r.name for r in self.rows]
-        self.labels = np.array([r.label for r in self.rows], dtype=np.int64)
-        self.images: list[torch.Tensor] = []  # each uint8 [3, H, W]
-        self.masks: list[torch.Tensor] = []  # each uint8 [H, W]
-        for row in self.rows:
-            image, mask = load_pair(data_path, row, image_scale)
-            self.images.append(torch.from_numpy(image).permute(2, 0, 1).contiguous())
-            self.masks.append(torch.from_numpy(mask))
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __deepcopy__(self, memo: dict) -> ImageStore:
-        return self
-
-    @property
-    def pixels(self) -> np.ndarray:
-        """Pixels of each image, ``[N]`` int64: what labelling it whole costs."""
-        return np.array([im.shape[1] * im.shape[2] for im in self.images], dtype=np.int64)
-
-    @property
-    def min_size(self) -> tuple[int, int]:
-        return min(im.shape[1] for im in self.images), min(im.shape[2] for im in self.images)
+        super().__init__(rows, partial(load_pair, data_path), image_scale)
 
 
-class GlasDataset(Dataset):
-    """Yields ``(image float32 [3,H,W] in [0,1], mask int64 [H,W] in {0,1}, label, name)``.
+GlasDataset = SegmentationDataset  # the name the benches and tests know
 
-    ``transform`` (a torchvision v2 transform) sees the uint8 image as ``tv_tensors.Image`` and
-    the mask as ``tv_tensors.Mask``, so geometric augmentation moves both together while colour
-    jitter touches the image only. Set ``transform=None`` for whole, unaugmented images.
-    """
 
-    def __init__(self, store: ImageStore, transform: v2.Transform | None = None):
-        self.store = store
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, str]:
-        image = tv_tensors.Image(self.store.images[index])
-        mask = tv_tensors.Mask(self.store.masks[index])
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
-        image = image.as_subclass(torch.Tensor).float().div_(255.0)
-        mask = mask.as_subclass(torch.Tensor).long()
-        return image, mask, int(self.store.labels[index]), self.store.names[index]
+def open_glas(
+    data_path: str | Path, splits_path: str | Path, splits: tuple[str, ...]
+) -> SegmentationData:
+    """GlaS as the loop's dataset: ``Grade.csv`` checked, the rows of ``splits`` read."""
+    read_grades(data_path)  # fails early, with instructions, when GlaS is not there
+    return SegmentationData(
+        splits={split: read_split(splits_path, split) for split in splits},
+        split_files={split: split_csv_path(splits_path, split) for split in splits},
+        class_names=CLASS_NAMES,
+        load=partial(load_pair, data_path),
+    )

@@ -13,8 +13,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from data.glas import ImageStore
 from data.regions import IGNORE, RegionLabels
+from data.segmentation import ImageStore
 
 
 class PartialMaskDataset(Dataset):

@@ -16,8 +16,8 @@ import torch
 from baal.active import ActiveLearningDataset
 from torch.utils.data import Subset
 
-from data.glas import GlasDataset, ImageStore
 from data.regions import RegionLabels
+from data.segmentation import ImageStore, SegmentationDataset
 from heuristics import RANDOM
 from heuristics.pixel_budget import select_within_budget
 from heuristics.reductions import ReductionSettings
@@ -121,7 +121,7 @@ def acquire(
         if strategy.needs_scores or strategy.mc_features:  # not for a pass made for on_probs
             scores, features = result.scores, result.features
     if strategy.needs_labelled_features:  # both sets from one deterministic pass
-        images = GlasDataset(store)
+        images = SegmentationDataset(store)
         device, amp_dtype = context.device, context.amp_dtype
         features, labelled_features = (
             pooled_features(model, Subset(images, indices.tolist()), device, amp_dtype)

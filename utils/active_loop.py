@@ -21,17 +21,17 @@ from baal.active import ActiveLearningDataset
 
 from data.create_splits import write_splits
 from data.device_augment import DeviceAugmenter
-from data.glas import (
-    SPLITS,
-    DataError,
-    GlasDataset,
-    ImageStore,
-    read_grades,
-    read_split,
-    split_csv_path,
-)
+from data.folder import MASK_KINDS, open_folder
+from data.glas import open_glas, split_csv_path
 from data.partial_masks import PartialMaskDataset
 from data.regions import RegionLabels, superpixel_segments
+from data.segmentation import (
+    SPLITS,
+    DataError,
+    ImageStore,
+    SegmentationData,
+    SegmentationDataset,
+)
 from data.synthetic import generate_synthetic_glas
 from data.transforms import effective_patch_size, train_transform
 from heuristics import RANDOM, resolve_heuristic
@@ -60,6 +60,8 @@ from utils.training import SemiTraining, TrainSettings, train_model
 
 FULL_SUPERVISION_NAME = "full"
 MODEL_SELECTIONS = ("val", "last", "ema")
+DATASETS = ("glas", "folder")
+MAX_CLASSES = 255  # masks are kept as uint8
 
 
 class ConfigError(ValueError):
@@ -105,7 +107,33 @@ def validate(cfg: ExperimentConfig) -> str:
             len(cfg.patch_size) == 2 and min(cfg.patch_size) >= 8,
             f"patch_size must be [height, width] with both >= 8, got {cfg.patch_size}",
         ),
-        (cfg.num_classes == 2, "num_classes must be 2 (gland vs background) for GlaS"),
+        (
+            cfg.dataset in DATASETS,
+            f"dataset must be one of {', '.join(DATASETS)}, got {cfg.dataset!r}",
+        ),
+        (
+            cfg.mask_kind in MASK_KINDS,
+            f"mask_kind must be one of {', '.join(MASK_KINDS)}, got {cfg.mask_kind!r}",
+        ),
+        (
+            cfg.num_classes == 2 or cfg.dataset == "folder",
+            "num_classes must be 2 (gland vs background) for GlaS; more classes need "
+            "dataset=folder with class masks",
+        ),
+        (
+            2 <= cfg.num_classes <= MAX_CLASSES,
+            f"num_classes must be in [2, {MAX_CLASSES}] (background and at least one class), got "
+            f"{cfg.num_classes}",
+        ),
+        (
+            cfg.num_classes == 2 or cfg.mask_kind == "class",
+            f"mask_kind=instance gives two classes (background, foreground); set num_classes=2, "
+            f"got {cfg.num_classes}",
+        ),
+        (
+            not cfg.synthetic or cfg.dataset == "glas",
+            "synthetic generates a GlaS; use it with dataset=glas",
+        ),
         (0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), got {cfg.dropout}"),
         (cfg.precision in ("auto", "bf16", "fp32"), "precision must be auto, bf16 or fp32"),
         (
@@ -313,8 +341,9 @@ class RunSetup:
     stores: dict[str, ImageStore]  # split -> images; "val" only with model_selection=val
     regions: RegionLabels | None  # None when labelling whole images
     al_set: ActiveLearningDataset
-    val_set: GlasDataset | None
-    test_set: GlasDataset
+    val_set: SegmentationDataset | None
+    test_set: SegmentationDataset
+    class_names: tuple[str, ...]  # background first
     patch: tuple[int, int]
     model: UNet
     initial_weights: dict[str, torch.Tensor]
@@ -338,6 +367,7 @@ class CycleResult:
     labelled_pixels: int
     test_dice: float
     test_dice_per_image: dict[str, float]
+    test_dice_per_class: dict[str, float]
     train: dict[str, Any]
     acquired: list[dict[str, Any]]
     seconds: dict[str, float]  # train / test / acquire / total
@@ -392,26 +422,23 @@ def _run_locked(
 
 def build_run(cfg: ExperimentConfig, paths: RunPaths) -> RunSetup:
     """Read and check the data, then build the model and every step's settings."""
-    if cfg.synthetic:
-        prepare_synthetic(cfg)
-    read_grades(cfg.data_path)  # fails early, with instructions, when GlaS is not there
     # Without model selection on validation labels, the validation split is never read.
     splits = SPLITS if cfg.model_selection == "val" else tuple(s for s in SPLITS if s != "val")
-    rows = {split: read_split(cfg.splits_path, split) for split in splits}
-    if cfg.n_label_start > len(rows["train"]):
+    data = open_dataset(cfg, splits)
+    n_train = len(data.splits["train"])
+    if cfg.n_label_start > n_train:
         raise ConfigError(
             f"n_label_start={cfg.n_label_start} is larger than the train split "
-            f"({len(rows['train'])} images in {split_csv_path(cfg.splits_path, 'train')}); "
-            "lower n_label_start"
+            f"({n_train} images in {data.split_files['train']}); lower n_label_start"
         )
     device = pick_device(cfg.device)
     amp_dtype = resolve_precision(cfg.precision, device)
-    stores = {s: ImageStore(cfg.data_path, r, cfg.image_scale) for s, r in rows.items()}
+    stores = {s: data.store(s, cfg.image_scale) for s in splits}
     check_scaled_size(stores, cfg.image_scale)
     patch = effective_patch_size(tuple(cfg.patch_size), stores["train"].min_size)
     regions = make_regions(cfg, stores["train"]) if cfg.label_unit == "region" else None
 
-    train_set = GlasDataset(stores["train"], train_transform(patch))
+    train_set = SegmentationDataset(stores["train"], train_transform(patch))
     al_set = ActiveLearningDataset(train_set, pool_specifics={"transform": None})
     # The model's initial weights depend on the run alone, and every cycle starts from them.
     torch.manual_seed(cfg.run)
@@ -421,8 +448,9 @@ def build_run(cfg: ExperimentConfig, paths: RunPaths) -> RunSetup:
         stores=stores,
         regions=regions,
         al_set=al_set,
-        val_set=GlasDataset(stores["val"]) if "val" in stores else None,
-        test_set=GlasDataset(stores["test"]),
+        val_set=SegmentationDataset(stores["val"]) if "val" in stores else None,
+        test_set=SegmentationDataset(stores["test"]),
+        class_names=data.class_names,
         patch=patch,
         model=model,
         initial_weights=copy.deepcopy(model.state_dict()),
@@ -444,6 +472,20 @@ def build_run(cfg: ExperimentConfig, paths: RunPaths) -> RunSetup:
         ),
         pseudo=PseudoLabelBank(cfg.pseudo_threshold) if cfg.semi == "pseudo" else None,
     )
+
+
+def open_dataset(cfg: ExperimentConfig, splits: tuple[str, ...]) -> SegmentationData:
+    """The configured dataset with the rows of ``splits``; DataError, with instructions, when
+    it is not there. A folder's splits live in ``DATA_PATH/splits`` unless ``splits_path`` is
+    set, and are written there first when absent."""
+    if cfg.dataset == "folder":
+        splits_path = cfg.splits_path
+        if splits_path == ExperimentConfig().splits_path:  # GlaS's: not this folder's
+            splits_path = str(Path(cfg.data_path) / "splits")
+        return open_folder(cfg.data_path, splits_path, cfg.num_classes, cfg.mask_kind)
+    if cfg.synthetic:
+        prepare_synthetic(cfg)
+    return open_glas(cfg.data_path, cfg.splits_path, splits)
 
 
 def make_regions(cfg: ExperimentConfig, store: ImageStore) -> RegionLabels:
@@ -552,7 +594,12 @@ def run_cycle(
     )
     trained = time.perf_counter()
     mc_model = mc_dropout_copy(model)
-    per_image = evaluate_bma(mc_model, setup.test_set, setup.mc_settings, progress=cfg.progress)
+    by_class = evaluate_bma(mc_model, setup.test_set, setup.mc_settings, progress=cfg.progress)
+    # An image's Dice is the mean over its foreground classes: with two classes, the gland Dice.
+    per_image = {name: float(np.mean(d)) for name, d in by_class.items()}
+    per_class = dict(
+        zip(setup.class_names[1:], np.mean(list(by_class.values()), axis=0).tolist(), strict=True)
+    )
     dice = float(np.mean(list(per_image.values())))
     log_scalar("test_dice", dice, cycle)
     log_scalar("n_labelled", n_labelled, cycle)
@@ -598,6 +645,7 @@ def run_cycle(
         labelled_pixels=labelled_pixels,
         test_dice=dice,
         test_dice_per_image=per_image,
+        test_dice_per_class=per_class,
         train=train_info,
         acquired=acquired,
         seconds={
@@ -681,6 +729,7 @@ def record_cycle(state: RunState, result: CycleResult, setup: RunSetup) -> None:
     history.test_dice.append(result.test_dice)
     history.acquired.append(result.acquired)
     history.test_dice_per_image.append(result.test_dice_per_image)
+    history.test_dice_per_class.append(result.test_dice_per_class)
     history.train.append(result.train)
     history.seconds.append(result.seconds)
     state.labelled_map = setup.al_set.labelled_map.astype(int).tolist()

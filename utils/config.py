@@ -26,8 +26,23 @@ class ExperimentConfig:
     """Every key of ``python active.py with KEY=VALUE``; the defaults are the original study's
     protocol (Lubrano di Scandalea et al. 2019) except where a key's help says otherwise."""
 
-    data_path: str = _key("data/GlaS", "folder with the GlaS BMPs and `Grade.csv`")
-    splits_path: str = _key("data/splits/glas", "folder with `train.csv`, `val.csv`, `test.csv`")
+    dataset: str = _key(
+        "glas",
+        "`glas` (GlaS as distributed) or `folder` (`images/`, `masks/`, optional `groups.csv`; "
+        "README, 'Your own images')",
+    )
+    data_path: str = _key(
+        "data/GlaS", "folder with the GlaS BMPs and `Grade.csv`, or the `dataset=folder` folder"
+    )
+    splits_path: str = _key(
+        "data/splits/glas",
+        "folder with `train.csv`, `val.csv`, `test.csv`; `dataset=folder` left at this default "
+        "uses `DATA_PATH/splits`, written when absent",
+    )
+    mask_kind: str = _key(
+        "class",
+        "`dataset=folder`: masks hold `class` indices 0..C-1, or `instance` ids (foreground)",
+    )
     synthetic: bool = _key(
         False, "generate a synthetic GlaS and its splits at `data_path` when absent"
     )
@@ -114,7 +129,9 @@ class ExperimentConfig:
         "the swept values",
     )
     balance_al: bool = _key(True, "acquire `n_data_to_label` of each grade per cycle")
-    num_classes: int = _key(2, "background and gland")
+    num_classes: int = _key(
+        2, "background and gland; `dataset=folder` with class masks: background + classes"
+    )
     lr: float = _key(0.1, "SGD learning rate")
     momentum: float = _key(0.9, "SGD momentum")
     nesterov: bool = _key(True, "Nesterov momentum")

@@ -15,8 +15,8 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from data.glas import ImageStore
 from data.regions import RegionLabels, pool_features, pool_regions
+from data.segmentation import ImageStore
 from heuristics import PIXEL_MAPS
 from heuristics.reductions import REDUCTIONS, ReductionSettings
 from utils.device import autocast
@@ -109,14 +109,16 @@ def mc_mean_probabilities(
 
 def evaluate_bma(
     mc_model: nn.Module, dataset: Dataset, settings: MCSettings, progress: bool = True
-) -> dict[str, float]:
-    """Per-image gland Dice of the MC-averaged prediction over whole images: ``{name: dice}``."""
+) -> dict[str, list[float]]:
+    """Per-image Dice of each foreground class (1..C-1) of the MC-averaged prediction over
+    whole images: ``{name: [dice of class 1, ...]}``. With two classes, the gland Dice."""
     dice = {}
     items = (dataset[i] for i in range(len(dataset)))
     bar = tqdm(items, total=len(dataset), desc="test", disable=not progress, leave=False)
     for image, mask, _, name in bar:
-        predicted = mc_mean_probabilities(mc_model, image, settings).argmax(0)  # [H, W]
-        dice[name] = dice_score(predicted.cpu() != 0, mask != 0)
+        probs = mc_mean_probabilities(mc_model, image, settings)  # [C, H, W]
+        predicted = probs.argmax(0).cpu()  # [H, W]
+        dice[name] = [dice_score(predicted == c, mask == c) for c in range(1, probs.shape[0])]
     return dice
 
 

@@ -37,6 +37,9 @@ class History:
     seconds: list[dict[str, float]] = field(default_factory=list)  # train/test/acquire/total
     labelled_pixels: list[int] = field(default_factory=list)
     labelled_fraction: list[float] = field(default_factory=list)  # of the pool's pixels
+    # Mean over test images of each foreground class's Dice, by class name; test_dice is their
+    # mean (with two classes, the one class's).
+    test_dice_per_class: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -139,6 +142,7 @@ def _finished_from_record(saved: dict[str, Any]) -> RunState:
         seconds=saved.get("seconds_per_cycle", []),
         labelled_pixels=saved.get("labelled_pixels", []),
         labelled_fraction=saved.get("labelled_fraction", []),
+        test_dice_per_class=saved.get("test_dice_per_class", []),
     )
     return RunState(
         config=saved["config"],
@@ -205,6 +209,7 @@ def record(state: RunState) -> dict[str, Any]:
         "label_unit": state.config.get("label_unit", "image"),
         "labelled_pixels": history["labelled_pixels"],
         "labelled_fraction": history["labelled_fraction"],
+        "test_dice_per_class": history["test_dice_per_class"],
     }
 
 

@@ -27,8 +27,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from data.glas import ImageStore
 from data.regions import IGNORE
+from data.segmentation import ImageStore
 from heuristics.uncertainty import entropy_map
 from utils.io import atomic_write
 from utils.metrics import soft_dice_loss

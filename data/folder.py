@@ -1,0 +1,316 @@
+"""A folder of images and masks as a dataset (``dataset=folder``).
+
+    DATA_PATH/images/NAME.{png,tif,tiff,bmp,jpg,jpeg}
+    DATA_PATH/masks/NAME.{png,tif,tiff,bmp}     class indices 0..C-1 (or instance ids)
+    DATA_PATH/groups.csv                        optional: image,group
+    SPLITS/{train,val,test}.csv                 optional: a column `image` of file stems
+
+Without split files, ``folder_splits`` writes them once from a seed, stratified by group. Every
+problem is refused in one line that names the file and the fix: a silently skipped image would
+change the pool and make runs incomparable.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sklearn.model_selection import train_test_split
+
+from data.segmentation import (
+    SPLITS,
+    DataError,
+    SegmentationData,
+    SplitRow,
+    open_image,
+    resize_pair,
+)
+from utils.io import atomic_write_bytes, atomic_write_text
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")  # lossless only: JPEG would smear the classes
+MASK_KINDS = ("class", "instance")
+GROUPS_FILE = "groups.csv"
+TEST_SIZE = 0.2  # of all masked images
+VAL_SIZE = 0.2  # of the images not in test
+FOLDER_HELP = (
+    "put images in DATA_PATH/images/NAME.png (or .tif, .bmp, .jpg) and their masks in "
+    "DATA_PATH/masks/NAME.png (README, 'Your own images')"
+)
+
+
+@dataclass(frozen=True)
+class FolderIndex:
+    """The folder's files by stem; ``groups`` maps every image to a group index."""
+
+    root: Path
+    images: dict[str, str]  # stem -> path relative to root
+    masks: dict[str, str]
+    groups: dict[str, int]
+    group_names: tuple[str, ...]
+
+    def row(self, name: str, where: str) -> SplitRow:
+        if name not in self.masks:
+            raise DataError(
+                f"{self.root / self.images[name]} has no mask ({where} needs one): add "
+                f"{self.root / 'masks' / name}.png or leave the image out"
+            )
+        return SplitRow(self.images[name], self.masks[name], self.groups[name])
+
+
+def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in suffixes:
+            continue
+        if path.stem in found:
+            raise DataError(
+                f"{path} and {folder.parent / found[path.stem]} share the name {path.stem!r}; "
+                "keep one of them"
+            )
+        found[path.stem] = f"{folder.name}/{path.name}"
+    return found
+
+
+def _group_key(value: str) -> tuple[int, int | str]:
+    """Numeric groups in numeric order, then the rest alphabetically."""
+    return (0, int(value)) if value.lstrip("-").isdigit() else (1, value)
+
+
+def read_groups(root: Path, names: list[str]) -> tuple[dict[str, int], tuple[str, ...]]:
+    """``groups.csv`` as image -> group index (groups in sorted order); all 0 without it."""
+    path = root / GROUPS_FILE
+    if not path.is_file():
+        return {name: 0 for name in names}, ("all",)
+    raw: dict[str, str] = {}
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if header[:2] != ["image", "group"]:
+            raise DataError(f"{path}: header must be 'image,group', got {','.join(header)!r}")
+        for line_no, fields in enumerate(reader, start=2):
+            if not any(f.strip() for f in fields):
+                continue
+            if len(fields) < 2 or not fields[0].strip() or not fields[1].strip():
+                raise DataError(f"{path} line {line_no}: expected 'image,group', got {fields}")
+            name = _stem(fields[0].strip())
+            if name not in names:
+                raise DataError(
+                    f"{path} line {line_no}: no image {name!r} in {root / 'images'}; fix the "
+                    "name or remove the row"
+                )
+            raw[name] = fields[1].strip()
+    missing = [n for n in names if n not in raw]
+    if missing:
+        raise DataError(
+            f"{path} has no group for {missing[0]!r} ({len(missing)} images lack one); add a row "
+            f"'{missing[0]},GROUP' for each"
+        )
+    group_names = tuple(sorted(set(raw.values()), key=_group_key))
+    index = {g: i for i, g in enumerate(group_names)}
+    return {n: index[g] for n, g in raw.items()}, group_names
+
+
+def _stem(value: str) -> str:
+    """A file stem, also when the file name is given with its image suffix."""
+    path = Path(value)
+    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else value
+
+
+def index_folder(data_path: str | Path) -> FolderIndex:
+    root = Path(data_path)
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist; {FOLDER_HELP}")
+    images = _files_by_stem(root / "images", IMAGE_SUFFIXES)
+    if not images:
+        raise DataError(f"{root / 'images'} holds no images; {FOLDER_HELP}")
+    masks = _files_by_stem(root / "masks", MASK_SUFFIXES)
+    orphans = sorted(set(masks) - set(images))
+    if orphans:
+        raise DataError(
+            f"{root / masks[orphans[0]]} has no image in {root / 'images'}; add the image or "
+            "remove the mask"
+        )
+    groups, group_names = read_groups(root, sorted(images))
+    return FolderIndex(root, images, masks, groups, group_names)
+
+
+def make_folder_splits(
+    index: FolderIndex, seed: int = 0, test_size: float = TEST_SIZE, val_size: float = VAL_SIZE
+) -> dict[str, list[str]]:
+    """Stems of each split, sorted: test ``test_size`` of the masked images, val ``val_size``
+    of the rest, both stratified by group where every group has two images to split."""
+    unmasked = sorted(set(index.images) - set(index.masks))
+    if unmasked:
+        index.row(unmasked[0], "writing the splits")  # raises, naming the image
+    names = sorted(index.masks)
+    if len(names) < 3:
+        raise DataError(
+            f"{index.root / 'masks'} has {len(names)} masks; train, val and test need at least "
+            "3 masked images"
+        )
+    rest, test = _split(names, max(1, round(test_size * len(names))), index.groups, seed)
+    train, val = _split(rest, max(1, round(val_size * len(rest))), index.groups, seed)
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def _split(
+    names: list[str], n_out: int, groups: dict[str, int], seed: int
+) -> tuple[list[str], list[str]]:
+    labels = [groups[n] for n in names]
+    counts = np.bincount(labels)
+    n_groups = int((counts > 0).sum())
+    stratify = counts[counts > 0].min() >= 2 and n_groups <= min(n_out, len(names) - n_out)
+    kept, out = train_test_split(
+        names, test_size=n_out, random_state=seed, stratify=labels if stratify else None
+    )
+    return list(kept), list(out)
+
+
+def read_folder_splits(splits_path: Path, index: FolderIndex) -> dict[str, list[str]]:
+    splits: dict[str, list[str]] = {}
+    seen: dict[str, str] = {}
+    for split in SPLITS:
+        path = splits_path / f"{split}.csv"
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            if "image" not in header:
+                raise DataError(
+                    f"{path}: no column 'image' in its header {header}; write the image stems "
+                    "under a header 'image', or delete the split files to have them written"
+                )
+            column = header.index("image")
+            names = []
+            for line_no, fields in enumerate(reader, start=2):
+                if not any(f.strip() for f in fields):
+                    continue
+                name = _stem(fields[column].strip()) if column < len(fields) else ""
+                if name not in index.images:
+                    raise DataError(
+                        f"{path} line {line_no}: no image {name!r} in {index.root / 'images'}; "
+                        "fix the name, or delete the split files to have them written"
+                    )
+                if name in seen:
+                    raise DataError(
+                        f"{path} line {line_no}: {name} is also in {seen[name]}.csv; an image "
+                        "may be in one split only"
+                    )
+                seen[name] = split
+                names.append(name)
+        if not names:
+            raise DataError(f"{path} lists no images; add some or delete the split files")
+        splits[split] = names
+    return splits
+
+
+def write_folder_splits(splits_path: Path, splits: dict[str, list[str]]) -> None:
+    splits_path.mkdir(parents=True, exist_ok=True)
+    for split in SPLITS:
+        text = "".join(f"{n}\n" for n in ["image", *splits[split]])
+        atomic_write_text(splits_path / f"{split}.csv", text)
+
+
+def folder_splits(index: FolderIndex, splits_path: str | Path) -> dict[str, list[SplitRow]]:
+    """The rows of each split: read from ``splits_path``, or written there first (seed 0).
+
+    Concurrent runs may both write: the files are the same and each is replaced atomically.
+    """
+    splits_path = Path(splits_path)
+    present = [s for s in SPLITS if (splits_path / f"{s}.csv").is_file()]
+    if not present:
+        write_folder_splits(splits_path, make_folder_splits(index))
+    elif len(present) < len(SPLITS):
+        absent = next(s for s in SPLITS if s not in present)
+        raise DataError(
+            f"{splits_path / absent}.csv is missing beside {present[0]}.csv; add it, or delete "
+            "the split files to have all three written"
+        )
+    names = read_folder_splits(splits_path, index)
+    return {
+        split: [index.row(n, f"{splits_path / split}.csv") for n in split_names]
+        for split, split_names in names.items()
+    }
+
+
+def _mask_array(path: Path) -> np.ndarray:
+    """A mask's values as an integer array ``[H, W]``; colour masks only when grey."""
+    mask = open_image(path, None, "add it or leave its image out")
+    if mask.mode == "P":  # palette PNGs: the indices are the classes, not the colours
+        values = np.asarray(mask)
+    elif mask.mode in ("RGB", "RGBA"):
+        rgb = np.asarray(mask.convert("RGB"))
+        if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
+            raise DataError(
+                f"{path} is a colour image; save the class indices 0..C-1 as a single-channel "
+                "(greyscale or palette) image"
+            )
+        values = rgb[..., 0]
+    else:
+        values = np.asarray(mask)
+    if values.ndim != 2 or values.dtype.kind not in "biu":
+        if values.ndim == 2 and values.dtype.kind == "f" and np.array_equal(values, values // 1):
+            return values.astype(np.int64)
+        raise DataError(
+            f"{path} holds {values.dtype} values of shape {values.shape}; save the class "
+            "indices as an integer single-channel image"
+        )
+    return values.astype(np.int64)
+
+
+def load_folder_pair(
+    root: Path, num_classes: int, mask_kind: str, row: SplitRow, image_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """One image (RGB) and its mask of class indices, checked against ``num_classes``."""
+    image = open_image(root / row.image, "RGB", "restore it or remove it from the splits")
+    mask_path = root / row.mask
+    values = _mask_array(mask_path)
+    if values.shape != (image.height, image.width):
+        raise DataError(
+            f"{mask_path} is {values.shape[1]}x{values.shape[0]} but its image {row.image} is "
+            f"{image.width}x{image.height}; masks must match their image"
+        )
+    if mask_kind == "instance":
+        values = values > 0  # every instance is foreground
+    else:
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high >= num_classes:
+            bad = high if high >= num_classes else low
+            raise DataError(
+                f"{mask_path} holds the value {bad} but num_classes={num_classes} allows "
+                f"0..{num_classes - 1}; set num_classes={max(high + 1, num_classes)}, or "
+                "mask_kind=instance for instance ids"
+            )
+    return resize_pair(image, values.astype(np.uint8), image_scale)
+
+
+def class_names(num_classes: int) -> tuple[str, ...]:
+    return ("background", *(f"class_{c}" for c in range(1, num_classes)))
+
+
+def open_folder(
+    data_path: str | Path, splits_path: str | Path, num_classes: int, mask_kind: str = "class"
+) -> SegmentationData:
+    """The folder as the loop's dataset; its splits are written first where absent."""
+    index = index_folder(data_path)
+    splits = folder_splits(index, splits_path)
+    return SegmentationData(
+        splits=splits,
+        split_files={s: Path(splits_path) / f"{s}.csv" for s in SPLITS},
+        class_names=class_names(num_classes) if mask_kind == "class" else class_names(2),
+        load=partial(load_folder_pair, index.root, num_classes, mask_kind),
+    )
+
+
+def save_png(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 image or mask as PNG (atomically), as a folder dataset holds them."""
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())

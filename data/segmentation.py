@@ -1,0 +1,145 @@
+"""What the active-learning loop needs from a dataset, whichever dataset it is.
+
+A dataset is split rows (image, mask, group), a way to decode one row into an image and a mask
+of class indices, and the names of its classes. ``data/glas.py`` reads GlaS as distributed,
+``data/folder.py`` a folder of images and masks; the loop sees only ``SegmentationData``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+SPLITS = ("train", "val", "test")
+
+
+class DataError(ValueError):
+    """A data problem, with a one-line message that names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class SplitRow:
+    image: str  # file name relative to the data folder
+    mask: str
+    label: int  # the image's group (GlaS: 0 = benign, 1 = malignant)
+
+    @property
+    def name(self) -> str:
+        return Path(self.image).stem
+
+
+# Decodes one row at a scale: uint8 image [H, W, 3] and uint8 mask [H, W] of class indices.
+PairLoader = Callable[[SplitRow, float], tuple[np.ndarray, np.ndarray]]
+
+
+def open_image(path: Path, mode: str | None, missing_fix: str) -> Image.Image:
+    """Decode ``path`` (converted to ``mode`` unless None); ``DataError`` when it is absent or
+    cannot be decoded."""
+    if not path.is_file():
+        raise DataError(f"{path} is missing; {missing_fix}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert(mode) if mode is not None else im.copy()
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise DataError(
+            f"{path} cannot be decoded ({err}); the file is corrupt or truncated, replace it"
+        ) from err
+
+
+def resize_pair(
+    image: Image.Image, mask: np.ndarray, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize an RGB image (bilinear) and its uint8 mask of class indices (nearest)."""
+    labels = Image.fromarray(mask)
+    if scale != 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+        labels = labels.resize(size, Image.Resampling.NEAREST)
+    return np.asarray(image, dtype=np.uint8).copy(), np.asarray(labels, dtype=np.uint8).copy()
+
+
+class ImageStore:
+    """Decoded images and masks of one split, kept in memory as uint8 tensors.
+
+    ``labels`` holds each image's group (GlaS's grade), which initial sets and balanced
+    acquisition stratify by. Immutable once built, so ``deepcopy`` (which baal's pool does on
+    every cycle) shares it instead of copying every image.
+    """
+
+    def __init__(self, rows: list[SplitRow], load: PairLoader, image_scale: float = 1.0):
+        self.rows = list(rows)
+        self.names = [r.name for r in self.rows]
+        self.labels = np.array([r.label for r in self.rows], dtype=np.int64)
+        self.images: list[torch.Tensor] = []  # each uint8 [3, H, W]
+        self.masks: list[torch.Tensor] = []  # each uint8 [H, W]
+        for row in self.rows:
+            image, mask = load(row, image_scale)
+            self.images.append(torch.from_numpy(image).permute(2, 0, 1).contiguous())
+            self.masks.append(torch.from_numpy(mask))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __deepcopy__(self, memo: dict) -> ImageStore:
+        return self
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """Pixels of each image, ``[N]`` int64: what labelling it whole costs."""
+        return np.array([im.shape[1] * im.shape[2] for im in self.images], dtype=np.int64)
+
+    @property
+    def min_size(self) -> tuple[int, int]:
+        return min(im.shape[1] for im in self.images), min(im.shape[2] for im in self.images)
+
+
+class SegmentationDataset(Dataset):
+    """Yields ``(image float32 [3,H,W] in [0,1], mask int64 [H,W] of class indices, group,
+    name)``.
+
+    ``transform`` (a torchvision v2 transform) sees the uint8 image as ``tv_tensors.Image`` and
+    the mask as ``tv_tensors.Mask``, so geometric augmentation moves both together while colour
+    jitter touches the image only. Set ``transform=None`` for whole, unaugmented images.
+    """
+
+    def __init__(self, store: ImageStore, transform: v2.Transform | None = None):
+        self.store = store
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, str]:
+        image = tv_tensors.Image(self.store.images[index])
+        mask = tv_tensors.Mask(self.store.masks[index])
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        image = image.as_subclass(torch.Tensor).float().div_(255.0)
+        mask = mask.as_subclass(torch.Tensor).long()
+        return image, mask, int(self.store.labels[index]), self.store.names[index]
+
+
+@dataclass(frozen=True)
+class SegmentationData:
+    """A dataset as the loop sees it: the rows of each split read, the images not yet decoded.
+
+    ``split_files`` name where each split's rows came from, for messages; ``class_names`` has
+    one name per class, background first.
+    """
+
+    splits: dict[str, list[SplitRow]]
+    split_files: dict[str, Path]
+    class_names: tuple[str, ...]
+    load: PairLoader
+
+    def store(self, split: str, image_scale: float = 1.0) -> ImageStore:
+        return ImageStore(self.splits[split], self.load, image_scale)

@@ -1,0 +1,201 @@
+"""dataset=folder: GlaS written as a folder runs bitwise as GlaS; generated folders of every
+mask kind load and run; every bad input is refused in one line naming the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data.folder import index_folder, make_folder_splits, open_folder, save_png
+from data.glas import SPLITS, open_glas, read_grades, read_split
+from data.segmentation import DataError
+from tests.conftest import tiny_config
+from tests.test_active import expect_exit
+from utils.active_loop import ConfigError, open_dataset, run_active_learning, validate
+from utils.config import ExperimentConfig
+
+
+def glas_as_folder(glas: Path, splits: Path, out: Path) -> Path:
+    """The synthetic GlaS as a folder: PNG images and 0/1 masks, grades as groups, same rows."""
+    grades = read_grades(glas)
+    groups = ["image,group"]
+    for split in SPLITS:
+        rows = read_split(splits, split)
+        lines = ["image"]
+        for row in rows:
+            with Image.open(glas / row.image) as im:
+                save_png(out / "images" / f"{row.name}.png", np.asarray(im.convert("RGB")))
+            with Image.open(glas / row.mask) as im:
+                mask = (np.asarray(im.convert("L")) > 0).astype(np.uint8)
+            save_png(out / "masks" / f"{row.name}.png", mask)
+            groups.append(f"{row.name},{grades[row.name]}")
+            lines.append(row.name)
+        (out / "splits").mkdir(parents=True, exist_ok=True)
+        (out / "splits" / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    (out / "groups.csv").write_text("\n".join(groups) + "\n")
+    return out
+
+
+def test_glas_written_as_a_folder_gives_the_same_results_bitwise(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    glas, splits = synthetic_root / "GlaS", synthetic_root / "splits"
+    folder = glas_as_folder(glas, splits, tmp_path / "folder")
+    as_glas = open_glas(glas, splits, SPLITS)
+    as_folder = open_folder(folder, folder / "splits", num_classes=2)
+    for split in SPLITS:
+        a, b = as_glas.store(split, 0.5), as_folder.store(split, 0.5)
+        assert a.names == b.names and np.array_equal(a.labels, b.labels)
+        for x, y in zip(a.images + a.masks, b.images + b.masks, strict=True):
+            assert np.array_equal(x.numpy(), y.numpy())
+
+    results = {}
+    for dataset, data_path in (("glas", glas), ("folder", folder)):
+        config = tiny_config(data_path, splits, tmp_path / dataset, dataset=dataset)
+        if dataset == "folder":
+            del config["splits_path"]  # the default: the folder's own splits/
+        run_active_learning(ExperimentConfig(**config))
+        results[dataset] = (tmp_path / dataset / "bald_0.npy").read_bytes()
+    assert results["folder"] == results["glas"]
+    record = json.loads((tmp_path / "folder" / "bald_0.json").read_text())
+    assert record["config"]["dataset"] == "folder"
+    dice = np.load(tmp_path / "folder" / "bald_0.npy")
+    assert [c["class_1"] for c in record["test_dice_per_class"]] == pytest.approx(dice.tolist())
+
+
+def make_folder(
+    root: Path,
+    n: int = 10,
+    num_classes: int = 2,
+    sizes: tuple[tuple[int, int], ...] = ((48, 64),),
+    instance: bool = False,
+    groups: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Images with bright blobs of each class on a dark background; ``instance`` numbers the
+    blobs 1..K instead of giving their class."""
+    rng = np.random.default_rng(seed)
+    colours = np.array([[40, 30, 50], [200, 60, 90], [60, 90, 210], [90, 200, 60]], np.uint8)
+    rows = ["image,group"]
+    for i in range(n):
+        height, width = sizes[i % len(sizes)]
+        mask = np.zeros((height, width), np.uint8)
+        yy, xx = np.mgrid[:height, :width]
+        for blob in range(1, 5):
+            cy, cx = rng.integers(8, height - 8), rng.integers(8, width - 8)
+            disk = (yy - cy) ** 2 + (xx - cx) ** 2 < rng.integers(16, 60)
+            mask[disk] = blob if instance else 1 + (blob - 1) % (num_classes - 1)
+        classes = (mask > 0).astype(int) if instance else mask
+        noise = rng.integers(0, 30, (height, width, 3))
+        image = np.clip(colours[classes].astype(int) + noise, 0, 255).astype(np.uint8)
+        save_png(root / "images" / f"img_{i:02d}.png", image)
+        save_png(root / "masks" / f"img_{i:02d}.png", mask)
+        rows.append(f"img_{i:02d},{'ab'[i % 2]}")
+    if groups:
+        (root / "groups.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_splits_are_written_once_seeded_stratified_and_disjoint(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "f", n=20, groups=True)
+    data = open_folder(folder, folder / "splits", num_classes=2)
+    written = {s: (folder / "splits" / f"{s}.csv").read_text() for s in SPLITS}
+    names = {s: [r.name for r in data.splits[s]] for s in SPLITS}
+    assert [len(names[s]) for s in SPLITS] == [13, 3, 4]  # test 20 %, val 20 % of the rest
+    assert sum(len(set(v)) for v in names.values()) == 20
+    assert sum(r.label for r in data.splits["test"]) == 2  # two of each group
+    assert make_folder_splits(index_folder(folder)) == names  # seeded
+    open_folder(folder, folder / "splits", num_classes=2)
+    assert {s: (folder / "splits" / f"{s}.csv").read_text() for s in SPLITS} == written
+    # Without groups.csv every image is group 0.
+    bare = make_folder(tmp_path / "bare", n=6)
+    assert {r.label for s in SPLITS for r in open_folder(bare, bare / "s", 2).splits[s]} == {0}
+
+
+def test_instance_masks_collapse_to_foreground(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "f", n=5, instance=True)
+    store = open_folder(folder, folder / "splits", 2, mask_kind="instance").store("train")
+    raw = np.asarray(Image.open(folder / store.rows[0].mask))
+    assert raw.max() > 1
+    assert np.array_equal(store.masks[0].numpy(), (raw > 0).astype(np.uint8))
+
+
+def test_three_classes_of_mixed_sizes_run_end_to_end(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "f", n=12, num_classes=3, sizes=((48, 64), (40, 56), (56, 48)))
+    config = tiny_config(folder, folder / "splits", tmp_path / "results")
+    config.update(dataset="folder", num_classes=3, al_cycles=1, n_label_start=2)
+    cfg = ExperimentConfig(**config)
+    train = open_dataset(cfg, SPLITS).store("train")
+    assert len({tuple(im.shape) for im in train.images}) == 3
+    assert set(np.unique(np.concatenate([m.numpy().ravel() for m in train.masks]))) == {0, 1, 2}
+    dice = run_active_learning(cfg)
+    record = json.loads((tmp_path / "results" / "bald_0.json").read_text())
+    assert [sorted(c) for c in record["test_dice_per_class"]] == [["class_1", "class_2"]] * 2
+    for per_class, mean in zip(record["test_dice_per_class"], dice, strict=True):
+        assert np.mean(list(per_class.values())) == pytest.approx(mean)
+    # balance_al labels n_data_to_label per group, and at least two groups' worth, as on GlaS.
+    assert record["n_labelled"] == [2, 4]
+
+
+def test_more_than_two_classes_need_dataset_folder() -> None:
+    with pytest.raises(ConfigError, match="^num_classes must be 2 .* dataset=folder"):
+        validate(ExperimentConfig(num_classes=3))
+    validate(ExperimentConfig(num_classes=3, dataset="folder"))
+    with pytest.raises(ConfigError, match="mask_kind=instance gives two classes"):
+        validate(ExperimentConfig(num_classes=3, dataset="folder", mask_kind="instance"))
+
+
+def break_folder(folder: Path, how: str) -> str:
+    """Break the folder one way; return a fragment the one-line error must hold."""
+    if how == "image without a mask":
+        (folder / "masks" / "img_03.png").unlink()
+        return "images/img_03.png has no mask"
+    if how == "mask of another size":
+        save_png(folder / "masks" / "img_03.png", np.zeros((10, 12), np.uint8))
+        return "masks/img_03.png is 12x10 but its image images/img_03.png is 64x48"
+    if how == "mask value >= C":
+        mask = np.asarray(Image.open(folder / "masks" / "img_03.png")).copy()
+        mask[0, 0] = 2
+        save_png(folder / "masks" / "img_03.png", mask)
+        return "masks/img_03.png holds the value 2 but num_classes=2 allows 0..1; set num_classes=3"
+    if how == "unreadable image":
+        (folder / "images" / "img_03.png").write_bytes(b"not a png")
+        return "images/img_03.png cannot be decoded"
+    if how == "empty folder":
+        for path in (folder / "images").iterdir():
+            path.unlink()
+        return "images holds no images"
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        "image without a mask",
+        "mask of another size",
+        "mask value >= C",
+        "unreadable image",
+        "empty folder",
+    ],
+)
+def test_bad_input_is_one_line_naming_the_file(tmp_path: Path, how: str) -> None:
+    folder = make_folder(tmp_path / "f", n=6)
+    fragment = break_folder(folder, how)
+    with pytest.raises(DataError) as error:
+        for split in SPLITS:
+            open_folder(folder, folder / "splits", num_classes=2).store(split)
+    message = str(error.value)
+    assert "\n" not in message and fragment in message, message
+
+
+def test_the_command_line_refuses_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = make_folder(tmp_path / "f", n=6)
+    fragment = break_folder(folder, "mask value >= C")
+    config = tiny_config(folder, folder / "splits", tmp_path / "results", dataset="folder")
+    expect_exit(config, capsys, fragment)
