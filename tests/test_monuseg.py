@@ -1,0 +1,98 @@
+"""MoNuSeg to the folder format: Aperio XML polygons rasterised pixel-exactly, splits written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from data.folder import open_folder, save_png
+from data.glas import SPLITS
+from data.monuseg import main, polygons, rasterise
+
+# A 4x4 square with corners (2, 2) and (5, 5), and a right triangle with legs of 4 pixels;
+# X and Y as ImageScope writes them (Y down), the last vertex not repeating the first.
+XML = """<Annotations MicronsPerPixel="0.252700">
+  <Annotation Id="1" Type="4">
+    <Attributes/>
+    <Regions>
+      <RegionAttributeHeaders><AttributeHeader Id="9999" Name="Region"/></RegionAttributeHeaders>
+      <Region Id="1" Type="0">
+        <Attributes/>
+        <Vertices>
+          <Vertex X="2" Y="2"/><Vertex X="5" Y="2"/><Vertex X="5" Y="5"/><Vertex X="2" Y="5"/>
+        </Vertices>
+      </Region>
+      <Region Id="2" Type="0">
+        <Attributes/>
+        <Vertices>
+          <Vertex X="10.0" Y="2.0"/><Vertex X="14.0" Y="6.0"/><Vertex X="10.0" Y="6.0"/>
+        </Vertices>
+      </Region>
+    </Regions>
+  </Annotation>
+</Annotations>
+"""
+
+# Interior and outline: every pixel whose centre lies in or on the polygon.
+EXPECTED = np.array(
+    [
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        [0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0],
+        [0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0],
+        [0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0],
+        [0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    ],
+    dtype=np.uint8,
+)
+
+
+def test_polygons_rasterise_pixel_exactly(tmp_path: Path) -> None:
+    xml = tmp_path / "a.xml"
+    xml.write_text(XML)
+    shapes = polygons(xml)
+    assert shapes == [[(2, 2), (5, 2), (5, 5), (2, 5)], [(10, 2), (14, 6), (10, 6)]]
+    assert np.array_equal(rasterise(shapes, (16, 8)), EXPECTED)
+
+
+def fake_monuseg(root: Path, n_train: int = 5) -> Path:
+    """The distribution's layout with tiny images: binary train masks, XML test polygons."""
+    rng = np.random.default_rng(0)
+    source = root / "MoNuSeg"
+    for i in range(n_train):
+        name = f"TCGA-TR-{i}"
+        image = rng.integers(0, 255, (8, 16, 3), dtype=np.uint8)
+        path = source / "MoNuSegTrainingData/Tissue_Images" / f"{name}.tif"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path)
+        save_png(source / "MoNuSegTrainingData/Binary_masks" / f"{name}.png", EXPECTED)
+    test = source / "MoNuSegTestData"
+    test.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (8, 16, 3), dtype=np.uint8)).save(
+            test / f"TCGA-TE-{i}.tif"
+        )
+        (test / f"TCGA-TE-{i}.xml").write_text(XML)
+    return root
+
+
+def test_conversion_writes_a_folder_dataset_with_the_test_images_as_test(tmp_path: Path) -> None:
+    source = fake_monuseg(tmp_path / "src")
+    assert main(["--source", str(source), "--out", str(tmp_path / "out")]) == 0
+    data = open_folder(tmp_path / "out", tmp_path / "out" / "splits", num_classes=2)
+    names = {split: [r.name for r in data.splits[split]] for split in SPLITS}
+    assert names["test"] == ["TCGA-TE-0", "TCGA-TE-1"]
+    assert len(names["val"]) == 1 and len(names["train"]) == 4
+    store = data.store("test")
+    assert all(np.array_equal(m.numpy(), EXPECTED) for m in store.masks)
+    assert tuple(store.images[0].shape) == (3, 8, 16)
+
+
+def test_a_source_without_monuseg_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    assert main(["--source", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "point --source at MoNuSeg.tar.xz" in err
