@@ -3,6 +3,7 @@
     python active.py with heuristic=bald run=0      # one run of the original study
     python active.py with demo                      # small synthetic run, about a minute on a CPU
     python active.py print_config                   # every key and its value
+    python active.py suggest with dataset=folder data_path=my_slides   # what to outline next
     python -m utils.config                          # every key with its meaning
     python active.py -F runs with heuristic=bald    # also record the run with Sacred
 
@@ -22,12 +23,10 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 from sacred import Experiment  # noqa: E402
 from sacred.run import Run  # noqa: E402
 
-from data.glas import DataError  # noqa: E402
-from utils.active_loop import ConfigError, run_active_learning  # noqa: E402
+from utils.active_loop import run_active_learning  # noqa: E402
 from utils.config import NAMED_CONFIGS, ExperimentConfig, defaults  # noqa: E402
-from utils.run_lock import RunLockedError  # noqa: E402
-from utils.run_state import ResumeError  # noqa: E402
-from utils.training import NonFiniteLossError  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.suggest import suggest as suggest_images  # noqa: E402
 
 ex = Experiment("glas_active_learning", save_git_info=False)
 
@@ -77,10 +76,22 @@ def main(_config: dict, _run: Run) -> list[float]:
             log_scalar=_run.log_scalar,
             add_artifact=lambda path: _run.add_artifact(str(path)),
         )
-    except (DataError, ConfigError, ResumeError, RunLockedError, NonFiniteLossError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     return [round(float(d), 4) for d in dice]
+
+
+@ex.command
+def suggest(_config: dict) -> str:
+    """Rank the unmasked images of a dataset=folder folder for labelling (README, 'Your own
+    images'); writes results_dir/suggest/."""
+    try:
+        out = suggest_images(ExperimentConfig.from_mapping(_config))
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    return str(out)
 
 
 if __name__ == "__main__":

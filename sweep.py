@@ -24,7 +24,8 @@ from pathlib import Path
 # sacred imports pkg_resources, whose deprecation warning says nothing to our users.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
-from utils.mps import MPSError, mps_daemon  # noqa: E402
+from utils.errors import UserError  # noqa: E402
+from utils.mps import mps_daemon  # noqa: E402
 from utils.sweep import (  # noqa: E402
     SweepError,
     check_resumable,
@@ -95,40 +96,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     own, config_tokens = split_argv(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(own)
     try:
-        if args.parallel < 1:
-            raise SweepError(f"--parallel must be >= 1, got {args.parallel}")
-        for name in ("gpus_per_job", "cpus_per_job", "time_min", "array_parallelism"):
-            if (getattr(args, name) or 0) < (0 if name == "gpus_per_job" else 1):
-                flag = "--" + name.replace("_", "-")
-                raise SweepError(f"{flag} must be positive, got {getattr(args, name)}")
-        if args.mps and args.executor != "local":
-            raise SweepError("--mps applies to --executor local; SLURM jobs get a GPU each")
-        named, updates = parse_config_tokens(config_tokens)
-        jobs = plan_jobs(
-            args.heuristics,
-            parse_runs(args.runs),
-            named,
-            updates,
-            parse_grid(args.grid),
-            args.full_supervision,
-        )
-        statuses = check_resumable(jobs)
-        results_dir = jobs[0].results_dir
-        executor = None
-        if args.executor == "slurm":
-            if args.gpus_per_job is None:
-                args.gpus_per_job = int(partition_has_gpus(args.partition))
-            parameters = slurm_parameters(
-                args.partition,
-                args.gpus_per_job,
-                args.cpus_per_job,
-                args.time_min,
-                args.array_parallelism,
-            )
-            executor = make_executor("slurm", results_dir / "slurm" / "%j", parameters)
-    except SweepError as err:
+        return sweep(args, config_tokens)
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
+
+
+def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
+    """Plan, check, run or submit, and report; every refusal is a ``UserError``."""
+    if args.parallel < 1:
+        raise SweepError(f"--parallel must be >= 1, got {args.parallel}")
+    for name in ("gpus_per_job", "cpus_per_job", "time_min", "array_parallelism"):
+        if (getattr(args, name) or 0) < (0 if name == "gpus_per_job" else 1):
+            flag = "--" + name.replace("_", "-")
+            raise SweepError(f"{flag} must be positive, got {getattr(args, name)}")
+    if args.mps and args.executor != "local":
+        raise SweepError("--mps applies to --executor local; SLURM jobs get a GPU each")
+    named, updates = parse_config_tokens(config_tokens)
+    jobs = plan_jobs(
+        args.heuristics,
+        parse_runs(args.runs),
+        named,
+        updates,
+        parse_grid(args.grid),
+        args.full_supervision,
+    )
+    statuses = check_resumable(jobs)
+    results_dir = jobs[0].results_dir
+    executor = None
+    if args.executor == "slurm":
+        if args.gpus_per_job is None:
+            args.gpus_per_job = int(partition_has_gpus(args.partition))
+        parameters = slurm_parameters(
+            args.partition,
+            args.gpus_per_job,
+            args.cpus_per_job,
+            args.time_min,
+            args.array_parallelism,
+        )
+        executor = make_executor("slurm", results_dir / "slurm" / "%j", parameters)
 
     todo = []
     for job in jobs:
@@ -146,11 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     if executor is not None and todo:
-        try:
-            handles = submit(executor, todo)
-        except SweepError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            return 2
+        handles = submit(executor, todo)
         ids = ", ".join(sorted({str(h.job_id).split("_")[0] for h in handles})) or "none"
         print(
             f"submitted {len(handles)} jobs to SLURM (array {ids}; {args.gpus_per_job} GPUs and "
@@ -166,14 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     failed = []
     if todo:
-        try:
-            with mps_daemon() if args.mps else nullcontext(None) as extra_env:
-                failed = run_local(
-                    todo, args.parallel, progress=not args.no_progress, extra_env=extra_env
-                )
-        except MPSError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
-            return 2
+        with mps_daemon() if args.mps else nullcontext(None) as extra_env:
+            failed = run_local(
+                todo, args.parallel, progress=not args.no_progress, extra_env=extra_env
+            )
     return write_report(results_dir, failed)
 
 

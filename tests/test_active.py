@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from sacred.observers import FileStorageObserver
 
@@ -101,6 +102,28 @@ def test_demo_named_config_generates_data(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
+EARLIER_DEMO = {
+    "data_path": "data/synthetic/GlaS",
+    "splits_path": "data/synthetic/splits",
+    "synthetic_counts": [16, 6, 4],
+    "synthetic_rare_fraction": 0.0,
+    "strategy": "topk",
+    "progress": False,
+}
+
+
+def cpu_kind() -> dict[str, object]:
+    """What decides how bf16 kernels round: torch's CPU dispatch level and the AMX units."""
+    flags = set()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        flags = {f for line in cpuinfo.read_text().splitlines() if line.startswith("flags")
+                 for f in line.split(":", 1)[1].split()}  # fmt: skip
+    return {
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "amx_bf16": "amx_bf16" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
+    }
 
 
 def test_topk_without_the_rare_style_reproduces_the_earlier_demo_bitwise(
@@ -108,20 +131,30 @@ def test_topk_without_the_rare_style_reproduces_the_earlier_demo_bitwise(
 ) -> None:
     """``tests/golden/demo_bald_0.npy`` is ``python active.py with demo`` from before strategies,
     reductions and the rare style existed (the demo then had 16 train images and no rare
-    style); on this CPU the same settings must give the same bytes."""
+    style). bf16 kernels round differently on other instruction sets and training amplifies
+    it, so the bytes are compared only on the kind of CPU that recorded them
+    (``demo_bald_0.cpu.json``); the fp32 check below runs everywhere."""
+    recorded = json.loads((GOLDEN / "demo_bald_0.cpu.json").read_text())
+    if cpu_kind() != recorded:
+        pytest.skip(f"golden bytes come from a {recorded} CPU; this one is {cpu_kind()}")
     monkeypatch.chdir(tmp_path)
-    earlier_demo = {
-        "data_path": "data/synthetic/GlaS",
-        "splits_path": "data/synthetic/splits",
-        "synthetic_counts": [16, 6, 4],
-        "synthetic_rare_fraction": 0.0,
-        "strategy": "topk",
-        "progress": False,
-    }
-    run(earlier_demo, named_configs=("demo",))
+    run(EARLIER_DEMO, named_configs=("demo",))
     assert (tmp_path / "results/bald_0.npy").read_bytes() == (
         GOLDEN / "demo_bald_0.npy"
     ).read_bytes()
+
+
+def test_the_earlier_demo_in_fp32_matches_its_golden_on_any_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fp32 kernels also sum in other orders on other CPUs, but far below what moves a Dice:
+    cycle 0 of ``demo_bald_0_fp32.npy`` (recorded with ``precision=fp32``) must hold within
+    0.02. One cycle only: a near-tie in the scores could acquire another image elsewhere."""
+    monkeypatch.chdir(tmp_path)
+    run({**EARLIER_DEMO, "precision": "fp32", "al_cycles": 0}, named_configs=("demo",))
+    dice = np.load(tmp_path / "results/bald_0.npy")
+    golden = np.load(GOLDEN / "demo_bald_0_fp32.npy")
+    np.testing.assert_allclose(dice, golden, atol=0.02)
 
 
 def assert_one_error_line(capsys: pytest.CaptureFixture, *fragments: str) -> None:

@@ -1,4 +1,4 @@
-"""The config has one definition: Sacred, the README and the sweep all read utils.config."""
+"""The config has one definition: Sacred, docs/configuration.md and the sweep all read utils.config."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from utils.config import NAMED_CONFIGS, check_config, config_table, defaults
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_readme_config_table_is_the_generated_one() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_docs_config_table_is_the_generated_one() -> None:
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     assert config_table() in readme, (
-        "README's configuration table drifted from utils/config.py; paste the output of "
-        "`python -m utils.config` into the README"
+        "docs/configuration.md drifted from utils/config.py; paste the output of "
+        "`python -m utils.config` into it"
     )
 
 

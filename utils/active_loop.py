@@ -41,6 +41,7 @@ from models import UNet, mc_dropout_copy
 from utils.acquisition import AcquisitionContext, acquire, acquire_regions
 from utils.config import ExperimentConfig, check_config
 from utils.device import pick_device, resolve_precision, samples_per_pass
+from utils.errors import UserError
 from utils.inference import MCSettings, evaluate_bma
 from utils.io import atomic_save_json
 from utils.run_lock import run_lock, waiting_lock
@@ -64,7 +65,7 @@ DATASETS = ("glas", "folder")
 MAX_CLASSES = 255  # masks are kept as uint8
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """An invalid config value, with a one-line message naming the key and the fix."""
 
 

@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from utils.errors import UserError
+
 CONTROL = "nvidia-cuda-mps-control"
 
 
-class MPSError(RuntimeError):
+class MPSError(UserError, RuntimeError):
     """The MPS daemon could not be started, in one line with the fix."""
 
 

@@ -21,10 +21,11 @@ import numpy as np
 
 from data.glas import DataError, ImageStore, read_split
 from utils.active_loop import initial_labelled
+from utils.errors import UserError
 from utils.io import atomic_save_json
 
 
-class PixelCountError(ValueError):
+class PixelCountError(UserError, ValueError):
     """A record whose labelled images cannot be reconstructed."""
 
 

@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from utils.errors import UserError
 
-class RunLockedError(RuntimeError):
+
+class RunLockedError(UserError, RuntimeError):
     """Another live process holds this run."""
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.errors import UserError
+
 __all__ = ["ReportError", "RunRecord", "folder_paths", "load_results"]
 
 _RUN_FILE = re.compile(r"^(?P<heuristic>.+)_(?P<run>\d+)\.npy$")
@@ -24,7 +26,7 @@ _NO_RESULTS_HINT = (
 )
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """A problem with the results directory, described in one line for the command line."""
 
 

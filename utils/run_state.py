@@ -17,13 +17,14 @@ from typing import Any
 import numpy as np
 
 from utils.config import IGNORED_FOR_RESUME, defaults
+from utils.errors import UserError
 from utils.io import atomic_save_json, atomic_save_npy
 
 STATE_VERSION = 1
 TAG_PATTERN = re.compile(r"[A-Za-z0-9_.,=+-]*")
 
 
-class ResumeError(RuntimeError):
+class ResumeError(UserError, RuntimeError):
     """The results folder already holds this run under another configuration."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from heuristics import resolve_heuristic
 from utils.config import NAMED_CONFIGS, ExperimentConfig, check_config, defaults
+from utils.errors import UserError
 from utils.run_lock import is_locked
 from utils.run_state import ResumeError, RunPaths, config_differences, load_state
 
@@ -39,7 +40,7 @@ NOT_GRIDDABLE = {
 IN_RESULT_NAME = frozenset({"strategy", "reduction", "label_unit", "region_shape", "semi"})
 
 
-class SweepError(ValueError):
+class SweepError(UserError, ValueError):
     """A bad sweep request, in one line, found before any job starts."""
 
 

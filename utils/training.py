@@ -15,6 +15,7 @@ from tqdm import tqdm
 from data.device_augment import DeviceAugmenter
 from models import mc_dropout_copy
 from utils.device import autocast
+from utils.errors import UserError
 from utils.metrics import soft_dice_loss, soft_dice_loss_per_image
 from utils.semi import (
     EMA_DECAY,
@@ -27,7 +28,7 @@ from utils.semi import (
 )
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(UserError, FloatingPointError):
     """Training diverged; the caller keeps the last completed cycle."""
 
 
