@@ -18,10 +18,12 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from utils.errors import UserError
+
 SPLITS = ("train", "val", "test")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data problem, with a one-line message that names the file and the fix."""
 
 

@@ -160,12 +160,13 @@ def acquire_regions(
     mc_settings: MCSettings,
     cycle: int,
     on_probs: ProbsSink | None = None,
+    budget: float | None = None,
 ) -> list[dict[str, Any]]:
     """Region labelling: score every unlabelled region, select by the strategy, label.
 
-    A cycle spends the pixels of ``n_data_to_label`` average images per grade: the strategy's
-    picks are taken in its order while they fit that budget. ``on_probs`` as in ``acquire``,
-    for every image with an unlabelled region.
+    A cycle spends ``budget`` pixels, by default those of ``n_data_to_label`` average images
+    per grade: the strategy's picks are taken in its order while they fit that budget.
+    ``on_probs`` as in ``acquire``, for every image with an unlabelled region.
     """
     store = context.store
     strategy = _strategy(cfg, heuristic)
@@ -194,7 +195,8 @@ def acquire_regions(
             region_features(model, store, regions, items, context.device, context.amp_dtype)
             for items in (pool, labelled)
         )
-    budget = cfg.n_data_to_label * regions.total_pixels() / len(regions.shapes)
+    if budget is None:
+        budget = cfg.n_data_to_label * regions.total_pixels() / len(regions.shapes)
     grades = store.labels[[image for image, _ in pool]]
     picks = select_within_budget(
         strategy,

@@ -64,6 +64,9 @@ class ExperimentConfig:
     epochs: int = _key(60, "training epochs per cycle")
     al_cycles: int = _key(15, "acquisition cycles after the initial training")
     n_data_to_label: int = _key(1, "images labelled per cycle (per grade with `balance_al`)")
+    n_suggest: int = _key(
+        8, "`active.py suggest`: images to suggest (with `label_unit=region`: regions' worth)"
+    )
     mc_iters: int = _key(20, "MC-dropout samples for acquisition and test-time averaging")
     mc_samples_per_pass: int = _key(
         0, "MC samples stacked in one forward pass; 0 = auto: 1 on a CPU, 10 on a GPU"

@@ -1,0 +1,100 @@
+"""``active.py suggest``: a folder with half its masks removed gets ranked suggestions, overlays,
+QuPath GeoJSON and reusable weights; seeded; a new mask retrains; nothing labelled is refused."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from active import ex
+from tests.conftest import tiny_config
+from tests.test_folder import make_folder
+
+
+def half_masked(root: Path) -> tuple[Path, list[str]]:
+    folder = make_folder(root, n=10, groups=True)
+    pool = [f"img_{i:02d}" for i in range(1, 10, 2)]
+    for name in pool:
+        (folder / "masks" / f"{name}.png").rename(root / f"{name}.mask.png")
+    return folder, pool
+
+
+def suggest(folder: Path, results: Path, **updates) -> None:
+    config = tiny_config(folder, folder / "splits", results, dataset="folder", n_suggest=3)
+    del config["splits_path"]
+    config.update(updates)
+    ex.run("suggest", config_updates=config)
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_suggestions_are_written_seeded_and_reuse_the_weights(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder, pool = half_masked(tmp_path / "slides")
+    suggest(folder, tmp_path / "a")
+    out = tmp_path / "a" / "suggest"
+    rows = read_rows(out / "suggestions.csv")
+    assert [r["rank"] for r in rows] == ["1", "2", "3"]
+    assert {r["image"] for r in rows} <= set(pool) and len({r["image"] for r in rows}) == 3
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)  # topk: best first
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == [
+        f"{r['rank'].zfill(2)}_{r['image']}.png" for r in rows
+    ]
+    for row in rows:
+        geojson = json.loads((out / "geojson" / f"{row['image']}.geojson").read_text())
+        assert geojson["type"] == "FeatureCollection"
+        ring = geojson["features"][0]["geometry"]["coordinates"][0]
+        assert ring == [[0, 0], [64, 0], [64, 48], [0, 48], [0, 0]]  # the whole image
+    weights = (out / "model.pt").stat().st_mtime_ns
+
+    capsys.readouterr()
+    suggest(folder, tmp_path / "a")  # nothing changed: same weights, same suggestions
+    assert "reusing" in capsys.readouterr().out
+    assert (out / "model.pt").stat().st_mtime_ns == weights
+    assert read_rows(out / "suggestions.csv") == rows
+    suggest(folder, tmp_path / "b")  # trained afresh from the same seed
+    assert read_rows(tmp_path / "b" / "suggest" / "suggestions.csv") == rows
+
+    first = rows[0]["image"]  # the user outlines the first suggestion: it leaves the pool
+    (tmp_path / "slides" / f"{first}.mask.png").rename(folder / "masks" / f"{first}.png")
+    capsys.readouterr()
+    suggest(folder, tmp_path / "a")
+    assert "reusing" not in capsys.readouterr().out
+    assert first not in {r["image"] for r in read_rows(out / "suggestions.csv")}
+
+
+def test_region_suggestions_carry_their_boxes(tmp_path: Path) -> None:
+    folder, pool = half_masked(tmp_path / "slides")
+    suggest(folder, tmp_path / "r", label_unit="region", region_size=[16, 16])
+    out = tmp_path / "r" / "suggest"
+    rows = read_rows(out / "suggestions.csv")
+    assert rows and list(rows[0]) == ["rank", "image", "score", "region", "y0", "y1", "x0", "x1"]
+    assert {r["image"] for r in rows} <= set(pool)
+    boxes = [[int(r[k]) for k in ("y0", "y1", "x0", "x1")] for r in rows]
+    assert all(y1 - y0 == 16 and x1 - x0 == 16 for y0, y1, x0, x1 in boxes)
+    feature = json.loads((out / "geojson" / f"{rows[0]['image']}.geojson").read_text())
+    y0, y1, x0, x1 = boxes[0]
+    assert feature["features"][0]["geometry"]["coordinates"][0][2] == [x1, y1]
+    assert len(list((out / "overlays").iterdir())) == len(rows)
+
+
+def test_nothing_labelled_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = make_folder(tmp_path / "slides", n=4)
+    for path in (folder / "masks").iterdir():
+        path.unlink()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        suggest(folder, tmp_path / "a")
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "holds no masks, so nothing is labelled" in lines[0], lines

@@ -1,0 +1,330 @@
+"""Which of my unlabelled images (or regions) should I outline next? (``active.py suggest``)
+
+The images of a ``dataset=folder`` folder that have a mask are the labelled set, those without
+one the pool. The UNet is trained on every labelled image with the configured settings (no
+validation split is held out, so ``model_selection=val`` keeps the last epoch's weights, as
+``last`` does), the pool is scored with the configured heuristic, strategy and label unit, and
+``results_dir/suggest/`` gets the ranked suggestions, an overlay per suggestion, a GeoJSON per
+image for QuPath and the weights. The weights are reused while the masks, images and training
+settings are unchanged; a new mask retrains.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import asdict, replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from baal.active import ActiveLearningDataset
+from PIL import Image, ImageDraw
+
+from data.device_augment import DeviceAugmenter
+from data.folder import index_folder, load_folder_pair
+from data.segmentation import DataError, ImageStore, SegmentationDataset, SplitRow, open_image
+from data.transforms import effective_patch_size, train_transform
+from heuristics import PIXEL_MAPS, RANDOM
+from heuristics.reductions import ReductionSettings
+from models import UNet, mc_dropout_copy
+from utils.acquisition import PASS_ONLY_HEURISTIC, AcquisitionContext, acquire, acquire_regions
+from utils.active_loop import (
+    ConfigError,
+    check_scaled_size,
+    make_regions,
+    seed_cycle,
+    train_settings,
+    validate,
+)
+from utils.config import ExperimentConfig
+from utils.device import pick_device, resolve_precision, samples_per_pass
+from utils.inference import MCSettings, mc_probabilities
+from utils.io import atomic_save_json, atomic_write, atomic_write_bytes, atomic_write_text
+from utils.training import train_model
+
+# Keys that change the scoring or the output only: a change in them reuses the weights.
+SCORING_KEYS = frozenset(
+    {
+        "heuristic",
+        "reduction",
+        "topq_percent",
+        "foreground_band",
+        "strategy",
+        "temperature",
+        "suggestive_factor",
+        "label_unit",
+        "region_size",
+        "region_shape",
+        "n_suggest",
+        "balance_al",
+        "n_data_to_label",
+        "al_cycles",
+        "n_label_start",
+        "mc_iters",
+        "mc_samples_per_pass",
+        "results_dir",
+        "splits_path",
+        "tag",
+        "overwrite",
+        "progress",
+        "save_maps",
+        "save_uncerts",
+        "full_supervision",
+    }
+)
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _pool_pair(
+    root: Path, num_classes: int, mask_kind: str, row: SplitRow, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled image with its mask, or a pool image with an all-background placeholder,
+    which nothing trains on."""
+    if row.mask:
+        return load_folder_pair(root, num_classes, mask_kind, row, scale)
+    image = open_image(root / row.image, "RGB", "restore it")
+    if scale != 1.0:
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    pixels = np.asarray(image, dtype=np.uint8).copy()
+    return pixels, np.zeros(pixels.shape[:2], dtype=np.uint8)
+
+
+def _fingerprint(cfg: ExperimentConfig, root: Path, rows: list[SplitRow]) -> str:
+    """What the weights depend on: the training settings and the labelled files' bytes."""
+    hasher = hashlib.sha256()
+    settings = {k: v for k, v in asdict(cfg).items() if k not in SCORING_KEYS}
+    hasher.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for row in rows:
+        for name in (row.image, row.mask):
+            hasher.update(name.encode())
+            hasher.update(hashlib.sha256((root / name).read_bytes()).digest())
+    return hasher.hexdigest()
+
+
+def suggest(cfg: ExperimentConfig) -> Path:
+    """Write the suggestions into ``results_dir/suggest/`` and return that folder."""
+    heuristic = validate(cfg)
+    if cfg.dataset != "folder":
+        raise ConfigError("suggest works on your own images: run it with dataset=folder")
+    if cfg.n_suggest < 1:
+        raise ConfigError(f"n_suggest must be >= 1, got {cfg.n_suggest}")
+    index = index_folder(cfg.data_path)
+    labelled = sorted(index.masks)
+    pool = sorted(set(index.images) - set(index.masks))
+    if not labelled:
+        raise DataError(
+            f"{index.root / 'masks'} holds no masks, so nothing is labelled to learn from; "
+            "outline a few images first (masks/NAME.png)"
+        )
+    if not pool:
+        raise DataError(f"every image in {index.root / 'images'} has a mask; nothing to suggest")
+    rows = [SplitRow(index.images[n], index.masks[n], index.groups[n]) for n in labelled]
+    rows += [SplitRow(index.images[n], "", index.groups[n]) for n in pool]
+    load = partial(_pool_pair, index.root, cfg.num_classes, cfg.mask_kind)
+    store = ImageStore(rows, load, cfg.image_scale)
+    check_scaled_size({"all": store}, cfg.image_scale)
+    out = Path(cfg.results_dir) / "suggest"
+    out.mkdir(parents=True, exist_ok=True)
+
+    device = pick_device(cfg.device)
+    amp_dtype = resolve_precision(cfg.precision, device)
+    patch = effective_patch_size(tuple(cfg.patch_size), store.min_size)
+    al_set = ActiveLearningDataset(
+        SegmentationDataset(store, train_transform(patch)), pool_specifics={"transform": None}
+    )
+    al_set.label(list(range(len(labelled))))
+    torch.manual_seed(cfg.run)
+    model = UNet(3, cfg.num_classes, cfg.base_width, dropout=cfg.dropout)
+    model = model.to(device, memory_format=torch.channels_last)
+    _trained_model(cfg, model, al_set, store, patch, device, amp_dtype, out, rows[: len(labelled)])
+
+    mc_settings = MCSettings(
+        cfg.mc_iters, samples_per_pass(cfg.mc_samples_per_pass, device), device, amp_dtype
+    )
+    context = AcquisitionContext(
+        store=store,
+        device=device,
+        amp_dtype=amp_dtype,
+        reduction_settings=ReductionSettings(
+            topq_percent=cfg.topq_percent,
+            foreground_band=round(cfg.foreground_band * cfg.image_scale),
+        ),
+        maps_dir=out / "maps",
+    )
+    mc_model = mc_dropout_copy(model)
+    # Scoring draws dropout masks: seeded here, so loaded and freshly trained weights score alike.
+    seed_cycle(cfg.run, 1)
+    scoring = replace(
+        cfg, n_data_to_label=cfg.n_suggest, balance_al=False, save_maps=False, save_uncerts=False
+    )
+    if cfg.label_unit == "region":
+        regions = make_regions(cfg, store)
+        for image in range(len(labelled)):
+            regions.label_image(image)
+        tile_pixels = regions.tile[0] * regions.tile[1]
+        picks = acquire_regions(
+            scoring,
+            heuristic,
+            regions,
+            context,
+            model,
+            mc_model,
+            mc_settings,
+            0,
+            budget=cfg.n_suggest * tile_pixels,
+        )
+    else:
+        picks = acquire(scoring, heuristic, al_set, context, model, mc_model, mc_settings, 0)
+    write_suggestions(cfg, heuristic, out, store, picks, mc_model, mc_settings)
+    _say(f"wrote {len(picks)} suggestions to {out / 'suggestions.csv'}")
+    return out
+
+
+def _trained_model(
+    cfg: ExperimentConfig,
+    model: UNet,
+    al_set: ActiveLearningDataset,
+    store: ImageStore,
+    patch: tuple[int, int],
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    out: Path,
+    labelled_rows: list[SplitRow],
+) -> None:
+    """Load the saved weights when they were trained on the same labels and settings, else
+    train and save them."""
+    fingerprint = _fingerprint(cfg, Path(cfg.data_path), labelled_rows)
+    weights, manifest = out / "model.pt", out / "model.json"
+    if weights.exists() and manifest.exists():
+        if json.loads(manifest.read_text()).get("fingerprint") == fingerprint:
+            model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+            _say(f"labels and settings unchanged: reusing {weights}")
+            return
+    generator = seed_cycle(cfg.run, 0)
+    labelled = np.flatnonzero(al_set.labelled)
+    on_device = cfg.augment_on == "device" or (cfg.augment_on == "auto" and device.type == "cuda")
+    augmenter = (
+        DeviceAugmenter(
+            [store.images[i] for i in labelled],
+            [store.masks[i] for i in labelled],
+            patch,
+            device,
+            generator,
+        )
+        if on_device
+        else None
+    )
+    train_model(
+        model,
+        al_set,
+        None,  # every labelled image trains; none is held out to choose weights by
+        train_settings(cfg),
+        device,
+        amp_dtype,
+        generator,
+        progress=cfg.progress,
+        description=f"suggest train ({len(labelled)} labelled)",
+        augmenter=augmenter,
+        ema=cfg.model_selection == "ema",
+    )
+    atomic_write(weights, lambda f: torch.save(model.state_dict(), f))
+    atomic_save_json(
+        manifest, {"fingerprint": fingerprint, "labelled": [r.name for r in labelled_rows]}
+    )
+
+
+def write_suggestions(
+    cfg: ExperimentConfig,
+    heuristic: str,
+    out: Path,
+    store: ImageStore,
+    picks: list[dict[str, Any]],
+    mc_model: torch.nn.Module,
+    mc_settings: MCSettings,
+) -> None:
+    """``suggestions.csv``, ``overlays/RANK_NAME.png`` and ``geojson/NAME.geojson``; boxes in
+    the original images' pixels."""
+    regions = cfg.label_unit == "region"
+    position = {name: i for i, name in enumerate(store.names)}
+    header = ["rank", "image", "score"] + (["region", "y0", "y1", "x0", "x1"] if regions else [])
+    lines, features = [header], {}
+    for stale in ("overlays", "geojson"):
+        for path in (out / stale).glob("*") if (out / stale).is_dir() else []:
+            path.unlink()
+    maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for rank, pick in enumerate(picks, start=1):
+        name = pick["name"]
+        image = store.images[position[name]]
+        height, width = image.shape[1:]
+        box = pick.get("box", [0, height, 0, width])
+        full = [round(v / cfg.image_scale) for v in box]  # y0, y1, x0, x1
+        score = "" if pick["score"] is None else f"{pick['score']:.6g}"
+        lines.append([rank, name, score] + ([pick["region"], *full] if regions else []))
+        if name not in maps:
+            maps[name] = _maps(mc_model, image, heuristic, mc_settings)
+        _save_overlay(out / "overlays" / f"{rank:02d}_{name}.png", image, maps[name], box)
+        y0, y1, x0, x1 = full
+        features.setdefault(name, []).append(
+            {
+                "type": "Feature",
+                "geometry": {
+                    "type": "Polygon",
+                    "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]],
+                },
+                "properties": {
+                    "objectType": "annotation",
+                    "name": f"suggestion {rank}",
+                    "rank": rank,
+                    "score": pick["score"],
+                },
+            }
+        )
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(lines)
+    atomic_write_text(out / "suggestions.csv", buffer.getvalue())
+    for name, items in features.items():
+        collection = {"type": "FeatureCollection", "features": items}
+        atomic_save_json(out / "geojson" / f"{name}.geojson", collection)
+
+
+def _maps(
+    mc_model: torch.nn.Module, image: torch.Tensor, heuristic: str, settings: MCSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mean foreground probability, uncertainty) ``[H, W]`` of one image."""
+    probs = mc_probabilities(mc_model, image.float().div(255.0), settings)  # [1, C, H, W, T]
+    pixel_map = PIXEL_MAPS[PASS_ONLY_HEURISTIC if heuristic == RANDOM else heuristic](probs)
+    foreground = 1.0 - probs[0, 0].mean(-1)
+    return foreground.cpu().numpy(), pixel_map[0].float().cpu().numpy()
+
+
+def _save_overlay(
+    path: Path, image: torch.Tensor, maps: tuple[np.ndarray, np.ndarray], box: list[int]
+) -> None:
+    """Image, mean prediction and uncertainty side by side, the suggestion outlined in each."""
+    foreground, uncertainty = maps
+    scaled = uncertainty / uncertainty.max() if uncertainty.max() > 0 else uncertainty
+    panels = [
+        image.permute(1, 2, 0).numpy(),
+        np.repeat((foreground * 255).astype(np.uint8)[..., None], 3, axis=2),
+        np.repeat((scaled * 255).astype(np.uint8)[..., None], 3, axis=2),
+    ]
+    height, width = panels[0].shape[:2]
+    canvas = Image.new("RGB", (3 * width + 8, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    y0, y1, x0, x1 = box
+    for i, panel in enumerate(panels):
+        left = i * (width + 4)
+        canvas.paste(Image.fromarray(panel), (left, 0))
+        draw.rectangle([left + x0, y0, left + x1 - 1, y1 - 1], outline=(255, 0, 0))
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
