@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 RESULTS := results
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-fast lint clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Everything but whole runs and sweeps: under a minute on 2 idle CPU cores.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow and not slurm"
 
 lint: install
 	$(PY) -m pip install --quiet ruff

@@ -90,3 +90,19 @@ def spy_on_coreset(
         Strategy(recording_coreset, False, needs_features=True, needs_labelled_features=True),
     )
     return calls, selections
+
+
+# A test that names one of these runs whole active-learning runs or sweeps (seconds to minutes
+# each): it is marked `slow`, and `make test-fast` leaves it out. `run` also catches
+# `subprocess.run`, which here always starts active.py, sweep.py or a converter.
+FULL_RUN_NAMES = frozenset(
+    {"ex", "run", "run_tiny", "run_active_learning", "cli_args", "_cli", "run_sweep", "clean_sweep"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        function = getattr(item, "function", None)
+        names = set(getattr(function, "__code__", compile("", "", "exec")).co_names)
+        if (names | set(getattr(item, "fixturenames", ()))) & FULL_RUN_NAMES:
+            item.add_marker(pytest.mark.slow)

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -288,28 +284,6 @@ def test_every_strategy_works_on_regions(
 
 def _cli(config: dict) -> list[str]:
     return [sys.executable, "active.py", "with"] + [f"{k}={v!r}" for k, v in config.items()]
-
-
-def test_region_run_resumes_bitwise_after_sigkill(synthetic_root: Path, tmp_path: Path) -> None:
-    killed, clean = tmp_path / "killed", tmp_path / "clean"
-    config = region_config(synthetic_root, killed, epochs=3, al_cycles=3)
-    state = killed / "bald-region_0.state.json"
-    process = subprocess.Popen(
-        _cli(config), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 120
-    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    done = json.loads(state.read_text())["cycles_done"]
-    assert 1 <= done < 4
-    assert subprocess.run(_cli(config), cwd=ROOT, capture_output=True).returncode == 0
-    assert subprocess.run(_cli({**config, "results_dir": str(clean)}), cwd=ROOT).returncode == 0
-    name = "bald-region_0.npy"
-    assert (killed / name).read_bytes() == (clean / name).read_bytes()
-    a, b = (json.loads((d / "bald-region_0.json").read_text()) for d in (killed, clean))
-    assert a["acquired"] == b["acquired"] and a["labelled_pixels"] == b["labelled_pixels"]
 
 
 def _write(directory: Path, name: str, run: int, fraction, dice, unit: str, n=None) -> None:

@@ -31,18 +31,23 @@ def cycles_done(results_dir: Path, stem: str = "bald_0") -> int:
     return json.loads(state.read_text())["cycles_done"] if state.exists() else 0
 
 
-# pseudo: the next cycle trains on the pool's pseudo-labels, which must survive the kill too.
-@pytest.mark.parametrize("semi", ["none", "pseudo"])
+# One kill per thing a resumed cycle must restore: the labelled images; the pool's
+# pseudo-labels, which the next cycle trains on (a loose threshold, so that the tiny model's are
+# not empty); the labelled regions.
+@pytest.mark.parametrize(
+    ("stem", "updates"),
+    [
+        ("bald_0", {}),
+        ("bald+pseudo_0", {"semi": "pseudo", "pseudo_threshold": 0.69}),
+        ("bald-region_0", {"label_unit": "region", "region_size": [16, 16]}),
+    ],
+)
 def test_sigkill_then_rerun_gives_the_uninterrupted_result(
-    synthetic_root: Path, tmp_path: Path, semi: str
+    synthetic_root: Path, tmp_path: Path, stem: str, updates: dict
 ) -> None:
     data, splits = synthetic_root / "GlaS", synthetic_root / "splits"
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
-    stem = "bald_0" if semi == "none" else f"bald+{semi}_0"
-    # pseudo: a loose threshold, so that the tiny model's pseudo-labels are not empty.
-    config = tiny_config(
-        data, splits, killed_dir, epochs=3, al_cycles=3, semi=semi, pseudo_threshold=0.69
-    )
+    config = tiny_config(data, splits, killed_dir, epochs=3, al_cycles=3, **updates)
     process = subprocess.Popen(
         cli_args(config), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -71,6 +76,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(
     killed_record = json.loads((killed_dir / f"{stem}.json").read_text())
     clean_record = json.loads((clean_dir / f"{stem}.json").read_text())
     assert killed_record["acquired"] == clean_record["acquired"]
+    assert killed_record["labelled_pixels"] == clean_record["labelled_pixels"]
     assert killed_record["complete"] and len(killed_record["test_dice"]) == 4
     assert not list(killed_dir.glob("*.npz")), "a finished run keeps no pseudo-labels"
 
