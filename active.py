@@ -84,7 +84,7 @@ def main(_config: dict, _run: Run) -> list[float]:
 
 @ex.command
 def suggest(_config: dict) -> str:
-    """Rank the unmasked images of a dataset=folder folder for labelling (README, 'Your own
+    """Rank the unmasked images of a dataset=folder folder for labelling (docs/data.md, 'Your own
     images'); writes results_dir/suggest/."""
     try:
         out = suggest_images(ExperimentConfig.from_mapping(_config))

@@ -40,7 +40,7 @@ TEST_SIZE = 0.2  # of all masked images
 VAL_SIZE = 0.2  # of the images not in test
 FOLDER_HELP = (
     "put images in DATA_PATH/images/NAME.png (or .tif, .bmp, .jpg) and their masks in "
-    "DATA_PATH/masks/NAME.png (README, 'Your own images')"
+    "DATA_PATH/masks/NAME.png (docs/data.md, 'Your own images')"
 )
 
 

@@ -31,7 +31,7 @@ SPLIT_HEADER = ["image", "mask", "label"]
 CLASS_NAMES = ("background", "gland")
 GLAS_HELP = (
     "download GlaS (Warwick QU, MICCAI 2015 gland segmentation challenge) and extract it so that "
-    "DATA_PATH/train_1.bmp and DATA_PATH/Grade.csv exist (see README, 'Getting GlaS'); "
+    "DATA_PATH/train_1.bmp and DATA_PATH/Grade.csv exist (see docs/data.md, 'GlaS'); "
     "`python active.py with demo` runs on built-in synthetic data without it"
 )
 

@@ -96,7 +96,17 @@ def spy_on_coreset(
 # each): it is marked `slow`, and `make test-fast` leaves it out. `run` also catches
 # `subprocess.run`, which here always starts active.py, sweep.py or a converter.
 FULL_RUN_NAMES = frozenset(
-    {"ex", "run", "run_tiny", "run_active_learning", "cli_args", "_cli", "run_sweep", "clean_sweep"}
+    {
+        "ex",
+        "run",
+        "run_tiny",
+        "run_active_learning",
+        "cli_args",
+        "_cli",
+        "run_sweep",
+        "clean_sweep",
+        "suggest",
+    }
 )
 
 

@@ -223,7 +223,7 @@ def test_bad_grade_csv_rows(
 
 def test_missing_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     config = tiny_config(tmp_path / "GlaS", tmp_path / "splits", tmp_path / "r")
-    expect_exit(config, capsys, "does not exist", "Getting GlaS", "active.py with demo")
+    expect_exit(config, capsys, "does not exist", "docs/data.md", "active.py with demo")
 
 
 def test_missing_and_broken_splits(

@@ -1,8 +1,8 @@
 """The experiment's configuration: one dataclass that every entry point reads.
 
 ``active.py`` hands ``defaults()`` to Sacred, ``sweep.py`` validates its jobs against it, the
-benches read their defaults from it, and the README's configuration table is generated from it
-(``python -m utils.config`` prints the table; a test fails when the README drifts).
+benches read their defaults from it, and docs/configuration.md's table is generated from it
+(``python -m utils.config`` prints the table; a test fails when the page drifts).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 
 def _key(default: Any, help: str) -> Any:
-    """A config field with its default and the one-line meaning shown in the README table."""
+    """A config field with its default and the one-line meaning shown in docs/configuration.md."""
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
@@ -29,7 +29,7 @@ class ExperimentConfig:
     dataset: str = _key(
         "glas",
         "`glas` (GlaS as distributed) or `folder` (`images/`, `masks/`, optional `groups.csv`; "
-        "README, 'Your own images')",
+        "docs/data.md, 'Your own images')",
     )
     data_path: str = _key(
         "data/GlaS", "folder with the GlaS BMPs and `Grade.csv`, or the `dataset=folder` folder"
@@ -233,7 +233,7 @@ def _markdown_value(value: Any) -> str:
 
 
 def config_table() -> str:
-    """The README's configuration table, one row per key."""
+    """docs/configuration.md's table, one row per key."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
     for f in fields(ExperimentConfig):
         default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]

@@ -194,7 +194,7 @@ def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunS
 
 
 def record(state: RunState) -> dict[str, Any]:
-    """The JSON record written beside the ``.npy`` (documented in the README)."""
+    """The JSON record written beside the ``.npy`` (documented in docs/outputs.md)."""
     history = asdict(state.history)
     return {
         "name": result_name(state.config),
