@@ -1,6 +1,7 @@
 """The demo sweep through SLURM against the same sweep run locally: wall time and cycle times.
 
     python bench/slurm_sweep.py [--runs 0-1] [--heuristics bald random] [--parallel 2]
+        [--slurm-first]
 
 Needs a SLURM cluster that runs jobs on this machine's files (``.ci/start_slurm.sh`` starts a
 one-node one as root). Runs ``sweep.py --executor local --parallel P`` and then ``sweep.py
@@ -68,8 +69,13 @@ def run_slurm(results: Path, args: argparse.Namespace, cpus: int) -> tuple[float
     print(f"SLURM: CPU busy before {busy_cpu_percent():.0f}%", flush=True)
     started = time.monotonic()
     answer = sweep(options, results, args)
-    array = re.search(r"\(array (\d+);", answer)[1]
-    wait_for(array)
+    found = re.search(r"\(array (\d+)", answer)
+    if found is None:
+        raise SystemExit(f"error: sweep.py submitted no array:\n{answer}")
+    try:
+        wait_for(found[1])
+    finally:  # an interrupted benchmark leaves no jobs behind
+        subprocess.run(["scancel", found[1]])
     ended = time.monotonic() - started
     sweep(options, results, args)
     return ended, time.monotonic() - started
@@ -88,6 +94,9 @@ def main() -> None:
     parser.add_argument("--runs", default="0-1")
     parser.add_argument("--heuristics", nargs="+", default=["bald", "random"])
     parser.add_argument("--parallel", type=int, default=2, help="jobs at once, both ways (2)")
+    parser.add_argument(
+        "--slurm-first", action="store_true", help="time the SLURM sweep before the local one"
+    )
     args = parser.parse_args()
     if shutil.which("sbatch") is None:
         raise SystemExit("error: no sbatch on PATH; start a cluster with .ci/start_slurm.sh")
@@ -98,8 +107,11 @@ def main() -> None:
     prepare_demo_data()
     with tempfile.TemporaryDirectory() as tmp:
         local, slurm = Path(tmp, "local"), Path(tmp, "slurm")
+        if args.slurm_first:
+            array_s, slurm_s = run_slurm(slurm, args, cpus)
         local_s = run_local(local, args)
-        array_s, slurm_s = run_slurm(slurm, args, cpus)
+        if not args.slurm_first:
+            array_s, slurm_s = run_slurm(slurm, args, cpus)
         local_cycles, slurm_cycles = cycle_seconds(local), cycle_seconds(slurm)
         same = all(
             (local / f"{stem}.npy").read_bytes() == (slurm / f"{stem}.npy").read_bytes()
