@@ -1,4 +1,4 @@
-"""The config has one definition: Sacred, docs/configuration.md and the sweep all read utils.config."""
+"""The config has one definition: Sacred, docs/configuration.md and sweeps read utils.config."""
 
 from __future__ import annotations
 
