@@ -21,7 +21,7 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# Everything but whole runs and sweeps: under a minute on 2 idle CPU cores.
+# Everything but whole runs and sweeps (tests marked slow or slurm).
 test-fast: install
 	$(PY) -m pytest -q -m "not slow and not slurm"
 

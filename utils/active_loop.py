@@ -616,29 +616,10 @@ def run_cycle(
         on_probs = setup.pseudo.add
     if finished:
         acquired = []
-    elif regions is None:
-        acquired = acquire(
-            cfg,
-            heuristic,
-            al_set,
-            setup.context,
-            model,
-            mc_model,
-            setup.mc_settings,
-            cycle,
-            on_probs,
-        )
     else:
-        acquired = acquire_regions(
-            cfg,
-            heuristic,
-            regions,
-            setup.context,
-            model,
-            mc_model,
-            setup.mc_settings,
-            cycle,
-            on_probs,
+        step, pool = (acquire, al_set) if regions is None else (acquire_regions, regions)
+        acquired = step(
+            cfg, heuristic, pool, setup.context, model, mc_model, setup.mc_settings, cycle, on_probs
         )
     now = time.perf_counter()
     return CycleResult(

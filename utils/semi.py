@@ -31,7 +31,6 @@ from data.regions import IGNORE
 from data.segmentation import ImageStore
 from heuristics.uncertainty import entropy_map
 from utils.io import atomic_write
-from utils.metrics import soft_dice_loss
 
 SEMI_METHODS = ("none", "pseudo", "mean_teacher")
 
@@ -214,11 +213,6 @@ def consistency_loss(student_logits: torch.Tensor, teacher: TeacherOutput) -> to
     distance = (student_logits.float().softmax(1) - teacher.probs) ** 2  # [B, C, H, W]
     mask = teacher.certain.unsqueeze(1).to(distance.dtype)  # [B, 1, H, W]
     return (distance * mask).sum() / (2.0 * mask.sum() + 1e-16)
-
-
-def pseudo_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Soft Dice on the pseudo-labelled pixels only (IGNORE pixels get no gradient)."""
-    return soft_dice_loss(logits, masks)
 
 
 __all__ = [

@@ -184,7 +184,7 @@ def train_model(
     optimizer, scheduler = make_optimizer(model, settings)
     best_loss, best_epoch = math.inf, -1
     best_state = copy.deepcopy(model.state_dict()) if val_set is not None else None
-    teacher = _Teacher(model, settings, semi) if semi is not None or ema else None
+    teacher = _Teacher(model, settings) if semi is not None or ema else None
     total_steps = settings.epochs * math.ceil(len(sampler) / settings.batch_size)
     step = 0
     train_loss = unlabelled_loss = math.nan
@@ -267,7 +267,7 @@ class _Teacher:
     """The EMA of the student's weights, kept with dropout on and BatchNorm in eval mode, so it
     is at once the mean teacher's MC-dropout model and the weights of ``model_selection=ema``."""
 
-    def __init__(self, model: nn.Module, settings: TrainSettings, semi: SemiTraining | None):
+    def __init__(self, model: nn.Module, settings: TrainSettings):
         self.average = ema_model(mc_dropout_copy(model), settings.ema_decay)
         self.average.module.eval()
         self.average.update_parameters(model)  # starts from the initial weights
