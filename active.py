@@ -23,10 +23,10 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 from sacred import Experiment  # noqa: E402
 from sacred.run import Run  # noqa: E402
 
-from utils.active_loop import run_active_learning  # noqa: E402
 from utils.config import NAMED_CONFIGS, ExperimentConfig, defaults  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.suggest import suggest as suggest_images  # noqa: E402
+from utils.loop.run import run_active_learning  # noqa: E402
+from utils.loop.suggest import suggest as suggest_images  # noqa: E402
 
 ex = Experiment("glas_active_learning", save_git_info=False)
 

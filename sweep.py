@@ -25,8 +25,9 @@ from pathlib import Path
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 from utils.errors import UserError  # noqa: E402
-from utils.mps import mps_daemon  # noqa: E402
-from utils.sweep import (  # noqa: E402
+from utils.sweep.local import run_local  # noqa: E402
+from utils.sweep.mps import mps_daemon  # noqa: E402
+from utils.sweep.plan import (  # noqa: E402
     SweepError,
     check_resumable,
     parse_config_tokens,
@@ -34,8 +35,7 @@ from utils.sweep import (  # noqa: E402
     parse_runs,
     plan_jobs,
 )
-from utils.sweep_local import run_local  # noqa: E402
-from utils.sweep_slurm import (  # noqa: E402
+from utils.sweep.slurm import (  # noqa: E402
     make_executor,
     partition_has_gpus,
     slurm_parameters,
@@ -176,8 +176,8 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
 
 
 def write_report(results_dir: Path, failed: list[str]) -> int:
-    from utils.report import write_report as report
-    from utils.run_records import ReportError
+    from utils.report.summary import write_report as report
+    from utils.runs.records import ReportError
 
     try:
         written = report(results_dir)

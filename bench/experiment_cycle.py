@@ -3,7 +3,7 @@
     python bench/experiment_cycle.py [--cycles 2] [--data-path DIR --splits-path DIR]
         [--set KEY=VALUE ...]
 
-Runs ``utils.active_loop.run_active_learning`` with active.py's defaults (60 epochs,
+Runs ``utils.loop.run.run_active_learning`` with active.py's defaults (60 epochs,
 ``mc_iters=20``, full resolution, 15 cycles planned) for the first ``--cycles`` cycles, on real
 GlaS when given, else on a synthetic GlaS of the real size and counts (85 train, 60 testA,
 20 testB at 522x775) generated in a temporary folder. Each cycle's record splits its seconds
@@ -38,8 +38,8 @@ from bench._common import active_defaults, machine_summary  # noqa: E402
 from data.create_splits import write_splits  # noqa: E402
 from data.glas import read_split  # noqa: E402
 from data.synthetic import generate_synthetic_glas  # noqa: E402
-from utils.active_loop import run_active_learning  # noqa: E402
 from utils.config import ExperimentConfig  # noqa: E402
+from utils.loop.run import run_active_learning  # noqa: E402
 
 
 def parse_override(text: str) -> tuple[str, object]:

@@ -11,7 +11,7 @@ size can be compared with and without them.
 Four paths score the same pool with the same UNet weights, each in its own fresh subprocess
 (so that its peak RSS is its own), with the same torch seed:
 
-* ``project``: ``utils.inference.score_pool`` on ``mc_dropout_copy(model)`` exactly as active.py
+* ``project``: ``utils.loop.inference.score_pool`` on ``mc_dropout_copy(model)`` as active.py
   calls it (GlasDataset without transform over an ImageStore, model in channels_last, T samples
   stacked ``samples_per_pass`` per forward pass, autocast per ``resolve_precision``, BALD scored on
   the device image by image).
@@ -22,7 +22,7 @@ Four paths score the same pool with the same UNet weights, each in its own fresh
   default ``replicate_in_memory=True``: one pass of batch T) and
   ``baal.active.heuristics.BALD(reduction="mean")`` on the softmax of its outputs;
   ``--baal-no-replicate`` makes it T passes of batch 1.
-* ``region``: region labelling's ``utils.inference.score_regions`` over every ``--region-size``
+* ``region``: region labelling's ``utils.loop.inference.score_regions`` over every ``--region-size``
   tile of every pool image (one MC pass per image, the pixel map pooled per tile), each image's
   tiles then recombined by area so that its scores line up with the other paths'. Same seed and
   the same draws as ``project``, so with the mean reduction the two agree to rounding:
@@ -107,8 +107,8 @@ def new_model(state_path: str | None = None) -> UNet:
 def train_briefly(model: UNet, store: ImageStore, epochs: int, device: str) -> None:
     """A few epochs of the project's own training on 128x128 crops of the pool."""
     from data.transforms import train_transform
-    from utils.device import pick_device
-    from utils.training import TrainSettings, train_model
+    from utils.loop.device import pick_device
+    from utils.loop.training import TrainSettings, train_model
 
     settings = TrainSettings(
         epochs=epochs,
@@ -155,14 +155,14 @@ def load_store(config: dict[str, Any]) -> ImageStore:
 
 
 def _mc_setup(config: dict[str, Any], model: UNet) -> tuple[nn.Module, Any]:
-    """The MC copy and settings exactly as utils.active_loop makes them."""
+    """The MC copy and settings exactly as utils.loop.run makes them."""
     from models.mc_dropout import mc_dropout_copy
-    from utils.device import pick_device, resolve_precision
-    from utils.inference import MCSettings
+    from utils.loop.device import pick_device, resolve_precision
+    from utils.loop.inference import MCSettings
 
     device = pick_device(config["device"])
     channels_last = config["channels_last"]
-    # As in utils.active_loop: the model lives in channels_last on the device.
+    # As in utils.loop.run: the model lives in channels_last on the device.
     model = (
         model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     )
@@ -177,8 +177,8 @@ def _mc_setup(config: dict[str, Any], model: UNet) -> tuple[nn.Module, Any]:
 
 
 def score_project(config: dict[str, Any], store: ImageStore, model: UNet) -> np.ndarray:
-    """active.py's path: utils.inference.score_pool with active.py's settings."""
-    from utils.inference import score_pool
+    """active.py's path: utils.loop.inference.score_pool with active.py's settings."""
+    from utils.loop.inference import score_pool
 
     mc_model, settings = _mc_setup(config, model)
     pool = GlasDataset(store)  # transform=None: whole, unaugmented images, as the AL pool
@@ -193,11 +193,11 @@ def score_project(config: dict[str, Any], store: ImageStore, model: UNet) -> np.
 
 
 def score_region(config: dict[str, Any], store: ImageStore, model: UNet) -> np.ndarray:
-    """Region labelling's path: utils.inference.score_regions over every tile of every pool
+    """Region labelling's path: utils.loop.inference.score_regions over every tile of every pool
     image (``region_size``), then each image's tiles recombined, weighted by their area. With
     the mean reduction that is the image's own score, so the path compares with the others."""
     from data.regions import RegionLabels, box_area
-    from utils.inference import score_regions
+    from utils.loop.inference import score_regions
 
     mc_model, settings = _mc_setup(config, model)
     tile = tuple(config["region_size"])
@@ -310,7 +310,7 @@ SCORERS = {
 
 
 def _device(config: dict[str, Any]) -> torch.device:
-    from utils.device import pick_device
+    from utils.loop.device import pick_device
 
     return pick_device(config["device"])
 
@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> None:
         worker(args.worker, json.loads(args.config))
         return
     defaults = active_defaults()
-    from utils.device import pick_device, samples_per_pass
+    from utils.loop.device import pick_device, samples_per_pass
 
     # active.py's 0 means "auto": resolve it exactly as the experiment does on this device.
     spp = args.samples_per_pass or samples_per_pass(

@@ -33,10 +33,10 @@ def worker(method: str, config: dict) -> dict:
     from data.regions import IGNORE
     from data.transforms import effective_patch_size, train_transform
     from models import UNet
-    from utils.active_loop import train_settings
     from utils.config import ExperimentConfig
-    from utils.semi import PoolCrops
-    from utils.training import SemiTraining, train_model
+    from utils.loop.run import train_settings
+    from utils.loop.semi import PoolCrops
+    from utils.loop.training import SemiTraining, train_model
 
     args = argparse.Namespace(**config, worker=method)
     torch.manual_seed(0)

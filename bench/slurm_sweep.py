@@ -33,8 +33,8 @@ from bench._common import busy_cpu_percent, machine_summary  # noqa: E402
 
 
 def prepare_demo_data() -> None:
-    from utils.active_loop import prepare_synthetic
-    from utils.sweep import parse_config_tokens, plan_jobs
+    from data.datasets import prepare_synthetic
+    from utils.sweep.plan import parse_config_tokens, plan_jobs
 
     named, updates = parse_config_tokens(["demo"])
     [job] = plan_jobs(["random"], [0], named, updates, workdir=ROOT)
@@ -101,7 +101,7 @@ def main() -> None:
     if shutil.which("sbatch") is None:
         raise SystemExit("error: no sbatch on PATH; start a cluster with .ci/start_slurm.sh")
     os.chdir(ROOT)
-    from utils.sweep_local import available_cpus
+    from utils.sweep.local import available_cpus
 
     cpus = max(1, available_cpus() // args.parallel)
     prepare_demo_data()

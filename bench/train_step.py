@@ -6,11 +6,11 @@
 Two paths train the same UNet (base width 16, dropout 0.1, ``torch.manual_seed(0)``) with the
 same augmentation, loss and optimizer, each in its own fresh subprocess:
 
-* ``project``: what ``utils.training.train_model`` does per step: a DataLoader over
+* ``project``: what ``utils.loop.training.train_model`` does per step: a DataLoader over
   ``GlasDataset(ImageStore, train_transform(patch))`` (images decoded once and kept as uint8),
   model and input in channels_last, autocast per ``resolve_precision`` (bf16 on CPUs with
   AVX512-BF16/AMX), ``soft_dice_loss``, the non-finite-loss check and SGD from
-  ``utils.training.make_optimizer`` with active.py's hyper-parameters.
+  ``utils.loop.training.make_optimizer`` with active.py's hyper-parameters.
 * ``naive``: a plain fp32 NCHW loop whose dataset decodes the image and mask BMPs from disk with
   PIL on every access, then applies the same ``train_transform``; same loss and optimizer.
 * ``device`` (``--paths project,naive,device``): the project step with batches cropped and
@@ -57,9 +57,9 @@ from data.device_augment import DeviceAugmenter  # noqa: E402
 from data.glas import GlasDataset, ImageStore, SplitRow, load_pair  # noqa: E402
 from data.transforms import effective_patch_size, train_transform  # noqa: E402
 from models.unet import UNet  # noqa: E402
-from utils.device import autocast, pick_device, resolve_precision  # noqa: E402
-from utils.metrics import soft_dice_loss  # noqa: E402
-from utils.training import TrainSettings, make_optimizer, to_device  # noqa: E402
+from utils.loop.device import autocast, pick_device, resolve_precision  # noqa: E402
+from utils.loop.metrics import soft_dice_loss  # noqa: E402
+from utils.loop.training import TrainSettings, make_optimizer, to_device  # noqa: E402
 
 PATHS = ("project", "naive", "device")
 
@@ -110,7 +110,7 @@ def project_step(
     device: torch.device,
     amp_dtype: torch.dtype | None,
 ) -> float:
-    """The body of utils.training.train_model's inner loop."""
+    """The body of utils.loop.training.train_model's inner loop."""
     images, masks = batch[0], batch[1]
     with autocast(device, amp_dtype):
         logits = model(to_device(images, device))
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
             "steps": args.steps,
             "warmup": args.warmup,
             "batch_size": args.batch_size,
-            # Shrunk to fit the smallest image, as utils.active_loop does.
+            # Shrunk to fit the smallest image, as utils.loop.run does.
             "patch_hw": effective_patch_size((args.patch, args.patch), min_size),
             "precision": args.precision or defaults["precision"],
             "device": args.device,

@@ -3,7 +3,7 @@
 Each training sample is a crop that contains annotated pixels: an annotated pixel is drawn
 uniformly (a labelled region weighted by its area, then a pixel inside it) and a crop that holds
 it is drawn around it. Pixels outside the labelled regions get the mask value ``IGNORE`` and
-never reach the loss (``utils.metrics.soft_dice_loss``).
+never reach the loss (``utils.loop.metrics.soft_dice_loss``).
 """
 
 from __future__ import annotations

@@ -62,9 +62,9 @@ def _sacred_without_output_capture() -> None:
 def spy_on_coreset(
     monkeypatch: pytest.MonkeyPatch, features: str, mc_scoring: str
 ) -> tuple[list[tuple[Any, int]], list[Any]]:
-    """Record what ``coreset`` is given: every call of ``utils.acquisition.<features>`` as
+    """Record what ``coreset`` is given: every call of ``utils.loop.units.<features>`` as
     (model, number of items) and every ``Selection``; an MC pass (``<mc_scoring>``) fails."""
-    import utils.acquisition as acquisition
+    import utils.loop.units as acquisition
     from heuristics.strategies import STRATEGIES, Strategy, coreset
 
     calls: list[tuple[Any, int]] = []

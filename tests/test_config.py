@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from active import ex
-from utils.config import NAMED_CONFIGS, check_config, config_table, defaults
+from utils.config import (
+    NAMED_CONFIGS,
+    ConfigError,
+    ExperimentConfig,
+    check_config,
+    choices,
+    config_table,
+    defaults,
+    validate,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,3 +62,40 @@ def test_check_config_names_the_key_and_the_fix(values: dict, message: str) -> N
 
 def test_integers_are_accepted_where_numbers_are_expected() -> None:
     check_config({"lr": 1, "image_scale": 1, "heuristic": "bald", "patch_size": [8, 8]})
+
+
+@pytest.mark.parametrize(
+    ("updates", "message"),
+    [
+        ({"n_data_to_label": 0}, "n_data_to_label must be >= 1, got 0"),
+        ({"mc_iters": 0}, "mc_iters must be >= 1, got 0"),
+        ({"precision": "fp8"}, "precision must be one of auto, bf16, fp32, got 'fp8'"),
+        ({"tag": "a/b"}, "tag must be letters, digits and . , = + - only"),
+        ({"strategy": "greedy"}, "unknown strategy 'greedy'; choose one of: topk"),
+        ({"reduction": "max"}, "unknown reduction 'max'; choose one of: mean"),
+        ({"model_selection": "best"}, "model_selection must be one of val, last, ema"),
+        ({"temperature": 0.0}, "temperature must be > 0, got 0.0"),
+        ({"augment_on": "gpu"}, "augment_on must be one of auto, loader, device, got 'gpu'"),
+        ({"topq_percent": 0.0}, "topq_percent must be in (0, 100], got 0.0"),
+        ({"dropout": 1.0}, "dropout must be in [0, 1), got 1.0"),
+        ({"region_size": [4, 64]}, "region_size must be [height, width] with both >= 8"),
+        ({"num_classes": 256, "dataset": "folder"}, "num_classes must be in [2, 255], got 256"),
+        ({"synthetic": True, "dataset": "folder"}, "synthetic generates a GlaS"),
+        ({"epochs": 2.5}, "epochs must be an integer"),
+    ],
+)
+def test_validate_refuses_a_bad_value_in_one_line(updates: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        validate(replace(ExperimentConfig(), **updates))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_validate_writes_back_the_canonical_heuristic() -> None:
+    assert validate(ExperimentConfig(heuristic="mc")).heuristic == "variance"
+    assert validate(ExperimentConfig(heuristic="bald")) == ExperimentConfig(heuristic="bald")
+
+
+def test_every_choice_default_is_one_of_its_choices() -> None:
+    for key, value in defaults().items():
+        allowed = choices(key)
+        assert not allowed or value in allowed, key

@@ -1,4 +1,4 @@
-"""Tests for utils.figures: each figure function writes one valid, non-empty PNG."""
+"""Tests for utils.loop.figures: each figure function writes one valid, non-empty PNG."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from utils.figures import draw_boxes, save_score_distribution, save_uncertainty_map
+from utils.loop.figures import draw_boxes, save_score_distribution, save_uncertainty_map
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

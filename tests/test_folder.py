@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from data.datasets import open_dataset
 from data.folder import index_folder, make_folder_splits, open_folder, save_png
 from data.glas import SPLITS, open_glas, read_grades, read_split
 from data.segmentation import DataError
 from tests.conftest import tiny_config
 from tests.test_active import expect_exit
-from utils.active_loop import ConfigError, open_dataset, run_active_learning, validate
-from utils.config import ExperimentConfig
+from utils.config import ConfigError, ExperimentConfig, validate
+from utils.loop.run import run_active_learning
 
 
 def glas_as_folder(glas: Path, splits: Path, out: Path) -> Path:

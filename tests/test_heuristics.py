@@ -10,7 +10,7 @@ import torch
 from baal.active.heuristics import BALD, Entropy
 
 from heuristics import ALIASES, HEURISTICS, PIXEL_MAPS, resolve_heuristic
-from heuristics.acquisition import select_for_labelling
+from heuristics.strategies import select_for_labelling
 from heuristics.uncertainty import border_distance_weight
 
 

@@ -8,7 +8,7 @@ from baal.bayesian.dropout import Dropout2d as MCDropout2d
 from torch import nn
 
 from models import UNet, mc_dropout_copy
-from utils.metrics import dice_score, soft_dice_loss
+from utils.loop.metrics import dice_score, soft_dice_loss
 
 
 @pytest.mark.parametrize("size", [(37, 53), (64, 64), (130, 97)])
@@ -71,7 +71,7 @@ def test_soft_dice_loss_golden_values() -> None:
 
 
 def test_mc_probabilities_match_sequential_passes() -> None:
-    from utils.inference import MCSettings, mc_mean_probabilities, mc_probabilities
+    from utils.loop.inference import MCSettings, mc_mean_probabilities, mc_probabilities
 
     torch.manual_seed(0)
     mc_model = mc_dropout_copy(UNet(base_width=4))
@@ -97,7 +97,7 @@ def test_mc_probabilities_match_sequential_passes() -> None:
 
 def test_batched_validation_equals_the_per_image_loss(synthetic_root) -> None:
     from data.glas import GlasDataset, ImageStore, read_split
-    from utils.training import validation_loss, validation_loss_batched
+    from utils.loop.training import validation_loss, validation_loss_batched
 
     store = ImageStore(synthetic_root / "GlaS", read_split(synthetic_root / "splits", "test"))
     sizes = {tuple(image.shape[-2:]) for image in store.images}

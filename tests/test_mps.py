@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.test_sweep import ROOT, demo_tokens, sweep_command
-from utils.mps import MPSError, mps_daemon
-from utils.sweep import Job
-from utils.sweep_local import run_local
+from utils.sweep.local import run_local
+from utils.sweep.mps import MPSError, mps_daemon
+from utils.sweep.plan import Job
 
 # Stands in for nvidia-cuda-mps-control: logs each call with the pipe folder it was given, and
 # with "done" once the file $FAKE_MPS_WATCH exists.

@@ -9,7 +9,7 @@ import pytest
 
 from active import ex
 from tests.conftest import tiny_config
-from utils.pixel_counts import PixelCountError, add_pixel_counts, main
+from utils.report.pixel_counts import PixelCountError, add_pixel_counts, main
 
 COUNTED = ("label_unit", "labelled_pixels", "labelled_fraction")
 

@@ -23,8 +23,8 @@ from heuristics.pixel_budget import most_that_fit, select_within_budget, take_wi
 from heuristics.reductions import REDUCTIONS, ReductionSettings
 from heuristics.strategies import STRATEGIES, Selection, Strategy
 from tests.conftest import spy_on_coreset, tiny_config
-from utils.metrics import soft_dice_loss
-from utils.report import main as report_main
+from utils.loop.metrics import soft_dice_loss
+from utils.report.summary import main as report_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -335,7 +335,7 @@ def test_report_refuses_image_runs_without_pixel_counts_next_to_region_runs(
     _write(tmp_path, "random", 0, [], [0.5, 0.6], "image")
     assert report_main([str(tmp_path)]) != 0
     err = capsys.readouterr().err
-    assert "random_0 has no labelled_fraction" in err and "utils.pixel_counts" in err
+    assert "random_0 has no labelled_fraction" in err and "utils.report.pixel_counts" in err
 
 
 @pytest.mark.parametrize(

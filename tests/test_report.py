@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from utils import report
-from utils.curve_stats import (
+from utils.report import summary as report
+from utils.report.stats import (
     aulc,
     holm_adjust,
     labels_to_reach,
@@ -27,8 +27,8 @@ from utils.curve_stats import (
     pairs_for_power,
     tost_paired,
 )
-from utils.report import main
-from utils.run_records import RunRecord, load_results
+from utils.report.summary import main
+from utils.runs.records import RunRecord, load_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

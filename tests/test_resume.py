@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import utils.active_loop
+import utils.loop.run
 from active import ex
 from tests.conftest import tiny_config
 from utils.io import atomic_save_json, atomic_write
-from utils.training import NonFiniteLossError
+from utils.loop.training import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def test_other_config_is_refused_unless_overwrite(
 
 
 def test_an_unreadable_state_is_refused_in_one_line_unless_overwrite(tmp_path: Path) -> None:
-    from utils.run_state import ResumeError, RunPaths, load_state
+    from utils.runs.state import ResumeError, RunPaths, load_state
 
     paths = RunPaths(tmp_path, "bald_0")
     paths.state.write_text('{"cycles_done": 1')  # cut off mid-write by another tool
@@ -143,7 +143,7 @@ def test_results_without_a_state_are_this_runs_only_if_their_record_says_so(
     tmp_path: Path,
 ) -> None:
     from utils.io import atomic_save_npy
-    from utils.run_state import ResumeError, RunPaths, load_state
+    from utils.runs.state import ResumeError, RunPaths, load_state
 
     paths = RunPaths(tmp_path, "bald_0")
     config = {"heuristic": "bald", "epochs": 2}
@@ -165,7 +165,7 @@ def test_nan_loss_stops_and_keeps_last_good_cycle(
     capsys: pytest.CaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_train = utils.active_loop.train_model
+    real_train = utils.loop.run.train_model
     calls = []
 
     def diverge_on_second_cycle(*args, **kwargs):
@@ -174,7 +174,7 @@ def test_nan_loss_stops_and_keeps_last_good_cycle(
             raise NonFiniteLossError("training loss became nan at epoch 1; lower lr")
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(utils.active_loop, "train_model", diverge_on_second_cycle)
+    monkeypatch.setattr(utils.loop.run, "train_model", diverge_on_second_cycle)
     config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, epochs=1)
     capsys.readouterr()
     with pytest.raises(SystemExit):
@@ -182,7 +182,7 @@ def test_nan_loss_stops_and_keeps_last_good_cycle(
     assert "error: training loss became nan" in capsys.readouterr().err
     assert cycles_done(tmp_path) == 1
     assert np.load(tmp_path / "bald_0.npy").shape == (1,)
-    monkeypatch.setattr(utils.active_loop, "train_model", real_train)
+    monkeypatch.setattr(utils.loop.run, "train_model", real_train)
     ex.run(config_updates=config)  # the same command resumes from the good cycle
     assert np.load(tmp_path / "bald_0.npy").shape == (3,)
 
@@ -211,9 +211,9 @@ def test_a_nan_validation_loss_stops_instead_of_keeping_untrained_weights(
     capsys: pytest.CaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import utils.training
+    import utils.loop.training
 
-    monkeypatch.setattr(utils.training, "validation_loss", lambda *args: float("nan"))
+    monkeypatch.setattr(utils.loop.training, "validation_loss", lambda *args: float("nan"))
     config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path)
     capsys.readouterr()
     with pytest.raises(SystemExit):

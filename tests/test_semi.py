@@ -14,9 +14,10 @@ from torch import nn
 
 from data.regions import IGNORE
 from tests.conftest import tiny_config
-from utils.active_loop import ConfigError, ExperimentConfig, run_active_learning, validate
-from utils.metrics import soft_dice_loss
-from utils.semi import (
+from utils.config import ConfigError, ExperimentConfig, validate
+from utils.loop.metrics import soft_dice_loss
+from utils.loop.run import run_active_learning
+from utils.loop.semi import (
     PoolCrops,
     PseudoLabelBank,
     TeacherOutput,

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.run_lock import run_lock
-from utils.sweep import SweepError, parse_config_tokens, parse_grid, plan_jobs
-from utils.sweep_slurm import make_executor, submission_error, submit
+from utils.runs.lock import run_lock
+from utils.sweep.plan import SweepError, parse_config_tokens, parse_grid, plan_jobs
+from utils.sweep.slurm import make_executor, submission_error, submit
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("bald_0", "bald_1", "random_0", "random_1")
@@ -132,7 +132,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_sweep(
 
 
 def _lock_held(path: Path) -> bool:
-    from utils.run_lock import is_locked
+    from utils.runs.lock import is_locked
 
     return is_locked(path) is not None
 

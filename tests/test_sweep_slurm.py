@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_sweep import demo_tokens, run_sweep, sweep_command
-from utils.sweep_local import available_cpus
+from utils.sweep.local import available_cpus
 
 pytestmark = pytest.mark.slurm
 

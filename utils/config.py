@@ -8,17 +8,57 @@ benches read their defaults from it, and docs/configuration.md's table is genera
 from __future__ import annotations
 
 import difflib
+import math
+import re
 import sys
-from collections.abc import Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
+from heuristics import resolve_heuristic
+from heuristics.reductions import resolve_reduction
+from heuristics.strategies import resolve_strategy
+from utils.errors import UserError
 
-def _key(default: Any, help: str) -> Any:
-    """A config field with its default and the one-line meaning shown in docs/configuration.md."""
+MAX_CLASSES = 255  # masks are kept as uint8
+MIN_PATCH_SIDE = 8
+# Result names are file names and sweep tags: no spaces, no slashes.
+TAG_PATTERN = re.compile(r"[A-Za-z0-9_.,=+-]*")
+
+
+class ConfigError(UserError, ValueError):
+    """An invalid config value, with a one-line message naming the key and the fix."""
+
+
+# A value's rule: a predicate and the words that complete "KEY must be ...".
+Rule = tuple[Callable[[Any], bool], str]
+
+
+def at_least(low: float) -> Rule:
+    return (lambda v: v >= low), f">= {low}"
+
+
+def above(low: float) -> Rule:
+    return (lambda v: v > low), f"> {low}"
+
+
+def fraction(high: float = 1) -> Rule:
+    return (lambda v: 0 <= v < high), f"in [0, {high})"
+
+
+def pair_of_at_least(low: int) -> Rule:
+    return (lambda v: len(v) == 2 and min(v) >= low), f"[height, width] with both >= {low}"
+
+
+def _key(
+    default: Any, help: str, *, choices: tuple[str, ...] = (), rule: Rule | None = None
+) -> Any:
+    """A config field: its default, the one-line meaning shown in docs/configuration.md, and
+    what ``validate`` accepts (``choices`` for a string, ``rule`` for a number or a list)."""
+    metadata = {"help": help, "choices": choices, "rule": rule}
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -30,6 +70,7 @@ class ExperimentConfig:
         "glas",
         "`glas` (GlaS as distributed) or `folder` (`images/`, `masks/`, optional `groups.csv`; "
         "docs/data.md, 'Your own images')",
+        choices=("glas", "folder"),
     )
     data_path: str = _key(
         "data/GlaS", "folder with the GlaS BMPs and `Grade.csv`, or the `dataset=folder` folder"
@@ -42,6 +83,7 @@ class ExperimentConfig:
     mask_kind: str = _key(
         "class",
         "`dataset=folder`: masks hold `class` indices 0..C-1, or `instance` ids (foreground)",
+        choices=("class", "instance"),
     )
     synthetic: bool = _key(
         False, "generate a synthetic GlaS and its splits at `data_path` when absent"
@@ -52,30 +94,52 @@ class ExperimentConfig:
         0.0,
         "share of synthetic train images in a rare tissue style (half the test images get it "
         "when > 0); 0 keeps the data bitwise as before",
+        rule=fraction(),
     )
     image_scale: float = _key(
         1.0,
         "resize images and masks at load time (0.5 or 0.25 for CPU runs); the smallest image must "
         "keep 32 pixels a side",
+        rule=above(0),
     )
-    patch_size: list[int] = _key([416, 416], "training crop, shrunk to fit the smallest image")
-    batch_size: int = _key(16, "training patches per step")
-    n_label_start: int = _key(4, "initially labelled images, balanced benign / malignant")
-    epochs: int = _key(60, "training epochs per cycle")
-    al_cycles: int = _key(15, "acquisition cycles after the initial training")
-    n_data_to_label: int = _key(1, "images labelled per cycle (per grade with `balance_al`)")
+    patch_size: list[int] = _key(
+        [416, 416],
+        "training crop, shrunk to fit the smallest image",
+        rule=pair_of_at_least(MIN_PATCH_SIDE),
+    )
+    batch_size: int = _key(16, "training patches per step", rule=at_least(1))
+    n_label_start: int = _key(
+        4, "initially labelled images, balanced benign / malignant", rule=at_least(1)
+    )
+    epochs: int = _key(60, "training epochs per cycle", rule=at_least(1))
+    al_cycles: int = _key(15, "acquisition cycles after the initial training", rule=at_least(0))
+    n_data_to_label: int = _key(
+        1, "images labelled per cycle (per grade with `balance_al`)", rule=at_least(1)
+    )
     n_suggest: int = _key(
-        8, "`active.py suggest`: images to suggest (with `label_unit=region`: regions' worth)"
+        8,
+        "`active.py suggest`: images to suggest (with `label_unit=region`: regions' worth)",
+        rule=at_least(1),
     )
-    mc_iters: int = _key(20, "MC-dropout samples for acquisition and test-time averaging")
+    mc_iters: int = _key(
+        20, "MC-dropout samples for acquisition and test-time averaging", rule=at_least(1)
+    )
     mc_samples_per_pass: int = _key(
-        0, "MC samples stacked in one forward pass; 0 = auto: 1 on a CPU, 10 on a GPU"
+        0,
+        "MC samples stacked in one forward pass; 0 = auto: 1 on a CPU, 10 on a GPU",
+        rule=at_least(0),
     )
     heuristic: str = _key("bald", "acquisition heuristic, see the table above")
     reduction: str = _key("mean", "pixel map -> image score: `mean`, `topq`, `foreground`")
-    topq_percent: float = _key(10.0, "`topq`: mean of this share (%) of the most uncertain pixels")
+    topq_percent: float = _key(
+        10.0,
+        "`topq`: mean of this share (%) of the most uncertain pixels",
+        rule=((lambda v: 0 < v <= 100), "in (0, 100]"),
+    )
     foreground_band: int = _key(
-        16, "`foreground`: band around predicted glands, in full-resolution pixels"
+        16,
+        "`foreground`: band around predicted glands, in full-resolution pixels",
+        rule=at_least(0),
     )
     strategy: str = _key(
         "topk",
@@ -83,45 +147,61 @@ class ExperimentConfig:
         "`stratified_power`, `suggestive`, `coreset`",
     )
     temperature: float = _key(
-        1.0, "`power`, `softmax`, `softrank`, `stratified_power`: sampling temperature 1/beta"
+        1.0,
+        "`power`, `softmax`, `softrank`, `stratified_power`: sampling temperature 1/beta",
+        rule=above(0),
     )
     suggestive_factor: int = _key(
-        2, "`suggestive`: candidates per pick, taken by uncertainty before max-cover"
+        2,
+        "`suggestive`: candidates per pick, taken by uncertainty before max-cover",
+        rule=at_least(1),
     )
     label_unit: str = _key(
         "image",
         "what a pathologist labels: `image` (whole images) or `region` (tiles of `region_size`; "
         "a cycle spends the pixels of `n_data_to_label` average images per grade)",
+        choices=("image", "region"),
     )
     region_size: list[int] = _key(
-        [128, 128], "`region`: tile `[height, width]` at full resolution, scaled by `image_scale`"
+        [128, 128],
+        "`region`: tile `[height, width]` at full resolution, scaled by `image_scale`",
+        rule=pair_of_at_least(MIN_PATCH_SIDE),
     )
     region_shape: str = _key(
         "tile",
         "`region`: `tile` (the grid of `region_size`) or `superpixel` (SLIC segments of about "
         "that area, which follow tissue boundaries)",
+        choices=("tile", "superpixel"),
     )
     model_selection: str = _key(
         "val",
         "`val`: weights of the best validation loss; `last`: last epoch; `ema`: exponential "
         "moving average of the weights (`ema_decay`); the last two read no validation labels",
+        choices=("val", "last", "ema"),
     )
     ema_decay: float = _key(
-        0.99, "`ema` and `mean_teacher`: EMA decay per step (Tarvainen & Valpola 2017; UA-MT)"
+        0.99,
+        "`ema` and `mean_teacher`: EMA decay per step (Tarvainen & Valpola 2017; UA-MT)",
+        rule=fraction(),
     )
     semi: str = _key(
         "none",
         "learn from the unlabelled pool too: `none`, `pseudo` (confident MC-dropout "
         "pseudo-labels, CEAL) or `mean_teacher` (uncertainty-masked consistency, UA-MT)",
+        choices=("none", "pseudo", "mean_teacher"),
     )
     pseudo_threshold: float = _key(
         0.005,
         "`pseudo`: a pool pixel gets a label when the entropy of its MC-mean prediction is "
         "below this (nats; CEAL's initial threshold)",
     )
-    pseudo_weight: float = _key(1.0, "`pseudo`: weight of the pseudo-labelled loss (CEAL: 1)")
+    pseudo_weight: float = _key(
+        1.0, "`pseudo`: weight of the pseudo-labelled loss (CEAL: 1)", rule=at_least(0)
+    )
     consistency_weight: float = _key(
-        0.1, "`mean_teacher`: final weight of the consistency loss, ramped up (UA-MT: 0.1)"
+        0.1,
+        "`mean_teacher`: final weight of the consistency loss, ramped up (UA-MT: 0.1)",
+        rule=at_least(0),
     )
     run: int = _key(0, "run index; fixes all seeds")
     seed: int = _key(0, "Sacred's seed; `active.py` ties it to `run`")
@@ -130,10 +210,16 @@ class ExperimentConfig:
         "",
         "extra part of the result names, `{heuristic}@{tag}_{run}`; `sweep.py --grid` sets it to "
         "the swept values",
+        rule=(
+            lambda v: TAG_PATTERN.fullmatch(v) is not None,
+            "letters, digits and . , = + - only (no spaces or slashes)",
+        ),
     )
     balance_al: bool = _key(True, "acquire `n_data_to_label` of each grade per cycle")
     num_classes: int = _key(
-        2, "background and gland; `dataset=folder` with class masks: background + classes"
+        2,
+        "background and gland; `dataset=folder` with class masks: background + classes",
+        rule=((lambda v: 2 <= v <= MAX_CLASSES), f"in [2, {MAX_CLASSES}]"),
     )
     lr: float = _key(0.1, "SGD learning rate")
     momentum: float = _key(0.9, "SGD momentum")
@@ -141,15 +227,18 @@ class ExperimentConfig:
     weight_decay: float = _key(1e-4, "SGD L2 weight decay")
     lr_step_size: int = _key(40, "epochs between learning-rate decays (`StepLR`)")
     lr_gamma: float = _key(0.1, "learning-rate factor at each decay")
-    dropout: float = _key(0.1, "dropout after every UNet block")
+    dropout: float = _key(0.1, "dropout after every UNet block", rule=fraction())
     base_width: int = _key(16, "UNet channels at full resolution (doubled at each of 5 levels)")
     device: str = _key("auto", "`auto` (CUDA when available), `cpu`, `cuda`, `cuda:N`")
-    precision: str = _key("auto", "`auto` (bf16 where supported), `bf16`, `fp32`")
+    precision: str = _key(
+        "auto", "`auto` (bf16 where supported), `bf16`, `fp32`", choices=("auto", "bf16", "fp32")
+    )
     num_workers: int = _key(0, "DataLoader workers for training augmentation")
     augment_on: str = _key(
         "auto",
         "where training batches are augmented: `loader` (CPU workers), `device` (in batches on "
         "the GPU), `auto` (device on a GPU, loader on a CPU)",
+        choices=("auto", "loader", "device"),
     )
     full_supervision: bool = _key(
         False, "train once on the whole train split, write `full_{run}.*`"
@@ -224,6 +313,56 @@ def check_config(values: Mapping[str, Any]) -> None:
         description, fits = _kind(known[key])
         if not fits(value):
             raise ValueError(f"{key} must be {description} (default {known[key]!r}), got {value!r}")
+
+
+def choices(key: str) -> tuple[str, ...]:
+    """The values ``key`` accepts, as its field declares them."""
+    return next(f.metadata["choices"] for f in fields(ExperimentConfig) if f.name == key)
+
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Refuse, in one line, a value that would only fail later; return the config with the
+    heuristic's canonical name (an alias such as ``mc`` becomes ``variance``)."""
+    try:
+        check_config(asdict(cfg))
+        heuristic = resolve_heuristic(cfg.heuristic)
+        resolve_strategy(cfg.strategy)
+        resolve_reduction(cfg.reduction)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        allowed, rule = f.metadata["choices"], f.metadata["rule"]
+        if allowed and value not in allowed:
+            raise ConfigError(f"{f.name} must be one of {', '.join(allowed)}, got {value!r}")
+        if rule is not None and not rule[0](value):
+            raise ConfigError(f"{f.name} must be {rule[1]}, got {value!r}")
+    max_entropy = math.log(cfg.num_classes)
+    across_keys = [
+        (
+            cfg.num_classes == 2 or cfg.dataset == "folder",
+            "num_classes must be 2 (gland vs background) for GlaS; more classes need "
+            "dataset=folder with class masks",
+        ),
+        (
+            cfg.num_classes == 2 or cfg.mask_kind == "class",
+            f"mask_kind=instance gives two classes (background, foreground); set num_classes=2, "
+            f"got {cfg.num_classes}",
+        ),
+        (
+            not cfg.synthetic or cfg.dataset == "glas",
+            "synthetic generates a GlaS; use it with dataset=glas",
+        ),
+        (
+            0 < cfg.pseudo_threshold <= max_entropy,
+            f"pseudo_threshold must be in (0, ln(num_classes) = {max_entropy:.3f}] nats, got "
+            f"{cfg.pseudo_threshold}",
+        ),
+    ]
+    for ok, message in across_keys:
+        if not ok:
+            raise ConfigError(message)
+    return replace(cfg, heuristic=heuristic)
 
 
 def _markdown_value(value: Any) -> str:

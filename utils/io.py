@@ -8,9 +8,14 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FIGURE_DPI = 120
 
 
 def _default_file_mode() -> int:
@@ -60,3 +65,14 @@ def atomic_save_npy(path: str | Path, array: np.ndarray) -> Path:
     buffer = io.BytesIO()
     np.save(buffer, np.asarray(array))
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = FIGURE_DPI) -> Path:
+    """Save ``fig`` as a PNG at ``path`` atomically, close it and return the path."""
+    import matplotlib.pyplot as plt  # the caller drew with it, so it is loaded already
+
+    try:
+        # The temporary name ends in .tmp, so the format cannot be inferred from it.
+        return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi))
+    finally:
+        plt.close(fig)

@@ -34,7 +34,8 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from utils.curve_stats import (  # noqa: E402
+from utils.io import atomic_write_text, save_figure  # noqa: E402
+from utils.report.stats import (  # noqa: E402
     MIN_WILCOXON_PAIRS,
     aulc,
     holm_adjust,
@@ -49,9 +50,7 @@ from utils.curve_stats import (  # noqa: E402
     pixels_to_reach,
     tost_paired,
 )
-from utils.figures import save_figure  # noqa: E402
-from utils.io import atomic_write_text  # noqa: E402
-from utils.run_records import ReportError, RunRecord, folder_paths, load_results  # noqa: E402
+from utils.runs.records import ReportError, RunRecord, folder_paths, load_results  # noqa: E402
 
 __all__ = [
     "CSV_COLUMNS",
@@ -191,7 +190,7 @@ def axis(record: RunRecord, pixel_axis: bool) -> np.ndarray:
     if record.labelled_fraction is None:
         raise ReportError(
             f"{record.heuristic}_{record.run} has no labelled_fraction, needed to compare it with "
-            "region runs; add it with python -m utils.pixel_counts RESULTS_DIR"
+            "region runs; add it with python -m utils.report.pixel_counts RESULTS_DIR"
         )
     return record.labelled_fraction
 
@@ -767,7 +766,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in written:
         print(path)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,12 +6,11 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,55 +18,36 @@ import numpy as np
 import torch
 from baal.active import ActiveLearningDataset
 
-from data.create_splits import write_splits
+from data.datasets import open_dataset
 from data.device_augment import DeviceAugmenter
-from data.folder import MASK_KINDS, open_folder
-from data.glas import open_glas, split_csv_path
-from data.partial_masks import PartialMaskDataset
 from data.regions import RegionLabels, superpixel_segments
 from data.segmentation import (
     SPLITS,
     DataError,
     ImageStore,
-    SegmentationData,
     SegmentationDataset,
 )
-from data.synthetic import generate_synthetic_glas
 from data.transforms import effective_patch_size, train_transform
-from heuristics import RANDOM, resolve_heuristic
-from heuristics.reductions import ReductionSettings, resolve_reduction
-from heuristics.strategies import resolve_strategy
+from heuristics.strategies import initial_labelled
 from models import UNet, mc_dropout_copy
-from utils.acquisition import AcquisitionContext, acquire, acquire_regions
-from utils.config import ExperimentConfig, check_config
-from utils.device import pick_device, resolve_precision, samples_per_pass
-from utils.errors import UserError
-from utils.inference import MCSettings, evaluate_bma
-from utils.io import atomic_save_json
-from utils.run_lock import run_lock, waiting_lock
-from utils.run_state import (
-    TAG_PATTERN,
+from utils.config import ConfigError, ExperimentConfig, validate
+from utils.loop.acquisition import AcquisitionSettings, acquire
+from utils.loop.device import pick_device, resolve_precision, samples_per_pass
+from utils.loop.inference import MCSettings, evaluate_bma
+from utils.loop.semi import PoolCrops, PseudoLabelBank
+from utils.loop.training import SemiTraining, TrainSettings, train_model
+from utils.loop.units import ImageUnit, LabellingUnit, RegionUnit
+from utils.runs.lock import run_lock
+from utils.runs.state import (
     History,
     ResumeError,
     RunPaths,
     RunState,
-    jsonable,
     load_state,
-    result_name,
+    run_paths,
+    run_record_config,
     save_cycle,
 )
-from utils.semi import SEMI_METHODS, PoolCrops, PseudoLabelBank
-from utils.training import SemiTraining, TrainSettings, train_model
-
-FULL_SUPERVISION_NAME = "full"
-MODEL_SELECTIONS = ("val", "last", "ema")
-DATASETS = ("glas", "folder")
-MAX_CLASSES = 255  # masks are kept as uint8
-
-
-class ConfigError(UserError, ValueError):
-    """An invalid config value, with a one-line message naming the key and the fix."""
-
 
 Logger = Callable[[str, float, int], None]
 ArtifactSink = Callable[[Path], None]
@@ -75,123 +55,6 @@ ArtifactSink = Callable[[Path], None]
 
 def _say(message: str) -> None:
     print(message, flush=True)
-
-
-def validate(cfg: ExperimentConfig) -> str:
-    """Check values that would only fail later; return the canonical heuristic name."""
-    try:
-        check_config(asdict(cfg))
-        heuristic = resolve_heuristic(cfg.heuristic)
-        resolve_strategy(cfg.strategy)
-        resolve_reduction(cfg.reduction)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-    checks = [
-        (cfg.n_data_to_label >= 1, f"n_data_to_label must be >= 1, got {cfg.n_data_to_label}"),
-        (cfg.n_label_start >= 1, f"n_label_start must be >= 1, got {cfg.n_label_start}"),
-        (
-            cfg.mc_iters >= 1,
-            f"mc_iters must be >= 1 (MC samples for test-time averaging and for {heuristic}), "
-            f"got {cfg.mc_iters}",
-        ),
-        (cfg.mc_samples_per_pass >= 0, "mc_samples_per_pass must be >= 0 (0 = auto)"),
-        (cfg.epochs >= 1, f"epochs must be >= 1, got {cfg.epochs}"),
-        (cfg.al_cycles >= 0, f"al_cycles must be >= 0, got {cfg.al_cycles}"),
-        (cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"),
-        (cfg.image_scale > 0, f"image_scale must be > 0, got {cfg.image_scale}"),
-        (
-            TAG_PATTERN.fullmatch(cfg.tag) is not None,
-            f"tag may hold only letters, digits and . , = + - (no spaces or slashes), got "
-            f"{cfg.tag!r}",
-        ),
-        (
-            len(cfg.patch_size) == 2 and min(cfg.patch_size) >= 8,
-            f"patch_size must be [height, width] with both >= 8, got {cfg.patch_size}",
-        ),
-        (
-            cfg.dataset in DATASETS,
-            f"dataset must be one of {', '.join(DATASETS)}, got {cfg.dataset!r}",
-        ),
-        (
-            cfg.mask_kind in MASK_KINDS,
-            f"mask_kind must be one of {', '.join(MASK_KINDS)}, got {cfg.mask_kind!r}",
-        ),
-        (
-            cfg.num_classes == 2 or cfg.dataset == "folder",
-            "num_classes must be 2 (gland vs background) for GlaS; more classes need "
-            "dataset=folder with class masks",
-        ),
-        (
-            2 <= cfg.num_classes <= MAX_CLASSES,
-            f"num_classes must be in [2, {MAX_CLASSES}] (background and at least one class), got "
-            f"{cfg.num_classes}",
-        ),
-        (
-            cfg.num_classes == 2 or cfg.mask_kind == "class",
-            f"mask_kind=instance gives two classes (background, foreground); set num_classes=2, "
-            f"got {cfg.num_classes}",
-        ),
-        (
-            not cfg.synthetic or cfg.dataset == "glas",
-            "synthetic generates a GlaS; use it with dataset=glas",
-        ),
-        (0.0 <= cfg.dropout < 1.0, f"dropout must be in [0, 1), got {cfg.dropout}"),
-        (cfg.precision in ("auto", "bf16", "fp32"), "precision must be auto, bf16 or fp32"),
-        (
-            cfg.label_unit in ("image", "region"),
-            f"label_unit must be image or region, got {cfg.label_unit!r}",
-        ),
-        (
-            cfg.region_shape in ("tile", "superpixel"),
-            f"region_shape must be tile or superpixel, got {cfg.region_shape!r}",
-        ),
-        (
-            len(cfg.region_size) == 2 and min(cfg.region_size) >= 8,
-            f"region_size must be [height, width] with both >= 8, got {cfg.region_size}",
-        ),
-        (
-            cfg.augment_on in ("auto", "loader", "device"),
-            f"augment_on must be auto, loader or device, got {cfg.augment_on!r}",
-        ),
-        (
-            cfg.model_selection in MODEL_SELECTIONS,
-            f"model_selection must be one of {', '.join(MODEL_SELECTIONS)}, got "
-            f"{cfg.model_selection!r}",
-        ),
-        (
-            0 < cfg.topq_percent <= 100,
-            f"topq_percent must be in (0, 100], got {cfg.topq_percent}",
-        ),
-        (cfg.foreground_band >= 0, f"foreground_band must be >= 0, got {cfg.foreground_band}"),
-        (cfg.temperature > 0, f"temperature must be > 0, got {cfg.temperature}"),
-        (
-            cfg.suggestive_factor >= 1,
-            f"suggestive_factor must be >= 1, got {cfg.suggestive_factor}",
-        ),
-        (
-            0 <= cfg.synthetic_rare_fraction < 1,
-            f"synthetic_rare_fraction must be in [0, 1), got {cfg.synthetic_rare_fraction}",
-        ),
-        (
-            cfg.semi in SEMI_METHODS,
-            f"semi must be one of {', '.join(SEMI_METHODS)}, got {cfg.semi!r}",
-        ),
-        (
-            0 < cfg.pseudo_threshold <= math.log(max(cfg.num_classes, 2)),
-            f"pseudo_threshold must be in (0, ln(num_classes) = "
-            f"{math.log(max(cfg.num_classes, 2)):.3f}] nats, got {cfg.pseudo_threshold}",
-        ),
-        (cfg.pseudo_weight >= 0, f"pseudo_weight must be >= 0, got {cfg.pseudo_weight}"),
-        (
-            cfg.consistency_weight >= 0,
-            f"consistency_weight must be >= 0, got {cfg.consistency_weight}",
-        ),
-        (0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1), got {cfg.ema_decay}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise ConfigError(message)
-    return heuristic
 
 
 def region_tile(cfg: ExperimentConfig, store: ImageStore) -> tuple[int, int]:
@@ -223,57 +86,6 @@ def check_scaled_size(stores: dict[str, ImageStore], image_scale: float) -> None
         )
 
 
-def prepare_synthetic(cfg: ExperimentConfig) -> None:
-    """Generate the demo's synthetic GlaS and its splits where they are absent.
-
-    Runs of a sweep start together; a lock beside the data folder makes the first one generate
-    and the others wait for it instead of reading half-written files.
-    """
-    data_path = Path(cfg.data_path)
-    with waiting_lock(data_path.parent / f".{data_path.name}.lock"):
-        _prepare_synthetic(cfg, data_path)
-
-
-def _prepare_synthetic(cfg: ExperimentConfig, data_path: Path) -> None:
-    height, width = cfg.synthetic_size
-    n_train, n_test_a, n_test_b = cfg.synthetic_counts
-    settings = {
-        "n_train": n_train,
-        "n_test_a": n_test_a,
-        "n_test_b": n_test_b,
-        "height": height,
-        "width": width,
-        "seed": 0,
-        "rare_fraction": cfg.synthetic_rare_fraction,
-    }
-    manifest = data_path / "synthetic.json"
-    if not (data_path / "Grade.csv").exists():
-        generate_synthetic_glas(data_path, **settings)
-        atomic_save_json(manifest, settings)
-        _say(f"generated synthetic GlaS in {data_path}")
-    elif manifest.exists() and json.loads(manifest.read_text()) != settings:
-        raise ConfigError(
-            f"{data_path} holds a synthetic GlaS generated with other settings "
-            f"({manifest.read_text().strip()}); delete it or choose another data_path"
-        )
-    if not all(split_csv_path(cfg.splits_path, s).exists() for s in SPLITS):
-        write_splits(data_path, cfg.splits_path, seed=0)
-        _say(f"wrote splits to {cfg.splits_path}")
-
-
-def initial_labelled(grades: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` train indices balanced over benign / malignant, drawn with the run's generator."""
-    classes = np.unique(grades)
-    chosen: list[int] = []
-    for i, c in enumerate(classes):
-        share = n // len(classes) + (1 if i < n % len(classes) else 0)
-        members = np.flatnonzero(grades == c)
-        chosen += rng.choice(members, min(share, len(members)), replace=False).tolist()
-    rest = np.setdiff1d(np.arange(len(grades)), chosen)
-    chosen += rng.choice(rest, n - len(chosen), replace=False).tolist()
-    return np.array(sorted(chosen))
-
-
 def seed_cycle(run: int, cycle: int) -> torch.Generator:
     """Seed every generator from (run, cycle) alone, so a resumed cycle replays exactly."""
     seed = run * 100_003 + cycle
@@ -291,34 +103,11 @@ def run_active_learning(
     The run holds an OS lock on ``{stem}.lock`` throughout, so a second process on the same run
     is refused (``RunLockedError``) instead of writing the same files.
     """
-    heuristic = validate(cfg)
-    paths = run_paths(cfg, heuristic)
+    cfg = validate(cfg)
+    paths = run_paths(cfg)
     make_results_dir(paths.results_dir)
     with run_lock(paths.lock):
-        return _run_locked(cfg, heuristic, paths, log_scalar, add_artifact)
-
-
-def run_paths(cfg: ExperimentConfig, heuristic: str) -> RunPaths:
-    """Where the run with this (validated) config keeps its files."""
-    config = run_record_config(cfg, heuristic)
-    return RunPaths(Path(cfg.results_dir), f"{result_name(config)}_{cfg.run}")
-
-
-def run_record_config(cfg: ExperimentConfig, heuristic: str) -> dict[str, Any]:
-    """The config as the run's state and record keep it: canonical names, JSON types.
-
-    Random selection is one thing however it is asked for (``heuristic=random`` or
-    ``strategy=random``), so it is recorded as heuristic and strategy ``random`` with the default
-    reduction: a sweep over strategies then shares one ``random_{run}`` baseline.
-    """
-    config = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-    if cfg.full_supervision:
-        config["heuristic"] = FULL_SUPERVISION_NAME
-    elif heuristic == RANDOM or cfg.strategy == RANDOM:
-        config.update(heuristic=RANDOM, strategy=RANDOM, reduction="mean")
-    else:
-        config["heuristic"] = heuristic
-    return jsonable(config)
+        return _run_locked(cfg, paths, log_scalar, add_artifact)
 
 
 def make_results_dir(results_dir: Path) -> None:
@@ -340,8 +129,7 @@ class RunSetup:
     step. Built from the config alone, so a resumed run rebuilds the same one."""
 
     stores: dict[str, ImageStore]  # split -> images; "val" only with model_selection=val
-    regions: RegionLabels | None  # None when labelling whole images
-    al_set: ActiveLearningDataset
+    unit: LabellingUnit  # whole images or regions: the pool state
     val_set: SegmentationDataset | None
     test_set: SegmentationDataset
     class_names: tuple[str, ...]  # background first
@@ -352,7 +140,7 @@ class RunSetup:
     amp_dtype: torch.dtype | None
     train_settings: TrainSettings
     mc_settings: MCSettings
-    context: AcquisitionContext
+    acquisition: AcquisitionSettings
     pseudo: PseudoLabelBank | None = None  # semi=pseudo: the last acquisition pass's labels
 
     @property
@@ -377,12 +165,11 @@ class CycleResult:
 
 def _run_locked(
     cfg: ExperimentConfig,
-    heuristic: str,
     paths: RunPaths,
     log_scalar: Logger,
     add_artifact: ArtifactSink,
 ) -> np.ndarray:
-    config = run_record_config(cfg, heuristic)
+    config = run_record_config(cfg)
     state = load_state(paths, config, cfg.overwrite)
     if state is not None and state.finished:
         _say(f"{paths.stem} is already complete in {paths.results_dir}: {paths.npy}")
@@ -404,7 +191,7 @@ def _run_locked(
 
     last_cycle = 0 if cfg.full_supervision else cfg.al_cycles
     for cycle in range(state.cycles_done, last_cycle + 1):
-        result = run_cycle(cfg, heuristic, setup, cycle, last_cycle, log_scalar)
+        result = run_cycle(cfg, setup, cycle, last_cycle, log_scalar)
         record_cycle(state, result, setup)
         state.cycles_done, state.finished = cycle + 1, result.finished
         if setup.pseudo is not None and not result.finished:
@@ -412,7 +199,7 @@ def _run_locked(
         save_cycle(paths, state)
         if setup.pseudo is not None:
             paths.pseudo_labels(cycle - 1).unlink(missing_ok=True)
-        _say(cycle_summary(cycle, result, regions=setup.regions is not None))
+        _say(cycle_summary(cycle, result, setup.unit))
         if result.finished:
             break
 
@@ -437,18 +224,16 @@ def build_run(cfg: ExperimentConfig, paths: RunPaths) -> RunSetup:
     stores = {s: data.store(s, cfg.image_scale) for s in splits}
     check_scaled_size(stores, cfg.image_scale)
     patch = effective_patch_size(tuple(cfg.patch_size), stores["train"].min_size)
-    regions = make_regions(cfg, stores["train"]) if cfg.label_unit == "region" else None
-
     train_set = SegmentationDataset(stores["train"], train_transform(patch))
     al_set = ActiveLearningDataset(train_set, pool_specifics={"transform": None})
+    unit = make_unit(cfg, stores["train"], al_set)
     # The model's initial weights depend on the run alone, and every cycle starts from them.
     torch.manual_seed(cfg.run)
     model = UNet(3, cfg.num_classes, cfg.base_width, dropout=cfg.dropout)
     model = model.to(device, memory_format=torch.channels_last)
     return RunSetup(
         stores=stores,
-        regions=regions,
-        al_set=al_set,
+        unit=unit,
         val_set=SegmentationDataset(stores["val"]) if "val" in stores else None,
         test_set=SegmentationDataset(stores["test"]),
         class_names=data.class_names,
@@ -461,32 +246,19 @@ def build_run(cfg: ExperimentConfig, paths: RunPaths) -> RunSetup:
         mc_settings=MCSettings(
             cfg.mc_iters, samples_per_pass(cfg.mc_samples_per_pass, device), device, amp_dtype
         ),
-        context=AcquisitionContext(
-            store=stores["train"],
-            device=device,
-            amp_dtype=amp_dtype,
-            reduction_settings=ReductionSettings(
-                topq_percent=cfg.topq_percent,
-                foreground_band=round(cfg.foreground_band * cfg.image_scale),
-            ),
-            maps_dir=paths.results_dir / "maps" / paths.stem,
+        acquisition=AcquisitionSettings.from_config(
+            cfg, device, amp_dtype, paths.results_dir / "maps" / paths.stem
         ),
         pseudo=PseudoLabelBank(cfg.pseudo_threshold) if cfg.semi == "pseudo" else None,
     )
 
 
-def open_dataset(cfg: ExperimentConfig, splits: tuple[str, ...]) -> SegmentationData:
-    """The configured dataset with the rows of ``splits``; DataError, with instructions, when
-    it is not there. A folder's splits live in ``DATA_PATH/splits`` unless ``splits_path`` is
-    set, and are written there first when absent."""
-    if cfg.dataset == "folder":
-        splits_path = cfg.splits_path
-        if splits_path == ExperimentConfig().splits_path:  # GlaS's: not this folder's
-            splits_path = str(Path(cfg.data_path) / "splits")
-        return open_folder(cfg.data_path, splits_path, cfg.num_classes, cfg.mask_kind)
-    if cfg.synthetic:
-        prepare_synthetic(cfg)
-    return open_glas(cfg.data_path, cfg.splits_path, splits)
+def make_unit(
+    cfg: ExperimentConfig, store: ImageStore, al_set: ActiveLearningDataset
+) -> LabellingUnit:
+    if cfg.label_unit == "region":
+        return RegionUnit(store, al_set, make_regions(cfg, store), cfg.n_data_to_label)
+    return ImageUnit(store, al_set, cfg.n_data_to_label)
 
 
 def make_regions(cfg: ExperimentConfig, store: ImageStore) -> RegionLabels:
@@ -518,22 +290,19 @@ def start_state(
 ) -> RunState:
     """Label the run's first images (all of them under full supervision)."""
     state = RunState(config=config, labelled_map=[], history=History(), validation_images=n_val)
-    al_set, regions = setup.al_set, setup.regions
+    al_set = setup.unit.al_set
     if cfg.full_supervision:
         al_set.label(list(range(len(setup.train_store))))
     else:
         rng = np.random.default_rng(cfg.run)
         al_set.label(initial_labelled(setup.train_store.labels, cfg.n_label_start, rng).tolist())
-    if regions is not None:  # both units start from the same whole images
-        for image in np.flatnonzero(al_set.labelled):
-            regions.label_image(int(image))
-        state.regions_digest = regions.digest()
+    setup.unit.start()
     return state
 
 
 def restore_state(state: RunState, setup: RunSetup, paths: RunPaths) -> None:
     """Put back what an interrupted run had labelled, and the pool's pseudo-labels."""
-    setup.al_set.labelled_map = np.asarray(state.labelled_map, dtype=int)
+    setup.unit.al_set.labelled_map = np.asarray(state.labelled_map, dtype=int)
     if setup.pseudo is not None:
         path = paths.pseudo_labels(state.cycles_done - 1)
         if not path.exists():
@@ -542,21 +311,11 @@ def restore_state(state: RunState, setup: RunSetup, paths: RunPaths) -> None:
                 "missing; restore it, or pass overwrite=True to start afresh"
             )
         setup.pseudo.load(path)
-    regions = setup.regions
-    if regions is None:
-        return
-    if state.regions_digest != regions.digest():
-        raise ResumeError(
-            f"{paths.stem}: the superpixels differ from those the interrupted run "
-            "labelled (another scikit-image version?); resume where it ran, or pass "
-            "overwrite=True to start afresh"
-        )
-    regions.restore(state.labelled_regions, setup.train_store.names)
+    setup.unit.restore(state, paths.stem)
 
 
 def run_cycle(
     cfg: ExperimentConfig,
-    heuristic: str,
     setup: RunSetup,
     cycle: int,
     last_cycle: int,
@@ -566,22 +325,13 @@ def run_cycle(
     last cycle or the pool is empty."""
     started = time.perf_counter()
     generator = seed_cycle(cfg.run, cycle)
-    model, al_set, regions, store = setup.model, setup.al_set, setup.regions, setup.train_store
+    model, unit = setup.model, setup.unit
     model.load_state_dict(setup.initial_weights)
-    if regions is None:
-        n_labelled = int(al_set.n_labelled)
-        labelled_pixels = int(store.pixels[al_set.labelled].sum())
-        training_data = al_set
-    else:
-        n_labelled = len(regions.images_with_labels())
-        labelled_pixels = regions.labelled_pixels()
-        mean_image_pixels = int(store.pixels.sum()) / len(store)
-        training_data = PartialMaskDataset(
-            store, regions, setup.patch, train_transform(setup.patch, crop=False), mean_image_pixels
-        )
+    n_labelled = unit.n_labelled()
+    labelled_pixels = unit.labelled_pixels()
     train_info = train_model(
         model,
-        training_data,
+        unit.training_data(setup.patch),
         setup.val_set,
         setup.train_settings,
         setup.device,
@@ -608,18 +358,15 @@ def run_cycle(
         log_scalar("best_val_loss", train_info["best_val_loss"], cycle)
 
     tested = time.perf_counter()
-    pool_left = int(al_set.n_unlabelled) if regions is None else len(regions.pool())
-    finished = cycle == last_cycle or pool_left == 0
+    finished = cycle == last_cycle or not unit.pool()
     on_probs = None
     if setup.pseudo is not None and not finished:
         setup.pseudo.clear()
         on_probs = setup.pseudo.add
-    if finished:
-        acquired = []
-    else:
-        step, pool = (acquire, al_set) if regions is None else (acquire_regions, regions)
-        acquired = step(
-            cfg, heuristic, pool, setup.context, model, mc_model, setup.mc_settings, cycle, on_probs
+    acquired = []
+    if not finished:
+        acquired = acquire(
+            unit, setup.acquisition, model, mc_model, setup.mc_settings, cycle, on_probs
         )
     now = time.perf_counter()
     return CycleResult(
@@ -647,30 +394,16 @@ def semi_training(cfg: ExperimentConfig, setup: RunSetup) -> SemiTraining | None
     too."""
     if cfg.semi == "none":
         return None
-    store, regions, al_set = setup.train_store, setup.regions, setup.al_set
+    store, unit = setup.train_store, setup.unit
     transform = train_transform(setup.patch)
     if cfg.semi == "pseudo":
-
-        def annotated(image: int) -> torch.Tensor | None:
-            if regions is None:
-                return (
-                    torch.ones(store.images[image].shape[1:], dtype=torch.bool)
-                    if bool(al_set.labelled[image])
-                    else None
-                )
-            mask = regions.annotated(image)
-            return torch.from_numpy(mask) if mask.any() else None
-
-        masks = setup.pseudo.masks(annotated)
+        masks = setup.pseudo.masks(unit.annotated)
         if not masks:
             return None
         return SemiTraining(
             "pseudo", PoolCrops(store, list(masks), transform, masks), cfg.pseudo_weight
         )
-    if regions is None:
-        pool = np.flatnonzero(~al_set.labelled).tolist()
-    else:
-        pool = sorted({image for image, _ in regions.pool()})
+    pool = unit.unlabelled_images()
     if not pool:
         return None
     return SemiTraining(
@@ -689,9 +422,9 @@ def device_augmenter(
     on_device = cfg.augment_on == "device" or (
         cfg.augment_on == "auto" and setup.device.type == "cuda"
     )
-    if setup.regions is not None or not on_device:
+    if not setup.unit.whole_images or not on_device:
         return None
-    labelled = np.flatnonzero(setup.al_set.labelled)
+    labelled = np.flatnonzero(setup.unit.al_set.labelled)
     store = setup.train_store
     return DeviceAugmenter(
         [store.images[i] for i in labelled],
@@ -714,16 +447,12 @@ def record_cycle(state: RunState, result: CycleResult, setup: RunSetup) -> None:
     history.test_dice_per_class.append(result.test_dice_per_class)
     history.train.append(result.train)
     history.seconds.append(result.seconds)
-    state.labelled_map = setup.al_set.labelled_map.astype(int).tolist()
-    if setup.regions is not None:
-        state.labelled_regions = setup.regions.to_json(setup.train_store.names)
+    state.labelled_map = setup.unit.al_set.labelled_map.astype(int).tolist()
+    setup.unit.save(state)
 
 
-def cycle_summary(cycle: int, result: CycleResult, regions: bool) -> str:
-    picked = ", ".join(a["name"] for a in result.acquired) or "-"
-    if regions and result.acquired:
-        n_images = len({a["name"] for a in result.acquired})
-        picked = f"{len(result.acquired)} regions of {n_images} images"
+def cycle_summary(cycle: int, result: CycleResult, unit: LabellingUnit) -> str:
+    picked = unit.summary(result.acquired)
     return (
         f"cycle {cycle}: {result.n_labelled} labelled, test Dice {result.test_dice:.4f}, "
         f"{result.seconds['total']:.0f}s; acquired {picked}"

@@ -14,10 +14,10 @@ from tqdm import tqdm
 
 from data.device_augment import DeviceAugmenter
 from models import mc_dropout_copy
-from utils.device import autocast
 from utils.errors import UserError
-from utils.metrics import soft_dice_loss, soft_dice_loss_per_image
-from utils.semi import (
+from utils.loop.device import autocast
+from utils.loop.metrics import soft_dice_loss, soft_dice_loss_per_image
+from utils.loop.semi import (
     EMA_DECAY,
     TEACHER_PASSES,
     PoolCrops,
@@ -151,7 +151,7 @@ def train_model(
 ) -> dict[str, float]:
     """Train ``model`` in place and leave it with the weights of the best validation loss, or,
     with ``val_set=None``, of the last epoch, or with ``ema``, the exponential moving average of
-    its weights over the steps (``utils.semi.ema_model``). Neither of the last two reads a
+    its weights over the steps (``utils.loop.semi.ema_model``). Neither of the last two reads a
     validation label.
 
     With ``semi`` every step adds ``weight * unlabelled loss`` on a batch of pool crops as large

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import stats
 
-from utils.run_records import RunRecord
+from utils.runs.records import RunRecord
 
 __all__ = [
     "MIN_WILCOXON_PAIRS",

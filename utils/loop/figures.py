@@ -20,28 +20,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from utils.io import atomic_write  # noqa: E402
+from utils.io import save_figure  # noqa: E402
 
-__all__ = ["draw_boxes", "save_figure", "save_score_distribution", "save_uncertainty_map"]
-
-DPI = 120
-
-
-def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = DPI) -> Path:
-    """Save ``fig`` as a PNG at ``path`` atomically, close it and return the path.
-
-    The temporary name starts with a dot and ends in ``.tmp`` so that readers scanning the
-    directory for results (``utils.report``) never pick up a half-written file.
-    """
-    try:
-        # The temporary name ends in .tmp, so the format cannot be inferred from it.
-        return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi))
-    finally:
-        plt.close(fig)
+__all__ = ["draw_boxes", "save_score_distribution", "save_uncertainty_map"]
 
 
 def _check_map_shapes(

@@ -2,7 +2,7 @@
 
 ``sweep.py`` is the command line. This module parses its arguments into jobs and checks every
 job before any starts (``check_resumable``: a changed config is refused, finished and running
-runs are known). ``utils.sweep_local`` runs the jobs on this machine, ``utils.sweep_slurm``
+runs are known). ``utils.sweep.local`` runs the jobs on this machine, ``utils.sweep.slurm``
 through submitit. Either way a job is exactly ``active.py``'s run, so results, resumption,
 locking and refusals are the same as for a run started by hand.
 """
@@ -19,10 +19,24 @@ from pathlib import Path
 from typing import Any
 
 from heuristics import resolve_heuristic
-from utils.config import NAMED_CONFIGS, ExperimentConfig, check_config, defaults
+from utils.config import (
+    NAMED_CONFIGS,
+    ConfigError,
+    ExperimentConfig,
+    check_config,
+    defaults,
+    validate,
+)
 from utils.errors import UserError
-from utils.run_lock import is_locked
-from utils.run_state import ResumeError, RunPaths, config_differences, load_state
+from utils.runs.lock import is_locked
+from utils.runs.state import (
+    ResumeError,
+    RunPaths,
+    config_differences,
+    load_state,
+    run_paths,
+    run_record_config,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Keys a grid may not sweep: each has its own option or is part of every job already.
@@ -36,7 +50,7 @@ NOT_GRIDDABLE = {
 }
 
 
-# Keys that the result name shows by itself (see utils.run_state.result_name).
+# Keys that the result name shows by itself (see utils.runs.state.result_name).
 IN_RESULT_NAME = frozenset({"strategy", "reduction", "label_unit", "region_shape", "semi"})
 
 
@@ -199,8 +213,6 @@ def plan_jobs(
     Relative paths in the config are relative to ``workdir`` (default: the current folder).
     """
     workdir = Path.cwd() if workdir is None else Path(workdir)
-    from utils.active_loop import ConfigError, run_paths, run_record_config, validate
-
     canonical = []
     for name in heuristics:
         try:
@@ -229,13 +241,12 @@ def plan_jobs(
         job_updates = {**shared, "run": run}
         job_updates.update({"full_supervision": True} if full else {"heuristic": heuristic})
         job = Job("", named_configs, job_updates, 0, str(workdir))
-        cfg = job.config
         try:
-            validated = validate(cfg)
+            cfg = validate(job.config)
         except ConfigError as err:
             raise SweepError(f"invalid config after --: {err}") from None
-        paths = run_paths(cfg, validated)
-        record = run_record_config(cfg, validated)
+        paths = run_paths(cfg)
+        record = run_record_config(cfg)
         if paths.stem in planned:
             differing = config_differences(planned[paths.stem], record)
             # Random under every strategy of a grid is one baseline; full supervision
@@ -267,13 +278,10 @@ class JobStatus:
 
 def job_status(job: Job) -> JobStatus:
     """Where ``job`` stands on disk. ``ResumeError`` when its results have another config."""
-    from utils.active_loop import run_paths, run_record_config, validate
-
-    cfg = job.config
-    heuristic = validate(cfg)
-    relative = run_paths(cfg, heuristic)
+    cfg = validate(job.config)
+    relative = run_paths(cfg)
     paths = RunPaths(Path(job.workdir, relative.results_dir), relative.stem)
-    state = load_state(paths, run_record_config(cfg, heuristic), cfg.overwrite)
+    state = load_state(paths, run_record_config(cfg), cfg.overwrite)
     done = state.cycles_done if state is not None else 0
     finished = state is not None and state.finished
     return JobStatus(done, finished, None if finished else is_locked(paths.lock))

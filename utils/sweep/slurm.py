@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from utils.sweep import Job, SweepError
-from utils.sweep_local import THREAD_VARIABLES
+from utils.sweep.local import THREAD_VARIABLES
+from utils.sweep.plan import Job, SweepError
 
 
 def _submitit_checkpointable() -> type:

@@ -32,8 +32,6 @@ from data.segmentation import ImageStore
 from heuristics.uncertainty import entropy_map
 from utils.io import atomic_write
 
-SEMI_METHODS = ("none", "pseudo", "mean_teacher")
-
 # CEAL's initial entropy threshold for "high-confidence" samples, in nats: a binary prediction
 # passes when its probability exceeds about 0.9994.
 PSEUDO_THRESHOLD = 0.005
@@ -220,7 +218,6 @@ __all__ = [
     "EMA_DECAY",
     "PSEUDO_THRESHOLD",
     "PSEUDO_WEIGHT",
-    "SEMI_METHODS",
     "TEACHER_PASSES",
     "PoolCrops",
     "PseudoLabelBank",

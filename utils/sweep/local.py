@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from utils.sweep import Job, cycles_done
+from utils.sweep.plan import Job, cycles_done
 
 # The variables that set a job's CPU threads. Every executor sets them to the job's share of the
 # cores before the job's python starts: OpenMP reads them once, when torch loads.

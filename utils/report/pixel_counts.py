@@ -6,7 +6,7 @@ names) and from the images' sizes at the run's ``image_scale``. This adds ``labe
 ``labelled_fraction`` and ``label_unit`` to such records, so that the report can compare them
 with region runs on the pixel axis. Nothing else in a record changes.
 
-    python -m utils.pixel_counts docs/results/glas_quarter_cpu [--data-path P --splits-path S]
+    python -m utils.report.pixel_counts RESULTS_DIR [--data-path P --splits-path S]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from data.glas import DataError, ImageStore, read_split
-from utils.active_loop import initial_labelled
+from heuristics.strategies import initial_labelled
 from utils.errors import UserError
 from utils.io import atomic_save_json
 

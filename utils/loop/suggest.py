@@ -29,23 +29,16 @@ from data.device_augment import DeviceAugmenter
 from data.folder import index_folder, load_folder_pair
 from data.segmentation import DataError, ImageStore, SegmentationDataset, SplitRow, open_image
 from data.transforms import effective_patch_size, train_transform
-from heuristics import PIXEL_MAPS, RANDOM
-from heuristics.reductions import ReductionSettings
+from heuristics import PIXEL_MAPS
 from models import UNet, mc_dropout_copy
-from utils.acquisition import PASS_ONLY_HEURISTIC, AcquisitionContext, acquire, acquire_regions
-from utils.active_loop import (
-    ConfigError,
-    check_scaled_size,
-    make_regions,
-    seed_cycle,
-    train_settings,
-    validate,
-)
-from utils.config import ExperimentConfig
-from utils.device import pick_device, resolve_precision, samples_per_pass
-from utils.inference import MCSettings, mc_probabilities
+from utils.config import ConfigError, ExperimentConfig, validate
 from utils.io import atomic_save_json, atomic_write, atomic_write_bytes, atomic_write_text
-from utils.training import train_model
+from utils.loop.acquisition import AcquisitionSettings, acquire, pass_heuristic
+from utils.loop.device import pick_device, resolve_precision, samples_per_pass
+from utils.loop.inference import MCSettings, mc_probabilities
+from utils.loop.run import check_scaled_size, make_regions, seed_cycle, train_settings
+from utils.loop.training import train_model
+from utils.loop.units import ImageUnit, LabellingUnit, RegionUnit
 
 # Keys that change the scoring or the output only: a change in them reuses the weights.
 SCORING_KEYS = frozenset(
@@ -112,11 +105,9 @@ def _fingerprint(cfg: ExperimentConfig, root: Path, rows: list[SplitRow]) -> str
 
 def suggest(cfg: ExperimentConfig) -> Path:
     """Write the suggestions into ``results_dir/suggest/`` and return that folder."""
-    heuristic = validate(cfg)
+    cfg = validate(cfg)
     if cfg.dataset != "folder":
         raise ConfigError("suggest works on your own images: run it with dataset=folder")
-    if cfg.n_suggest < 1:
-        raise ConfigError(f"n_suggest must be >= 1, got {cfg.n_suggest}")
     index = index_folder(cfg.data_path)
     labelled = sorted(index.masks)
     pool = sorted(set(index.images) - set(index.masks))
@@ -150,41 +141,20 @@ def suggest(cfg: ExperimentConfig) -> Path:
     mc_settings = MCSettings(
         cfg.mc_iters, samples_per_pass(cfg.mc_samples_per_pass, device), device, amp_dtype
     )
-    context = AcquisitionContext(
-        store=store,
-        device=device,
-        amp_dtype=amp_dtype,
-        reduction_settings=ReductionSettings(
-            topq_percent=cfg.topq_percent,
-            foreground_band=round(cfg.foreground_band * cfg.image_scale),
-        ),
-        maps_dir=out / "maps",
-    )
     mc_model = mc_dropout_copy(model)
     # Scoring draws dropout masks: seeded here, so loaded and freshly trained weights score alike.
     seed_cycle(cfg.run, 1)
-    scoring = replace(
-        cfg, n_data_to_label=cfg.n_suggest, balance_al=False, save_maps=False, save_uncerts=False
-    )
+    scoring = replace(cfg, balance_al=False, save_maps=False, save_uncerts=False)
+    settings = AcquisitionSettings.from_config(scoring, device, amp_dtype, out / "maps")
+    unit: LabellingUnit = ImageUnit(store, al_set, cfg.n_suggest)
     if cfg.label_unit == "region":
         regions = make_regions(cfg, store)
-        for image in range(len(labelled)):
-            regions.label_image(image)
-        tile_pixels = regions.tile[0] * regions.tile[1]
-        picks = acquire_regions(
-            scoring,
-            heuristic,
-            regions,
-            context,
-            model,
-            mc_model,
-            mc_settings,
-            0,
-            budget=cfg.n_suggest * tile_pixels,
-        )
-    else:
-        picks = acquire(scoring, heuristic, al_set, context, model, mc_model, mc_settings, 0)
-    write_suggestions(cfg, heuristic, out, store, picks, mc_model, mc_settings)
+        # n_suggest regions' worth of pixels: suggestions are tiles of region_size.
+        budget = cfg.n_suggest * regions.tile[0] * regions.tile[1]
+        unit = RegionUnit(store, al_set, regions, cfg.n_suggest, budget=budget)
+    unit.start()
+    picks = acquire(unit, settings, model, mc_model, mc_settings, 0)
+    write_suggestions(cfg, out, store, picks, mc_model, mc_settings)
     _say(f"wrote {len(picks)} suggestions to {out / 'suggestions.csv'}")
     return out
 
@@ -244,7 +214,6 @@ def _trained_model(
 
 def write_suggestions(
     cfg: ExperimentConfig,
-    heuristic: str,
     out: Path,
     store: ImageStore,
     picks: list[dict[str, Any]],
@@ -270,7 +239,7 @@ def write_suggestions(
         score = "" if pick["score"] is None else f"{pick['score']:.6g}"
         lines.append([rank, name, score] + ([pick["region"], *full] if regions else []))
         if name not in maps:
-            maps[name] = _maps(mc_model, image, heuristic, mc_settings)
+            maps[name] = _maps(mc_model, image, cfg.heuristic, mc_settings)
         _save_overlay(out / "overlays" / f"{rank:02d}_{name}.png", image, maps[name], box)
         y0, y1, x0, x1 = full
         features.setdefault(name, []).append(
@@ -301,7 +270,7 @@ def _maps(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(mean foreground probability, uncertainty) ``[H, W]`` of one image."""
     probs = mc_probabilities(mc_model, image.float().div(255.0), settings)  # [1, C, H, W, T]
-    pixel_map = PIXEL_MAPS[PASS_ONLY_HEURISTIC if heuristic == RANDOM else heuristic](probs)
+    pixel_map = PIXEL_MAPS[pass_heuristic(heuristic)](probs)
     foreground = 1.0 - probs[0, 0].mean(-1)
     return foreground.cpu().numpy(), pixel_map[0].float().cpu().numpy()
 

@@ -8,20 +8,20 @@ three are written atomically, so an interrupted run loses at most the cycle in p
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from utils.config import IGNORED_FOR_RESUME, defaults
+from heuristics import RANDOM
+from utils.config import IGNORED_FOR_RESUME, ExperimentConfig, defaults
 from utils.errors import UserError
 from utils.io import atomic_save_json, atomic_save_npy
 
 STATE_VERSION = 1
-TAG_PATTERN = re.compile(r"[A-Za-z0-9_.,=+-]*")
+FULL_SUPERVISION_NAME = "full"
 
 
 class ResumeError(UserError, RuntimeError):
@@ -109,6 +109,27 @@ def result_name(config: Mapping[str, Any]) -> str:
 def jsonable(config: dict[str, Any]) -> dict[str, Any]:
     """The config as it reads back from JSON (tuples become lists), for exact comparison."""
     return json.loads(json.dumps(dict(config), default=str))
+
+
+def run_paths(cfg: ExperimentConfig) -> RunPaths:
+    """Where the run with this config (``validate``d: canonical heuristic) keeps its files."""
+    config = run_record_config(cfg)
+    return RunPaths(Path(cfg.results_dir), f"{result_name(config)}_{cfg.run}")
+
+
+def run_record_config(cfg: ExperimentConfig) -> dict[str, Any]:
+    """The config as the run's state and record keep it: canonical names, JSON types.
+
+    Random selection is one thing however it is asked for (``heuristic=random`` or
+    ``strategy=random``), so it is recorded as heuristic and strategy ``random`` with the default
+    reduction: a sweep over strategies then shares one ``random_{run}`` baseline.
+    """
+    config = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    if cfg.full_supervision:
+        config["heuristic"] = FULL_SUPERVISION_NAME
+    elif RANDOM in (cfg.heuristic, cfg.strategy):
+        config.update(heuristic=RANDOM, strategy=RANDOM, reduction="mean")
+    return jsonable(config)
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:

@@ -19,9 +19,9 @@ from data.regions import RegionLabels, pool_features, pool_regions
 from data.segmentation import ImageStore
 from heuristics import PIXEL_MAPS
 from heuristics.reductions import REDUCTIONS, ReductionSettings
-from utils.device import autocast
-from utils.metrics import dice_score
-from utils.training import to_device
+from utils.loop.device import autocast
+from utils.loop.metrics import dice_score
+from utils.loop.training import to_device
 
 # Sees each pool image's MC probabilities ``[1, C, H, W, T]`` as they are made: (index, probs).
 ProbsSink = Callable[[int, torch.Tensor], None]

@@ -1,0 +1,85 @@
+"""The ``dataset=`` registry: how the loop opens the configured data as a ``SegmentationData``.
+
+A new dataset is a module in ``data/`` with an opener, registered in ``OPENERS``; the loop only
+ever sees ``SegmentationData`` (splits, images and masks, a group per image, class names).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from data.create_splits import write_splits
+from data.folder import open_folder
+from data.glas import open_glas, split_csv_path
+from data.segmentation import SPLITS, DataError, SegmentationData
+from data.synthetic import generate_synthetic_glas
+from utils.config import ExperimentConfig
+from utils.io import atomic_save_json
+from utils.runs.lock import waiting_lock
+
+
+def _open_folder(cfg: ExperimentConfig, splits: tuple[str, ...]) -> SegmentationData:
+    # A folder's splits live in DATA_PATH/splits unless splits_path is set, and are written
+    # there first when absent.
+    splits_path = cfg.splits_path
+    if splits_path == ExperimentConfig().splits_path:  # GlaS's: not this folder's
+        splits_path = str(Path(cfg.data_path) / "splits")
+    return open_folder(cfg.data_path, splits_path, cfg.num_classes, cfg.mask_kind)
+
+
+def _open_glas(cfg: ExperimentConfig, splits: tuple[str, ...]) -> SegmentationData:
+    if cfg.synthetic:
+        prepare_synthetic(cfg)
+    return open_glas(cfg.data_path, cfg.splits_path, splits)
+
+
+OPENERS: dict[str, Callable[[ExperimentConfig, tuple[str, ...]], SegmentationData]] = {
+    "glas": _open_glas,
+    "folder": _open_folder,
+}
+
+
+def open_dataset(cfg: ExperimentConfig, splits: tuple[str, ...]) -> SegmentationData:
+    """The configured dataset with the rows of ``splits``; DataError, with instructions, when
+    it is not there."""
+    return OPENERS[cfg.dataset](cfg, splits)
+
+
+def prepare_synthetic(cfg: ExperimentConfig) -> None:
+    """Generate the demo's synthetic GlaS and its splits where they are absent.
+
+    Runs of a sweep start together; a lock beside the data folder makes the first one generate
+    and the others wait for it instead of reading half-written files.
+    """
+    data_path = Path(cfg.data_path)
+    with waiting_lock(data_path.parent / f".{data_path.name}.lock"):
+        _prepare_synthetic(cfg, data_path)
+
+
+def _prepare_synthetic(cfg: ExperimentConfig, data_path: Path) -> None:
+    height, width = cfg.synthetic_size
+    n_train, n_test_a, n_test_b = cfg.synthetic_counts
+    settings = {
+        "n_train": n_train,
+        "n_test_a": n_test_a,
+        "n_test_b": n_test_b,
+        "height": height,
+        "width": width,
+        "seed": 0,
+        "rare_fraction": cfg.synthetic_rare_fraction,
+    }
+    manifest = data_path / "synthetic.json"
+    if not (data_path / "Grade.csv").exists():
+        generate_synthetic_glas(data_path, **settings)
+        atomic_save_json(manifest, settings)
+        print(f"generated synthetic GlaS in {data_path}", flush=True)
+    elif manifest.exists() and json.loads(manifest.read_text()) != settings:
+        raise DataError(
+            f"{data_path} holds a synthetic GlaS generated with other settings "
+            f"({manifest.read_text().strip()}); delete it or choose another data_path"
+        )
+    if not all(split_csv_path(cfg.splits_path, s).exists() for s in SPLITS):
+        write_splits(data_path, cfg.splits_path, seed=0)
+        print(f"wrote splits to {cfg.splits_path}", flush=True)

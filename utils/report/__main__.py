@@ -1,0 +1,5 @@
+import sys
+
+from utils.report.summary import main
+
+sys.exit(main())
