@@ -341,7 +341,7 @@ def test_report_refuses_image_runs_without_pixel_counts_next_to_region_runs(
 @pytest.mark.parametrize(
     ("updates", "fragment"),
     [
-        ({"label_unit": "pixel"}, "label_unit must be image or region"),
+        ({"label_unit": "pixel"}, "label_unit must be one of image, region"),
         ({"region_size": [4, 4]}, "region_size must be [height, width] with both >= 8"),
         ({"region_size": [400, 400]}, "they must be at least 8 pixels and fit the smallest"),
     ],

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from heuristics import resolve_heuristic
+from utils import PROJECT_ROOT
 from utils.config import (
     NAMED_CONFIGS,
     ConfigError,
@@ -38,7 +39,6 @@ from utils.runs.state import (
     run_record_config,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
 # Keys a grid may not sweep: each has its own option or is part of every job already.
 NOT_GRIDDABLE = {
     "heuristic": "--heuristics",
@@ -66,7 +66,7 @@ class Job:
     named_configs: tuple[str, ...]
     updates: dict[str, Any] = field(hash=False)
     total_cycles: int  # cycles the run has when it goes to the end
-    workdir: str = str(ROOT)
+    workdir: str = str(PROJECT_ROOT)
 
     @property
     def results_dir(self) -> Path:
@@ -83,7 +83,7 @@ class Job:
 
     def command(self, python: str = sys.executable) -> list[str]:
         pairs = [f"{k}={_literal(v)}" for k, v in self.updates.items()]
-        return [python, str(ROOT / "active.py"), "with", *self.named_configs, *pairs]
+        return [python, str(PROJECT_ROOT / "active.py"), "with", *self.named_configs, *pairs]
 
 
 def _literal(value: Any) -> str:
