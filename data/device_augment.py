@@ -14,8 +14,7 @@ from collections.abc import Sequence
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-# Ranges of data.transforms.train_transform's ColorJitter.
-BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.1, 0.1, 0.1, 0.04
+from data.transforms import BRIGHTNESS, CONTRAST, HUE, SATURATION
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:

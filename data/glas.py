@@ -25,7 +25,9 @@ from data.segmentation import (  # SPLITS, DataError and SplitRow: also imported
 )
 from data.segmentation import ImageStore as _ImageStore
 
-GRADE_HEADER = ["name", "patient ID", "grade (GlaS)", "grade (Sirinukunwattana et al. 2015)"]
+# Grade.csv's first line as GlaS distributes it, and its fields.
+GRADE_HEADER_LINE = "name,patient ID, grade (GlaS), grade (Sirinukunwattana et al. 2015)"
+GRADE_HEADER = [f.strip() for f in GRADE_HEADER_LINE.split(",")]
 GRADE_LABELS = {"benign": 0, "malignant": 1}
 SPLIT_HEADER = ["image", "mask", "label"]
 CLASS_NAMES = ("background", "gland")

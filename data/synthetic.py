@@ -18,25 +18,30 @@ dark-purple epithelial rim around a pale lumen. Benign glands are regular and we
 malignant ones irregular, crowded, partly fused and with a thicker, more cellular epithelium.
 Everything is vectorised numpy/scipy so that a default dataset takes a fraction of a second.
 
-Usage: ``python data/synthetic.py --out data/synthetic [--n-train 16] [--seed 0] ...``
+Usage: ``python -m data.synthetic --out data/synthetic [--n-train 16] [--seed 0] ...``; with
+``--slides N_MASKED`` it writes a ``dataset=folder`` with masks for only some images instead,
+the pool that ``active.py suggest`` ranks.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from data.folder import save_png
+from data.glas import GRADE_HEADER_LINE
+
 # Reference geometry of the real data: all length scales below are in pixels of a 522x775 image
 # and are rescaled so that small test images keep the same tissue layout, just coarser.
 _REF_H, _REF_W = 522, 775
 _SMALL_FACTOR = 0.8
 
-GRADE_HEADER = "name,patient ID, grade (GlaS), grade (Sirinukunwattana et al. 2015)"
 _SUBGRADES = {
     "benign": ("healthy", "adenomatous"),
     # "differentated" is a typo in the official Grade.csv; kept so parsers are tested against it.
@@ -383,10 +388,42 @@ def generate_synthetic_glas(
 
     rows.sort()
     # Bare CR separators and no trailing terminator, exactly like the official file.
-    csv = "\r".join([GRADE_HEADER] + [r for _, r in rows])
+    csv = "\r".join([GRADE_HEADER_LINE] + [r for _, r in rows])
     (out / "Grade.csv").write_bytes(csv.encode("ascii"))
     if rare:
         (out / "rare.txt").write_text("".join(f"{name}\n" for name in sorted(rare)))
+    return out
+
+
+def write_slides_folder(
+    out_dir: str | Path,
+    n_images: int,
+    n_masked: int,
+    height: int = 96,
+    width: int = 128,
+    seed: int = 0,
+) -> Path:
+    """A ``dataset=folder`` for ``active.py suggest``: ``n_images`` synthetic train images in
+    ``images/``, gland masks (0/1) in ``masks/`` for the first ``n_masked`` of them only, and
+    their grades as ``groups.csv``; the rest is the pool that suggest ranks."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as glas:
+        generate_synthetic_glas(
+            glas, n_train=n_images, n_test_a=0, n_test_b=0, height=height, width=width, seed=seed
+        )
+        grades = {
+            line.split(",")[0]: line.split(",")[2].strip()
+            for line in (Path(glas) / "Grade.csv").read_text().splitlines()[1:]
+        }
+        names = sorted(grades, key=lambda n: int(n.split("_")[1]))
+        for i, name in enumerate(names):
+            save_png(out / "images" / f"{name}.png", np.asarray(Image.open(f"{glas}/{name}.bmp")))
+            if i < n_masked:
+                labels = np.asarray(Image.open(f"{glas}/{name}_anno.bmp"))
+                save_png(out / "masks" / f"{name}.png", (labels > 0).astype(np.uint8))
+    rows = "".join(f"{name},{grades[name]}\n" for name in names)
+    (out / "groups.csv").write_text("image,group\n" + rows)
     return out
 
 
@@ -400,7 +437,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rare-fraction", type=float, default=0.0, help="share in the rare style")
+    p.add_argument(
+        "--slides",
+        type=int,
+        metavar="N_MASKED",
+        help="write instead a dataset=folder of the --n-train images, masks for N_MASKED of them",
+    )
     a = p.parse_args(argv)
+    if a.slides is not None:
+        out = write_slides_folder(a.out, a.n_train, a.slides, a.height, a.width, a.seed)
+        print(f"wrote {a.n_train} images, {a.slides} with masks, to {out}")
+        return
     out = generate_synthetic_glas(
         a.out,
         n_train=a.n_train,

@@ -8,6 +8,9 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+# Colour-jitter ranges, shared with the batched jitter of data.device_augment.
+BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.1, 0.1, 0.1, 0.04
+
 
 class RandomRot90(v2.Transform):
     """Rotate image and mask together by a random multiple of 90 degrees.
@@ -55,6 +58,8 @@ def train_transform(patch_size: tuple[int, int], crop: bool = True) -> v2.Transf
             v2.RandomHorizontalFlip(),
             v2.RandomVerticalFlip(),
             # H&E staining varies between labs and slides; jitter makes the model less sensitive.
-            v2.ColorJitter(brightness=0.1, contrast=0.1, saturation=0.1, hue=0.04),
+            v2.ColorJitter(
+                brightness=BRIGHTNESS, contrast=CONTRAST, saturation=SATURATION, hue=HUE
+            ),
         ]
     )

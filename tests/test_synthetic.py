@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from data.synthetic import GRADE_HEADER, generate_synthetic_glas
+from data.glas import GRADE_HEADER_LINE
+from data.synthetic import generate_synthetic_glas
 
 N_TRAIN, N_TEST_A, N_TEST_B = 10, 4, 3
 H, W = 64, 96
@@ -69,7 +70,7 @@ def test_grade_csv_format(ds: Path) -> None:
     assert b"\n" not in raw and b"\r" in raw
     assert not raw.endswith(b"\r")
     lines = raw.decode("ascii").split("\r")
-    assert lines[0] == GRADE_HEADER
+    assert lines[0] == GRADE_HEADER_LINE
     assert lines[0] == "name,patient ID, grade (GlaS), grade (Sirinukunwattana et al. 2015)"
     rows = _rows(ds)
     assert sorted(r[0] for r in rows) == sorted(_names())  # every image exactly once
@@ -153,10 +154,28 @@ def test_cli(tmp_path: Path) -> None:
     args = ["--out", str(out), "--n-train", "4", "--n-test-a", "2", "--n-test-b", "2"]
     args += ["--height", "32", "--width", "40", "--seed", "3"]
     res = subprocess.run(
-        [sys.executable, str(ROOT / "data" / "synthetic.py"), *args],
+        [sys.executable, "-m", "data.synthetic", *args],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
     )
     assert len(res.stdout.strip().splitlines()) == 1 and str(out) in res.stdout
     assert len(list(out.glob("*_anno.bmp"))) == 8 and (out / "Grade.csv").exists()
+
+
+def test_slides_folder_has_masks_for_the_first_images_only(tmp_path: Path) -> None:
+    from data.folder import index_folder
+    from data.synthetic import write_slides_folder
+
+    folder = write_slides_folder(tmp_path / "slides", n_images=6, n_masked=2, height=48, width=64)
+    index = index_folder(folder)
+    assert sorted(index.images) == [f"train_{i}" for i in range(1, 7)]
+    assert sorted(index.masks) == ["train_1", "train_2"]  # the rest is suggest's pool
+    for name in index.masks:
+        mask = np.asarray(Image.open(folder / "masks" / f"{name}.png"))
+        image = np.asarray(Image.open(folder / "images" / f"{name}.png"))
+        assert set(np.unique(mask)) == {0, 1} and mask.shape == image.shape[:2]
+    rows = (folder / "groups.csv").read_text().splitlines()
+    assert rows[0] == "image,group" and len(rows) == 7
+    assert {row.split(",")[1] for row in rows[1:]} <= {"benign", "malignant"}
