@@ -42,7 +42,7 @@ class PartialMaskDataset(Dataset):
         self.tiles = [(image, labels.boxes[image][index]) for image, index in regions]
         self.weights = torch.tensor([float(labels.areas[image][index]) for image, index in regions])
         # Superpixels: the offsets of each region's pixels inside its box ([n, 2]); a tile's
-        # pixels are its whole box (None), drawn as before so that tile runs stay bitwise.
+        # pixels are its whole box (None), drawn uniformly inside it.
         self.pixels = [
             None if mask is None else torch.from_numpy(mask).nonzero()
             for mask in (labels.region_mask(image, index) for image, index in regions)

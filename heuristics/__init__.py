@@ -2,9 +2,8 @@
 
 ``PIXEL_MAPS[name](probs)`` maps MC softmax probabilities ``[N, C, H, W, T]`` to a per-pixel
 uncertainty map ``[N, H, W]``; a reduction (``heuristics.reductions``) turns it into one score per
-image, and a strategy (``heuristics.strategies``) selects from the scores. ``HEURISTICS[name]``
-is the map reduced by its mean, the original study's score. ``random`` is a heuristic name too:
-it scores nothing and selects with the ``random`` strategy.
+image, and a strategy (``heuristics.strategies``) selects from the scores. ``random`` is a
+heuristic name too: it scores nothing and selects with the ``random`` strategy.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import torch
 from heuristics.uncertainty import bald_map, entropy_map, variance_edt_map, variance_map
 
 PixelMap = Callable[[torch.Tensor], torch.Tensor]
-Heuristic = Callable[[torch.Tensor], torch.Tensor]
 
 PIXEL_MAPS: dict[str, PixelMap] = {
     "bald": bald_map,
@@ -26,16 +24,6 @@ PIXEL_MAPS: dict[str, PixelMap] = {
 }
 
 
-def _mean_of(pixel_map: PixelMap) -> Heuristic:
-    def score(probs: torch.Tensor) -> torch.Tensor:
-        return pixel_map(probs).flatten(1).mean(1)  # [N]
-
-    score.__name__ = pixel_map.__name__.removesuffix("_map")
-    score.__doc__ = f"Mean over pixels of ``{pixel_map.__name__}``: scores [N]."
-    return score
-
-
-HEURISTICS: dict[str, Heuristic] = {name: _mean_of(m) for name, m in PIXEL_MAPS.items()}
 RANDOM = "random"
 HEURISTIC_NAMES = (*PIXEL_MAPS, RANDOM)
 
@@ -52,4 +40,4 @@ def resolve_heuristic(name: str) -> str:
     return canonical
 
 
-__all__ = ["ALIASES", "HEURISTICS", "HEURISTIC_NAMES", "PIXEL_MAPS", "RANDOM", "resolve_heuristic"]
+__all__ = ["ALIASES", "HEURISTIC_NAMES", "PIXEL_MAPS", "RANDOM", "resolve_heuristic"]

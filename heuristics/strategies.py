@@ -13,8 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from baal.active.heuristics.stochastics import GibbsSampling, PowerSampling
-from scipy import stats
+from scipy import special, stats
 from scipy.spatial.distance import cdist
 
 
@@ -160,20 +159,34 @@ def _sample_sequentially(weights_of: Callable[[np.ndarray], np.ndarray], n: int,
     return picked
 
 
-def _stochastic(make: Callable[[float], object], normalise: bool):
-    """A strategy sampling with baal's distribution ``make(temperature)._make_distribution``.
+def power_weights(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """p(i) proportional to score_i ** (1 / temperature), as baal's ``PowerSampling``."""
+    weights = scores ** (1 / temperature)
+    return weights / weights.sum()
+
+
+def softmax_weights(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """p(i) proportional to exp(score_i / temperature), as baal's ``GibbsSampling``."""
+    return special.softmax(scores / temperature)
+
+
+def _stochastic(
+    weights: Callable[[np.ndarray, float], np.ndarray], normalise: bool
+) -> Callable[[Selection], np.ndarray]:
+    """A strategy sampling items with probabilities ``weights(scores, temperature)``.
 
     Power and softmax weights are per item, so recomputing them over the items left after each
     draw only rescales them: the draws are the paper's sampling without replacement."""
 
     def select(selection: Selection) -> np.ndarray:
-        distribution = make(selection.temperature)._make_distribution  # type: ignore[attr-defined]
+        def distribution(scores: np.ndarray) -> np.ndarray:
+            return weights(scores, selection.temperature)
 
         def pick(group: np.ndarray, k: int, _: list[int]) -> list[int]:
             scores = selection.scores[group]
 
             def weights_of(left: np.ndarray) -> np.ndarray:
-                rest = scores[left]  # a copy: baal's softmax divides in place
+                rest = scores[left]
                 # Power sampling is scale-free; dividing by the maximum keeps s**beta from
                 # underflowing to all zeros at high beta.
                 return distribution(rest / rest.max() if normalise and rest.max() > 0 else rest)
@@ -208,13 +221,13 @@ def softrank(selection: Selection) -> np.ndarray:
     return _per_grade(selection, pick)
 
 
-power = _stochastic(lambda t: PowerSampling(None, 1, temperature=t), normalise=True)
+power = _stochastic(power_weights, normalise=True)
 power.__doc__ = """Power acquisition: p(i) proportional to score_i ** (1 / temperature), sampled
 without replacement (Kirsch, Farquhar, Atighehchian, Jesson, Branchaud-Charron & Gal,
 "Stochastic Batch Acquisition: A Simple Baseline for Deep Active Learning", TMLR 2023,
 arXiv 2106.12059; baal's ``PowerSampling`` distribution). Temperature 1, the paper's default."""
 
-softmax = _stochastic(lambda t: GibbsSampling(None, 1, temperature=t), normalise=False)
+softmax = _stochastic(softmax_weights, normalise=False)
 softmax.__doc__ = """Softmax acquisition: p(i) proportional to exp(score_i / temperature)
 (Kirsch et al., TMLR 2023, arXiv 2106.12059; baal's ``GibbsSampling`` distribution)."""
 

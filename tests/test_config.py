@@ -16,6 +16,7 @@ from utils.config import (
     choices,
     config_table,
     defaults,
+    merged,
     validate,
 )
 
@@ -43,6 +44,19 @@ def test_sacred_sees_exactly_the_dataclass_defaults() -> None:
     ex.run("capture", named_configs=["demo"])
     assert captured == {**defaults(), **NAMED_CONFIGS["demo"]}
     ex.commands.pop("capture")
+
+
+def test_sweeps_merge_a_config_as_sacred_does() -> None:
+    captured = {}
+
+    @ex.command
+    def capture(_config: dict) -> None:
+        captured.update(_config)
+
+    named, updates = ["demo", "full_supervision"], {"run": 2, "epochs": 3, "heuristic": "mc"}
+    ex.run("capture", named_configs=named, config_updates=updates)
+    ex.commands.pop("capture")
+    assert merged(named, updates) == captured
 
 
 @pytest.mark.parametrize(

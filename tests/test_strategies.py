@@ -88,6 +88,19 @@ def test_softrank_first_draw_is_baals_rank_distribution_exactly() -> None:
         assert np.array_equal(rng.p[0], baal / baal.sum())
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.3, 4.0])
+def test_power_and_softmax_weights_are_baals_distributions_exactly(temperature: float) -> None:
+    from baal.active.heuristics.stochastics import GibbsSampling, PowerSampling
+
+    from heuristics.strategies import power_weights, softmax_weights
+
+    scores = np.random.default_rng(7).uniform(0.0, 0.7, 50)
+    power = PowerSampling(None, 1, temperature=temperature)._make_distribution(scores.copy())
+    gibbs = GibbsSampling(None, 1, temperature=temperature)._make_distribution(scores.copy())
+    assert np.array_equal(power_weights(scores, temperature), power)
+    assert np.array_equal(softmax_weights(scores, temperature), gibbs)
+
+
 def test_softrank_keeps_each_items_rank_across_the_draws_of_a_batch() -> None:
     # Two draws without replacement from p(i) proportional to 1 / rank_i: item i is in the batch
     # with probability w_i / W + sum_{j != i} (w_j / W) (w_i / (W - w_j)). Re-ranking the items

@@ -11,7 +11,7 @@ import difflib
 import math
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -93,7 +93,7 @@ class ExperimentConfig:
     synthetic_rare_fraction: float = _key(
         0.0,
         "share of synthetic train images in a rare tissue style (half the test images get it "
-        "when > 0); 0 keeps the data bitwise as before",
+        "when > 0); 0 draws no rare style at all",
         rule=fraction(),
     )
     image_scale: float = _key(
@@ -285,6 +285,18 @@ IGNORED_FOR_RESUME = frozenset({"overwrite", "progress", "save_maps", "save_unce
 
 def defaults() -> dict[str, Any]:
     return asdict(ExperimentConfig())
+
+
+def merged(named_configs: Sequence[str] = (), updates: Mapping[str, Any] | None = None) -> dict:
+    """A run's whole config: the defaults, each named config in order, then ``updates``; the
+    seed follows ``run``. Sacred builds the same for ``active.py with NAMED KEY=VALUE`` (a test
+    holds the two together), so a sweep's job knows its config without starting Sacred."""
+    config = defaults()
+    for name in named_configs:
+        config.update(NAMED_CONFIGS[name])
+    config.update(updates or {})
+    config["seed"] = config["run"]
+    return config
 
 
 def _kind(default: Any) -> tuple[str, Any]:

@@ -230,8 +230,8 @@ def train_model(
         if val_set is None:
             bar.set_postfix(train=f"{train_loss:.3f}")
             continue
-        # On a GPU, batching the validation images keeps it busy; the CPU path stays exactly as
-        # it was, so CPU runs remain bitwise reproducible against earlier results.
+        # On a GPU, batching the validation images keeps it busy; on a CPU one image at a time
+        # sums in the order the committed CPU results were made with.
         validate = validation_loss_batched if device.type == "cuda" else validation_loss
         val_loss = validate(model, val_set, device, amp_dtype)
         if not math.isfinite(val_loss):

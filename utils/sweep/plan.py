@@ -25,7 +25,7 @@ from utils.config import (
     ConfigError,
     ExperimentConfig,
     check_config,
-    defaults,
+    merged,
     validate,
 )
 from utils.errors import UserError
@@ -74,12 +74,7 @@ class Job:
 
     @property
     def config(self) -> ExperimentConfig:
-        merged = defaults()
-        for name in self.named_configs:
-            merged.update(NAMED_CONFIGS[name])
-        merged.update(self.updates)
-        merged["seed"] = merged["run"]
-        return ExperimentConfig.from_mapping(merged)
+        return ExperimentConfig.from_mapping(merged(self.named_configs, self.updates))
 
     def command(self, python: str = sys.executable) -> list[str]:
         pairs = [f"{k}={_literal(v)}" for k, v in self.updates.items()]
