@@ -13,9 +13,12 @@ MC-dropout model averaging, scores the unlabelled pool with the heuristic and la
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 # sacred imports pkg_resources, whose deprecation warning says nothing to our users.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
@@ -27,6 +30,8 @@ from utils.config import NAMED_CONFIGS, ExperimentConfig, defaults  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.loop.run import run_active_learning  # noqa: E402
 from utils.loop.suggest import suggest as suggest_images  # noqa: E402
+
+T = TypeVar("T")
 
 ex = Experiment("glas_active_learning", save_git_info=False)
 
@@ -68,30 +73,38 @@ def seed_from_run(run):
     seed = run  # Sacred's own seed follows run, so that a rerun is the same run
 
 
+def _refusals_in_one_line(command: Callable[..., T]) -> Callable[..., T]:
+    """A refusal (``UserError``: bad config, data or state) ends the command with its one line
+    and exit code 2 instead of a traceback; anything else is a bug and keeps its traceback."""
+
+    @functools.wraps(command)
+    def wrapped(*args: Any, **kwargs: Any) -> T:
+        try:
+            return command(*args, **kwargs)
+        except UserError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
+    return wrapped
+
+
 @ex.main
+@_refusals_in_one_line
 def main(_config: dict, _run: Run) -> list[float]:
-    try:
-        dice = run_active_learning(
-            ExperimentConfig.from_mapping(_config),
-            log_scalar=_run.log_scalar,
-            add_artifact=lambda path: _run.add_artifact(str(path)),
-        )
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    dice = run_active_learning(
+        ExperimentConfig.from_mapping(_config),
+        log_scalar=_run.log_scalar,
+        add_artifact=lambda path: _run.add_artifact(str(path)),
+    )
     return [round(float(d), 4) for d in dice]
 
 
 @ex.command
+@_refusals_in_one_line
 def suggest(_config: dict) -> str:
     """Rank the unmasked images of a dataset=folder folder for labelling (docs/data.md, 'Your own
     images'); writes results_dir/suggest/."""
-    try:
-        out = suggest_images(ExperimentConfig.from_mapping(_config))
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
-    return str(out)
+    return str(suggest_images(ExperimentConfig.from_mapping(_config)))
 
 
 if __name__ == "__main__":
