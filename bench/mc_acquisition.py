@@ -178,16 +178,15 @@ def _mc_setup(config: dict[str, Any], model: UNet) -> tuple[nn.Module, Any]:
 
 def score_project(config: dict[str, Any], store: ImageStore, model: UNet) -> np.ndarray:
     """active.py's path: utils.loop.inference.score_pool with active.py's settings."""
-    from utils.loop.inference import score_pool
+    from utils.loop.inference import PassOptions, score_pool
 
     mc_model, settings = _mc_setup(config, model)
     pool = GlasDataset(store)  # transform=None: whole, unaugmented images, as the AL pool
     heuristic, features = config["heuristic"], config["features"]
 
     def run() -> np.ndarray:
-        return score_pool(
-            mc_model, pool, heuristic, settings, progress=False, with_features=features
-        ).scores
+        options = PassOptions(heuristic, with_features=features, progress=False)
+        return score_pool(mc_model, pool, settings, options).scores
 
     return _timed(config, run)
 
@@ -197,7 +196,7 @@ def score_region(config: dict[str, Any], store: ImageStore, model: UNet) -> np.n
     image (``region_size``), then each image's tiles recombined, weighted by their area. With
     the mean reduction that is the image's own score, so the path compares with the others."""
     from data.regions import RegionLabels, box_area
-    from utils.loop.inference import score_regions
+    from utils.loop.inference import PassOptions, score_regions
 
     mc_model, settings = _mc_setup(config, model)
     tile = tuple(config["region_size"])
@@ -205,9 +204,8 @@ def score_region(config: dict[str, Any], store: ImageStore, model: UNet) -> np.n
     heuristic, features = config["heuristic"], config["features"]
 
     def run() -> np.ndarray:
-        result = score_regions(
-            mc_model, store, regions, heuristic, settings, progress=False, with_features=features
-        )
+        options = PassOptions(heuristic, with_features=features, progress=False)
+        result = score_regions(mc_model, store, regions, settings, options)
         images = np.array([image for image, _ in result.regions])
         areas = np.array([box_area(regions.boxes[i][t]) for i, t in result.regions], float)
         return np.bincount(images, result.scores * areas) / np.bincount(images, areas)

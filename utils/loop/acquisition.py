@@ -18,8 +18,8 @@ from heuristics import RANDOM
 from heuristics.reductions import ReductionSettings
 from heuristics.strategies import STRATEGIES, Selection, Strategy
 from utils.config import ExperimentConfig
-from utils.loop.inference import MCSettings, ProbsSink
-from utils.loop.units import LabellingUnit, PassOptions
+from utils.loop.inference import MCSettings, PassOptions, ProbsSink
+from utils.loop.units import LabellingUnit
 
 
 @dataclass(frozen=True)

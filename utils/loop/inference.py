@@ -122,6 +122,18 @@ def evaluate_bma(
     return dice
 
 
+@dataclass(frozen=True)
+class PassOptions:
+    """How an MC pass over the pool scores it."""
+
+    heuristic: str  # the pixel map to compute (``PIXEL_MAPS``)
+    reduction: str = "mean"
+    reduction_settings: ReductionSettings = field(default_factory=ReductionSettings)
+    with_features: bool = False  # also pool the bottleneck features of each item
+    keep_maps: bool = False  # keep each image's maps for the figures
+    progress: bool = True
+
+
 @dataclass
 class PoolScores:
     names: list[str]
@@ -134,25 +146,20 @@ class PoolScores:
 def score_pool(
     mc_model: nn.Module,
     pool: Dataset,
-    heuristic: str,
     settings: MCSettings,
-    keep_maps: bool = False,
-    progress: bool = True,
-    reduction: str = "mean",
-    reduction_settings: ReductionSettings | None = None,
-    with_features: bool = False,
+    options: PassOptions,
     on_probs: ProbsSink | None = None,
 ) -> PoolScores:
-    """Score every pool image: ``PIXEL_MAPS[heuristic]`` reduced by ``REDUCTIONS[reduction]``.
+    """Score every pool image: the heuristic's pixel map reduced by the reduction.
 
     Only one image's ``[1, C, H, W, T]`` probabilities exist at a time; features add one
     ``[N, D]`` matrix. ``on_probs`` gets each image's probabilities with its pool position.
     """
-    pixel_map_of, reduce = PIXEL_MAPS[heuristic], REDUCTIONS[reduction]
-    reduction_settings = reduction_settings or ReductionSettings()
+    pixel_map_of, reduce = PIXEL_MAPS[options.heuristic], REDUCTIONS[options.reduction]
+    reduction_settings, with_features = options.reduction_settings, options.with_features
     names, scores, features, maps = [], [], [], {}
     items = (pool[i] for i in range(len(pool)))
-    bar = tqdm(items, total=len(pool), desc="MC pool", disable=not progress, leave=False)
+    bar = tqdm(items, total=len(pool), desc="MC pool", disable=not options.progress, leave=False)
     for image, _, _, name in bar:
         output = mc_probabilities(mc_model, image, settings, with_features=with_features)
         probs, feature = output if with_features else (output, None)  # [1, C, H, W, T], [D, h, w]
@@ -160,7 +167,7 @@ def score_pool(
             on_probs(len(names), probs)
         pixel_map = pixel_map_of(probs)  # [1, H, W]
         score = reduce(pixel_map, probs, reduction_settings)  # [1]
-        if keep_maps:
+        if options.keep_maps:
             gland = 1.0 - probs[:, 0].mean(-1)  # [1, H, W]
             maps[name] = (pixel_map[0].cpu().numpy(), gland[0].cpu().numpy())
         if feature is not None:
@@ -184,27 +191,22 @@ def score_regions(
     mc_model: nn.Module,
     store: ImageStore,
     labels: RegionLabels,
-    heuristic: str,
     settings: MCSettings,
-    reduction: str = "mean",
-    reduction_settings: ReductionSettings | None = None,
-    with_features: bool = False,
-    progress: bool = True,
-    keep_maps: bool = False,
+    options: PassOptions,
     on_probs: ProbsSink | None = None,
 ) -> RegionScores:
     """Score every unlabelled region: one MC pass per image that has any, its pixel map pooled
     over each of its unlabelled regions by the reduction (a superpixel over its own pixels, a
     tile over its box). Memory stays at one image's samples. Features are pooled over each
     region's bounding box. ``on_probs`` gets each image's probabilities with its train index."""
-    pixel_map_of, reduce = PIXEL_MAPS[heuristic], REDUCTIONS[reduction]
-    reduction_settings = reduction_settings or ReductionSettings()
+    pixel_map_of, reduce = PIXEL_MAPS[options.heuristic], REDUCTIONS[options.reduction]
+    reduction_settings, with_features = options.reduction_settings, options.with_features
     by_image: dict[int, list[int]] = {}
     for image, tile in labels.pool():
         by_image.setdefault(image, []).append(tile)
     regions, scores, features = [], [], []
     maps: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    bar = tqdm(by_image.items(), desc="MC regions", disable=not progress, leave=False)
+    bar = tqdm(by_image.items(), desc="MC regions", disable=not options.progress, leave=False)
     for image, tiles in bar:
         picture = store.images[image].float().div(255.0)
         output = mc_probabilities(mc_model, picture, settings, with_features=with_features)
@@ -212,7 +214,7 @@ def score_regions(
         if on_probs is not None:
             on_probs(image, probs)
         pixel_map = pixel_map_of(probs)  # [1, H, W]
-        if keep_maps:
+        if options.keep_maps:
             gland = 1.0 - probs[:, 0].mean(-1)  # [1, H, W]
             maps[image] = (pixel_map[0].cpu().numpy(), gland[0].cpu().numpy())
         boxes = [labels.boxes[image][tile] for tile in tiles]

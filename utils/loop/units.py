@@ -23,10 +23,10 @@ from data.regions import RegionLabels
 from data.segmentation import ImageStore, SegmentationDataset
 from data.transforms import train_transform
 from heuristics.pixel_budget import select_within_budget
-from heuristics.reductions import ReductionSettings
 from heuristics.strategies import Selection, Strategy
 from utils.loop.inference import (
     MCSettings,
+    PassOptions,
     ProbsSink,
     pooled_features,
     region_features,
@@ -34,18 +34,6 @@ from utils.loop.inference import (
     score_regions,
 )
 from utils.runs.state import ResumeError, RunState
-
-
-@dataclass(frozen=True)
-class PassOptions:
-    """How an MC pass over the pool scores it."""
-
-    heuristic: str  # the pixel map to compute
-    reduction: str
-    reduction_settings: ReductionSettings
-    with_features: bool
-    keep_maps: bool
-    progress: bool
 
 
 @dataclass
@@ -160,18 +148,7 @@ class ImageUnit:
     ) -> Scored:
         items = self.pool()
         sink = None if on_probs is None else lambda i, probs: on_probs(items[i], probs)
-        result = score_pool(
-            mc_model,
-            self.al_set.pool,
-            options.heuristic,
-            settings,
-            keep_maps=options.keep_maps,
-            progress=options.progress,
-            reduction=options.reduction,
-            reduction_settings=options.reduction_settings,
-            with_features=options.with_features,
-            on_probs=sink,
-        )
+        result = score_pool(mc_model, self.al_set.pool, settings, options, sink)
         return Scored(items, result.scores, result.features, result.maps)
 
     def features(
@@ -260,19 +237,7 @@ class RegionUnit:
         options: PassOptions,
         on_probs: ProbsSink | None,
     ) -> Scored:
-        result = score_regions(
-            mc_model,
-            self.store,
-            self.regions,
-            options.heuristic,
-            settings,
-            reduction=options.reduction,
-            reduction_settings=options.reduction_settings,
-            with_features=options.with_features,
-            progress=options.progress,
-            keep_maps=options.keep_maps,
-            on_probs=on_probs,
-        )
+        result = score_regions(mc_model, self.store, self.regions, settings, options, on_probs)
         maps = {self.store.names[image]: pair for image, pair in result.maps.items()}
         return Scored(result.regions, result.scores, result.features, maps)
 
