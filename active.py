@@ -1,4 +1,4 @@
-"""Deep Bayesian active learning for gland segmentation on GlaS.
+"""Deep Bayesian active learning for histology segmentation (GlaS, MoNuSeg or your own images).
 
     python active.py with heuristic=bald run=0      # one run of the original study
     python active.py with demo                      # small synthetic run, about a minute on a CPU
@@ -33,7 +33,7 @@ from utils.loop.suggest import suggest as suggest_images  # noqa: E402
 
 T = TypeVar("T")
 
-ex = Experiment("glas_active_learning", save_git_info=False)
+ex = Experiment("active_learning", save_git_info=False)
 
 
 class _RoutineSacredNotices(logging.Filter):
@@ -49,7 +49,7 @@ class _RoutineSacredNotices(logging.Filter):
 
 
 def _experiment_logger() -> logging.Logger:
-    logger = logging.getLogger("glas_active_learning")
+    logger = logging.getLogger("active_learning")
     logger.setLevel(logging.WARNING)  # Sacred's INFO lines add nothing to our progress output
     logger.propagate = False
     if not logger.handlers:

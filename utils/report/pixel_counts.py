@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from data.glas import DataError, ImageStore, read_split
+from data.datasets import open_dataset
+from data.segmentation import DataError
 from heuristics.strategies import initial_labelled
+from utils.config import ExperimentConfig
 from utils.errors import UserError
 from utils.io import atomic_save_json
 
@@ -81,7 +83,9 @@ def add_pixel_counts(
             float(config["image_scale"]),
         )
         if key not in pools:
-            store = ImageStore(key[0], read_split(key[1], "train"), key[2])
+            updates = {"data_path": key[0], "splits_path": key[1], "image_scale": key[2]}
+            cfg = ExperimentConfig.from_mapping({**config, **updates})
+            store = open_dataset(cfg, ("train",)).store("train", cfg.image_scale)
             pools[key] = (list(store.names), store.labels, store.pixels)
         try:
             labelled_pixels, fraction = counts_of(record, *pools[key])
@@ -98,7 +102,7 @@ def add_pixel_counts(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="folder of {name}_{run}.json records")
-    parser.add_argument("--data-path", help="GlaS folder (default: each record's data_path)")
+    parser.add_argument("--data-path", help="data folder (default: each record's data_path)")
     parser.add_argument("--splits-path", help="splits folder (default: each record's)")
     args = parser.parse_args(argv)
     try:

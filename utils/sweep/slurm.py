@@ -93,7 +93,7 @@ def slurm_parameters(
         "timeout_min": time_min,
         "slurm_array_parallelism": array_parallelism,
         "slurm_setup": thread_setup(),
-        "name": "glas-sweep",
+        "name": "active-learning-sweep",
     }
     if partition:
         parameters["slurm_partition"] = partition
