@@ -26,6 +26,9 @@ class Selection:
     n_per_step: int  # items to pick (per grade with ``balance``)
     balance: bool
     rng: np.random.Generator  # seeded from (run, cycle): a resumed cycle picks the same items
+    # Grades of the whole train split: with ``balance`` a step picks n_per_step * n_groups
+    # items even after a grade has run out in the pool.
+    n_groups: int = 2
     cycle: int = 0
     n_cycles: int = 1  # acquisition cycles of the run, for schedules
     temperature: float = 1.0
@@ -64,14 +67,15 @@ def initial_labelled(grades: np.ndarray, n: int, rng: np.random.Generator) -> np
 
 
 def select_for_labelling(
-    scores: np.ndarray, grades: np.ndarray, n_per_step: int, balance: bool
+    scores: np.ndarray, grades: np.ndarray, n_per_step: int, balance: bool, n_groups: int = 2
 ) -> np.ndarray:
     """Pool indices to label, highest score first.
 
     Without ``balance`` the ``n_per_step`` best scores. With ``balance`` the ``n_per_step`` best of
     each image-level class (benign / malignant) so the labelled set stays balanced; a class with
     too few images left gives what it has and the best remaining images of the other classes fill
-    the gap. A pool smaller than the request is taken whole.
+    the gap, up to ``n_per_step`` for each of the split's ``n_groups``. A pool smaller than the
+    request is taken whole.
     """
     if n_per_step <= 0:
         raise ValueError(f"n_data_to_label must be positive, got {n_per_step}")
@@ -82,7 +86,7 @@ def select_for_labelling(
     if not balance:
         return order[:n_per_step]
     classes = np.unique(grades)
-    wanted = n_per_step * max(len(classes), 2)
+    wanted = n_per_step * max(len(classes), n_groups)
     if len(order) <= wanted:
         return order
     chosen = [i for c in classes for i in order[grades[order] == c][:n_per_step]]
@@ -101,7 +105,7 @@ def _quota(selection: Selection) -> list[tuple[np.ndarray, int]]:
     if not selection.balance:
         return [(np.arange(n), min(selection.n_per_step, n))]
     classes = np.unique(selection.grades)
-    wanted = min(n, selection.n_per_step * max(len(classes), 2))
+    wanted = min(n, selection.n_per_step * max(len(classes), selection.n_groups))
     groups = [np.flatnonzero(selection.grades == c) for c in classes]
     counts = [min(selection.n_per_step, len(g)) for g in groups]
     short = wanted - sum(counts)
@@ -126,7 +130,11 @@ def _per_grade(
 def topk(selection: Selection) -> np.ndarray:
     """The highest scores, per grade: the original study's rule (greedy, deterministic)."""
     return select_for_labelling(
-        selection.scores, selection.grades, selection.n_per_step, selection.balance
+        selection.scores,
+        selection.grades,
+        selection.n_per_step,
+        selection.balance,
+        selection.n_groups,
     )
 
 

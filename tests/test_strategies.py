@@ -238,3 +238,15 @@ def test_reductions_on_a_hand_made_map() -> None:
     fallback = REDUCTIONS["foreground"](pixel_map, background_only, settings).item()
     assert fallback == pytest.approx(31.5)
     assert math.isfinite(fallback)
+
+
+@pytest.mark.parametrize("name", ["topk", "random"])
+def test_a_step_keeps_every_groups_quota_after_one_group_runs_out(name: str) -> None:
+    # Three groups in the split, group 2 exhausted in the pool: still 3 picks of n_per_step 1.
+    grades = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.linspace(0.1, 0.6, 6)
+    rng = np.random.default_rng(0)
+    picked = STRATEGIES[name].select(Selection(scores, grades, 1, True, rng, n_groups=3))
+    assert len(picked) == 3 and {0, 1} <= set(grades[picked].tolist())
+    two = STRATEGIES[name].select(Selection(scores, grades, 1, True, rng, n_groups=2))
+    assert len(two) == 2

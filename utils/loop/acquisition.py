@@ -119,6 +119,9 @@ def acquire(
             model, items, settings.device, settings.amp_dtype
         )
     grades = unit.grades(items)
+    # A step labels n_per_step per group of the train split, and at least two groups' worth
+    # (docs/data.md): a folder without groups.csv spends what a GlaS cycle does.
+    n_groups = max(len(np.unique(unit.store.labels)), 2)
 
     def selection_for(n_per_step: int) -> Selection:
         # Seeded from (run, cycle): a resumed cycle selects the same items.
@@ -128,6 +131,7 @@ def acquire(
             n_per_step=n_per_step,
             balance=settings.balance,
             rng=np.random.default_rng([settings.run, cycle, 2]),
+            n_groups=n_groups,
             cycle=cycle,
             n_cycles=settings.n_cycles,
             temperature=settings.temperature,
