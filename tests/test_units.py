@@ -1,0 +1,156 @@
+"""The labelling-unit seam: whole images and regions answer the loop's questions alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from baal.active import ActiveLearningDataset
+
+from data.regions import RegionLabels
+from data.segmentation import ImageStore, SegmentationDataset, SplitRow
+from heuristics.reductions import ReductionSettings
+from heuristics.strategies import STRATEGIES, Selection
+from utils.loop.acquisition import AcquisitionSettings, acquire
+from utils.loop.inference import MCSettings
+from utils.loop.units import ImageUnit, RegionUnit
+from utils.runs.state import History, ResumeError, RunState
+
+SHAPES = [(16, 24), (16, 16), (24, 16), (16, 24), (16, 16), (24, 24)]
+
+
+def tiny_store() -> ImageStore:
+    """Six images of the given shapes, groups 0/1 alternating, mask = top half foreground."""
+
+    def load(row: SplitRow, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        index = int(row.name.split("_")[1])
+        height, width = SHAPES[index]
+        image = np.full((height, width, 3), 10 * index, np.uint8)
+        mask = np.zeros((height, width), np.uint8)
+        mask[: height // 2] = 1
+        return image, mask
+
+    rows = [SplitRow(f"img_{i}.png", f"img_{i}.png", i % 2) for i in range(len(SHAPES))]
+    return ImageStore(rows, load)
+
+
+def units(initial: list[int]) -> tuple[ImageUnit, RegionUnit]:
+    store = tiny_store()
+    made = []
+    for kind in ("image", "region"):
+        al_set = ActiveLearningDataset(SegmentationDataset(store))
+        al_set.label(initial)
+        if kind == "image":
+            made.append(ImageUnit(store, al_set, n_per_step=1))
+        else:
+            regions = RegionLabels(SHAPES, (8, 8))
+            made.append(RegionUnit(store, al_set, regions, n_per_step=1))
+        made[-1].start()
+    return made[0], made[1]
+
+
+def test_both_units_start_from_the_same_whole_images() -> None:
+    image, region = units([0, 3])
+    assert image.n_labelled() == region.n_labelled() == 2
+    assert image.labelled_pixels() == region.labelled_pixels() == 16 * 24 * 2
+    for image_index in range(len(SHAPES)):
+        whole, tiles = image.annotated(image_index), region.annotated(image_index)
+        assert (whole is None) == (tiles is None) == (image_index not in (0, 3))
+        if whole is not None:
+            assert torch.equal(whole, tiles)
+    assert image.unlabelled_images() == region.unlabelled_images() == [1, 2, 4, 5]
+
+
+def test_image_unit_labels_by_train_index_and_describes_what_it_labelled() -> None:
+    image, _ = units([0, 3])
+    assert image.pool() == [1, 2, 4, 5]
+    described = image.describe([4, 2], [0.5, None])
+    image.label([4, 2])  # baal labels by pool position: 4 is position 2, 2 is position 1
+    assert described == [{"name": "img_4", "score": 0.5}, {"name": "img_2", "score": None}]
+    assert np.flatnonzero(image.al_set.labelled).tolist() == [0, 2, 3, 4]
+    assert image.grades([1, 2, 5]).tolist() == [1, 0, 1]
+
+
+def test_region_unit_spends_one_average_image_of_pixels_per_group() -> None:
+    _, region = units([0])
+    items = region.pool()
+    mean_image = sum(h * w for h, w in SHAPES) / len(SHAPES)  # 384 pixels: six 8x8 tiles
+
+    def selection_for(k: int) -> Selection:
+        grades = region.grades(items)
+        return Selection(np.empty(0), grades, k, True, np.random.default_rng(0))
+
+    picks = region.select(STRATEGIES["random"], selection_for, items)
+    chosen = [items[i] for i in picks]
+    spent = {g: 0 for g in (0, 1)}
+    for image_index, tile in chosen:
+        spent[image_index % 2] += region.regions.area((image_index, tile))
+    assert all(0 < pixels <= mean_image for pixels in spent.values())
+    region.label(chosen)
+    assert region.labelled_pixels() == 16 * 24 + sum(spent.values())
+    assert all(
+        set(d) == {"name", "region", "box", "score"}
+        for d in region.describe(chosen, [None] * len(chosen))
+    )
+
+
+def test_region_unit_restores_its_tiles_and_refuses_other_superpixels() -> None:
+    _, region = units([0])
+    region.label([(1, 0), (2, 3)])
+    state = RunState(config={}, labelled_map=[], history=History(), validation_images=0)
+    region.save(state)
+    _, fresh = units([0])
+    fresh.restore(state, "bald-region_0")
+    assert fresh.regions.labelled == region.regions.labelled
+    state.regions_digest = "something else"
+    with pytest.raises(ResumeError, match="bald-region_0: the superpixels differ"):
+        fresh.restore(state, "bald-region_0")
+
+
+class ConstantModel(torch.nn.Module):
+    """Predicts class 1 with probability p_i for image i (its first pixel's value / 255)."""
+
+    feature_cell = 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = x[:, :1, :1, :1].expand(-1, 1, *x.shape[2:]) * 4  # [N, 1, H, W]
+        return torch.cat([torch.zeros_like(p), p], 1)  # logits
+
+
+@pytest.mark.parametrize("kind", ["image", "region"])
+def test_one_acquire_serves_both_units(kind: str, tmp_path: Path) -> None:
+    image, region = units([0, 1])
+    unit = image if kind == "image" else region
+    settings = AcquisitionSettings(
+        heuristic="entropy",
+        strategy=STRATEGIES["topk"],
+        reduction="mean",
+        reduction_settings=ReductionSettings(),
+        balance=True,
+        run=0,
+        n_cycles=1,
+        temperature=1.0,
+        suggestive_factor=2,
+        device=torch.device("cpu"),
+        amp_dtype=None,
+        maps_dir=tmp_path,
+        progress=False,
+    )
+    model = ConstantModel()
+    probs_seen: list[int] = []
+    acquired = acquire(
+        unit,
+        settings,
+        model,
+        model,
+        MCSettings(2, 1, torch.device("cpu"), None),
+        cycle=0,
+        on_probs=lambda index, probs: probs_seen.append(index),
+    )
+    assert sorted(probs_seen) == [2, 3, 4, 5]  # every pool image, by train index
+    # Image i's foreground logit is 4 * (10 i / 255): entropy falls as i grows, so the most
+    # uncertain image of each group is the lowest-numbered one left, 2 (group 0) and 3 (1).
+    assert {a["name"] for a in acquired} == {"img_2", "img_3"}
+    assert all(a["score"] is not None for a in acquired)
