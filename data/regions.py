@@ -10,7 +10,6 @@ segments of about one tile's area each, which follow tissue boundaries. A region
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -82,41 +81,6 @@ def segment_boxes(segments: np.ndarray) -> list[Box]:
 def box_area(box: Box) -> int:
     y0, y1, x0, x1 = box
     return (y1 - y0) * (x1 - x0)
-
-
-def pool_regions(
-    pixel_map: torch.Tensor,
-    probs: torch.Tensor,
-    boxes: list[Box],
-    reduce: Callable[..., torch.Tensor],
-    masks: list[torch.Tensor | None] | None = None,
-) -> np.ndarray:
-    """One score per box: ``reduce`` (a reduction with its settings bound) over the box's part of
-    the map ``[1, H, W]`` and of the probabilities ``[1, C, H, W, T]``: ``[len(boxes)]``.
-    ``masks[i]`` (bool ``[h, w]`` of box i, or None for the whole box) limits box i to its
-    region's own pixels."""
-    masks = masks or [None] * len(boxes)
-    scores = []
-    for (y0, y1, x0, x1), mask in zip(boxes, masks, strict=True):
-        part, part_probs = pixel_map[:, y0:y1, x0:x1], probs[:, :, y0:y1, x0:x1]
-        if mask is None:
-            scores.append(float(reduce(part, part_probs)))
-        else:
-            scores.append(float(reduce(part, part_probs, mask=mask.unsqueeze(0))))
-    return np.asarray(scores, dtype=np.float64)
-
-
-def pool_features(features: torch.Tensor, boxes: list[Box], cell: int) -> np.ndarray:
-    """Per-box mean of a coarse feature map ``[D, h, w]`` over the cells the box overlaps:
-    ``[len(boxes), D]``. Cell (r, c) covers input pixels ``[r*cell, (r+1)*cell)`` on each axis,
-    because the model pads the input at the bottom and right, never scales it."""
-    rows = []
-    for y0, y1, x0, x1 in boxes:
-        r0, c0 = y0 // cell, x0 // cell
-        r1 = max(r0 + 1, -(-y1 // cell))  # ceil, at least one cell
-        c1 = max(c0 + 1, -(-x1 // cell))
-        rows.append(features[:, r0:r1, c0:c1].float().mean((1, 2)).cpu().numpy())
-    return np.stack(rows).astype(np.float64)
 
 
 def annotated_mask(shape: tuple[int, int], boxes: list[Box], labelled: list[int]) -> np.ndarray:

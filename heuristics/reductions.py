@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -99,3 +100,25 @@ def resolve_reduction(name: str) -> str:
     if name not in REDUCTIONS:
         raise ValueError(f"unknown reduction {name!r}; choose one of: {', '.join(REDUCTIONS)}")
     return name
+
+
+def pool_regions(
+    pixel_map: torch.Tensor,
+    probs: torch.Tensor,
+    boxes: list[tuple[int, int, int, int]],  # (y0, y1, x0, x1)
+    reduce: Callable[..., torch.Tensor],
+    masks: list[torch.Tensor | None] | None = None,
+) -> np.ndarray:
+    """One score per box: ``reduce`` (a reduction with its settings bound) over the box's part of
+    the map ``[1, H, W]`` and of the probabilities ``[1, C, H, W, T]``: ``[len(boxes)]``.
+    ``masks[i]`` (bool ``[h, w]`` of box i, or None for the whole box) limits box i to its
+    region's own pixels."""
+    masks = masks or [None] * len(boxes)
+    scores = []
+    for (y0, y1, x0, x1), mask in zip(boxes, masks, strict=True):
+        part, part_probs = pixel_map[:, y0:y1, x0:x1], probs[:, :, y0:y1, x0:x1]
+        if mask is None:
+            scores.append(float(reduce(part, part_probs)))
+        else:
+            scores.append(float(reduce(part, part_probs, mask=mask.unsqueeze(0))))
+    return np.asarray(scores, dtype=np.float64)

@@ -132,13 +132,20 @@ def test_topk_without_the_rare_style_reproduces_the_earlier_demo_bitwise(
     """``tests/golden/demo_bald_0.npy`` is ``python active.py with demo`` from before strategies,
     reductions and the rare style existed (the demo then had 16 train images and no rare
     style). bf16 kernels round differently on other instruction sets and training amplifies
-    it, so the bytes are compared only on the kind of CPU that recorded them
-    (``demo_bald_0.cpu.json``); the fp32 check below runs everywhere."""
+    it, so the bytes are compared only on the kind of CPU that recorded them, with its thread
+    count (``demo_bald_0.cpu.json``); the fp32 check below runs everywhere."""
     recorded = json.loads((GOLDEN / "demo_bald_0.cpu.json").read_text())
+    threads = recorded.pop("threads")
     if cpu_kind() != recorded:
         pytest.skip(f"golden bytes come from a {recorded} CPU; this one is {cpu_kind()}")
     monkeypatch.chdir(tmp_path)
-    run(EARLIER_DEMO, named_configs=("demo",))
+    # Reductions are split among the threads: the golden's count, whatever the cores here.
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        run(EARLIER_DEMO, named_configs=("demo",))
+    finally:
+        torch.set_num_threads(before)
     assert (tmp_path / "results/bald_0.npy").read_bytes() == (
         GOLDEN / "demo_bald_0.npy"
     ).read_bytes()

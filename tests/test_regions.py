@@ -11,18 +11,12 @@ import pytest
 import torch
 
 from active import ex
-from data.regions import (
-    IGNORE,
-    RegionLabels,
-    box_area,
-    pool_features,
-    pool_regions,
-    tile_boxes,
-)
+from data.regions import IGNORE, RegionLabels, box_area, tile_boxes
 from heuristics.pixel_budget import most_that_fit, select_within_budget, take_within_budget
-from heuristics.reductions import REDUCTIONS, ReductionSettings
+from heuristics.reductions import REDUCTIONS, ReductionSettings, pool_regions
 from heuristics.strategies import STRATEGIES, Selection, Strategy
 from tests.conftest import spy_on_coreset, tiny_config
+from utils.loop.inference import pool_features
 from utils.loop.metrics import soft_dice_loss
 from utils.report.summary import main as report_main
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from active import ex
-from data.regions import IGNORE, RegionLabels, pool_regions, superpixel_segments
-from heuristics.reductions import REDUCTIONS, ReductionSettings
+from data.regions import IGNORE, RegionLabels, superpixel_segments
+from heuristics.reductions import REDUCTIONS, ReductionSettings, pool_regions
 from tests.conftest import tiny_config
 
 

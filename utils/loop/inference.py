@@ -15,10 +15,10 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from data.regions import RegionLabels, pool_features, pool_regions
+from data.regions import RegionLabels
 from data.segmentation import ImageStore
 from heuristics import PIXEL_MAPS
-from heuristics.reductions import REDUCTIONS, ReductionSettings
+from heuristics.reductions import REDUCTIONS, ReductionSettings, pool_regions
 from utils.loop.device import autocast
 from utils.loop.metrics import dice_score
 from utils.loop.training import to_device
@@ -238,6 +238,21 @@ def score_regions(
         np.concatenate(features) if features else None,
         maps,
     )
+
+
+def pool_features(
+    features: torch.Tensor, boxes: list[tuple[int, int, int, int]], cell: int
+) -> np.ndarray:
+    """Per-box mean of a coarse feature map ``[D, h, w]`` over the cells the box overlaps:
+    ``[len(boxes), D]``. Cell (r, c) covers input pixels ``[r*cell, (r+1)*cell)`` on each axis,
+    because the model pads the input at the bottom and right, never scales it."""
+    rows = []
+    for y0, y1, x0, x1 in boxes:
+        r0, c0 = y0 // cell, x0 // cell
+        r1 = max(r0 + 1, -(-y1 // cell))  # ceil, at least one cell
+        c1 = max(c0 + 1, -(-x1 // cell))
+        rows.append(features[:, r0:r1, c0:c1].float().mean((1, 2)).cpu().numpy())
+    return np.stack(rows).astype(np.float64)
 
 
 @torch.inference_mode()
