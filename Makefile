@@ -18,12 +18,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 demo: install
 	$(PY) sweep.py --heuristics entropy random --runs 0-4 --parallel 2 -- demo results_dir=$(RESULTS)
 
+# One pytest-xdist worker per core, each with one torch thread so that workers do not fight over
+# cores (a test that needs a thread count sets it); tests sharing a module's result share a worker.
+PYTEST := OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -n auto --dist loadgroup
+
 test: install
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 # Everything but whole runs and sweeps (tests marked slow or slurm).
 test-fast: install
-	$(PY) -m pytest -q -m "not slow and not slurm"
+	$(PYTEST) -m "not slow and not slurm"
 
 lint: install
 	$(PY) -m pip install --quiet ruff

@@ -110,9 +110,21 @@ FULL_RUN_NAMES = frozenset(
 )
 
 
+# Under pytest-xdist (`make test`), the tests that share one of these module-scoped results go
+# to one worker (`--dist loadgroup`), so that the result is made once, not once per worker.
+SHARED_RESULTS = {"clean_sweep": "clean_sweep", "local_2x2": "slurm", "local_longer": "slurm"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         function = getattr(item, "function", None)
         names = set(getattr(function, "__code__", compile("", "", "exec")).co_names)
-        if (names | set(getattr(item, "fixturenames", ()))) & FULL_RUN_NAMES:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if (names | fixtures) & FULL_RUN_NAMES:
             item.add_marker(pytest.mark.slow)
+        for fixture in sorted(fixtures & SHARED_RESULTS.keys()):
+            item.add_marker(pytest.mark.xdist_group(SHARED_RESULTS[fixture]))
+    # The longest first, so that parallel workers do not end waiting on one of them.
+    items.sort(
+        key=lambda item: (item.get_closest_marker("slurm") is None, "slow" not in item.keywords)
+    )

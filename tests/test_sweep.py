@@ -354,15 +354,23 @@ def test_slurm_rerun_after_the_array_ends_writes_the_report(
     ],
 )
 def test_bad_input_is_one_line_before_any_job_starts(
-    synthetic_root: Path, tmp_path: Path, options: list[str], tokens: list[str], message: str
+    synthetic_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    options: list[str],
+    tokens: list[str],
+    message: str,
 ) -> None:
+    import sweep
+
     results = tmp_path / "results"
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable)}  # no sbatch here
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))  # no sbatch here
     command = sweep_command(demo_tokens(synthetic_root, results) + tokens, *options)
-    done = run_sweep(command, env=env)
-    assert done.returncode == 2
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ")
-    assert message in done.stderr
+    assert sweep.main(command[2:]) == 2  # in-process: the command line is tested below
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1 and stderr.startswith("error: ")
+    assert message in stderr
     assert not list(results.glob("*.npy")) and not (results / "logs").exists()
 
 
