@@ -17,13 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    # Run as ``python bench/x.py`` the repo root is not on sys.path; the project imports need it.
-    sys.path.insert(0, str(ROOT))
+from data.glas import SplitRow, read_grades
+from data.synthetic import generate_synthetic_glas
 
-from data.glas import SplitRow, read_grades  # noqa: E402
-from data.synthetic import generate_synthetic_glas  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 WORKER_TAG = "BENCH_WORKER_JSON "
 

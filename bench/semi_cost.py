@@ -21,7 +21,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from _common import ROOT, emit, machine_summary, make_synthetic_pool, pool_rows, run_worker
+if __package__ in (None, ""):  # run as a script: make the project's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (  # noqa: E402
+    emit,
+    machine_summary,
+    make_synthetic_pool,
+    pool_rows,
+    run_worker,
+)
 
 METHODS = ("none", "pseudo", "mean_teacher")
 
@@ -123,5 +132,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     raise SystemExit(main())
