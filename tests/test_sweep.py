@@ -64,15 +64,6 @@ def run_sweep(command: list[str], **options) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, **options)
 
 
-@pytest.fixture(scope="module")
-def clean_sweep(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An uninterrupted sweep: 2 heuristics x 2 runs of the demo, 2 at a time."""
-    results = tmp_path_factory.mktemp("clean_sweep")
-    done = run_sweep(sweep_command(demo_tokens(synthetic_root, results)))
-    assert done.returncode == 0, done.stderr
-    return results
-
-
 def test_local_sweep_over_demo_ends_with_a_report_of_both_heuristics(clean_sweep: Path) -> None:
     for stem in RUNS:
         record = json.loads((clean_sweep / f"{stem}.json").read_text())

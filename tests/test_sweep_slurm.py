@@ -72,13 +72,6 @@ def local_sweep(synthetic_root: Path, results: Path, runs: str, longer: bool) ->
 
 
 @pytest.fixture(scope="module")
-def local_2x2(
-    cluster: None, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    return local_sweep(synthetic_root, tmp_path_factory.mktemp("local_2x2"), "0-1", False)
-
-
-@pytest.fixture(scope="module")
 def local_longer(
     cluster: None, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
@@ -114,7 +107,7 @@ def assert_same_results(results: Path, reference: Path, stems: tuple[str, ...]) 
 
 
 def test_slurm_sweep_gives_the_local_results_and_the_rerun_writes_the_report(
-    cluster: None, synthetic_root: Path, local_2x2: Path, tmp_path: Path
+    cluster: None, synthetic_root: Path, clean_sweep: Path, tmp_path: Path
 ) -> None:
     command = slurm_command(synthetic_root, tmp_path, "0-1", longer=False)
     # sbatch passes the submitting shell's variables on; the job must set its own threads.
@@ -133,7 +126,7 @@ def test_slurm_sweep_gives_the_local_results_and_the_rerun_writes_the_report(
     assert report.returncode == 0, report.stderr
     assert "4 finished or running elsewhere, 0 to run" in report.stdout
     assert (tmp_path / "summary.csv").read_text().startswith("heuristic,")
-    assert_same_results(tmp_path, local_2x2, RUNS)
+    assert_same_results(tmp_path, clean_sweep, RUNS)
 
 
 def _cycles_done(results: Path, stem: str) -> int:
