@@ -29,9 +29,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the project's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ROOT = Path(__file__).resolve().parents[1]
-
-from bench._common import busy_cpu_percent, machine_summary  # noqa: E402
+from bench._common import ROOT, busy_cpu_percent, machine_summary  # noqa: E402
 
 
 def prepare_demo_data() -> None:
