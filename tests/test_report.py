@@ -458,6 +458,50 @@ def test_margin_must_be_positive(
     assert not (results_dir / "summary.csv").exists()
 
 
+def test_baseline_option_pairs_every_row_with_that_row(results_dir: Path) -> None:
+    assert main([str(results_dir), "--baseline", "bald"]) == 0
+    rows = _summary_rows(results_dir)
+    random = rows["random"]
+    # The same pairs as against random, with the sign turned: the interval mirrors, p stays.
+    assert random["aulc_diff"] == "-0.1000"
+    assert random["aulc_diff_ci_low"] == "-0.1955" and random["aulc_diff_ci_high"] == "-0.0045"
+    assert random["p_vs_random"] == random["p_holm"] == "0.0459"
+    assert random["runs_needed"] == str(pairs_for_power(FIXTURE_SD, 0.01))
+    assert [rows["bald"][c] for c in report.CSV_COLUMNS[10:17]] == [""] * 7
+    curves = list(csv.DictReader((results_dir / "curves.csv").read_text().splitlines()))
+    random_curve = {int(r["x"]): r for r in curves if r["heuristic"] == "random"}
+    assert random_curve[6]["diff_mean"] == "-0.1000" and random_curve[10]["n_pairs"] == "2"
+    assert all(r["diff_mean"] == "" for r in curves if r["heuristic"] == "bald")
+    markdown = (results_dir / "summary.md").read_text()
+    assert "against the baseline `bald`" in markdown and "row minus `bald`" in markdown
+
+
+def test_paired_with_matches_the_sweep_tag_unless_the_baseline_names_one() -> None:
+    names = dict.fromkeys(
+        ["random", "random+pseudo", "entropy+pseudo", "random+pseudo@k=1", "entropy+pseudo@k=1"]
+    )
+    assert report.paired_with("entropy+pseudo", names) == "random"
+    assert report.paired_with("random+pseudo", names) == "random"
+    assert report.paired_with("random", names) is None
+    assert report.paired_with("entropy+pseudo@k=1", names) is None  # no random@k=1
+    pseudo = "random+pseudo"
+    assert report.paired_with("entropy+pseudo", names, pseudo) == pseudo
+    assert report.paired_with("entropy+pseudo@k=1", names, pseudo) == "random+pseudo@k=1"
+    assert report.paired_with("random+pseudo@k=1", names, pseudo) is None
+    assert report.paired_with("random", names, pseudo) == pseudo
+    # A baseline with a tag of its own is that one row for every other row.
+    assert report.paired_with("random", names, "random+pseudo@k=1") == "random+pseudo@k=1"
+    assert report.paired_with("random+pseudo@k=1", names, "random+pseudo@k=1") is None
+
+
+def test_unknown_baseline_is_one_line(
+    results_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(results_dir), "--baseline", "entropy"]) == 2
+    _assert_one_line_error(capsys, "--baseline 'entropy'", "bald, random")
+    assert not (results_dir / "summary.csv").exists()
+
+
 def test_inconclusive_with_few_noisy_pairs_and_empty_cells_without_pairs(tmp_path: Path) -> None:
     results = tmp_path / "results"
     results.mkdir()

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m utils.report RESULTS_DIR [--out OUT_DIR] [--margin 0.01]
+    python -m utils.report RESULTS_DIR [--out OUT_DIR] [--margin 0.01] [--baseline random]
 
 ``active.py`` leaves, for every run, ``{heuristic}_{run}.npy`` (mean test Dice per cycle) next to
 ``{heuristic}_{run}.json`` (config, number of labelled images per cycle, acquisitions, per-image
@@ -67,7 +67,7 @@ __all__ = [
 FULL = "full"
 RANDOM = "random"
 TARGET_FRACTION = 0.95
-DEFAULT_MARGIN = 0.01  # AULC difference from random taken as negligible (equivalence margin)
+DEFAULT_MARGIN = 0.01  # AULC difference from the baseline taken as negligible (equivalence)
 ALPHA = 0.05  # level of the Holm, equivalence and power columns
 POWER = 0.8
 CSV_COLUMNS = (
@@ -105,18 +105,19 @@ class SummaryRow:
     aulc_mean: float
     aulc_std: float
     labels_to_95: int | None
-    p_vs_random: float | None
+    p_vs_random: float | None  # against the baseline, named after the default one
     val_labels: int | None = None
     pixels_to_95: float | None = None
-    # Paired against random over shared runs; None without random or with fewer than 2 pairs.
-    aulc_diff: float | None = None  # mean of (row - random) per-run AULC
+    # Paired against the baseline (random unless --baseline says otherwise) over shared runs;
+    # None for the baseline itself, without it, or with fewer than 2 pairs.
+    aulc_diff: float | None = None  # mean of (row - baseline) per-run AULC
     aulc_diff_ci_low: float | None = None  # 95 % t-interval of that mean
     aulc_diff_ci_high: float | None = None
     p_holm: float | None = None  # p_vs_random, Holm-adjusted over the table's rows
     tost_p: float | None = None  # equivalence within ±margin (larger one-sided p)
     verdict: str | None = None  # EQUIVALENT, DIFFERENT or INCONCLUSIVE
     runs_needed: int | None = None  # pairs for 80 % power to detect a difference of margin
-    # Training noise of the row's own curves (Dice per cycle), with or without random.
+    # Training noise of the row's own curves (Dice per cycle), with or without a baseline.
     drop_share: float | None = None
     sd_second_diff: float | None = None
 
@@ -135,6 +136,7 @@ class Summary:
     unfinished: tuple[str, ...] = ()  # "{name}_{run}" of runs that stopped before their plan
     run_aulcs: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # what is paired
     margin: float = DEFAULT_MARGIN  # equivalence margin of tost_p and runs_needed, in AULC
+    baseline: str = RANDOM  # the row every other row is paired against (per sweep tag)
 
     @property
     def full_dice(self) -> float | None:
@@ -161,19 +163,24 @@ def _validation_images(runs: Sequence[RunRecord]) -> int | None:
     return max(known) if known else None
 
 
+def _tag(name: str) -> str:
+    return name.partition("@")[2]
+
+
 def _is_full(name: str) -> bool:
     return name.split("@")[0] == FULL
 
 
-def random_baseline(name: str, names: Mapping[str, object]) -> str | None:
-    """The row ``name`` is paired against: ``random`` with the same sweep tag (``@...``), so that
-    a comparison never crosses the settings in a tag. Settings in the result name (strategy,
-    reduction, label unit) are not in a tag: a region row is paired with image-level ``random``,
-    the baseline a region strategy has to beat. None for random itself or without a match.
+def paired_with(name: str, names: Mapping[str, object], baseline: str = RANDOM) -> str | None:
+    """The row ``name`` is paired against: ``baseline`` with the same sweep tag (``@...``), so
+    that a comparison never crosses the settings in a tag, or exactly ``baseline`` when it names
+    a tag itself. Settings in the result name (strategy, reduction, label unit, ``semi``) are not
+    in a tag: with the default ``random``, a region row is paired with image-level ``random``,
+    the baseline a region strategy has to beat. None for the baseline itself or without a match.
     """
-    base, _, tag = name.partition("@")
-    candidate = f"{RANDOM}@{tag}" if tag else RANDOM
-    if base == RANDOM or candidate not in names:
+    tag = _tag(name)
+    candidate = f"{baseline}@{tag}" if tag and "@" not in baseline else baseline
+    if candidate == name or candidate not in names:
         return None
     return candidate
 
@@ -235,7 +242,7 @@ def paired_columns(
     diffs: np.ndarray, margin: float
 ) -> tuple[float | None, float | None, float | None, float | None, int | None]:
     """``(aulc_diff, ci_low, ci_high, tost_p, runs_needed)`` from a row's paired AULC
-    differences against random (shape [pairs]); all None with fewer than 2 pairs."""
+    differences against the baseline (shape [pairs]); all None with fewer than 2 pairs."""
     interval = paired_difference_ci(diffs)
     tost = tost_paired(diffs, margin, ALPHA)
     if interval is None or tost is None:
@@ -255,12 +262,10 @@ def verdict(tost_p: float | None, p_holm: float | None) -> str | None:
     return DIFFERENT if p_holm is not None and p_holm < ALPHA else INCONCLUSIVE
 
 
-def _tag(name: str) -> str:
-    return name.partition("@")[2]
-
-
 def summarise(
-    results: Mapping[str, Sequence[RunRecord]], margin: float = DEFAULT_MARGIN
+    results: Mapping[str, Sequence[RunRecord]],
+    margin: float = DEFAULT_MARGIN,
+    baseline: str = RANDOM,
 ) -> Summary:
     """Build the summary table from ``load_results`` output.
 
@@ -269,12 +274,22 @@ def summarise(
     rows tagged ``@{tag}``). Without them the reference is the best final mean Dice of any
     heuristic. Rows are sorted by mean AULC, best first (ties by name, for a stable order).
     ``margin`` (AULC, > 0) is the equivalence margin of ``tost_p`` and ``runs_needed``.
+    ``baseline`` is the row the paired columns compare with (see ``paired_with``): ``random``,
+    or another result name, for example ``random+pseudo`` to ask whether a strategy adds to
+    semi-supervised training. Without ``random`` the paired columns stay empty; any other
+    baseline must be among the runs.
     """
     if not (math.isfinite(margin) and margin > 0):
         raise ReportError(f"--margin must be a number > 0, got {margin}")
     heuristics = {name: runs for name, runs in results.items() if not _is_full(name) and runs}
     if not heuristics:
         raise ReportError("no active-learning runs found, only full-supervision results")
+    known = set(heuristics) | {name.split("@")[0] for name in heuristics}
+    if baseline != RANDOM and baseline not in known:
+        raise ReportError(
+            f"--baseline {baseline!r} is not a result name of these runs; "
+            f"use one of: {', '.join(sorted(heuristics))}"
+        )
     full_by_tag = {
         _tag(name): (float(np.mean([r.dice[-1] for r in runs])), len(runs))
         for name, runs in results.items()
@@ -307,11 +322,9 @@ def summarise(
         x, mean, _, _ = curve(runs, pixel_axis)
         row_target = TARGET_FRACTION * reference(name)
         aulc_mean, aulc_std = _mean_std(list(aulcs[name].values()))
-        baseline = random_baseline(name, aulcs)
-        p_value = None if baseline is None else paired_p_value(aulcs[name], aulcs[baseline])
-        diffs = (
-            np.empty(0) if baseline is None else paired_differences(aulcs[name], aulcs[baseline])
-        )
+        pair = paired_with(name, aulcs, baseline)
+        p_value = None if pair is None else paired_p_value(aulcs[name], aulcs[pair])
+        diffs = np.empty(0) if pair is None else paired_differences(aulcs[name], aulcs[pair])
         diff, diff_low, diff_high, tost_p, runs_needed = paired_columns(diffs, margin)
         drop_share, sd_second_diff = noise_figures([r.dice for r in runs])
         rows.append(
@@ -352,6 +365,7 @@ def summarise(
         ),
         run_aulcs=aulcs,
         margin=margin,
+        baseline=baseline,
     )
 
 
@@ -385,6 +399,7 @@ def render_csv(summary: Summary) -> str:
 
 def render_markdown(summary: Summary, title: str) -> str:
     """The summary table as a Markdown pipe table with a title and a legend of the columns."""
+    base = f"`{summary.baseline}`"
     lines = [f"# {title}", ""]
     lines.append("| " + " | ".join(CSV_COLUMNS) + " |")
     # Text columns left-aligned, numbers right-aligned.
@@ -398,7 +413,7 @@ def render_markdown(summary: Summary, title: str) -> str:
         "",
         "- `heuristic`: the result name: heuristic, then strategy and reduction where they are "
         "not `topk` and `mean`, then `@` and the swept values of a sweep's grid (`random` is "
-        "the uniform-sampling baseline, paired with each row of the same grid point).",
+        "the uniform-sampling baseline).",
         "- `n_runs`: number of independent runs (seeds) aggregated.",
         "- `final_dice_mean`, `final_dice_std`: mean and sample standard deviation (ddof = 1; "
         "0 with a single run) of each run's test Dice at its last cycle.",
@@ -409,10 +424,10 @@ def render_markdown(summary: Summary, title: str) -> str:
         f"95 % of {summary.target_basis}"
         + (f", i.e. Dice ≥ {summary.target:.4f}" if len(summary.full_by_tag) < 2 else "")
         + "; – if never reached.",
-        f"- `p_vs_random`: two-sided paired test of per-run AULC against `random` over the runs "
-        f"both share: Wilcoxon signed-rank with ≥ {MIN_WILCOXON_PAIRS} pairs, paired t-test "
-        f"with 2–{MIN_WILCOXON_PAIRS - 1}; – for `random` itself, without `random`, or with "
-        "fewer than 2 shared runs. With n pairs the smallest attainable Wilcoxon p is "
+        f"- `p_vs_random`: two-sided paired test of per-run AULC against the baseline {base} "
+        f"over the runs both share: Wilcoxon signed-rank with ≥ {MIN_WILCOXON_PAIRS} pairs, "
+        f"paired t-test with 2–{MIN_WILCOXON_PAIRS - 1}; – for {base} itself, without it, or "
+        "with fewer than 2 shared runs. With n pairs the smallest attainable Wilcoxon p is "
         "2 / 2^n (0.0312 for 6 pairs). Not corrected for multiple comparisons.",
         "- `pixels_to_95`: with region runs, the smallest labelled fraction of the pool's "
         "pixels (0 to 1) at which the mean curve reaches the same 95 % target; the curves and "
@@ -422,12 +437,12 @@ def render_markdown(summary: Summary, title: str) -> str:
         "(`model_selection=val`), on top of the labelled training images of the curve; 0 with "
         "`model_selection=last`; – where the records do not say.",
         "",
-        f"Compared with `random` over shared runs (– for `random` itself, without `random`, or "
-        f"with fewer than 2 shared runs); equivalence margin ±{summary.margin:g} AULC, "
-        f"level {ALPHA:g}:",
+        f"Compared with the baseline {base} (`--baseline`) of the same grid point over shared "
+        f"runs (– for {base} itself, without it, or with fewer than 2 shared runs); "
+        f"equivalence margin ±{summary.margin:g} AULC, level {ALPHA:g}:",
         "",
         "- `aulc_diff`, `aulc_diff_ci_low`, `aulc_diff_ci_high`: mean paired AULC difference "
-        "(row minus `random`, run by run) and its 95 % t-interval.",
+        f"(row minus {base}, run by run) and its 95 % t-interval.",
         "- `p_holm`: `p_vs_random` Holm-adjusted (Holm 1979) over the rows of this table, "
         "controlling the chance of any false positive among them.",
         f"- `tost_p`: equivalence test (TOST, Schuirmann 1987): the larger p of two one-sided "
@@ -484,15 +499,15 @@ CURVE_COLUMNS = (
 def render_curves_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summary) -> str:
     """The plotted curves as numbers: one line per heuristic and x (labelled images, or the
     labelled fraction of the pool's pixels on the pixel axis), in the table's row order. The
-    ``diff_*`` columns are the lower panel: paired Dice difference from random at that x over
-    ``n_pairs`` shared runs, empty where there is no pair."""
+    ``diff_*`` columns are the lower panel: paired Dice difference from the baseline at that x
+    over ``n_pairs`` shared runs, empty where there is no pair."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CURVE_COLUMNS)
     for row in summary.rows:
         runs = results[row.heuristic]
         x, mean, lo, hi = curve(runs, summary.pixel_axis)
-        differences = _differences_by_x(results, row.heuristic, summary.pixel_axis)
+        differences = _differences_by_x(results, row.heuristic, summary)
         for i, value in enumerate(x):
             n_runs = (
                 sum(i < len(r.dice) for r in runs)
@@ -508,13 +523,13 @@ def render_curves_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summa
 
 
 def _differences_by_x(
-    results: Mapping[str, Sequence[RunRecord]], name: str, pixel_axis: bool
+    results: Mapping[str, Sequence[RunRecord]], name: str, summary: Summary
 ) -> dict[float, tuple[str, str, str, int]]:
-    """x -> formatted (mean, low, high) paired difference from random and the pair count."""
-    baseline = random_baseline(name, results)
-    if baseline is None:
+    """x -> formatted (mean, low, high) paired difference from the baseline and the pair count."""
+    pair = paired_with(name, results, summary.baseline)
+    if pair is None:
         return {}
-    x, mean, lo, hi, pairs = difference_curve(results[name], results[baseline], pixel_axis)
+    x, mean, lo, hi, pairs = difference_curve(results[name], results[pair], summary.pixel_axis)
     return {
         float(x[i]): (f"{mean[i]:.4f}", f"{lo[i]:.4f}", f"{hi[i]:.4f}", int(pairs[i]))
         for i in range(x.size)
@@ -562,7 +577,7 @@ def plot_learning_curves(
     results: Mapping[str, Sequence[RunRecord]], summary: Summary, path: Path
 ) -> Path:
     """Plot mean test Dice against labelled images, one line per heuristic, best first; below
-    it, where there is a ``random`` to pair with, each row's paired difference from random.
+    it, where there is a baseline to pair with, each row's paired difference from it.
 
     Both y-axes are zoomed to what they show (curves, bands and the full-supervision line).
     """
@@ -573,11 +588,9 @@ def plot_learning_curves(
     }
     colours = _colours([row.heuristic for row in summary.rows])
     differences = {
-        row.heuristic: difference_curve(
-            results[row.heuristic], results[baseline], summary.pixel_axis
-        )
+        row.heuristic: difference_curve(results[row.heuristic], results[pair], summary.pixel_axis)
         for row in summary.rows
-        if (baseline := random_baseline(row.heuristic, results)) is not None
+        if (pair := paired_with(row.heuristic, results, summary.baseline)) is not None
     }
     differences = {name: d for name, d in differences.items() if d[0].size}
     if differences:
@@ -649,7 +662,7 @@ def _plot_differences(
     colours: Mapping[str, str],
     marker: Mapping[str, str],
 ) -> None:
-    """Lower panel: each row's mean paired Dice difference from random with 95 % error bars,
+    """Lower panel: each row's mean paired Dice difference from the baseline with 95 % error bars,
     nudged apart along x so that the bars of neighbouring rows do not hide each other."""
     # Smallest gap between two x values of one row (rows on the pixel axis have their own x).
     gaps = [float(np.min(np.diff(d[0]))) for d in differences.values() if d[0].size > 1]
@@ -679,10 +692,10 @@ def _plot_differences(
         label=f"±{summary.margin:g}: equivalence margin of tost_p (AULC)",
     )
     ax.set_ylim(*_padded_limits(shown))
-    ax.set_ylabel("test Dice − random's")
-    tagged = any("@" in name for name in differences)
+    ax.set_ylabel(f"test Dice − {summary.baseline}'s")
+    tagged = any("@" in name for name in differences) and "@" not in summary.baseline
     ax.set_title(
-        "paired difference from random"
+        f"paired difference from {summary.baseline}"
         + (" of the same sweep tag" if tagged else "")
         + (" (same run, same cycle)" if summary.pixel_axis else " (same run, same x)")
         + ": mean and 95 % confidence interval",
@@ -696,6 +709,7 @@ def write_report(
     results_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str] | None = None,
     margin: float = DEFAULT_MARGIN,
+    baseline: str = RANDOM,
 ) -> list[Path]:
     """Load the runs in one folder or several and write the figure and tables to ``out_dir``.
 
@@ -704,6 +718,7 @@ def write_report(
         out_dir: destination folder (created if needed); defaults to the results folder, and
             is required with several.
         margin: equivalence margin in AULC (> 0) of ``tost_p``, ``verdict`` and ``runs_needed``.
+        baseline: the result name every row is paired against (``random`` by default).
 
     Returns:
         Paths of ``learning_curves.png``, ``summary.csv``, ``summary.md``, ``curves.csv`` and
@@ -714,7 +729,7 @@ def write_report(
         raise ReportError("several results folders need --out to say where the report goes")
     out = Path(out_dir) if out_dir is not None else dirs[0]
     results = load_results(dirs)
-    summary = summarise(results, margin)
+    summary = summarise(results, margin, baseline)
     out.mkdir(parents=True, exist_ok=True)
     title = "Active-learning summary: " + " + ".join(d.resolve().name for d in dirs)
     return [
@@ -751,6 +766,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="equivalence margin in AULC for tost_p, verdict and runs_needed "
         f"(default {DEFAULT_MARGIN}; > 0)",
     )
+    parser.add_argument(
+        "--baseline",
+        default=RANDOM,
+        help="result name that every other row is paired against, per sweep tag "
+        f"(default {RANDOM}; e.g. random+pseudo to test a strategy on top of semi-supervision)",
+    )
     args = parser.parse_args(argv)
     try:
         margin = float(args.margin)
@@ -759,7 +780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if not (math.isfinite(margin) and margin > 0):
             raise ReportError(f"--margin must be a number > 0, got {args.margin!r}")
-        written = write_report(args.results_dir, args.out, margin)
+        written = write_report(args.results_dir, args.out, margin, args.baseline)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
