@@ -594,6 +594,13 @@ def test_figure_has_a_difference_panel_and_zoomed_axes(
     assert low < 0.0 and 0.236 < high < 0.3
     assert any(list(line.get_ydata()) == [0.0, 0.0] for line in differences.get_lines())
     np.testing.assert_allclose(differences.get_lines()[0].get_ydata(), [0.0, 0.10, 0.17, 0.18])
+    assert differences.get_ylabel() == "test Dice − random's"
+    # Against bald, the panel holds random's differences instead, with the sign turned.
+    assert main([str(results_dir), "--baseline", "bald"]) == 0
+    differences = figures[1].axes[1]
+    np.testing.assert_allclose(differences.get_lines()[0].get_ydata(), [0.0, -0.10, -0.17, -0.18])
+    assert differences.get_ylabel() == "test Dice − bald's"
+    assert differences.get_title().startswith("paired difference from bald (same run")
     plt.close("all")
 
 
