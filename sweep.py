@@ -154,8 +154,11 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
     if executor is not None and todo:
         handles = submit(executor, todo)
         ids = ", ".join(sorted({str(h.job_id).split("_")[0] for h in handles})) or "none"
+        # submitit sends a single job without --array, so it has a plain job id.
+        jobs_text = "1 job" if len(handles) == 1 else f"{len(handles)} jobs"
+        kind = "job" if len(handles) == 1 else "array"
         print(
-            f"submitted {len(handles)} jobs to SLURM (array {ids}; {args.gpus_per_job} GPUs and "
+            f"submitted {jobs_text} to SLURM ({kind} {ids}; {args.gpus_per_job} GPUs and "
             f"{args.cpus_per_job} CPUs each); logs in {results_dir / 'slurm'}; run this command "
             "again when they end to write the report",
             flush=True,

@@ -58,10 +58,17 @@ def tokens(synthetic_root: Path, results: Path, longer: bool) -> list[str]:
     return [*demo_tokens(synthetic_root, results), *(LONGER if longer else [])]
 
 
-def slurm_command(synthetic_root: Path, results: Path, runs: str, longer: bool) -> list[str]:
+def slurm_command(
+    synthetic_root: Path,
+    results: Path,
+    runs: str,
+    longer: bool,
+    heuristics: tuple[str, ...] = ("bald", "random"),
+) -> list[str]:
     options = ["--executor", "slurm", "--cpus-per-job", str(THREADS), "--time-min", "10"]
     options += ["--array-parallelism", "2"]
-    return sweep_command(tokens(synthetic_root, results, longer), *options, runs=runs)
+    settings = tokens(synthetic_root, results, longer)
+    return sweep_command(settings, *options, heuristics=heuristics, runs=runs)
 
 
 def local_sweep(synthetic_root: Path, results: Path, runs: str, longer: bool) -> Path:
@@ -80,6 +87,12 @@ def local_longer(
 
 def submitted_array(stdout: str) -> str:
     found = re.search(r"submitted \d+ jobs to SLURM \(array (\d+);", stdout)
+    assert found, stdout
+    return found[1]
+
+
+def submitted_job(stdout: str) -> str:
+    found = re.search(r"submitted 1 job to SLURM \(job (\d+);", stdout)
     assert found, stdout
     return found[1]
 
@@ -155,6 +168,20 @@ def test_a_requeued_array_task_resumes_and_ends_as_if_uninterrupted(
     assert resumed, f"the requeued task did not resume (did it end before SLURM killed it?):\n{log}"
     assert int(resumed[1]) < 3
     assert_same_results(tmp_path, local_longer, ("bald_0", "random_0"))
+
+
+def test_a_single_run_goes_as_a_plain_job_and_gives_the_local_result(
+    cluster: None, synthetic_root: Path, clean_sweep: Path, tmp_path: Path
+) -> None:
+    # The common case of a rerun after one run failed: submitit submits one job without --array.
+    command = slurm_command(synthetic_root, tmp_path, "1", longer=False, heuristics=("random",))
+    submitted = run_sweep(command)
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted_job(submitted.stdout)
+    wait_for(job)
+    log = (tmp_path / "slurm" / job / f"{job}_0_log.out").read_text()
+    assert f"threads: torch {THREADS} (loaded with {THREADS})" in log, log
+    assert_same_results(tmp_path, clean_sweep, ("random_1",))
 
 
 def test_a_refused_submission_is_one_line_that_names_the_fix(
