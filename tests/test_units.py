@@ -13,6 +13,7 @@ from data.regions import RegionLabels
 from data.segmentation import ImageStore, SegmentationDataset, SplitRow
 from heuristics.reductions import ReductionSettings
 from heuristics.strategies import STRATEGIES, Selection
+from utils.errors import UserError
 from utils.loop.acquisition import AcquisitionSettings, acquire
 from utils.loop.inference import MCSettings
 from utils.loop.units import ImageUnit, RegionUnit
@@ -119,11 +120,9 @@ class ConstantModel(torch.nn.Module):
         return torch.cat([torch.zeros_like(p), p], 1)  # logits
 
 
-@pytest.mark.parametrize("kind", ["image", "region"])
-def test_one_acquire_serves_both_units(kind: str, tmp_path: Path) -> None:
-    image, region = units([0, 1])
-    unit = image if kind == "image" else region
-    settings = AcquisitionSettings(
+def acquisition_settings(maps_dir: Path) -> AcquisitionSettings:
+    """Top-k entropy, balanced by group, on the CPU."""
+    return AcquisitionSettings(
         heuristic="entropy",
         strategy=STRATEGIES["topk"],
         reduction="mean",
@@ -135,9 +134,16 @@ def test_one_acquire_serves_both_units(kind: str, tmp_path: Path) -> None:
         suggestive_factor=2,
         device=torch.device("cpu"),
         amp_dtype=None,
-        maps_dir=tmp_path,
+        maps_dir=maps_dir,
         progress=False,
     )
+
+
+@pytest.mark.parametrize("kind", ["image", "region"])
+def test_one_acquire_serves_both_units(kind: str, tmp_path: Path) -> None:
+    image, region = units([0, 1])
+    unit = image if kind == "image" else region
+    settings = acquisition_settings(tmp_path)
     model = ConstantModel()
     probs_seen: list[int] = []
     acquired = acquire(
@@ -154,3 +160,24 @@ def test_one_acquire_serves_both_units(kind: str, tmp_path: Path) -> None:
     # uncertain image of each group is the lowest-numbered one left, 2 (group 0) and 3 (1).
     assert {a["name"] for a in acquired} == {"img_2", "img_3"}
     assert all(a["score"] is not None for a in acquired)
+
+
+class NonFiniteModel(ConstantModel):
+    """Logits that overflowed: NaN for every pixel of every image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * torch.nan
+
+
+@pytest.mark.parametrize("kind", ["image", "region"])
+def test_non_finite_scores_are_refused_before_anything_is_labelled(
+    kind: str, tmp_path: Path
+) -> None:
+    image, region = units([0, 1])
+    unit = image if kind == "image" else region
+    before = unit.labelled_pixels()
+    model = NonFiniteModel()
+    mc = MCSettings(2, 1, torch.device("cpu"), None)
+    with pytest.raises(UserError, match=r"pool scores are not finite at cycle 3.*precision=fp32"):
+        acquire(unit, acquisition_settings(tmp_path), model, model, mc, cycle=3)
+    assert unit.labelled_pixels() == before and unit.n_labelled() == 2

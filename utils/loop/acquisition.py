@@ -18,6 +18,7 @@ from heuristics import RANDOM
 from heuristics.reductions import ReductionSettings
 from heuristics.strategies import STRATEGIES, Selection, Strategy
 from utils.config import ExperimentConfig
+from utils.errors import UserError
 from utils.loop.inference import MCSettings, PassOptions, ProbsSink
 from utils.loop.units import LabellingUnit
 
@@ -117,6 +118,14 @@ def acquire(
     if strategy.needs_labelled_features:
         features, labelled_features = unit.features(
             model, items, settings.device, settings.amp_dtype
+        )
+    if not np.isfinite(scores).all():
+        # Top-k would rank NaN as it happens to sort and sampling would turn uniform: refuse.
+        bad = int((~np.isfinite(scores)).sum())
+        raise UserError(
+            f"{bad} of {scores.size} pool scores are not finite at cycle {cycle}, so the pool "
+            "cannot be ranked: the MC predictions are NaN or infinite; use precision=fp32 or a "
+            "lower lr (e.g. lr=0.01)"
         )
     grades = unit.grades(items)
     # A step labels n_per_step per group of the train split, and at least two groups' worth
