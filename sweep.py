@@ -179,7 +179,7 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
 
 
 def write_report(results_dir: Path, failed: list[str]) -> int:
-    from utils.report.summary import write_report as report
+    from utils.report.cli import write_report as report
     from utils.runs.records import ReportError
 
     try:

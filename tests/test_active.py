@@ -289,7 +289,7 @@ def test_uncertainty_figures_are_written_per_cycle(synthetic_root: Path, tmp_pat
 
 
 def test_full_supervision_trains_once_on_everything(synthetic_root: Path, tmp_path: Path) -> None:
-    from utils.report.summary import write_report
+    from utils.report.cli import write_report
 
     config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, epochs=1)
     run(config, named_configs=("full_supervision",))

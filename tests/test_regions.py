@@ -18,7 +18,7 @@ from heuristics.strategies import STRATEGIES, Selection, Strategy
 from tests.conftest import spy_on_coreset, tiny_config
 from utils.loop.inference import pool_features
 from utils.loop.metrics import soft_dice_loss
-from utils.report.summary import main as report_main
+from utils.report.cli import main as report_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,9 @@ import pytest
 from PIL import Image
 from scipy import stats
 
+from utils.report import figure
 from utils.report import summary as report
+from utils.report.cli import main
 from utils.report.stats import (
     aulc,
     holm_adjust,
@@ -27,7 +29,6 @@ from utils.report.stats import (
     pairs_for_power,
     tost_paired,
 )
-from utils.report.summary import main
 from utils.runs.records import RunRecord, load_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -579,7 +580,7 @@ def test_figure_has_a_difference_panel_and_zoomed_axes(
         figures.append(fig)
         return Path(path)
 
-    monkeypatch.setattr(report, "save_figure", keep)
+    monkeypatch.setattr(figure, "save_figure", keep)
     assert main([str(results_dir)]) == 0
     curves, differences = figures[0].axes
     # Band edges: lowest random's at 4 images, 0.40 - 4.3027 * 0.02 / sqrt 3 = 0.350; highest
@@ -608,7 +609,7 @@ def test_figure_without_random_has_one_panel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     figures = []
-    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(figure, "save_figure", lambda fig, path: figures.append(fig) or path)
     write_run(tmp_path, "entropy", 0, [4, 6], [0.5, 0.7])
     assert main([str(tmp_path)]) == 0
     assert len(figures[0].axes) == 1

@@ -1,5 +1,5 @@
 import sys
 
-from utils.report.summary import main
+from utils.report.cli import main
 
 sys.exit(main())

@@ -1,0 +1,202 @@
+"""The summary as text: ``summary.csv``, ``summary.md`` (with a legend of the columns),
+``curves.csv`` (the figure's numbers) and ``runs.csv`` (the values the paired tests pair)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+
+from utils.report.stats import MIN_WILCOXON_PAIRS
+from utils.report.summary import (
+    ALPHA,
+    CSV_COLUMNS,
+    DIFFERENT,
+    EQUIVALENT,
+    INCONCLUSIVE,
+    POWER,
+    Summary,
+    SummaryRow,
+    curve,
+    difference_curve,
+    paired_with,
+)
+from utils.runs.records import RunRecord
+
+
+def _format_cell(value: float | int | str | None) -> str:
+    """CSV/Markdown cell text: floats with 4 decimals, ``None`` as an empty string."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def _row_cells(row: SummaryRow) -> list[str]:
+    """The cells of one row, in ``CSV_COLUMNS`` order."""
+    return [_format_cell(getattr(row, column)) for column in CSV_COLUMNS]
+
+
+def render_csv(summary: Summary) -> str:
+    """The summary table as CSV text with the ``CSV_COLUMNS`` header."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(_row_cells(row) for row in summary.rows)
+    return buffer.getvalue()
+
+
+def render_markdown(summary: Summary, title: str) -> str:
+    """The summary table as a Markdown pipe table with a title and a legend of the columns."""
+    base = f"`{summary.baseline}`"
+    lines = [f"# {title}", ""]
+    lines.append("| " + " | ".join(CSV_COLUMNS) + " |")
+    # Text columns left-aligned, numbers right-aligned.
+    text_columns = ("heuristic", "verdict")
+    lines.append("|" + "|".join(":---" if c in text_columns else "---:" for c in CSV_COLUMNS) + "|")
+    for row in summary.rows:
+        lines.append("| " + " | ".join(cell or "–" for cell in _row_cells(row)) + " |")
+    lines += [
+        "",
+        "Columns:",
+        "",
+        "- `heuristic`: the result name: heuristic, then strategy and reduction where they are "
+        "not `topk` and `mean`, then `@` and the swept values of a sweep's grid (`random` is "
+        "the uniform-sampling baseline).",
+        "- `n_runs`: number of independent runs (seeds) aggregated.",
+        "- `final_dice_mean`, `final_dice_std`: mean and sample standard deviation (ddof = 1; "
+        "0 with a single run) of each run's test Dice at its last cycle.",
+        "- `aulc_mean`, `aulc_std`: area under the learning curve (test Dice against number of "
+        "labelled images, trapezoidal rule) divided by the run's range of labelled images, so "
+        "it lies in [0, 1]; mean and sample standard deviation over runs. Rows are sorted by it.",
+        f"- `labels_to_95`: fewest labelled images at which the heuristic's mean curve reaches "
+        f"95 % of {summary.target_basis}"
+        + (f", i.e. Dice ≥ {summary.target:.4f}" if len(summary.full_by_tag) < 2 else "")
+        + "; – if never reached.",
+        f"- `p_vs_random`: two-sided paired test of per-run AULC against the baseline {base} "
+        f"over the runs both share: Wilcoxon signed-rank with ≥ {MIN_WILCOXON_PAIRS} pairs, "
+        f"paired t-test with 2–{MIN_WILCOXON_PAIRS - 1}; – for {base} itself, without it, or "
+        "with fewer than 2 shared runs. With n pairs the smallest attainable Wilcoxon p is "
+        "2 / 2^n (0.0312 for 6 pairs). Not corrected for multiple comparisons.",
+        "- `pixels_to_95`: with region runs, the smallest labelled fraction of the pool's "
+        "pixels (0 to 1) at which the mean curve reaches the same 95 % target; the curves and "
+        "`aulc` then use that axis for every row (an image is its pixels) and `labels_to_95` is "
+        "empty.",
+        "- `val_labels`: labelled validation images the runs used to choose their weights "
+        "(`model_selection=val`), on top of the labelled training images of the curve; 0 with "
+        "`model_selection=last`; – where the records do not say.",
+        "",
+        f"Compared with the baseline {base} (`--baseline`) of the same grid point over shared "
+        f"runs (– for {base} itself, without it, or with fewer than 2 shared runs); "
+        f"equivalence margin ±{summary.margin:g} AULC, level {ALPHA:g}:",
+        "",
+        "- `aulc_diff`, `aulc_diff_ci_low`, `aulc_diff_ci_high`: mean paired AULC difference "
+        f"(row minus {base}, run by run) and its 95 % t-interval.",
+        "- `p_holm`: `p_vs_random` Holm-adjusted (Holm 1979) over the rows of this table, "
+        "controlling the chance of any false positive among them.",
+        f"- `tost_p`: equivalence test (TOST, Schuirmann 1987): the larger p of two one-sided "
+        f"paired t-tests against differences of −{summary.margin:g} and +{summary.margin:g}; "
+        f"below {ALPHA:g} iff the 90 % t-interval of `aulc_diff` lies inside "
+        f"±{summary.margin:g}.",
+        f"- `verdict`: `{EQUIVALENT}` if `tost_p` < {ALPHA:g}, else `{DIFFERENT}` if "
+        f"`p_holm` < {ALPHA:g}, else `{INCONCLUSIVE}` (more runs needed to tell).",
+        f"- `runs_needed`: paired runs for {POWER:.0%} power to detect an AULC difference of "
+        f"{summary.margin:g} (two-sided paired t-test at {ALPHA:g}, noncentral t), given the "
+        "observed standard deviation of the paired differences.",
+        "",
+        "Training noise of each row's curves (test Dice per cycle, all its runs):",
+        "",
+        "- `drop_share`: share of cycle-to-cycle steps in which test Dice went down.",
+        "- `sd_second_diff`: standard deviation of the second differences of each run's curve "
+        "(Dice at cycle c+1 − 2 × at c + at c−1), pooled over the row's runs.",
+        "",
+    ]
+    if summary.full_by_tag:
+        for tag, (dice, n) in sorted(summary.full_by_tag.items()):
+            where = f" at grid point `{tag}`" if tag else ""
+            lines.append(
+                f"Full supervision (whole training split){where}: test Dice {dice:.4f} "
+                f"(mean of {n} {'run' if n == 1 else 'runs'})."
+            )
+    else:
+        lines.append("No full-supervision result (`full_{run}.npy`) was found.")
+    if summary.unfinished:
+        # A cut-off curve covers fewer labelled images; its AULC is not comparable to a whole
+        # run's unless every run of the comparison stopped at the same cycle.
+        lines += [
+            "",
+            f"Unfinished runs ({len(summary.unfinished)}), whose curves stop before their "
+            f"planned cycles: {', '.join(summary.unfinished)}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+CURVE_COLUMNS = (
+    "heuristic",
+    "x",
+    "n_runs",
+    "mean_dice",
+    "ci_low",
+    "ci_high",
+    "diff_mean",
+    "diff_ci_low",
+    "diff_ci_high",
+    "n_pairs",
+)
+
+
+def render_curves_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summary) -> str:
+    """The plotted curves as numbers: one line per heuristic and x (labelled images, or the
+    labelled fraction of the pool's pixels on the pixel axis), in the table's row order. The
+    ``diff_*`` columns are the lower panel: paired Dice difference from the baseline at that x
+    over ``n_pairs`` shared runs, empty where there is no pair."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CURVE_COLUMNS)
+    for row in summary.rows:
+        runs = results[row.heuristic]
+        x, mean, lo, hi = curve(runs, summary.pixel_axis)
+        differences = _differences_by_x(results, row.heuristic, summary)
+        for i, value in enumerate(x):
+            n_runs = (
+                sum(i < len(r.dice) for r in runs)
+                if summary.pixel_axis
+                else sum(value in r.n_labelled for r in runs)
+            )
+            x_cell = f"{value:.4f}" if summary.pixel_axis else str(int(value))
+            cells = [f"{v:.4f}" for v in (mean[i], lo[i], hi[i])]
+            diff = differences.get(float(value))
+            diff_cells = ["", "", "", ""] if diff is None else [*diff[:3], str(diff[3])]
+            writer.writerow([row.heuristic, x_cell, n_runs, *cells, *diff_cells])
+    return buffer.getvalue()
+
+
+def _differences_by_x(
+    results: Mapping[str, Sequence[RunRecord]], name: str, summary: Summary
+) -> dict[float, tuple[str, str, str, int]]:
+    """x -> formatted (mean, low, high) paired difference from the baseline and the pair count."""
+    pair = paired_with(name, results, summary.baseline)
+    if pair is None:
+        return {}
+    x, mean, lo, hi, pairs = difference_curve(results[name], results[pair], summary.pixel_axis)
+    return {
+        float(x[i]): (f"{mean[i]:.4f}", f"{lo[i]:.4f}", f"{hi[i]:.4f}", int(pairs[i]))
+        for i in range(x.size)
+    }
+
+
+RUN_COLUMNS = ("heuristic", "run", "aulc", "final_dice", "complete")
+
+
+def render_runs_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summary) -> str:
+    """Each run's AULC (on the report's axis) and final Dice: the values the paired test pairs."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(RUN_COLUMNS)
+    for row in summary.rows:
+        for record in results[row.heuristic]:
+            area = summary.run_aulcs[row.heuristic][record.run]
+            cells = [f"{area:.4f}", f"{record.dice[-1]:.4f}", str(record.complete).lower()]
+            writer.writerow([row.heuristic, record.run, *cells])
+    return buffer.getvalue()
