@@ -1,7 +1,7 @@
 """Time of the full default experiment, measured on its first cycles and extrapolated.
 
     python bench/experiment_cycle.py [--cycles 2] [--data-path DIR --splits-path DIR]
-        [--set KEY=VALUE ...]
+        [--set KEY=VALUE ...] [--profile DIR]
 
 Runs ``utils.loop.run.run_active_learning`` with active.py's defaults (60 epochs,
 ``mc_iters=20``, full resolution, 15 cycles planned) for the first ``--cycles`` cycles, on real
@@ -17,6 +17,12 @@ acquisition time proportional to the pool size, and gives two figures for traini
   cycle. Per-epoch costs that do not grow with the labelled set (validation, the scheduler) make
   this an over-estimate for every later cycle.
 
+``--profile DIR`` runs the cycles under ``torch.profiler`` and writes ``DIR/top10.txt``: the ten
+operators with the most self time on the device (CUDA) and on the host. Host rows such as
+``cudaStreamSynchronize`` or ``aten::item`` are syncs, ``cudaLaunchKernel`` counts launches, and
+``aten::copy_`` and ``Memcpy`` rows are data movement. Profiling slows the run, so its timings
+are not the projection's: measure and profile in separate calls.
+
 The last line reads
 ``RESULT measured_cycles=<int> projected_run_minutes=<float> upper_bound_minutes=<float>``.
 """
@@ -25,21 +31,25 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the project's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from bench._common import active_defaults, machine_summary  # noqa: E402
 from data.create_splits import write_splits  # noqa: E402
 from data.glas import read_split  # noqa: E402
 from data.synthetic import generate_synthetic_glas  # noqa: E402
 from utils.config import ExperimentConfig  # noqa: E402
+from utils.io import atomic_write_text  # noqa: E402
 from utils.loop.run import run_active_learning  # noqa: E402
 
 
@@ -87,13 +97,39 @@ def project(
     return projected, upper, plan
 
 
+def profiler(enabled: bool) -> Any:
+    """``torch.profiler.profile`` over the host and, where there is one, the CUDA device."""
+    if not enabled:
+        return contextlib.nullcontext()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if torch.cuda.is_available():
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    return torch.profiler.profile(activities=activities)
+
+
+def top_operators(profile: Any, rows: int = 10) -> str:
+    """The ``rows`` operators with the most self time on the device (when profiled) and on the
+    host, as torch's tables."""
+    averages = profile.key_averages()
+    sections = []
+    if torch.cuda.is_available():
+        table = averages.table(sort_by="self_cuda_time_total", row_limit=rows)
+        sections.append(f"Top {rows} by self CUDA time\n{table}")
+    table = averages.table(sort_by="self_cpu_time_total", row_limit=rows)
+    sections.append(f"Top {rows} by self CPU time\n{table}")
+    return "\n".join(sections)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cycles", type=int, default=2, help="cycles to measure (>= 1)")
     parser.add_argument("--data-path", help="real GlaS folder (default: synthetic, real size)")
     parser.add_argument("--splits-path", help="its splits folder (with --data-path)")
     parser.add_argument("--set", action="append", default=[], help="config override KEY=VALUE")
+    parser.add_argument("--profile", type=Path, help="write torch.profiler's top 10 to DIR")
     args = parser.parse_args(argv)
+    if args.profile is not None and args.profile.exists() and not args.profile.is_dir():
+        parser.error(f"--profile {args.profile} is a file; give a folder for top10.txt")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -115,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             al_cycles=args.cycles - 1,
             progress=False,
         )
-        run_active_learning(ExperimentConfig.from_mapping(config))
+        with profiler(args.profile is not None) as profile:
+            run_active_learning(ExperimentConfig.from_mapping(config))
         record = json.loads((tmp_path / "results" / f"{config['heuristic']}_0.json").read_text())
         train_size = len(read_split(splits_path, "train"))
 
@@ -123,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds, n_labelled = record["seconds_per_cycle"], record["n_labelled"]
     total, upper, plan = project(seconds, n_labelled, config, pool_size=train_size)
     print(machine_summary())
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        table = atomic_write_text(args.profile / "top10.txt", top_operators(profile))
+        print(table.read_text())
     print(f"{'cycle':>5} {'labelled':>8} {'train s':>8} {'test s':>7} {'acquire s':>9} {'Dice':>6}")
     for k, (s, n, d) in enumerate(zip(seconds, n_labelled, record["test_dice"], strict=True)):
         print(f"{k:>5} {n:>8} {s['train']:>8.1f} {s['test']:>7.1f} {s['acquire']:>9.1f} {d:>6.3f}")
