@@ -2,25 +2,27 @@
 
     DATA_PATH/images/NAME.{png,tif,tiff,bmp,jpg,jpeg}
     DATA_PATH/masks/NAME.{png,tif,tiff,bmp}     class indices 0..C-1 (or instance ids)
-    DATA_PATH/groups.csv                        optional: image,group
+    DATA_PATH/groups.csv                        optional: image,group[,patient]
     SPLITS/{train,val,test}.csv                 optional: a column `image` of file stems
 
-Without split files, ``folder_splits`` writes them once from a seed, stratified by group. Every
-problem is refused in one line that names the file and the fix: a silently skipped image would
-change the pool and make runs incomparable.
+Without split files, ``folder_splits`` writes them once from a seed, stratified by group, and
+with every patient's images in one split when ``groups.csv`` names patients. Every problem is
+refused in one line that names the file and the fix: a silently skipped image would change the
+pool and make runs incomparable.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from data.segmentation import (
     SPLITS,
@@ -53,6 +55,7 @@ class FolderIndex:
     masks: dict[str, str]
     groups: dict[str, int]
     group_names: tuple[str, ...]
+    patients: dict[str, str] | None = None  # stem -> patient, when groups.csv names them
 
     def row(self, name: str, where: str) -> SplitRow:
         if name not in self.masks:
@@ -84,29 +87,40 @@ def _group_key(value: str) -> tuple[int, int | str]:
     return (0, int(value)) if value.lstrip("-").isdigit() else (1, value)
 
 
-def read_groups(root: Path, names: list[str]) -> tuple[dict[str, int], tuple[str, ...]]:
-    """``groups.csv`` as image -> group index (groups in sorted order); all 0 without it."""
+def read_groups(
+    root: Path, names: list[str]
+) -> tuple[dict[str, int], tuple[str, ...], dict[str, str] | None]:
+    """``groups.csv`` as image -> group index (groups in sorted order), the group names, and
+    image -> patient when it has a ``patient`` column (else None); all group 0 without it."""
     path = root / GROUPS_FILE
     if not path.is_file():
-        return {name: 0 for name in names}, ("all",)
+        return {name: 0 for name in names}, ("all",), None
     raw: dict[str, str] = {}
+    patients: dict[str, str] = {}
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
-        if header[:2] != ["image", "group"]:
-            raise DataError(f"{path}: header must be 'image,group', got {','.join(header)!r}")
+        if header not in (["image", "group"], ["image", "group", "patient"]):
+            raise DataError(
+                f"{path}: header must be 'image,group' or 'image,group,patient', got "
+                f"{','.join(header)!r}"
+            )
+        columns = ",".join(header)
         for line_no, fields in enumerate(reader, start=2):
             if not any(f.strip() for f in fields):
                 continue
-            if len(fields) < 2 or not fields[0].strip() or not fields[1].strip():
-                raise DataError(f"{path} line {line_no}: expected 'image,group', got {fields}")
-            name = _stem(fields[0].strip())
+            fields = [f.strip() for f in fields]
+            if len(fields) < len(header) or not all(fields[: len(header)]):
+                raise DataError(f"{path} line {line_no}: expected '{columns}', got {fields}")
+            name = _stem(fields[0])
             if name not in names:
                 raise DataError(
                     f"{path} line {line_no}: no image {name!r} in {root / 'images'}; fix the "
                     "name or remove the row"
                 )
-            raw[name] = fields[1].strip()
+            raw[name] = fields[1]
+            if len(header) == 3:
+                patients[name] = fields[2]
     missing = [n for n in names if n not in raw]
     if missing:
         raise DataError(
@@ -115,7 +129,8 @@ def read_groups(root: Path, names: list[str]) -> tuple[dict[str, int], tuple[str
         )
     group_names = tuple(sorted(set(raw.values()), key=_group_key))
     index = {g: i for i, g in enumerate(group_names)}
-    return {n: index[g] for n, g in raw.items()}, group_names
+    groups = {n: index[g] for n, g in raw.items()}
+    return groups, group_names, patients if len(header) == 3 else None
 
 
 def _stem(value: str) -> str:
@@ -138,15 +153,17 @@ def index_folder(data_path: str | Path) -> FolderIndex:
             f"{root / masks[orphans[0]]} has no image in {root / 'images'}; add the image or "
             "remove the mask"
         )
-    groups, group_names = read_groups(root, sorted(images))
-    return FolderIndex(root, images, masks, groups, group_names)
+    groups, group_names, patients = read_groups(root, sorted(images))
+    return FolderIndex(root, images, masks, groups, group_names, patients)
 
 
 def make_folder_splits(
     index: FolderIndex, seed: int = 0, test_size: float = TEST_SIZE, val_size: float = VAL_SIZE
 ) -> dict[str, list[str]]:
     """Stems of each split, sorted: test ``test_size`` of the masked images, val ``val_size``
-    of the rest, both stratified by group where every group has two images to split."""
+    of the rest, both stratified by group where every group has two images to split. With
+    patients, each patient's images go to one split, and the sizes are those of whole patients
+    (``patient_split``)."""
     unmasked = sorted(set(index.images) - set(index.masks))
     if unmasked:
         index.row(unmasked[0], "writing the splits")  # raises, naming the image
@@ -156,8 +173,20 @@ def make_folder_splits(
             f"{index.root / 'masks'} has {len(names)} masks; train, val and test need at least "
             "3 masked images"
         )
-    rest, test = _split(names, max(1, round(test_size * len(names))), index.groups, seed)
-    train, val = _split(rest, max(1, round(val_size * len(rest))), index.groups, seed)
+    if index.patients is not None:
+        n_patients = len({index.patients[n] for n in names})
+        if n_patients < 3:
+            raise DataError(
+                f"{index.root / GROUPS_FILE} names {n_patients} patient(s) among the "
+                f"{len(names)} masked images; train, val and test by patient need at least 3: "
+                "add patients, or write the split files yourself (docs/data.md)"
+            )
+        # Two patients stay for train and val.
+        rest, test = patient_split(names, test_size, index.groups, index.patients, seed, 2)
+        train, val = patient_split(rest, val_size, index.groups, index.patients, seed)
+    else:
+        rest, test = _split(names, max(1, round(test_size * len(names))), index.groups, seed)
+        train, val = _split(rest, max(1, round(val_size * len(rest))), index.groups, seed)
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
 
 
@@ -172,6 +201,37 @@ def _split(
         names, test_size=n_out, random_state=seed, stratify=labels if stratify else None
     )
     return list(kept), list(out)
+
+
+def patient_split(
+    names: list[str],
+    fraction: float,
+    groups: dict[str, int],
+    patients: dict[str, str],
+    seed: int,
+    kept_patients: int = 1,
+) -> tuple[list[str], list[str]]:
+    """``(kept, out)`` with every patient's images on one side, from ``names`` of more than
+    ``kept_patients`` patients: ``out`` is the fold nearest ``fraction`` of the images among
+    the ``round(1 / fraction)`` folds (at most one per patient) of scikit-learn's
+    ``StratifiedGroupKFold``, which balances the groups across folds as far as whole patients
+    allow, that leaves at least ``kept_patients`` patients in ``kept``. A patient (or slide)
+    seen in training would flatter the Dice on its other images."""
+    owners = [patients[n] for n in names]
+    n_splits = min(max(2, round(1 / fraction)), len(set(owners)))
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # A group smaller than the number of folds cannot be in every fold; that is expected.
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(folds.split(names, [groups[n] for n in names], owners))
+    usable = [(k, o) for k, o in splits if len(o) and len({owners[i] for i in k}) >= kept_patients]
+    if not usable:
+        raise DataError(
+            f"{len(names)} images of {len(set(owners))} patients found no split by patient; "
+            "write the split files yourself (docs/data.md)"
+        )
+    kept, out = min(usable, key=lambda split: abs(len(split[1]) - fraction * len(names)))
+    return [names[i] for i in kept], [names[i] for i in out]
 
 
 def read_folder_splits(splits_path: Path, index: FolderIndex) -> dict[str, list[str]]:

@@ -76,12 +76,14 @@ def make_folder(
     instance: bool = False,
     groups: bool = False,
     seed: int = 0,
+    patients: int = 0,
 ) -> Path:
     """Images with bright blobs of each class on a dark background; ``instance`` numbers the
-    blobs 1..K instead of giving their class."""
+    blobs 1..K instead of giving their class. ``groups`` writes groups.csv (groups a and b in
+    turn), with a patient column when ``patients`` > 0 (patient i % patients for image i)."""
     rng = np.random.default_rng(seed)
     colours = np.array([[40, 30, 50], [200, 60, 90], [60, 90, 210], [90, 200, 60]], np.uint8)
-    rows = ["image,group"]
+    rows = ["image,group,patient" if patients else "image,group"]
     for i in range(n):
         height, width = sizes[i % len(sizes)]
         mask = np.zeros((height, width), np.uint8)
@@ -95,7 +97,7 @@ def make_folder(
         image = np.clip(colours[classes].astype(int) + noise, 0, 255).astype(np.uint8)
         save_png(root / "images" / f"img_{i:02d}.png", image)
         save_png(root / "masks" / f"img_{i:02d}.png", mask)
-        rows.append(f"img_{i:02d},{'ab'[i % 2]}")
+        rows.append(f"img_{i:02d},{'ab'[i % 2]}" + (f",p{i % patients}" if patients else ""))
     if groups:
         (root / "groups.csv").write_text("\n".join(rows) + "\n")
     return root
@@ -115,6 +117,48 @@ def test_splits_are_written_once_seeded_stratified_and_disjoint(tmp_path: Path) 
     # Without groups.csv every image is group 0.
     bare = make_folder(tmp_path / "bare", n=6)
     assert {r.label for s in SPLITS for r in open_folder(bare, bare / "s", 2).splits[s]} == {0}
+
+
+def test_patients_are_never_split_across_train_val_and_test(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "f", n=30, groups=True, patients=10)
+    data = open_folder(folder, folder / "splits", num_classes=2)
+    names = {s: [r.name for r in data.splits[s]] for s in SPLITS}
+    owners = {s: {f"p{int(n[4:]) % 10}" for n in names[s]} for s in SPLITS}
+    assert sum(len(o) for o in owners.values()) == 10  # each patient in one split only
+    assert sorted(n for s in SPLITS for n in names[s]) == [f"img_{i:02d}" for i in range(30)]
+    # Whole patients of 3 images: test 2 of 10 patients (20 %), val 2 of the 8 left (25 %, the
+    # fold nearest 20 % of 24 images).
+    assert [len(owners[s]) for s in SPLITS] == [6, 2, 2]
+    assert [len(names[s]) for s in SPLITS] == [18, 6, 6]
+    assert make_folder_splits(index_folder(folder)) == names  # seeded
+    assert make_folder_splits(index_folder(folder), seed=1) != names
+
+
+@pytest.mark.parametrize(
+    ("rows", "fragment"),
+    [
+        (
+            ["image,group,patient", "img_00,a,p0", "img_01,b,p1", "img_02,a,p0", "img_03,b,p1"],
+            "names 2 patient(s) among the 4 masked images; train, val and test by patient need at "
+            "least 3",
+        ),
+        (
+            ["image,group,patient", "img_00,a,p0", "img_01,b,"],
+            "line 3: expected 'image,group,patient'",
+        ),
+        (
+            ["image,group,slide", "img_00,a,p0"],
+            "header must be 'image,group' or 'image,group,patient', got 'image,group,slide'",
+        ),
+    ],
+)
+def test_bad_patient_columns_are_one_line(tmp_path: Path, rows: list[str], fragment: str) -> None:
+    folder = make_folder(tmp_path / "f", n=4)
+    (folder / "groups.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError) as error:
+        open_folder(folder, folder / "splits", num_classes=2)
+    message = str(error.value)
+    assert "\n" not in message and fragment in message and "groups.csv" in message, message
 
 
 def test_instance_masks_collapse_to_foreground(tmp_path: Path) -> None:
