@@ -1,7 +1,9 @@
 """Write train/val/test split CSVs for GlaS.
 
 test = every testA and testB image; val = a stratified (by grade) fraction of the train images;
-train = the rest. Same seed, same files.
+train = the rest. Same seed, same files. ``--by-patient`` keeps each patient's train images on
+one side of train and val (GlaS's test images come from the same patients as its train images,
+so only validation can be kept apart).
 
     python data/create_splits.py --data-path data/GlaS --splits-path data/splits/glas
 """
@@ -18,7 +20,15 @@ if __package__ in (None, ""):  # run as a script: make the project's packages im
 
 from sklearn.model_selection import train_test_split  # noqa: E402
 
-from data.glas import SPLIT_HEADER, SPLITS, DataError, SplitRow, read_grades  # noqa: E402
+from data.glas import (  # noqa: E402
+    SPLIT_HEADER,
+    SPLITS,
+    DataError,
+    SplitRow,
+    read_grades,
+    read_patients,
+)
+from data.splitting import patient_split  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402
 
 NAME_PATTERN = re.compile(r"^(train|testA|testB)_(\d+)$")
@@ -40,9 +50,10 @@ def _check_files(data_path: Path, names: list[str]) -> None:
 
 
 def make_splits(
-    data_path: str | Path, seed: int = 0, val_size: float = 0.2
+    data_path: str | Path, seed: int = 0, val_size: float = 0.2, by_patient: bool = False
 ) -> dict[str, list[SplitRow]]:
-    """Rows of each split, sorted by name. Raises ``DataError`` on missing files or overlap."""
+    """Rows of each split, sorted by name. Raises ``DataError`` on missing files or overlap.
+    ``by_patient``: val is whole patients (``data.splitting.patient_split``)."""
     data_path = Path(data_path)
     grades = read_grades(data_path)
     unknown = [n for n in grades if not NAME_PATTERN.match(n)]
@@ -61,12 +72,16 @@ def make_splits(
             f"{data_path} has {len(train_names)} train and {len(test_names)} test images; "
             "need at least 4 train and 1 test image"
         )
-    fit_names, val_names = train_test_split(
-        train_names,
-        test_size=val_size,
-        random_state=seed,
-        stratify=[grades[n] for n in train_names],
-    )
+    if by_patient:
+        patients = read_patients(data_path)
+        fit_names, val_names = patient_split(train_names, val_size, grades, patients, seed)
+    else:
+        fit_names, val_names = train_test_split(
+            train_names,
+            test_size=val_size,
+            random_state=seed,
+            stratify=[grades[n] for n in train_names],
+        )
     names = {
         "train": sorted(fit_names, key=_natural_key),
         "val": sorted(val_names, key=_natural_key),
@@ -90,9 +105,13 @@ def _to_csv(rows: list[SplitRow]) -> str:
 
 
 def write_splits(
-    data_path: str | Path, splits_path: str | Path, seed: int = 0, val_size: float = 0.2
+    data_path: str | Path,
+    splits_path: str | Path,
+    seed: int = 0,
+    val_size: float = 0.2,
+    by_patient: bool = False,
 ) -> dict[str, list[SplitRow]]:
-    splits = make_splits(data_path, seed=seed, val_size=val_size)
+    splits = make_splits(data_path, seed=seed, val_size=val_size, by_patient=by_patient)
     splits_path = Path(splits_path)
     splits_path.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
@@ -106,9 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits-path", required=True, help="where to write the split CSVs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the stratified val split")
     parser.add_argument("--val-size", type=float, default=0.2, help="fraction of train for val")
+    parser.add_argument(
+        "--by-patient", action="store_true", help="val of whole patients, none of them in train"
+    )
     args = parser.parse_args(argv)
     try:
-        splits = write_splits(args.data_path, args.splits_path, args.seed, args.val_size)
+        splits = write_splits(
+            args.data_path, args.splits_path, args.seed, args.val_size, args.by_patient
+        )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

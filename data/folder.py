@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import csv
 import io
-import warnings
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import train_test_split
 
 from data.segmentation import (
     SPLITS,
@@ -32,6 +31,7 @@ from data.segmentation import (
     open_image,
     resize_pair,
 )
+from data.splitting import patient_split
 from utils.io import atomic_write_bytes, atomic_write_text
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
@@ -201,37 +201,6 @@ def _split(
         names, test_size=n_out, random_state=seed, stratify=labels if stratify else None
     )
     return list(kept), list(out)
-
-
-def patient_split(
-    names: list[str],
-    fraction: float,
-    groups: dict[str, int],
-    patients: dict[str, str],
-    seed: int,
-    kept_patients: int = 1,
-) -> tuple[list[str], list[str]]:
-    """``(kept, out)`` with every patient's images on one side, from ``names`` of more than
-    ``kept_patients`` patients: ``out`` is the fold nearest ``fraction`` of the images among
-    the ``round(1 / fraction)`` folds (at most one per patient) of scikit-learn's
-    ``StratifiedGroupKFold``, which balances the groups across folds as far as whole patients
-    allow, that leaves at least ``kept_patients`` patients in ``kept``. A patient (or slide)
-    seen in training would flatter the Dice on its other images."""
-    owners = [patients[n] for n in names]
-    n_splits = min(max(2, round(1 / fraction)), len(set(owners)))
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        # A group smaller than the number of folds cannot be in every fold; that is expected.
-        warnings.simplefilter("ignore", UserWarning)
-        splits = list(folds.split(names, [groups[n] for n in names], owners))
-    usable = [(k, o) for k, o in splits if len(o) and len({owners[i] for i in k}) >= kept_patients]
-    if not usable:
-        raise DataError(
-            f"{len(names)} images of {len(set(owners))} patients found no split by patient; "
-            "write the split files yourself (docs/data.md)"
-        )
-    kept, out = min(usable, key=lambda split: abs(len(split[1]) - fraction * len(names)))
-    return [names[i] for i in kept], [names[i] for i in out]
 
 
 def read_folder_splits(splits_path: Path, index: FolderIndex) -> dict[str, list[str]]:

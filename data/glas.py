@@ -39,7 +39,17 @@ GLAS_HELP = (
 
 
 def read_grades(data_path: str | Path) -> dict[str, int]:
-    """Map image name -> 0 (benign) / 1 (malignant) from GlaS's ``Grade.csv``.
+    """Map image name -> 0 (benign) / 1 (malignant) from GlaS's ``Grade.csv``."""
+    return {name: grade for name, (_, grade) in read_grade_table(data_path).items()}
+
+
+def read_patients(data_path: str | Path) -> dict[str, str]:
+    """Map image name -> patient ID from GlaS's ``Grade.csv``."""
+    return {name: patient for name, (patient, _) in read_grade_table(data_path).items()}
+
+
+def read_grade_table(data_path: str | Path) -> dict[str, tuple[str, int]]:
+    """Map image name -> (patient ID, 0 benign / 1 malignant) from GlaS's ``Grade.csv``.
 
     The real file ends lines with a bare CR and puts a space after each comma, so we split on any
     line ending and strip every field.
@@ -55,12 +65,12 @@ def read_grades(data_path: str | Path) -> dict[str, int]:
             f"{path}: header must be '{','.join(GRADE_HEADER)}', got {lines[:1]!r}; "
             "use the Grade.csv shipped with GlaS"
         )
-    grades: dict[str, int] = {}
+    grades: dict[str, tuple[str, int]] = {}
     for line_no, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
         fields = [f.strip() for f in line.split(",")]
-        if len(fields) != 4 or not fields[0]:
+        if len(fields) != 4 or not fields[0] or not fields[1]:
             raise DataError(
                 f"{path} line {line_no}: malformed row {line!r}, expected 4 comma-separated "
                 "fields 'name,patient ID, grade, grade'; fix or restore the file"
@@ -71,7 +81,7 @@ def read_grades(data_path: str | Path) -> dict[str, int]:
                 f"{path} line {line_no}: unknown grade {fields[2]!r} for {fields[0]}, expected "
                 f"one of {sorted(GRADE_LABELS)}; fix or restore the file"
             )
-        grades[fields[0]] = GRADE_LABELS[grade]
+        grades[fields[0]] = (fields[1], GRADE_LABELS[grade])
     if not grades:
         raise DataError(f"{path} lists no images; use the Grade.csv shipped with GlaS")
     return grades

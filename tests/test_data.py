@@ -13,7 +13,14 @@ from PIL import Image
 
 from data.create_splits import main as create_splits_main
 from data.create_splits import make_splits
-from data.glas import DataError, GlasDataset, ImageStore, read_grades, read_split
+from data.glas import (
+    DataError,
+    GlasDataset,
+    ImageStore,
+    read_grades,
+    read_patients,
+    read_split,
+)
 from data.transforms import effective_patch_size, train_transform
 from tests.conftest import SYNTHETIC_COUNTS
 
@@ -45,6 +52,28 @@ def test_splits_cover_everything_once_and_are_stratified(synthetic_root: Path) -
     assert {r.label for r in splits["val"]} == {0, 1}  # stratified: both grades in val
     row = splits["train"][0]
     assert row.mask == f"{Path(row.image).stem}_anno.bmp"
+
+
+def test_by_patient_val_shares_no_patient_with_train(synthetic_root: Path, tmp_path: Path) -> None:
+    data = synthetic_root / "GlaS"
+    raw = (data / "Grade.csv").read_bytes().decode().split("\r")[1].split(",")
+    patients = read_patients(data)
+    assert patients[raw[0]] == raw[1].strip()
+
+    def owners(splits: dict, split: str) -> set[str]:
+        return {patients[Path(r.image).stem] for r in splits[split]}
+
+    # The synthetic train split has 4 patients of 3 images; the default val mixes them in.
+    default = make_splits(data, seed=0)
+    assert owners(default, "val") & owners(default, "train")
+    splits = make_splits(data, seed=0, by_patient=True)
+    assert len(owners(splits, "val")) == 1 and not owners(splits, "val") & owners(splits, "train")
+    assert len(splits["val"]) == 3 and len(splits["train"]) == 9
+    assert splits["test"] == default["test"]
+    out = tmp_path / "splits"
+    args = ["--data-path", str(data), "--splits-path", str(out), "--by-patient"]
+    assert create_splits_main(args) == 0
+    assert [r.image for r in read_split(out, "val")] == [r.image for r in splits["val"]]
 
 
 def test_create_splits_cli_is_deterministic(synthetic_root: Path, tmp_path: Path) -> None:

@@ -1,0 +1,51 @@
+"""Splits that keep each patient's images together.
+
+A patient (or slide) seen in training flatters the Dice on its other images, and validation on
+a patient of the pool chooses weights for what the pool already shows.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from sklearn.model_selection import StratifiedGroupKFold
+
+from data.segmentation import DataError
+
+
+def patient_split(
+    names: list[str],
+    fraction: float,
+    groups: dict[str, int],
+    patients: dict[str, str],
+    seed: int,
+    kept_patients: int = 1,
+) -> tuple[list[str], list[str]]:
+    """``(kept, out)`` with every patient's images on one side, from ``names`` of more than
+    ``kept_patients`` patients: ``out`` is the fold nearest ``fraction`` of the images among
+    the ``round(1 / fraction)`` folds (at most one per patient) of scikit-learn's
+    ``StratifiedGroupKFold``, which balances the groups across folds as far as whole patients
+    allow, that leaves at least ``kept_patients`` patients in ``kept``."""
+    owners = [patients[n] for n in names]
+    n_patients = len(set(owners))
+    if n_patients <= kept_patients:
+        raise _too_few(names, n_patients, kept_patients)
+    n_splits = min(max(2, round(1 / fraction)), n_patients)
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # A group smaller than the number of folds cannot be in every fold; that is expected.
+        warnings.simplefilter("ignore", UserWarning)
+        splits = list(folds.split(names, [groups[n] for n in names], owners))
+    usable = [(k, o) for k, o in splits if len(o) and len({owners[i] for i in k}) >= kept_patients]
+    if not usable:
+        raise _too_few(names, n_patients, kept_patients)
+    kept, out = min(usable, key=lambda split: abs(len(split[1]) - fraction * len(names)))
+    return [names[i] for i in kept], [names[i] for i in out]
+
+
+def _too_few(names: list[str], n_patients: int, kept_patients: int) -> DataError:
+    return DataError(
+        f"{len(names)} images of {n_patients} patient(s) have no split by patient that keeps "
+        f"{kept_patients} patient(s) on the other side; add patients or write the split files "
+        "by hand (docs/data.md)"
+    )
