@@ -2,7 +2,7 @@
 
 test = every testA and testB image; val = a stratified (by grade) fraction of the train images;
 train = the rest. Same seed, same files. ``--by-patient`` keeps each patient's train images on
-one side of train and val (GlaS's test images come from the same patients as its train images,
+one side of train and val (the challenge's test split shares 11 of its 12 patients with train,
 so only validation can be kept apart).
 
     python data/create_splits.py --data-path data/GlaS --splits-path data/splits/glas
