@@ -100,17 +100,19 @@ def read_groups(
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
-        if header not in (["image", "group"], ["image", "group", "patient"]):
+        if header[:2] != ["image", "group"]:
             raise DataError(
-                f"{path}: header must be 'image,group' or 'image,group,patient', got "
+                f"{path}: header must start 'image,group' (a 'patient' column may follow), got "
                 f"{','.join(header)!r}"
             )
-        columns = ",".join(header)
+        # Other columns are the lab's own and are ignored.
+        used = [0, 1] + ([header.index("patient")] if "patient" in header else [])
+        columns = ",".join(header[i] for i in used)
         for line_no, fields in enumerate(reader, start=2):
             if not any(f.strip() for f in fields):
                 continue
             fields = [f.strip() for f in fields]
-            if len(fields) < len(header) or not all(fields[: len(header)]):
+            if len(fields) <= max(used) or not all(fields[i] for i in used):
                 raise DataError(f"{path} line {line_no}: expected '{columns}', got {fields}")
             name = _stem(fields[0])
             if name not in names:
@@ -119,8 +121,8 @@ def read_groups(
                     "name or remove the row"
                 )
             raw[name] = fields[1]
-            if len(header) == 3:
-                patients[name] = fields[2]
+            if len(used) == 3:
+                patients[name] = fields[used[2]]
     missing = [n for n in names if n not in raw]
     if missing:
         raise DataError(
@@ -130,7 +132,7 @@ def read_groups(
     group_names = tuple(sorted(set(raw.values()), key=_group_key))
     index = {g: i for i, g in enumerate(group_names)}
     groups = {n: index[g] for n, g in raw.items()}
-    return groups, group_names, patients if len(header) == 3 else None
+    return groups, group_names, patients if len(used) == 3 else None
 
 
 def _stem(value: str) -> str:

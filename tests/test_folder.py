@@ -147,8 +147,9 @@ def test_patients_are_never_split_across_train_val_and_test(tmp_path: Path) -> N
             "line 3: expected 'image,group,patient'",
         ),
         (
-            ["image,group,slide", "img_00,a,p0"],
-            "header must be 'image,group' or 'image,group,patient', got 'image,group,slide'",
+            ["image,grade,patient", "img_00,a,p0"],
+            "header must start 'image,group' (a 'patient' column may follow), got "
+            "'image,grade,patient'",
         ),
     ],
 )
@@ -159,6 +160,17 @@ def test_bad_patient_columns_are_one_line(tmp_path: Path, rows: list[str], fragm
         open_folder(folder, folder / "splits", num_classes=2)
     message = str(error.value)
     assert "\n" not in message and fragment in message and "groups.csv" in message, message
+
+
+def test_other_columns_of_groups_csv_are_ignored(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "f", n=6)
+    rows = [f"img_{i:02d},{'ab'[i % 2]},scanner {i},p{i // 2}" for i in range(6)]
+    (folder / "groups.csv").write_text("\n".join(["image,group,note,patient", *rows]) + "\n")
+    index = index_folder(folder)
+    assert index.patients == {f"img_{i:02d}": f"p{i // 2}" for i in range(6)}
+    assert index.groups == {f"img_{i:02d}": i % 2 for i in range(6)}
+    (folder / "groups.csv").write_text("image,group,note\n" + "\n".join(rows) + "\n")
+    assert index_folder(folder).patients is None
 
 
 def test_instance_masks_collapse_to_foreground(tmp_path: Path) -> None:
