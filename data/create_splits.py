@@ -25,8 +25,7 @@ from data.glas import (  # noqa: E402
     SPLITS,
     DataError,
     SplitRow,
-    read_grades,
-    read_patients,
+    read_grade_table,
 )
 from data.splitting import patient_split  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402
@@ -55,7 +54,8 @@ def make_splits(
     """Rows of each split, sorted by name. Raises ``DataError`` on missing files or overlap.
     ``by_patient``: val is whole patients (``data.splitting.patient_split``)."""
     data_path = Path(data_path)
-    grades = read_grades(data_path)
+    table = read_grade_table(data_path)
+    grades = {name: grade for name, (_, grade) in table.items()}
     unknown = [n for n in grades if not NAME_PATTERN.match(n)]
     if unknown:
         raise DataError(
@@ -73,7 +73,7 @@ def make_splits(
             "need at least 4 train and 1 test image"
         )
     if by_patient:
-        patients = read_patients(data_path)
+        patients = {name: patient for name, (patient, _) in table.items()}
         fit_names, val_names = patient_split(train_names, val_size, grades, patients, seed)
     else:
         fit_names, val_names = train_test_split(

@@ -43,11 +43,6 @@ def read_grades(data_path: str | Path) -> dict[str, int]:
     return {name: grade for name, (_, grade) in read_grade_table(data_path).items()}
 
 
-def read_patients(data_path: str | Path) -> dict[str, str]:
-    """Map image name -> patient ID from GlaS's ``Grade.csv``."""
-    return {name: patient for name, (patient, _) in read_grade_table(data_path).items()}
-
-
 def read_grade_table(data_path: str | Path) -> dict[str, tuple[str, int]]:
     """Map image name -> (patient ID, 0 benign / 1 malignant) from GlaS's ``Grade.csv``.
 

@@ -17,8 +17,8 @@ from data.glas import (
     DataError,
     GlasDataset,
     ImageStore,
+    read_grade_table,
     read_grades,
-    read_patients,
     read_split,
 )
 from data.transforms import effective_patch_size, train_transform
@@ -57,7 +57,7 @@ def test_splits_cover_everything_once_and_are_stratified(synthetic_root: Path) -
 def test_by_patient_val_shares_no_patient_with_train(synthetic_root: Path, tmp_path: Path) -> None:
     data = synthetic_root / "GlaS"
     raw = (data / "Grade.csv").read_bytes().decode().split("\r")[1].split(",")
-    patients = read_patients(data)
+    patients = {name: patient for name, (patient, _) in read_grade_table(data).items()}
     assert patients[raw[0]] == raw[1].strip()
 
     def owners(splits: dict, split: str) -> set[str]:

@@ -85,14 +85,10 @@ def local_longer(
     return local_sweep(synthetic_root, tmp_path_factory.mktemp("local_longer"), "0", True)
 
 
-def submitted_array(stdout: str) -> str:
-    found = re.search(r"submitted \d+ jobs to SLURM \(array (\d+);", stdout)
-    assert found, stdout
-    return found[1]
-
-
-def submitted_job(stdout: str) -> str:
-    found = re.search(r"submitted 1 job to SLURM \(job (\d+);", stdout)
+def submitted_array(stdout: str, kind: str = "array") -> str:
+    """The SLURM id that sweep.py printed: an array's, or with ``kind="job"`` a single job's."""
+    jobs = "1 job" if kind == "job" else r"\d+ jobs"
+    found = re.search(rf"submitted {jobs} to SLURM \({kind} (\d+);", stdout)
     assert found, stdout
     return found[1]
 
@@ -177,7 +173,7 @@ def test_a_single_run_goes_as_a_plain_job_and_gives_the_local_result(
     command = slurm_command(synthetic_root, tmp_path, "1", longer=False, heuristics=("random",))
     submitted = run_sweep(command)
     assert submitted.returncode == 0, submitted.stderr
-    job = submitted_job(submitted.stdout)
+    job = submitted_array(submitted.stdout, kind="job")
     wait_for(job)
     log = (tmp_path / "slurm" / job / f"{job}_0_log.out").read_text()
     assert f"threads: torch {THREADS} (loaded with {THREADS})" in log, log
