@@ -15,6 +15,7 @@ from torch import nn
 from data.regions import IGNORE
 from tests.conftest import tiny_config
 from utils.config import ConfigError, ExperimentConfig, validate
+from utils.loop import training
 from utils.loop.metrics import soft_dice_loss
 from utils.loop.run import run_active_learning
 from utils.loop.semi import (
@@ -142,7 +143,13 @@ def run_tiny(synthetic_root: Path, results: Path, **updates) -> np.ndarray:
     return run_active_learning(ExperimentConfig.from_mapping(config))
 
 
-def test_pseudo_runs_end_to_end_and_says_so(synthetic_root: Path, tmp_path: Path) -> None:
+def test_pseudo_runs_end_to_end_and_says_so(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_teacher(*args: object) -> None:
+        raise AssertionError("pseudo-labels need no EMA teacher")
+
+    monkeypatch.setattr(training, "_Teacher", no_teacher)
     # A loose threshold: the tiny model is never as sure as CEAL's threshold asks.
     loose = {"pseudo_threshold": 0.69, "epochs": 4, "model_selection": "last"}
     dice = run_tiny(synthetic_root, tmp_path, semi="pseudo", heuristic="random", **loose)

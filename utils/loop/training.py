@@ -184,7 +184,8 @@ def train_model(
     optimizer, scheduler = make_optimizer(model, settings)
     best_loss, best_epoch = math.inf, -1
     best_state = copy.deepcopy(model.state_dict()) if val_set is not None else None
-    teacher = _Teacher(model, settings) if semi is not None or ema else None
+    mean_teacher = semi is not None and semi.method == "mean_teacher"
+    teacher = _Teacher(model, settings) if mean_teacher or ema else None
     total_steps = settings.epochs * math.ceil(len(sampler) / settings.batch_size)
     step = 0
     train_loss = unlabelled_loss = math.nan
