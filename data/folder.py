@@ -1,7 +1,7 @@
 """A folder of images and masks as a dataset (``dataset=folder``).
 
     DATA_PATH/images/NAME.{png,tif,tiff,bmp,jpg,jpeg}
-    DATA_PATH/masks/NAME.{png,tif,tiff,bmp}     class indices 0..C-1 (or instance ids)
+    DATA_PATH/masks/NAME.{png,tif,tiff,bmp}     class indices 0..C-1 (or 0/255, or instance ids)
     DATA_PATH/groups.csv                        optional: image,group[,patient]
     SPLITS/{train,val,test}.csv                 optional: a column `image` of file stems
 
@@ -32,11 +32,13 @@ from data.segmentation import (
     resize_pair,
 )
 from data.splitting import patient_split
+from utils.config import MAX_CLASSES
 from utils.io import atomic_write_bytes, atomic_write_text
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")  # lossless only: JPEG would smear the classes
-MASK_KINDS = ("class", "instance")
+MASK_KINDS = ("class", "binary", "instance")
+SYSTEM_FILES = ("thumbs.db", "desktop.ini")  # written by file browsers, never data
 GROUPS_FILE = "groups.csv"
 TEST_SIZE = 0.2  # of all masked images
 VAL_SIZE = 0.2  # of the images not in test
@@ -67,12 +69,25 @@ class FolderIndex:
 
 
 def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, str]:
+    """The folder's files by stem. A subfolder or a file of another format is refused, not
+    skipped: a skipped mask would put a labelled image in the pool."""
     found: dict[str, str] = {}
     if not folder.is_dir():
         return found
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.suffix.lower() not in suffixes:
+        if path.name.startswith(".") or path.name.lower() in SYSTEM_FILES:
             continue
+        if path.is_dir():
+            raise DataError(
+                f"{path} is a folder; {folder} is read without its subfolders: move its files "
+                f"up into {folder.name}/, or the folder out"
+            )
+        if path.suffix.lower() not in suffixes:
+            kind = "lossless " if folder.name == "masks" else ""
+            raise DataError(
+                f"{path} is not a {kind}format this reads ({', '.join(suffixes)}); convert it "
+                f"to .png, or move it out of {folder.name}/"
+            )
         if path.stem in found:
             raise DataError(
                 f"{path} and {folder.parent / found[path.stem]} share the name {path.stem!r}; "
@@ -308,18 +323,25 @@ def load_folder_pair(
             f"{mask_path} is {values.shape[1]}x{values.shape[0]} but its image {row.image} is "
             f"{image.width}x{image.height}; masks must match their image"
         )
-    if mask_kind == "instance":
-        values = values > 0  # every instance is foreground
+    if mask_kind in ("binary", "instance"):
+        values = values > 0  # every non-zero pixel, or every instance, is foreground
     else:
-        low, high = int(values.min()), int(values.max())
-        if low < 0 or high >= num_classes:
-            bad = high if high >= num_classes else low
-            raise DataError(
-                f"{mask_path} holds the value {bad} but num_classes={num_classes} allows "
-                f"0..{num_classes - 1}; set num_classes={max(high + 1, num_classes)}, or "
-                "mask_kind=instance for instance ids"
-            )
+        _check_classes(mask_path, values, num_classes)
     return resize_pair(image, values.astype(np.uint8), image_scale)
+
+
+def _check_classes(path: Path, values: np.ndarray, num_classes: int) -> None:
+    low, high = int(values.min()), int(values.max())
+    if low >= 0 and high < num_classes:
+        return
+    bad = high if high >= num_classes else low
+    problem = (
+        f"{path} holds the value {bad} but num_classes={num_classes} allows 0..{num_classes - 1}"
+    )
+    if low >= 0 and np.isin(values, (0, high)).all():
+        raise DataError(f"{problem}; for a two-value mask (0/{high}) set mask_kind=binary")
+    more = f"set num_classes={high + 1}, or " if 0 <= low and high < MAX_CLASSES else ""
+    raise DataError(f"{problem}; {more}mask_kind=instance for instance ids")
 
 
 def class_names(num_classes: int) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from data.datasets import open_dataset
@@ -181,6 +182,18 @@ def test_instance_masks_collapse_to_foreground(tmp_path: Path) -> None:
     assert np.array_equal(store.masks[0].numpy(), (raw > 0).astype(np.uint8))
 
 
+def test_binary_masks_saved_as_0_255_read_as_0_1(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "f", n=5)
+    plain = open_folder(folder, folder / "splits", 2).store("train")
+    for path in (folder / "masks").iterdir():
+        save_png(path, np.asarray(Image.open(path)) * np.uint8(255))
+    with pytest.raises(DataError, match=r"value 255 .*\(0/255\) set mask_kind=binary$"):
+        open_folder(folder, folder / "splits", 2).store("train")
+    binary = open_folder(folder, folder / "splits", 2, mask_kind="binary").store("train")
+    for a, b in zip(plain.masks, binary.masks, strict=True):
+        assert a.max() == 1 and torch.equal(a, b)
+
+
 def test_three_classes_of_mixed_sizes_run_end_to_end(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "f", n=12, num_classes=3, sizes=((48, 64), (40, 56), (56, 48)))
     config = tiny_config(folder, folder / "splits", tmp_path / "results")
@@ -222,6 +235,16 @@ def break_folder(folder: Path, how: str) -> str:
     if how == "unreadable image":
         (folder / "images" / "img_03.png").write_bytes(b"not a png")
         return "images/img_03.png cannot be decoded"
+    if how == "mask saved as JPEG":
+        (folder / "masks" / "img_03.png").rename(folder / "masks" / "img_03.jpg")
+        return "masks/img_03.jpg is not a lossless format this reads (.png, .tif, .tiff, .bmp)"
+    if how == "image in a subfolder":
+        (folder / "images" / "batch2").mkdir()
+        (folder / "images" / "img_03.png").rename(folder / "images" / "batch2" / "img_03.png")
+        return "images/batch2 is a folder; "
+    if how == "image of another format":
+        (folder / "images" / "img_09.webp").write_bytes(b"RIFF")
+        return "images/img_09.webp is not a format this reads"
     if how == "empty folder":
         for path in (folder / "images").iterdir():
             path.unlink()
@@ -236,6 +259,9 @@ def break_folder(folder: Path, how: str) -> str:
         "mask of another size",
         "mask value >= C",
         "unreadable image",
+        "mask saved as JPEG",
+        "image in a subfolder",
+        "image of another format",
         "empty folder",
     ],
 )

@@ -82,8 +82,9 @@ class ExperimentConfig:
     )
     mask_kind: str = _key(
         "class",
-        "`dataset=folder`: masks hold `class` indices 0..C-1, or `instance` ids (foreground)",
-        choices=("class", "instance"),
+        "`dataset=folder`: masks hold `class` indices 0..C-1; `binary` and `instance` (ids) "
+        "read every non-zero value as foreground",
+        choices=("class", "binary", "instance"),
     )
     synthetic: bool = _key(
         False, "generate a synthetic GlaS and its splits at `data_path` when absent"
@@ -358,7 +359,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         ),
         (
             cfg.num_classes == 2 or cfg.mask_kind == "class",
-            f"mask_kind=instance gives two classes (background, foreground); set num_classes=2, "
+            f"mask_kind={cfg.mask_kind} gives two classes (background, foreground); set "
+            "num_classes=2, "
             f"got {cfg.num_classes}",
         ),
         (
