@@ -253,7 +253,10 @@ def test_missing_and_broken_splits(
         ({"n_label_start": 99}, ("n_label_start=99", "train split")),
         ({"epochs": "many"}, ("epochs must be an integer",)),
         ({"results_dir": "/proc/nope"}, ("results_dir=/proc/nope cannot be created",)),
-        ({"image_scale": 0.001}, ("image_scale=0.001 leaves the smallest image 1 pixels",)),
+        (
+            {"image_scale": 0.001},
+            ("image_scale=0.001 leaves the smallest image, ", " 1 pixels on a side"),
+        ),
     ],
 )
 def test_bad_config_values_end_the_run_in_one_line(

@@ -1,5 +1,6 @@
 """``active.py suggest``: a folder with half its masks removed gets ranked suggestions, overlays,
-QuPath GeoJSON and reusable weights; seeded; a new mask retrains; nothing labelled is refused."""
+QuPath GeoJSON and reusable weights; seeded; a new mask retrains; boxes end on the original
+edges; one results folder serves one data folder; bad input is refused in one line."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from active import ex
+from data.folder import save_png
 from tests.conftest import tiny_config
 from tests.test_folder import make_folder
+from utils.loop.suggest import _original_box
 
 
-def half_masked(root: Path) -> tuple[Path, list[str]]:
-    folder = make_folder(root, n=10, groups=True)
+def half_masked(root: Path, **folder_options) -> tuple[Path, list[str]]:
+    folder = make_folder(root, n=10, groups=True, **folder_options)
     pool = [f"img_{i:02d}" for i in range(1, 10, 2)]
     for name in pool:
         (folder / "masks" / f"{name}.png").rename(root / f"{name}.mask.png")
@@ -98,3 +102,64 @@ def test_nothing_labelled_is_refused_in_one_line(
     assert exit_info.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "holds no masks, so nothing is labelled" in lines[0], lines
+
+
+def test_boxes_at_a_reduced_scale_end_on_the_original_edges(tmp_path: Path) -> None:
+    # 75 x 101 at image_scale=0.5 is 38 x 50: scaling the edges back by 2 alone gives 76 x 100.
+    folder, pool = half_masked(tmp_path / "slides", sizes=((75, 101),))
+    suggest(folder, tmp_path / "a", image_scale=0.5)
+    for row in read_rows(tmp_path / "a" / "suggest" / "suggestions.csv"):
+        geojson = json.loads(
+            (tmp_path / "a/suggest/geojson" / f"{row['image']}.geojson").read_text()
+        )
+        ring = geojson["features"][0]["geometry"]["coordinates"][0]
+        assert ring == [[0, 0], [101, 0], [101, 75], [0, 75], [0, 0]]
+
+
+def test_a_box_on_the_scaled_edge_maps_to_the_original_edge() -> None:
+    scaled, original = (38, 50), (75, 101)
+    assert _original_box([0, 38, 0, 50], scaled, original) == [0, 75, 0, 101]
+    # Inside, by the ratio of the sides: 16 * 75 / 38 = 31.6, 32 * 75 / 38 = 63.2, ...
+    assert _original_box([16, 32, 16, 32], scaled, original) == [32, 63, 32, 65]
+    assert _original_box([32, 38, 48, 50], scaled, original) == [63, 75, 97, 101]
+
+
+def test_fewer_region_suggestions_than_asked_are_explained(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder, _ = half_masked(tmp_path / "slides")
+    capsys.readouterr()
+    # 48 x 64 in tiles of 20 x 20: the edge tiles take the remainder, so are larger.
+    suggest(folder, tmp_path / "r", label_unit="region", region_size=[20, 20], n_suggest=4)
+    rows = read_rows(tmp_path / "r" / "suggest" / "suggestions.csv")
+    out = capsys.readouterr().out
+    assert len(rows) < 4 and "n_suggest=4 is a budget of 1,600 pixels" in out, out
+
+
+def test_another_folder_keeps_its_suggestions(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    first, _ = half_masked(tmp_path / "first")
+    second, _ = half_masked(tmp_path / "second", seed=1)
+    suggest(first, tmp_path / "results")
+    written = (tmp_path / "results/suggest/suggestions.csv").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        suggest(second, tmp_path / "results")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"holds the suggestions for {first.resolve()}" in lines[0], lines
+    assert (tmp_path / "results/suggest/suggestions.csv").read_bytes() == written
+
+
+def test_an_image_too_small_for_the_scale_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder, pool = half_masked(tmp_path / "slides")
+    save_png(folder / "images" / f"{pool[1]}.png", np.zeros((20, 24, 3), np.uint8))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        suggest(folder, tmp_path / "a")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert f"leaves the smallest image, {pool[1]}, 20 pixels on a side" in lines[0]
+    assert f"or leave {pool[1]} out" in lines[0]

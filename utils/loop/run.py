@@ -77,12 +77,17 @@ MIN_IMAGE_SIDE = 32  # five 2x poolings leave a 1-pixel bottleneck; smaller is m
 
 
 def check_scaled_size(stores: dict[str, ImageStore], image_scale: float) -> None:
-    smallest = min(min(store.min_size) for store in stores.values())
+    smallest, name = min(
+        (min(image.shape[1:]), name)
+        for store in stores.values()
+        for image, name in zip(store.images, store.names, strict=True)
+    )
     if smallest < MIN_IMAGE_SIDE:
         lowest = image_scale * MIN_IMAGE_SIDE / max(smallest, 1)
         raise ConfigError(
-            f"image_scale={image_scale} leaves the smallest image {smallest} pixels on a side, "
-            f"under the {MIN_IMAGE_SIDE} a segmentation needs; use image_scale >= {lowest:.2g}"
+            f"image_scale={image_scale} leaves the smallest image, {name}, {smallest} pixels on "
+            f"a side, under the {MIN_IMAGE_SIDE} a segmentation needs; use image_scale >= "
+            f"{lowest:.2g}, or leave {name} out"
         )
 
 

@@ -118,12 +118,13 @@ def suggest(cfg: ExperimentConfig) -> Path:
         )
     if not pool:
         raise DataError(f"every image in {index.root / 'images'} has a mask; nothing to suggest")
+    out = Path(cfg.results_dir) / "suggest"
+    _check_same_folder(out, index.root)
     rows = [SplitRow(index.images[n], index.masks[n], index.groups[n]) for n in labelled]
     rows += [SplitRow(index.images[n], "", index.groups[n]) for n in pool]
     load = partial(_pool_pair, index.root, cfg.num_classes, cfg.mask_kind)
     store = ImageStore(rows, load, cfg.image_scale)
     check_scaled_size({"all": store}, cfg.image_scale)
-    out = Path(cfg.results_dir) / "suggest"
     out.mkdir(parents=True, exist_ok=True)
 
     device = pick_device(cfg.device)
@@ -153,10 +154,39 @@ def suggest(cfg: ExperimentConfig) -> Path:
         budget = cfg.n_suggest * regions.tile[0] * regions.tile[1]
         unit = RegionUnit(store, al_set, regions, cfg.n_suggest, budget=budget)
     unit.start()
+    available = len(unit.pool())
     picks = acquire(unit, settings, model, mc_model, mc_settings, 0)
-    write_suggestions(cfg, out, store, picks, mc_model, mc_settings)
-    _say(f"wrote {len(picks)} suggestions to {out / 'suggestions.csv'}")
+    sizes = {p["name"]: _original_size(index.root / index.images[p["name"]]) for p in picks}
+    write_suggestions(cfg, out, store, picks, mc_model, mc_settings, sizes)
+    message = f"wrote {len(picks)} suggestions to {out / 'suggestions.csv'}"
+    if cfg.label_unit == "region" and len(picks) < min(cfg.n_suggest, available):
+        # Edge tiles take the remainder of an image, so fewer of them fill the budget.
+        covered = sum((p["box"][1] - p["box"][0]) * (p["box"][3] - p["box"][2]) for p in picks)
+        message += (
+            f"; in region mode n_suggest={cfg.n_suggest} is a budget of {budget:,} pixels, and "
+            f"these regions, some of them larger edge tiles, cover {covered:,}"
+        )
+    _say(message)
     return out
+
+
+def _check_same_folder(out: Path, root: Path) -> None:
+    """One results folder serves one data folder: another folder's suggestions are kept."""
+    manifest = out / "model.json"
+    if not manifest.is_file():
+        return
+    other = json.loads(manifest.read_text()).get("data_path")
+    if other is not None and other != str(root.resolve()):
+        raise ConfigError(
+            f"{out} holds the suggestions for {other}; set results_dir to another folder for "
+            f"{root}, or delete {out}"
+        )
+
+
+def _original_size(path: Path) -> tuple[int, int]:
+    """``(height, width)`` of an image file, from its header."""
+    with Image.open(path) as image:
+        return image.height, image.width
 
 
 def _trained_model(
@@ -208,7 +238,12 @@ def _trained_model(
     )
     atomic_write(weights, lambda f: torch.save(model.state_dict(), f))
     atomic_save_json(
-        manifest, {"fingerprint": fingerprint, "labelled": [r.name for r in labelled_rows]}
+        manifest,
+        {
+            "fingerprint": fingerprint,
+            "data_path": str(Path(cfg.data_path).resolve()),
+            "labelled": [r.name for r in labelled_rows],
+        },
     )
 
 
@@ -219,9 +254,10 @@ def write_suggestions(
     picks: list[dict[str, Any]],
     mc_model: torch.nn.Module,
     mc_settings: MCSettings,
+    original_sizes: dict[str, tuple[int, int]],
 ) -> None:
     """``suggestions.csv``, ``overlays/RANK_NAME.png`` and ``geojson/NAME.geojson``; boxes in
-    the original images' pixels."""
+    the original images' pixels (``original_sizes``: ``(height, width)`` by name)."""
     regions = cfg.label_unit == "region"
     position = {name: i for i, name in enumerate(store.names)}
     header = ["rank", "image", "score"] + (["region", "y0", "y1", "x0", "x1"] if regions else [])
@@ -235,7 +271,7 @@ def write_suggestions(
         image = store.images[position[name]]
         height, width = image.shape[1:]
         box = pick.get("box", [0, height, 0, width])
-        full = [round(v / cfg.image_scale) for v in box]  # y0, y1, x0, x1
+        full = _original_box(box, (height, width), original_sizes[name])  # y0, y1, x0, x1
         score = "" if pick["score"] is None else f"{pick['score']:.6g}"
         lines.append([rank, name, score] + ([pick["region"], *full] if regions else []))
         if name not in maps:
@@ -263,6 +299,17 @@ def write_suggestions(
     for name, items in features.items():
         collection = {"type": "FeatureCollection", "features": items}
         atomic_save_json(out / "geojson" / f"{name}.geojson", collection)
+
+
+def _original_box(box: list[int], scaled: tuple[int, int], original: tuple[int, int]) -> list[int]:
+    """A ``[y0, y1, x0, x1]`` box on the scaled image in the original image's pixels; a side
+    on the scaled image's edge goes to the original's, which rounding alone can miss by one."""
+    (height, width), (full_height, full_width) = scaled, original
+    sides = [(height, full_height)] * 2 + [(width, full_width)] * 2
+    return [
+        full if value >= side else min(round(value * full / side), full)
+        for value, (side, full) in zip(box, sides, strict=True)
+    ]
 
 
 def _maps(
