@@ -38,6 +38,7 @@ from utils.io import atomic_write_bytes, atomic_write_text
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")  # lossless only: JPEG would smear the classes
 MASK_KINDS = ("class", "binary", "instance")
+UNANNOTATED = 255  # a loaded mask's value where no one annotated; classes end at 254
 SYSTEM_FILES = ("thumbs.db", "desktop.ini")  # written by file browsers, never data
 GROUPS_FILE = "groups.csv"
 TEST_SIZE = 0.2  # of all masked images
@@ -312,9 +313,15 @@ def _mask_array(path: Path) -> np.ndarray:
 
 
 def load_folder_pair(
-    root: Path, num_classes: int, mask_kind: str, row: SplitRow, image_scale: float
+    root: Path,
+    num_classes: int,
+    mask_kind: str,
+    row: SplitRow,
+    image_scale: float,
+    unannotated: int = -1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One image (RGB) and its mask of class indices, checked against ``num_classes``."""
+    """One image (RGB) and its mask of class indices, checked against ``num_classes``; pixels
+    of the value ``unannotated`` (when not -1) come back as ``UNANNOTATED``."""
     image = open_image(root / row.image, "RGB", "restore it or remove it from the splits")
     mask_path = root / row.mask
     values = _mask_array(mask_path)
@@ -323,11 +330,15 @@ def load_folder_pair(
             f"{mask_path} is {values.shape[1]}x{values.shape[0]} but its image {row.image} is "
             f"{image.width}x{image.height}; masks must match their image"
         )
+    left_out = values == unannotated  # all False for -1
+    values = np.where(left_out, 0, values)
     if mask_kind in ("binary", "instance"):
         values = values > 0  # every non-zero pixel, or every instance, is foreground
     else:
         _check_classes(mask_path, values, num_classes)
-    return resize_pair(image, values.astype(np.uint8), image_scale)
+    mask = values.astype(np.uint8)
+    mask[left_out] = UNANNOTATED
+    return resize_pair(image, mask, image_scale)
 
 
 def _check_classes(path: Path, values: np.ndarray, num_classes: int) -> None:
@@ -338,10 +349,18 @@ def _check_classes(path: Path, values: np.ndarray, num_classes: int) -> None:
     problem = (
         f"{path} holds the value {bad} but num_classes={num_classes} allows 0..{num_classes - 1}"
     )
+    fixes = []
     if low >= 0 and np.isin(values, (0, high)).all():
-        raise DataError(f"{problem}; for a two-value mask (0/{high}) set mask_kind=binary")
-    more = f"set num_classes={high + 1}, or " if 0 <= low and high < MAX_CLASSES else ""
-    raise DataError(f"{problem}; {more}mask_kind=instance for instance ids")
+        fixes.append(f"for a two-value mask (0/{high}) set mask_kind=binary")
+    if high >= MAX_CLASSES:
+        fixes.append(
+            f"if {high} marks pixels left unannotated, set unannotated_value={high} "
+            "(active.py suggest with label_unit=region)"
+        )
+    if not fixes:
+        more = f"set num_classes={high + 1}, or " if low >= 0 else ""
+        fixes.append(f"{more}mask_kind=instance for instance ids")
+    raise DataError(f"{problem}; {'; or, '.join(fixes)}")
 
 
 def class_names(num_classes: int) -> tuple[str, ...]:

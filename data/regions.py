@@ -134,6 +134,16 @@ class RegionLabels:
         y0, y1, x0, x1 = self.boxes[image][index]
         return self.segments[image][y0:y1, x0:x1] == index
 
+    def covered(self, image: int, annotated: np.ndarray) -> list[int]:
+        """The image's regions whose every pixel is True in ``annotated`` (bool ``[H, W]``)."""
+        found = []
+        for index, (y0, y1, x0, x1) in enumerate(self.boxes[image]):
+            inside = annotated[y0:y1, x0:x1]
+            region = self.region_mask(image, index)
+            if (inside if region is None else inside[region]).all():
+                found.append(index)
+        return found
+
     def label_image(self, image: int) -> None:
         self.labelled[image] = set(range(len(self.boxes[image])))
 

@@ -36,6 +36,20 @@ def test_tiles_cover_the_image_once_with_clipped_or_widened_edges() -> None:
     assert np.all(cover == 1)
 
 
+def test_covered_regions_are_those_annotated_to_their_last_pixel() -> None:
+    labels = RegionLabels([(10, 7)], (4, 3))  # the tiles of the test above
+    annotated = np.zeros((10, 7), dtype=bool)
+    annotated[0:4, 0:7] = True  # the first row of tiles, whole
+    annotated[4:8, 0:2] = True  # two of the next tile's three columns
+    assert labels.covered(0, annotated) == [0, 1]
+    annotated[4:8, 2] = True
+    assert labels.covered(0, annotated) == [0, 1, 2]
+    # Superpixels: a region is its own pixels, not its box.
+    segments = np.repeat(np.array([[0, 0, 1, 1]]), 4, axis=0)  # two 4x2 halves
+    regions = RegionLabels([(4, 4)], (2, 2), [segments])
+    assert regions.covered(0, segments == 1) == [1]
+
+
 def test_no_tile_is_a_sliver_on_a_glas_sized_image() -> None:
     # A GlaS image at quarter scale is 130x194: 32-pixel tiles leave 2-pixel strips on two sides.
     boxes = tile_boxes(130, 194, (32, 32))

@@ -10,11 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from active import ex
 from data.folder import save_png
 from tests.conftest import tiny_config
 from tests.test_folder import make_folder
+from utils.config import ConfigError, ExperimentConfig
+from utils.loop.run import run_active_learning
 from utils.loop.suggest import _original_box
 
 
@@ -163,3 +166,54 @@ def test_an_image_too_small_for_the_scale_is_named(
     assert len(lines) == 1, lines
     assert f"leaves the smallest image, {pool[1]}, 20 pixels on a side" in lines[0]
     assert f"or leave {pool[1]} out" in lines[0]
+
+
+def test_a_mask_of_one_region_labels_that_region_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder, pool = half_masked(tmp_path / "slides")
+    image = pool[0]  # the pathologist outlined its top-left 16 x 16 region, and only that
+    true_mask = np.asarray(Image.open(tmp_path / "slides" / f"{image}.mask.png"))
+    partial = np.full_like(true_mask, 255)
+    partial[:16, :16] = true_mask[:16, :16]
+    save_png(folder / "masks" / f"{image}.png", partial)
+    regions = {"label_unit": "region", "region_size": [16, 16], "n_suggest": 40}
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # 255 is no class without unannotated_value
+        suggest(folder, tmp_path / "a", **regions)
+    assert "set unannotated_value=255" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # whole images cannot be partly labelled
+        suggest(folder, tmp_path / "a", unannotated_value=255)
+    assert "use label_unit=region to learn from part of an image" in capsys.readouterr().err
+
+    suggest(folder, tmp_path / "a", unannotated_value=255, **regions)
+    rows = read_rows(tmp_path / "a" / "suggest" / "suggestions.csv")
+    # 40 of the 5 pool images' 12 tiles each, and the 11 left of the outlined one: region 0 of
+    # the outlined image is labelled, its other regions are in the pool.
+    suggested = {(r["image"], int(r["region"])) for r in rows}
+    assert len(rows) == 40 and (image, 0) not in suggested
+    assert {r for i, r in suggested if i == image} <= set(range(1, 12))
+    assert {r["image"] for r in rows} <= set(pool)
+    labelled = json.loads((tmp_path / "a" / "suggest" / "model.json").read_text())["labelled"]
+    assert image in labelled and len(labelled) == 6
+
+
+def test_a_part_annotated_folder_needs_a_whole_region(tmp_path: Path, capsys) -> None:
+    folder = make_folder(tmp_path / "slides", n=4)
+    for path in (folder / "masks").iterdir():  # every mask annotates a 10 x 10 corner only
+        partial = np.full((48, 64), 255, np.uint8)
+        partial[:10, :10] = 0
+        save_png(path, partial)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        suggest(
+            folder, tmp_path / "a", unannotated_value=255, label_unit="region", region_size=[16, 16]
+        )
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no region of region_size=[16, 16] is annotated whole" in lines[0]
+
+
+def test_a_simulated_run_refuses_unannotated_pixels(synthetic_root: Path, tmp_path: Path) -> None:
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path)
+    with pytest.raises(ConfigError, match="unannotated_value is for `active.py suggest`"):
+        run_active_learning(ExperimentConfig.from_mapping({**config, "unannotated_value": 255}))

@@ -72,6 +72,8 @@ def test_image_unit_labels_by_train_index_and_describes_what_it_labelled() -> No
     assert described == [{"name": "img_4", "score": 0.5}, {"name": "img_2", "score": None}]
     assert np.flatnonzero(image.al_set.labelled).tolist() == [0, 2, 3, 4]
     assert image.grades([1, 2, 5]).tolist() == [1, 0, 1]
+    image.label([])  # baal's own label([]) labels every pool image
+    assert np.flatnonzero(image.al_set.labelled).tolist() == [0, 2, 3, 4]
 
 
 def test_region_unit_spends_one_average_image_of_pixels_per_group() -> None:

@@ -86,6 +86,12 @@ class ExperimentConfig:
         "read every non-zero value as foreground",
         choices=("class", "binary", "instance"),
     )
+    unannotated_value: int = _key(
+        -1,
+        "`active.py suggest` with `label_unit=region`: the mask value of pixels left unannotated "
+        "(e.g. 255), so that a mask may cover only the suggested regions; -1: masks are whole",
+        rule=((lambda v: -1 <= v <= 255), "-1 or in [0, 255]"),
+    )
     synthetic: bool = _key(
         False, "generate a synthetic GlaS and its splits at `data_path` when absent"
     )
@@ -362,6 +368,13 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             f"mask_kind={cfg.mask_kind} gives two classes (background, foreground); set "
             "num_classes=2, "
             f"got {cfg.num_classes}",
+        ),
+        (
+            cfg.unannotated_value < 0
+            or (cfg.mask_kind == "class" and cfg.unannotated_value >= cfg.num_classes)
+            or (cfg.mask_kind != "class" and cfg.unannotated_value > 0),
+            f"unannotated_value={cfg.unannotated_value} is also a class of the masks; use a "
+            "value that no class has, such as 255",
         ),
         (
             not cfg.synthetic or cfg.dataset == "glas",

@@ -109,6 +109,11 @@ def run_active_learning(
     is refused (``RunLockedError``) instead of writing the same files.
     """
     cfg = validate(cfg)
+    if cfg.unannotated_value >= 0:
+        raise ConfigError(
+            "unannotated_value is for `active.py suggest`; a simulated run reads whole masks, "
+            "so leave it at -1"
+        )
     paths = run_paths(cfg)
     make_results_dir(paths.results_dir)
     with run_lock(paths.lock):

@@ -26,7 +26,7 @@ from baal.active import ActiveLearningDataset
 from PIL import Image, ImageDraw
 
 from data.device_augment import DeviceAugmenter
-from data.folder import index_folder, load_folder_pair
+from data.folder import UNANNOTATED, index_folder, load_folder_pair
 from data.segmentation import DataError, ImageStore, SegmentationDataset, SplitRow, open_image
 from data.transforms import effective_patch_size, train_transform
 from heuristics import PIXEL_MAPS
@@ -40,7 +40,8 @@ from utils.loop.run import check_scaled_size, make_regions, seed_cycle, train_se
 from utils.loop.training import train_model
 from utils.loop.units import ImageUnit, LabellingUnit, RegionUnit
 
-# Keys that change the scoring or the output only: a change in them reuses the weights.
+# Keys that change the scoring or the output only: a change in them reuses the weights. The
+# label unit and region settings are not among them: they decide which annotated pixels train.
 SCORING_KEYS = frozenset(
     {
         "heuristic",
@@ -50,9 +51,6 @@ SCORING_KEYS = frozenset(
         "strategy",
         "temperature",
         "suggestive_factor",
-        "label_unit",
-        "region_size",
-        "region_shape",
         "n_suggest",
         "balance_al",
         "n_data_to_label",
@@ -77,12 +75,12 @@ def _say(message: str) -> None:
 
 
 def _pool_pair(
-    root: Path, num_classes: int, mask_kind: str, row: SplitRow, scale: float
+    root: Path, num_classes: int, mask_kind: str, unannotated: int, row: SplitRow, scale: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """A labelled image with its mask, or a pool image with an all-background placeholder,
     which nothing trains on."""
     if row.mask:
-        return load_folder_pair(root, num_classes, mask_kind, row, scale)
+        return load_folder_pair(root, num_classes, mask_kind, row, scale, unannotated)
     image = open_image(root / row.image, "RGB", "restore it")
     if scale != 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
@@ -116,15 +114,17 @@ def suggest(cfg: ExperimentConfig) -> Path:
             f"{index.root / 'masks'} holds no masks, so nothing is labelled to learn from; "
             "outline a few images first (masks/NAME.png)"
         )
-    if not pool:
+    if not pool and cfg.unannotated_value < 0:
         raise DataError(f"every image in {index.root / 'images'} has a mask; nothing to suggest")
     out = Path(cfg.results_dir) / "suggest"
     _check_same_folder(out, index.root)
     rows = [SplitRow(index.images[n], index.masks[n], index.groups[n]) for n in labelled]
     rows += [SplitRow(index.images[n], "", index.groups[n]) for n in pool]
-    load = partial(_pool_pair, index.root, cfg.num_classes, cfg.mask_kind)
+    load = partial(_pool_pair, index.root, cfg.num_classes, cfg.mask_kind, cfg.unannotated_value)
     store = ImageStore(rows, load, cfg.image_scale)
     check_scaled_size({"all": store}, cfg.image_scale)
+    partly = [i for i in range(len(labelled)) if bool((store.masks[i] == UNANNOTATED).any())]
+    _check_partial_masks(cfg, index.root, [rows[i] for i in partly], pool)
     out.mkdir(parents=True, exist_ok=True)
 
     device = pick_device(cfg.device)
@@ -133,11 +133,26 @@ def suggest(cfg: ExperimentConfig) -> Path:
     al_set = ActiveLearningDataset(
         SegmentationDataset(store, train_transform(patch)), pool_specifics={"transform": None}
     )
-    al_set.label(list(range(len(labelled))))
+    unit: LabellingUnit = ImageUnit(store, al_set, cfg.n_suggest)
+    unit.label([i for i in range(len(labelled)) if i not in partly])  # annotated whole
+    if cfg.label_unit == "region":
+        regions = make_regions(cfg, store)
+        # n_suggest regions' worth of pixels: suggestions are tiles of region_size.
+        budget = cfg.n_suggest * regions.tile[0] * regions.tile[1]
+        unit = RegionUnit(store, al_set, regions, cfg.n_suggest, budget=budget)
+        unit.start()
+        for image in partly:  # a region is labelled when every pixel of it is annotated
+            annotated = store.masks[image].numpy() != UNANNOTATED
+            regions.label([(image, region) for region in regions.covered(image, annotated)])
+        if not regions.images_with_labels():
+            raise DataError(
+                f"no region of region_size={cfg.region_size} is annotated whole in "
+                f"{index.root / 'masks'}; annotate each suggested region whole"
+            )
     torch.manual_seed(cfg.run)
     model = UNet(3, cfg.num_classes, cfg.base_width, dropout=cfg.dropout)
     model = model.to(device, memory_format=torch.channels_last)
-    _trained_model(cfg, model, al_set, store, patch, device, amp_dtype, out, rows[: len(labelled)])
+    _trained_model(cfg, model, unit, store, patch, device, amp_dtype, out, rows[: len(labelled)])
 
     mc_settings = MCSettings(
         cfg.mc_iters, samples_per_pass(cfg.mc_samples_per_pass, device), device, amp_dtype
@@ -147,13 +162,6 @@ def suggest(cfg: ExperimentConfig) -> Path:
     seed_cycle(cfg.run, 1)
     scoring = replace(cfg, balance_al=False, save_maps=False, save_uncerts=False)
     settings = AcquisitionSettings.from_config(scoring, device, amp_dtype, out / "maps")
-    unit: LabellingUnit = ImageUnit(store, al_set, cfg.n_suggest)
-    if cfg.label_unit == "region":
-        regions = make_regions(cfg, store)
-        # n_suggest regions' worth of pixels: suggestions are tiles of region_size.
-        budget = cfg.n_suggest * regions.tile[0] * regions.tile[1]
-        unit = RegionUnit(store, al_set, regions, cfg.n_suggest, budget=budget)
-    unit.start()
     available = len(unit.pool())
     picks = acquire(unit, settings, model, mc_model, mc_settings, 0)
     sizes = {p["name"]: _original_size(index.root / index.images[p["name"]]) for p in picks}
@@ -168,6 +176,18 @@ def suggest(cfg: ExperimentConfig) -> Path:
         )
     _say(message)
     return out
+
+
+def _check_partial_masks(
+    cfg: ExperimentConfig, root: Path, partly: list[SplitRow], pool: list[str]
+) -> None:
+    if partly and cfg.label_unit != "region":
+        raise DataError(
+            f"{root / partly[0].mask} leaves pixels unannotated (value {cfg.unannotated_value}); "
+            "use label_unit=region to learn from part of an image, or annotate it whole"
+        )
+    if not partly and not pool:
+        raise DataError(f"every image in {root / 'images'} is annotated whole; nothing to suggest")
 
 
 def _check_same_folder(out: Path, root: Path) -> None:
@@ -192,7 +212,7 @@ def _original_size(path: Path) -> tuple[int, int]:
 def _trained_model(
     cfg: ExperimentConfig,
     model: UNet,
-    al_set: ActiveLearningDataset,
+    unit: LabellingUnit,
     store: ImageStore,
     patch: tuple[int, int],
     device: torch.device,
@@ -210,7 +230,7 @@ def _trained_model(
             _say(f"labels and settings unchanged: reusing {weights}")
             return
     generator = seed_cycle(cfg.run, 0)
-    labelled = np.flatnonzero(al_set.labelled)
+    labelled = np.flatnonzero(unit.al_set.labelled)
     on_device = cfg.augment_on == "device" or (cfg.augment_on == "auto" and device.type == "cuda")
     augmenter = (
         DeviceAugmenter(
@@ -220,19 +240,19 @@ def _trained_model(
             device,
             generator,
         )
-        if on_device
+        if on_device and unit.whole_images
         else None
     )
     train_model(
         model,
-        al_set,
+        unit.training_data(patch),
         None,  # every labelled image trains; none is held out to choose weights by
         train_settings(cfg),
         device,
         amp_dtype,
         generator,
         progress=cfg.progress,
-        description=f"suggest train ({len(labelled)} labelled)",
+        description=f"suggest train ({unit.n_labelled()} labelled)",
         augmenter=augmenter,
         ema=cfg.model_selection == "ema",
     )

@@ -170,6 +170,8 @@ class ImageUnit:
         return strategy.select(selection_for(self.n_per_step))
 
     def label(self, chosen: list[int]) -> None:
+        if not chosen:  # baal's label([]) would label the whole pool
+            return
         # baal labels by pool position: the rank of the image among the unlabelled ones.
         positions = np.searchsorted(np.flatnonzero(~self.al_set.labelled), chosen)
         self.al_set.label([int(p) for p in positions])
