@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from data.regions import IGNORE
+from models import UNet
 from tests.conftest import tiny_config
 from utils.config import ConfigError, ExperimentConfig, validate
 from utils.loop import training
@@ -24,9 +25,11 @@ from utils.loop.semi import (
     TeacherOutput,
     consistency_loss,
     ema_model,
+    ema_start,
     pseudo_labels,
     sigmoid_rampup,
 )
+from utils.loop.training import TrainSettings, train_model
 
 
 def two_class_probs(gland: list[list[list[float]]]) -> torch.Tensor:
@@ -89,6 +92,56 @@ def test_ema_weights_equal_the_hand_computed_average_after_k_steps() -> None:
     # By hand: 1 -> 2 -> 0.4 -> 2.24 -> 1.544
     assert expected == pytest.approx(1.544)
     assert average.module.weight.item() == pytest.approx(1.544, abs=1e-6)
+
+
+class FourCrops(torch.utils.data.Dataset):
+    """Four fixed 32 x 32 crops with a square of foreground."""
+
+    def __init__(self) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.images = torch.rand(4, 3, 32, 32, generator=generator)
+        self.masks = torch.zeros(4, 32, 32, dtype=torch.long)
+        self.masks[:, 8:24, 8:24] = 1
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, str]:
+        return self.images[i], self.masks[i], 0, f"crop_{i}"
+
+
+def test_ema_selection_averages_the_last_quarter_of_the_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch.manual_seed(0)
+    model = UNet(3, 2, 4, dropout=0.1)
+    snapshots = []  # the weights after every optimiser step
+    make = training.make_optimizer
+
+    def recording(model: nn.Module, settings: TrainSettings):
+        optimizer, scheduler = make(model, settings)
+        optimizer.register_step_post_hook(
+            lambda *_: snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        )
+        return optimizer, scheduler
+
+    monkeypatch.setattr(training, "make_optimizer", recording)
+    settings = TrainSettings(8, 2, 0.05, 0.9, True, 0.0, 100, 0.1, 1, ema_decay=0.6)
+    train_model(model, FourCrops(), None, settings, torch.device("cpu"), None,
+                torch.Generator().manual_seed(1), progress=False, ema=True)  # fmt: skip
+    # 8 epochs of 2 steps: the average starts from the weights after step 12 of 16.
+    assert len(snapshots) == 16 and ema_start(16) == 12
+    expected = dict(snapshots[11])
+    for n, weights in enumerate(snapshots[12:], start=1):
+        a = min(0.6, 1 - 1 / (n + 1))
+        for key, value in weights.items():
+            floating = value.is_floating_point()
+            expected[key] = a * expected[key] + (1 - a) * value if floating else value
+    final = model.state_dict()
+    assert final.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(final[key], value, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(final["head.weight"], snapshots[-1]["head.weight"])
 
 
 def test_consistency_is_masked_by_the_teachers_certainty() -> None:

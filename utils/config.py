@@ -183,7 +183,8 @@ class ExperimentConfig:
     model_selection: str = _key(
         "val",
         "`val`: weights of the best validation loss; `last`: last epoch; `ema`: exponential "
-        "moving average of the weights (`ema_decay`); the last two read no validation labels",
+        "moving average of the weights over the last quarter of the steps (`ema_decay`); the "
+        "last two read no validation labels",
         choices=("val", "last", "ema"),
     )
     ema_decay: float = _key(

@@ -39,6 +39,7 @@ PSEUDO_THRESHOLD = 0.005
 PSEUDO_WEIGHT = 1.0
 # UA-MT: EMA decay, final consistency weight, MC passes and input noise of the teacher.
 EMA_DECAY = 0.99
+EMA_START = 0.75  # of a cycle's steps, before which model_selection=ema averages nothing
 CONSISTENCY_WEIGHT = 0.1
 TEACHER_PASSES = 8
 TEACHER_NOISE = (0.1, 0.2)  # standard deviation, clip
@@ -170,6 +171,14 @@ def ema_model(model: nn.Module, decay: float = EMA_DECAY) -> AveragedModel:
     return AveragedModel(model, avg_fn=average, use_buffers=True)
 
 
+def ema_start(total_steps: int) -> int:
+    """The step after which ``model_selection=ema`` starts its average: three quarters into the
+    cycle, where SWA starts (Izmailov et al., UAI 2018), so that neither the initial weights nor
+    early training enter it. From the start of a cycle, an EMA of decay 0.99 over a cycle of
+    120 steps (4 GlaS images) would be mostly the plain mean of its warm-up steps."""
+    return max(1, math.ceil(EMA_START * total_steps))
+
+
 def sigmoid_rampup(step: int, length: int) -> float:
     """``exp(-5 (1 - t)^2)`` for ``t = step / length`` clipped to [0, 1] (Laine & Aila 2017; the
     ramp of UA-MT's consistency weight and threshold)."""
@@ -216,14 +225,16 @@ def consistency_loss(student_logits: torch.Tensor, teacher: TeacherOutput) -> to
 __all__ = [
     "CONSISTENCY_WEIGHT",
     "EMA_DECAY",
+    "EMA_START",
     "PSEUDO_THRESHOLD",
     "PSEUDO_WEIGHT",
     "TEACHER_PASSES",
-    "PoolCrops",
-    "PseudoLabelBank",
     "consistency_loss",
     "ema_model",
+    "ema_start",
+    "PoolCrops",
     "pseudo_labels",
+    "PseudoLabelBank",
     "sigmoid_rampup",
     "teacher_predict",
 ]

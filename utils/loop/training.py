@@ -23,6 +23,7 @@ from utils.loop.semi import (
     PoolCrops,
     consistency_loss,
     ema_model,
+    ema_start,
     sigmoid_rampup,
     teacher_predict,
 )
@@ -151,8 +152,8 @@ def train_model(
 ) -> dict[str, float]:
     """Train ``model`` in place and leave it with the weights of the best validation loss, or,
     with ``val_set=None``, of the last epoch, or with ``ema``, the exponential moving average of
-    its weights over the steps (``utils.loop.semi.ema_model``). Neither of the last two reads a
-    validation label.
+    its weights over the last quarter of the steps (``utils.loop.semi.ema_start``). Neither of
+    the last two reads a validation label.
 
     With ``semi`` every step adds ``weight * unlabelled loss`` on a batch of pool crops as large
     as the labelled one, both through one forward pass (so BatchNorm sees them together):
@@ -185,8 +186,10 @@ def train_model(
     best_loss, best_epoch = math.inf, -1
     best_state = copy.deepcopy(model.state_dict()) if val_set is not None else None
     mean_teacher = semi is not None and semi.method == "mean_teacher"
-    teacher = _Teacher(model, settings) if mean_teacher or ema else None
+    teacher = _Teacher(model, settings) if mean_teacher else None
     total_steps = settings.epochs * math.ceil(len(sampler) / settings.batch_size)
+    average_from = ema_start(total_steps)
+    average: _Teacher | None = None  # model_selection=ema: the late weights' EMA
     step = 0
     train_loss = unlabelled_loss = math.nan
     bar = tqdm(range(settings.epochs), desc=description, disable=not progress, leave=False)
@@ -224,6 +227,10 @@ def train_model(
             if teacher is not None:
                 teacher.update(model)
             step += 1
+            if ema and step == average_from:
+                average = _Teacher(model, settings)
+            elif average is not None:
+                average.update(model)
             total, count = total + float(loss.detach()) * len(images), count + len(images)
         scheduler.step()
         train_loss = total / count
@@ -248,7 +255,7 @@ def train_model(
     extra_info = {} if semi is None else {"last_unlabelled_loss": unlabelled_loss}
     if val_set is None:
         if ema:
-            model.load_state_dict(teacher.state_dict())
+            model.load_state_dict(average.state_dict())
         return {
             "best_val_loss": None,
             "best_epoch": settings.epochs - 1,
@@ -265,8 +272,9 @@ def train_model(
 
 
 class _Teacher:
-    """The EMA of the student's weights, kept with dropout on and BatchNorm in eval mode, so it
-    is at once the mean teacher's MC-dropout model and the weights of ``model_selection=ema``."""
+    """An EMA of the student's weights from the step it is made, kept with dropout on and
+    BatchNorm in eval mode: the mean teacher's MC-dropout model, or the weights of
+    ``model_selection=ema``."""
 
     def __init__(self, model: nn.Module, settings: TrainSettings):
         self.average = ema_model(mc_dropout_copy(model), settings.ema_decay)
