@@ -228,6 +228,10 @@ def test_pairs_for_power_golden_values() -> None:
     assert pairs_for_power(1e-9, 0.01) == 2
     with pytest.raises(ValueError):
         pairs_for_power(0.01, -0.01)
+    # Extremes end at once: a noncentrality where nct.sf gives nan, and a tiny margin.
+    assert pairs_for_power(0.02, 1e9) == 2
+    n = pairs_for_power(0.02, 1e-6)
+    assert n == pytest.approx(7.8489 * 2e4**2, rel=1e-5)  # the normal approximation, 3.1e9
 
 
 @pytest.mark.parametrize("ratio", [0.5, 1.0, 2.0, 3.0, 10.0])
@@ -450,8 +454,8 @@ def test_a_wide_margin_makes_the_significant_row_equivalent(results_dir: Path) -
     assert "±0.2 AULC" in (results_dir / "summary.md").read_text()
 
 
-@pytest.mark.parametrize("value", ["0", "-0.01", "nan", "inf", "abc"])
-def test_margin_must_be_positive(
+@pytest.mark.parametrize("value", ["0", "-0.01", "1", "1e9", "nan", "inf", "abc"])
+def test_margin_must_be_an_aulc_difference(
     results_dir: Path, capsys: pytest.CaptureFixture[str], value: str
 ) -> None:
     assert main([str(results_dir), f"--margin={value}"]) == 2
@@ -788,7 +792,7 @@ def test_length_mismatch_names_the_file(
     _assert_one_line_error(capsys, "random_2.json", "n_labelled")
 
 
-def test_unfinished_runs_are_named(tmp_path: Path) -> None:
+def test_unfinished_runs_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     results = tmp_path / "results"
     results.mkdir()
     write_run(results, "random", 0, [4, 6, 8], [0.5, 0.6, 0.7])
@@ -797,7 +801,9 @@ def test_unfinished_runs_are_named(tmp_path: Path) -> None:
     record = json.loads(record_path.read_text())
     record["complete"] = False  # as active.py writes it after every cycle of a run in progress
     record_path.write_text(json.dumps(record))
+    capsys.readouterr()
     assert main([str(results)]) == 0
+    assert "warning: the tables include 1 unfinished run(s) (entropy_0)" in capsys.readouterr().err
     markdown = (results / "summary.md").read_text()
     assert "Unfinished runs (1), whose curves stop before their planned cycles: entropy_0." in (
         markdown

@@ -266,7 +266,7 @@ class ExperimentConfig:
 
 # Named configs (``python active.py with demo``): partial updates of the defaults.
 NAMED_CONFIGS: dict[str, dict[str, Any]] = {
-    # Synthetic GlaS, a narrow UNet, few epochs: a complete run in about a minute on 2 CPU cores.
+    # Synthetic GlaS, a narrow UNet, few epochs: a complete run in about 30 s on 2 CPU cores.
     "demo": {
         "data_path": "data/synthetic/GlaS-rare",
         "splits_path": "data/synthetic/splits-rare",

@@ -53,6 +53,13 @@ def write_report(
     out = Path(out_dir) if out_dir is not None else dirs[0]
     results = load_results(dirs)
     summary = summarise(results, margin, baseline)
+    if summary.unfinished:
+        print(
+            f"warning: the tables include {len(summary.unfinished)} unfinished run(s) "
+            f"({', '.join(summary.unfinished)}), whose Dice and AULC cover fewer labels; finish "
+            "them (rerun their command) before reading the table",
+            file=sys.stderr,
+        )
     out.mkdir(parents=True, exist_ok=True)
     title = "Active-learning summary: " + " + ".join(d.resolve().name for d in dirs)
     return [
@@ -101,8 +108,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError:
         margin = math.nan
     try:
-        if not (math.isfinite(margin) and margin > 0):
-            raise ReportError(f"--margin must be a number > 0, got {args.margin!r}")
+        if not (math.isfinite(margin) and 0 < margin < 1):
+            raise ReportError(
+                f"--margin must be a number in (0, 1), an AULC difference, got {args.margin!r}"
+            )
         written = write_report(args.results_dir, args.out, margin, args.baseline)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)

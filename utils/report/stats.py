@@ -217,10 +217,10 @@ def pairs_for_power(sd: float, margin: float, alpha: float = 0.05, power: float 
 
     With n pairs the t statistic follows a noncentral t with n - 1 degrees of freedom and
     noncentrality ``margin * sqrt(n) / sd``; its power is the probability of falling outside
-    ``±t(1 - alpha / 2, n - 1)``. n goes up from 2 until the power is reached. The normal
-    approximation ``((z(1 - alpha / 2) + z(power)) * sd / margin) ** 2`` is a close lower bound
-    (it ignores the uncertainty of the estimated sd). With ``sd == 0`` any difference is
-    detected: the answer is 2, the fewest pairs a t-test accepts.
+    ``±t(1 - alpha / 2, n - 1)``, and it grows with n, so a bisection finds the fewest n. The
+    normal approximation ``((z(1 - alpha / 2) + z(power)) * sd / margin) ** 2`` is a close lower
+    bound (it ignores the uncertainty of the estimated sd) and starts the search. With
+    ``sd == 0`` any difference is detected: the answer is 2, the fewest pairs a t-test accepts.
     """
     if not margin > 0:
         raise ValueError(f"margin must be > 0, got {margin}")
@@ -228,21 +228,30 @@ def pairs_for_power(sd: float, margin: float, alpha: float = 0.05, power: float 
         raise ValueError(f"sd must be >= 0, got {sd}")
     if sd == 0:
         return 2
-    start, chunk = 2, 256
-    while True:
-        n = np.arange(start, start + chunk, dtype=float)  # [chunk] candidate pair counts
-        df = n - 1
-        critical = stats.t.ppf(1 - alpha / 2, df)
-        noncentrality = margin * np.sqrt(n) / sd
+
+    def enough(n: int) -> bool:
+        if n < 2:
+            return False
+        critical = stats.t.ppf(1 - alpha / 2, n - 1)
+        noncentrality = margin * math.sqrt(n) / sd
+        # Over 1000 no chance is left below the critical value (at most 12.7) whatever the
+        # degrees of freedom, where nct.sf may return nan instead of 1.
+        if noncentrality > 1e3:
+            return True
         # P(T > c) + P(T < -c); the lower tail as P(-T > c), T's mirror image, because
         # nct.cdf far below a large noncentrality can return nan.
-        reached = stats.nct.sf(critical, df, noncentrality) + stats.nct.sf(
-            critical, df, -noncentrality
-        )
-        hits = np.flatnonzero(reached >= power)
-        if hits.size:
-            return int(n[hits[0]])
-        start, chunk = start + chunk, chunk * 2
+        tails = stats.nct.sf(critical, n - 1, noncentrality)
+        tails += stats.nct.sf(critical, n - 1, -noncentrality)
+        return bool(tails >= power)
+
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    low, high = 1, max(2, math.ceil((z * sd / margin) ** 2))
+    while not enough(high):
+        low, high = high, 2 * high
+    while high - low > 1:  # enough(high), and not enough(low)
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
 
 
 def noise_figures(curves: Sequence[np.ndarray]) -> tuple[float | None, float | None]:
