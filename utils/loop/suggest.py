@@ -133,22 +133,8 @@ def suggest(cfg: ExperimentConfig) -> Path:
     al_set = ActiveLearningDataset(
         SegmentationDataset(store, train_transform(patch)), pool_specifics={"transform": None}
     )
-    unit: LabellingUnit = ImageUnit(store, al_set, cfg.n_suggest)
-    unit.label([i for i in range(len(labelled)) if i not in partly])  # annotated whole
-    if cfg.label_unit == "region":
-        regions = make_regions(cfg, store)
-        # n_suggest regions' worth of pixels: suggestions are tiles of region_size.
-        budget = cfg.n_suggest * regions.tile[0] * regions.tile[1]
-        unit = RegionUnit(store, al_set, regions, cfg.n_suggest, budget=budget)
-        unit.start()
-        for image in partly:  # a region is labelled when every pixel of it is annotated
-            annotated = store.masks[image].numpy() != UNANNOTATED
-            regions.label([(image, region) for region in regions.covered(image, annotated)])
-        if not regions.images_with_labels():
-            raise DataError(
-                f"no region of region_size={cfg.region_size} is annotated whole in "
-                f"{index.root / 'masks'}; annotate each suggested region whole"
-            )
+    whole = [i for i in range(len(labelled)) if i not in partly]
+    unit = _labelled_unit(cfg, store, al_set, whole, partly, index.root / "masks")
     torch.manual_seed(cfg.run)
     model = UNet(3, cfg.num_classes, cfg.base_width, dropout=cfg.dropout)
     model = model.to(device, memory_format=torch.channels_last)
@@ -167,15 +153,45 @@ def suggest(cfg: ExperimentConfig) -> Path:
     sizes = {p["name"]: _original_size(index.root / index.images[p["name"]]) for p in picks}
     write_suggestions(cfg, out, store, picks, mc_model, mc_settings, sizes)
     message = f"wrote {len(picks)} suggestions to {out / 'suggestions.csv'}"
-    if cfg.label_unit == "region" and len(picks) < min(cfg.n_suggest, available):
+    if isinstance(unit, RegionUnit) and len(picks) < min(cfg.n_suggest, available):
         # Edge tiles take the remainder of an image, so fewer of them fill the budget.
         covered = sum((p["box"][1] - p["box"][0]) * (p["box"][3] - p["box"][2]) for p in picks)
         message += (
-            f"; in region mode n_suggest={cfg.n_suggest} is a budget of {budget:,} pixels, and "
-            f"these regions, some of them larger edge tiles, cover {covered:,}"
+            f"; in region mode n_suggest={cfg.n_suggest} is a budget of {unit.budget:,.0f} "
+            f"pixels, and these regions, some of them larger edge tiles, cover {covered:,}"
         )
     _say(message)
     return out
+
+
+def _labelled_unit(
+    cfg: ExperimentConfig,
+    store: ImageStore,
+    al_set: ActiveLearningDataset,
+    whole: list[int],
+    partly: list[int],
+    masks: Path,
+) -> LabellingUnit:
+    """The unit suggest scores with, holding what is labelled: the images annotated whole and,
+    in region mode, each region of a part-annotated image whose every pixel is annotated."""
+    unit: LabellingUnit = ImageUnit(store, al_set, cfg.n_suggest)
+    unit.label(whole)
+    if cfg.label_unit == "image":
+        return unit
+    regions = make_regions(cfg, store)
+    # n_suggest regions' worth of pixels: suggestions are tiles of region_size.
+    budget = cfg.n_suggest * regions.tile[0] * regions.tile[1]
+    unit = RegionUnit(store, al_set, regions, cfg.n_suggest, budget=budget)
+    unit.start()
+    for image in partly:
+        annotated = store.masks[image].numpy() != UNANNOTATED
+        regions.label([(image, region) for region in regions.covered(image, annotated)])
+    if not regions.images_with_labels():
+        raise DataError(
+            f"no region of region_size={cfg.region_size} is annotated whole in {masks}; "
+            "annotate each suggested region whole"
+        )
+    return unit
 
 
 def _check_partial_masks(
