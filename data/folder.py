@@ -349,18 +349,18 @@ def _check_classes(path: Path, values: np.ndarray, num_classes: int) -> None:
     problem = (
         f"{path} holds the value {bad} but num_classes={num_classes} allows 0..{num_classes - 1}"
     )
-    fixes = []
-    if low >= 0 and np.isin(values, (0, high)).all():
-        fixes.append(f"for a two-value mask (0/{high}) set mask_kind=binary")
-    if high >= MAX_CLASSES:
+    two_valued = low >= 0 and bool(np.isin(values, (0, high)).all())
+    fixes = [f"for a two-value mask (0/{high}) set mask_kind=binary"] if two_valued else []
+    if high == MAX_CLASSES:
         fixes.append(
             f"if {high} marks pixels left unannotated, set unannotated_value={high} "
             "(active.py suggest with label_unit=region)"
         )
-    if not fixes:
-        more = f"set num_classes={high + 1}, or " if low >= 0 else ""
-        fixes.append(f"{more}mask_kind=instance for instance ids")
-    raise DataError(f"{problem}; {'; or, '.join(fixes)}")
+    elif low >= 0 and high < MAX_CLASSES:
+        fixes.append(f"set num_classes={high + 1}")
+    if not two_valued:
+        fixes.append("mask_kind=instance for instance ids")
+    raise DataError(f"{problem}; {'; or '.join(fixes)}")
 
 
 def class_names(num_classes: int) -> tuple[str, ...]:

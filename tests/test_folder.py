@@ -187,7 +187,7 @@ def test_binary_masks_saved_as_0_255_read_as_0_1(tmp_path: Path) -> None:
     plain = open_folder(folder, folder / "splits", 2).store("train")
     for path in (folder / "masks").iterdir():
         save_png(path, np.asarray(Image.open(path)) * np.uint8(255))
-    with pytest.raises(DataError, match=r"value 255 .*\(0/255\) set mask_kind=binary; or, if 255"):
+    with pytest.raises(DataError, match=r"value 255 .*\(0/255\) set mask_kind=binary; or if 255"):
         open_folder(folder, folder / "splits", 2).store("train")
     binary = open_folder(folder, folder / "splits", 2, mask_kind="binary").store("train")
     for a, b in zip(plain.masks, binary.masks, strict=True):
@@ -217,6 +217,16 @@ def test_more_than_two_classes_need_dataset_folder() -> None:
     validate(ExperimentConfig(num_classes=3, dataset="folder"))
     with pytest.raises(ConfigError, match="mask_kind=instance gives two classes"):
         validate(ExperimentConfig(num_classes=3, dataset="folder", mask_kind="instance"))
+
+
+def test_unannotated_pixels_need_a_value_no_class_has() -> None:
+    folder = {"dataset": "folder", "unannotated_value": 255}
+    validate(ExperimentConfig(**folder))
+    validate(ExperimentConfig(**folder, num_classes=4))
+    with pytest.raises(ConfigError, match="needs mask_kind=class"):  # 255 is a binary foreground
+        validate(ExperimentConfig(**folder, mask_kind="binary"))
+    with pytest.raises(ConfigError, match="unannotated_value=2 is also a class"):
+        validate(ExperimentConfig(dataset="folder", unannotated_value=2, num_classes=3))
 
 
 def break_folder(folder: Path, how: str) -> str:

@@ -187,6 +187,9 @@ def test_a_mask_of_one_region_labels_that_region_only(
     assert "use label_unit=region to learn from part of an image" in capsys.readouterr().err
 
     suggest(folder, tmp_path / "a", unannotated_value=255, **regions)
+    assert "labelled: 5 images whole, 1 regions of 1 partial masks" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "a" / "suggest" / "model.json").read_text())
+    assert manifest["regions_of_partial_masks"] == {image: [0]}
     rows = read_rows(tmp_path / "a" / "suggest" / "suggestions.csv")
     # 40 of the 5 pool images' 12 tiles each, and the 11 left of the outlined one: region 0 of
     # the outlined image is labelled, its other regions are in the pool.
@@ -194,8 +197,19 @@ def test_a_mask_of_one_region_labels_that_region_only(
     assert len(rows) == 40 and (image, 0) not in suggested
     assert {r for i, r in suggested if i == image} <= set(range(1, 12))
     assert {r["image"] for r in rows} <= set(pool)
-    labelled = json.loads((tmp_path / "a" / "suggest" / "model.json").read_text())["labelled"]
-    assert image in labelled and len(labelled) == 6
+    assert image in manifest["labelled"] and len(manifest["labelled"]) == 6
+
+    # One pixel short of the region: the mask labels nothing, and the user is told.
+    partial[15, 15] = 255
+    save_png(folder / "masks" / f"{image}.png", partial)
+    suggest(folder, tmp_path / "a", unannotated_value=255, **regions)
+    out = capsys.readouterr().out
+    assert (
+        f"warning: {folder / 'masks' / image}.png annotates no region of region_size=[16, 16]"
+        in out
+    )
+    manifest = json.loads((tmp_path / "a" / "suggest" / "model.json").read_text())
+    assert manifest["regions_of_partial_masks"] == {image: []}
 
 
 def test_a_part_annotated_folder_needs_a_whole_region(tmp_path: Path, capsys) -> None:
@@ -210,7 +224,10 @@ def test_a_part_annotated_folder_needs_a_whole_region(tmp_path: Path, capsys) ->
             folder, tmp_path / "a", unannotated_value=255, label_unit="region", region_size=[16, 16]
         )
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "no region of region_size=[16, 16] is annotated whole" in lines[0]
+    assert (
+        len(lines) == 1
+        and "no region of region_size=[16, 16] at image_scale=1.0 is annotated" in lines[0]
+    )
 
 
 def test_a_simulated_run_refuses_unannotated_pixels(synthetic_root: Path, tmp_path: Path) -> None:

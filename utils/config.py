@@ -88,8 +88,9 @@ class ExperimentConfig:
     )
     unannotated_value: int = _key(
         -1,
-        "`active.py suggest` with `label_unit=region`: the mask value of pixels left unannotated "
-        "(e.g. 255), so that a mask may cover only the suggested regions; -1: masks are whole",
+        "`active.py suggest` with `label_unit=region` and class masks: the mask value of pixels "
+        "left unannotated (e.g. 255), so that a mask may cover only the suggested regions; -1: "
+        "masks are whole",
         rule=((lambda v: -1 <= v <= 255), "-1 or in [0, 255]"),
     )
     synthetic: bool = _key(
@@ -371,9 +372,12 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             f"got {cfg.num_classes}",
         ),
         (
-            cfg.unannotated_value < 0
-            or (cfg.mask_kind == "class" and cfg.unannotated_value >= cfg.num_classes)
-            or (cfg.mask_kind != "class" and cfg.unannotated_value > 0),
+            cfg.unannotated_value < 0 or cfg.mask_kind == "class",
+            f"unannotated_value needs mask_kind=class, where a value beyond the classes is free "
+            f"(got mask_kind={cfg.mask_kind}); save binary masks as 0/1 and leave out 255",
+        ),
+        (
+            cfg.unannotated_value < 0 or cfg.unannotated_value >= cfg.num_classes,
             f"unannotated_value={cfg.unannotated_value} is also a class of the masks; use a "
             "value that no class has, such as 255",
         ),

@@ -134,11 +134,16 @@ def suggest(cfg: ExperimentConfig) -> Path:
         SegmentationDataset(store, train_transform(patch)), pool_specifics={"transform": None}
     )
     whole = [i for i in range(len(labelled)) if i not in partly]
-    unit = _labelled_unit(cfg, store, al_set, whole, partly, index.root / "masks")
+    unit = _labelled_unit(cfg, store, al_set, whole, {i: index.root / rows[i].mask for i in partly})
+    taken = {}  # the regions each part-annotated mask labels
+    if isinstance(unit, RegionUnit):
+        taken = {store.names[i]: sorted(unit.regions.labelled[i]) for i in partly}
     torch.manual_seed(cfg.run)
     model = UNet(3, cfg.num_classes, cfg.base_width, dropout=cfg.dropout)
     model = model.to(device, memory_format=torch.channels_last)
-    _trained_model(cfg, model, unit, store, patch, device, amp_dtype, out, rows[: len(labelled)])
+    _trained_model(
+        cfg, model, unit, store, patch, device, amp_dtype, out, rows[: len(labelled)], taken
+    )
 
     mc_settings = MCSettings(
         cfg.mc_iters, samples_per_pass(cfg.mc_samples_per_pass, device), device, amp_dtype
@@ -154,11 +159,12 @@ def suggest(cfg: ExperimentConfig) -> Path:
     write_suggestions(cfg, out, store, picks, mc_model, mc_settings, sizes)
     message = f"wrote {len(picks)} suggestions to {out / 'suggestions.csv'}"
     if isinstance(unit, RegionUnit) and len(picks) < min(cfg.n_suggest, available):
-        # Edge tiles take the remainder of an image, so fewer of them fill the budget.
-        covered = sum((p["box"][1] - p["box"][0]) * (p["box"][3] - p["box"][2]) for p in picks)
+        # Regions differ in size (edge tiles take an image's remainder; superpixels vary).
+        position = {name: i for i, name in enumerate(store.names)}
+        covered = sum(unit.regions.area((position[p["name"]], p["region"])) for p in picks)
         message += (
             f"; in region mode n_suggest={cfg.n_suggest} is a budget of {unit.budget:,.0f} "
-            f"pixels, and these regions, some of them larger edge tiles, cover {covered:,}"
+            f"pixels, and these regions, some larger than region_size, cover {covered:,}"
         )
     _say(message)
     return out
@@ -169,11 +175,11 @@ def _labelled_unit(
     store: ImageStore,
     al_set: ActiveLearningDataset,
     whole: list[int],
-    partly: list[int],
-    masks: Path,
+    partly: dict[int, Path],
 ) -> LabellingUnit:
     """The unit suggest scores with, holding what is labelled: the images annotated whole and,
-    in region mode, each region of a part-annotated image whose every pixel is annotated."""
+    in region mode, each region of a part-annotated image (``partly``: image -> its mask)
+    whose every pixel is annotated."""
     unit: LabellingUnit = ImageUnit(store, al_set, cfg.n_suggest)
     unit.label(whole)
     if cfg.label_unit == "image":
@@ -183,14 +189,22 @@ def _labelled_unit(
     budget = cfg.n_suggest * regions.tile[0] * regions.tile[1]
     unit = RegionUnit(store, al_set, regions, cfg.n_suggest, budget=budget)
     unit.start()
-    for image in partly:
+    setting = f"region_size={cfg.region_size} at image_scale={cfg.image_scale}"
+    taken = 0
+    for image, mask in partly.items():
         annotated = store.masks[image].numpy() != UNANNOTATED
-        regions.label([(image, region) for region in regions.covered(image, annotated)])
+        covered = regions.covered(image, annotated)
+        regions.label([(image, region) for region in covered])
+        taken += len(covered)
+        if not covered:  # the pathologist's work would be lost unseen
+            _say(f"warning: {mask} annotates no region of {setting} whole, so it is not used")
     if not regions.images_with_labels():
         raise DataError(
-            f"no region of region_size={cfg.region_size} is annotated whole in {masks}; "
-            "annotate each suggested region whole"
+            f"no region of {setting} is annotated whole in {next(iter(partly.values())).parent}; "
+            "annotate each suggested box whole, with the settings that suggested it"
         )
+    if partly:
+        _say(f"labelled: {len(whole)} images whole, {taken} regions of {len(partly)} partial masks")
     return unit
 
 
@@ -235,6 +249,7 @@ def _trained_model(
     amp_dtype: torch.dtype | None,
     out: Path,
     labelled_rows: list[SplitRow],
+    taken: dict[str, list[int]],
 ) -> None:
     """Load the saved weights when they were trained on the same labels and settings, else
     train and save them."""
@@ -279,6 +294,7 @@ def _trained_model(
             "fingerprint": fingerprint,
             "data_path": str(Path(cfg.data_path).resolve()),
             "labelled": [r.name for r in labelled_rows],
+            "regions_of_partial_masks": taken,
         },
     )
 
