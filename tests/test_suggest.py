@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import utils.loop.suggest as suggest_module
 from active import ex
 from data.folder import save_png
 from tests.conftest import tiny_config
@@ -42,10 +44,21 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_suggestions_are_written_seeded_and_reuse_the_weights(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder, pool = half_masked(tmp_path / "slides")
+    overlays: list[tuple[float, float]] = []  # (the map's maximum, the overlay's white)
+    save_overlay = suggest_module._save_overlay
+
+    def recording_overlay(path, image, maps, box, top):
+        overlays.append((float(maps[1].max()), top))
+        save_overlay(path, image, maps, box, top)
+
+    monkeypatch.setattr("utils.loop.suggest._save_overlay", recording_overlay)
     suggest(folder, tmp_path / "a")
+    monkeypatch.undo()
+    # One scale for every overlay: white is the highest uncertainty among the suggested images.
+    assert len(overlays) == 3 and {top for _, top in overlays} == {max(m for m, _ in overlays)}
     out = tmp_path / "a" / "suggest"
     rows = read_rows(out / "suggestions.csv")
     assert [r["rank"] for r in rows] == ["1", "2", "3"]
@@ -76,6 +89,21 @@ def test_suggestions_are_written_seeded_and_reuse_the_weights(
     suggest(folder, tmp_path / "a")
     assert "reusing" not in capsys.readouterr().out
     assert first not in {r["image"] for r in read_rows(out / "suggestions.csv")}
+
+
+def test_an_overlay_draws_uncertainty_on_the_given_scale(tmp_path: Path) -> None:
+    image = torch.full((3, 4, 6), 100, dtype=torch.uint8)
+    foreground = np.full((4, 6), 0.5)
+    uncertainty = np.zeros((4, 6))
+    uncertainty[1, 2], uncertainty[2, 3] = 0.2, 0.8  # above ``top``: clipped to white
+    path = tmp_path / "overlay.png"
+    suggest_module._save_overlay(path, image, (foreground, uncertainty), [0, 2, 0, 2], top=0.4)
+    canvas = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    assert canvas.shape == (4, 3 * 6 + 8, 3)
+    panel = canvas[:, 2 * (6 + 4) :, 1]  # green: the red outline has none
+    assert panel[1, 2] == 127 and panel[2, 3] == 255 and panel[3, 5] == 0
+    assert (canvas[2:, 6 + 4 + 2 : 2 * 6 + 4, :] == 127).all()  # P(foreground) 0.5, outside the box
+    assert tuple(canvas[0, 2 * (6 + 4)]) == (255, 0, 0)  # the box's corner, in the third panel
 
 
 def test_region_suggestions_carry_their_boxes(tmp_path: Path) -> None:

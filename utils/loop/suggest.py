@@ -317,7 +317,12 @@ def write_suggestions(
     for stale in ("overlays", "geojson"):
         for path in (out / stale).glob("*") if (out / stale).is_dir() else []:
             path.unlink()
-    maps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    maps = {
+        name: _maps(mc_model, store.images[position[name]], cfg.heuristic, mc_settings)
+        for name in dict.fromkeys(pick["name"] for pick in picks)
+    }
+    # One scale for every overlay of the call, so a darker panel means a less uncertain image.
+    top = max((float(uncertainty.max()) for _, uncertainty in maps.values()), default=0.0)
     for rank, pick in enumerate(picks, start=1):
         name = pick["name"]
         image = store.images[position[name]]
@@ -326,9 +331,8 @@ def write_suggestions(
         full = _original_box(box, (height, width), original_sizes[name])  # y0, y1, x0, x1
         score = "" if pick["score"] is None else f"{pick['score']:.6g}"
         lines.append([rank, name, score] + ([pick["region"], *full] if regions else []))
-        if name not in maps:
-            maps[name] = _maps(mc_model, image, cfg.heuristic, mc_settings)
-        _save_overlay(out / "overlays" / f"{rank:02d}_{name}.png", image, maps[name], box)
+        path = out / "overlays" / f"{rank:02d}_{name}.png"
+        _save_overlay(path, image, maps[name], box, top)
         y0, y1, x0, x1 = full
         features.setdefault(name, []).append(
             {
@@ -375,11 +379,16 @@ def _maps(
 
 
 def _save_overlay(
-    path: Path, image: torch.Tensor, maps: tuple[np.ndarray, np.ndarray], box: list[int]
+    path: Path,
+    image: torch.Tensor,
+    maps: tuple[np.ndarray, np.ndarray],
+    box: list[int],
+    top: float,
 ) -> None:
-    """Image, mean prediction and uncertainty side by side, the suggestion outlined in each."""
+    """Image, mean prediction and uncertainty side by side, the suggestion outlined in each;
+    uncertainty ``top`` is white."""
     foreground, uncertainty = maps
-    scaled = uncertainty / uncertainty.max() if uncertainty.max() > 0 else uncertainty
+    scaled = np.clip(uncertainty / top, 0.0, 1.0) if top > 0 else np.zeros_like(uncertainty)
     panels = [
         image.permute(1, 2, 0).numpy(),
         np.repeat((foreground * 255).astype(np.uint8)[..., None], 3, axis=2),
