@@ -1,10 +1,12 @@
-"""The run-time extrapolation of bench/experiment_cycle.py, on hand-computed numbers."""
+"""The run-time extrapolation of bench/experiment_cycle.py, on hand-computed numbers, and its
+profile table on a known operator."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-from bench.experiment_cycle import fit_training, project
+from bench.experiment_cycle import fit_training, profiler, project, top_operators
 
 CONFIG = {"n_data_to_label": 1, "balance_al": True, "n_label_start": 4, "al_cycles": 2}
 
@@ -30,3 +32,16 @@ def test_projection_and_upper_bound_by_hand() -> None:
     assert total == pytest.approx(fixed + 3 * 10.5)
     # Upper bound: measured cycles as measured, then 10 s / 6 images per image.
     assert upper == pytest.approx(fixed + 11.0 + 10.0 + 10.0 / 6 * 8)
+
+
+def test_the_profile_table_names_the_operators_that_ran() -> None:
+    a = torch.ones(64, 64)
+    with profiler(enabled=True) as profile:
+        for _ in range(3):
+            a = torch.mm(a, a).div_(64)
+    table = top_operators(profile, rows=3)
+    assert "Top 3 by self CPU time" in table
+    mm_row = next(line for line in table.splitlines() if line.lstrip().startswith("aten::mm"))
+    assert mm_row.split()[-1] == "3"  # the row's call count
+    with profiler(enabled=False) as nothing:
+        assert nothing is None
