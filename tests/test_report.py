@@ -792,6 +792,30 @@ def test_length_mismatch_names_the_file(
     _assert_one_line_error(capsys, "random_2.json", "n_labelled")
 
 
+def test_a_dice_that_is_not_finite_names_the_file(
+    results_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dice = np.load(results_dir / "random_2.npy")
+    dice[1] = np.nan
+    np.save(results_dir / "random_2.npy", dice)
+    record = json.loads((results_dir / "random_2.json").read_text())
+    record.pop("test_dice")  # else the JSON's disagreement would be reported first
+    (results_dir / "random_2.json").write_text(json.dumps(record))
+    assert main([str(results_dir)]) == 2
+    _assert_one_line_error(capsys, "random_2.npy", "cycle 1", "nan")
+
+
+def test_one_run_under_two_file_names_is_refused(
+    results_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for suffix in (".npy", ".json"):
+        (results_dir / f"random_02{suffix}").write_bytes(
+            (results_dir / f"random_2{suffix}").read_bytes()
+        )
+    assert main([str(results_dir)]) == 2
+    _assert_one_line_error(capsys, "random_02.npy", "random_2.npy", "run 2 of random")
+
+
 def test_unfinished_runs_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     results = tmp_path / "results"
     results.mkdir()

@@ -70,6 +70,13 @@ def _read_dice(path: Path) -> np.ndarray:
     dice = np.atleast_1d(np.asarray(dice, dtype=float))
     if dice.ndim != 1 or dice.size == 0:
         raise ReportError(f"{path}: expected a non-empty 1-D array of Dice, got {dice.shape}")
+    # active.py's Dice is always finite (an empty mask has its own rule): this file is damaged.
+    bad = np.flatnonzero(~np.isfinite(dice))
+    if bad.size:
+        raise ReportError(
+            f"{path}: the Dice of cycle {bad[0]} is {dice[bad[0]]}; the file is damaged: "
+            "rerun the run, or move its .npy and .json out of the folder"
+        )
     return dice
 
 
@@ -175,10 +182,11 @@ def load_results(
 
     Raises:
         ReportError: missing directory, no results, a ``.npy`` without its JSON, the same run in
-            two folders, or a malformed or inconsistent record (the message names the file).
+            two folders or under two file names, a Dice that is not finite, or a malformed or
+            inconsistent record (the message names the file).
     """
     grouped: dict[str, list[RunRecord]] = {}
-    origin: dict[str, Path] = {}
+    origin: dict[tuple[str, int], Path] = {}  # ``random_7.npy`` and ``random_07.npy`` are one run
     for results_dir in folder_paths(results_dirs):
         if not results_dir.is_dir():
             raise ReportError(f"results directory {results_dir} does not exist")
@@ -187,13 +195,19 @@ def load_results(
             match = _RUN_FILE.match(path.name)
             if path.name.startswith(".") or match is None or not path.is_file():
                 continue
-            if path.name in origin:
+            heuristic, run = match["heuristic"], int(match["run"])
+            other = origin.get((heuristic, run))
+            if other is not None and other.parent != path.parent:
                 raise ReportError(
-                    f"{path.name} is in both {origin[path.name].parent} and {results_dir}: "
+                    f"{path.name} is in both {other.parent} and {results_dir}: "
                     "give each run number to one folder only, or report the folders apart"
                 )
-            origin[path.name], found = path, True
-            heuristic, run = match["heuristic"], int(match["run"])
+            if other is not None:
+                raise ReportError(
+                    f"{other} and {path.name} are both run {run} of {heuristic}: "
+                    "keep one of them (active.py writes the run without leading zeros)"
+                )
+            origin[heuristic, run], found = path, True
             grouped.setdefault(heuristic, []).append(_load_run(path, heuristic, run))
         if not found:
             raise ReportError(f"no results found in {results_dir}: {_NO_RESULTS_HINT}")
