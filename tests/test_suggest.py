@@ -76,7 +76,8 @@ def test_suggestions_are_written_seeded_and_reuse_the_weights(
     weights = (out / "model.pt").stat().st_mtime_ns
 
     capsys.readouterr()
-    suggest(folder, tmp_path / "a")  # nothing changed: same weights, same suggestions
+    monkeypatch.chdir(folder.parent)  # nothing changed, the folder written another way
+    suggest(folder, tmp_path / "a", data_path=f"{folder.name}/")  # same weights and suggestions
     assert "reusing" in capsys.readouterr().out
     assert (out / "model.pt").stat().st_mtime_ns == weights
     assert read_rows(out / "suggestions.csv") == rows

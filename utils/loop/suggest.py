@@ -93,6 +93,7 @@ def _fingerprint(cfg: ExperimentConfig, root: Path, rows: list[SplitRow]) -> str
     """What the weights depend on: the training settings and the labelled files' bytes."""
     hasher = hashlib.sha256()
     settings = {k: v for k, v in asdict(cfg).items() if k not in SCORING_KEYS}
+    settings["data_path"] = str(root.resolve())  # "slides", "slides/" and "/abs/slides" are one
     hasher.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for row in rows:
         for name in (row.image, row.mask):
