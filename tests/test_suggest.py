@@ -166,6 +166,14 @@ def test_fewer_region_suggestions_than_asked_are_explained(
     rows = read_rows(tmp_path / "r" / "suggest" / "suggestions.csv")
     out = capsys.readouterr().out
     assert len(rows) < 4 and "n_suggest=4 is a budget of 1,600 pixels" in out, out
+    covered = sum(
+        (int(r["y1"]) - int(r["y0"])) * (int(r["x1"]) - int(r["x0"])) for r in rows
+    )  # tiles: their boxes are their pixels
+    assert "until the next region would overrun it, and " in out
+    assert out.rstrip().endswith(f"cover {covered:,}") or out.rstrip().endswith(
+        f"covers {covered:,}"
+    )
+    assert f"wrote {len(rows)} suggestion{'' if len(rows) == 1 else 's'} to" in out
 
 
 def test_another_folder_keeps_its_suggestions(

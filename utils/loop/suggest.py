@@ -158,14 +158,16 @@ def suggest(cfg: ExperimentConfig) -> Path:
     picks = acquire(unit, settings, model, mc_model, mc_settings, 0)
     sizes = {p["name"]: _original_size(index.root / index.images[p["name"]]) for p in picks}
     write_suggestions(cfg, out, store, picks, mc_model, mc_settings, sizes)
-    message = f"wrote {len(picks)} suggestions to {out / 'suggestions.csv'}"
+    plural = "" if len(picks) == 1 else "s"
+    message = f"wrote {len(picks)} suggestion{plural} to {out / 'suggestions.csv'}"
     if isinstance(unit, RegionUnit) and len(picks) < min(cfg.n_suggest, available):
         # Regions differ in size (edge tiles take an image's remainder; superpixels vary).
         position = {name: i for i, name in enumerate(store.names)}
         covered = sum(unit.regions.area((position[p["name"]], p["region"])) for p in picks)
         message += (
             f"; in region mode n_suggest={cfg.n_suggest} is a budget of {unit.budget:,.0f} "
-            f"pixels, and these regions, some larger than region_size, cover {covered:,}"
+            f"pixels, filled in rank order until the next region would overrun it, and "
+            f"{'this region covers' if len(picks) == 1 else 'these regions cover'} {covered:,}"
         )
     _say(message)
     return out
