@@ -84,10 +84,12 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, str]:
                 f"up into {folder.name}/, or the folder out"
             )
         if path.suffix.lower() not in suffixes:
-            kind = "lossless " if folder.name == "masks" else ""
+            masks = folder.name == "masks"
+            # A lossy mask's edges hold values between the labels: converting keeps them.
+            fix = "export it again as .png from the annotation tool" if masks else "convert it"
             raise DataError(
-                f"{path} is not a {kind}format this reads ({', '.join(suffixes)}); convert it "
-                f"to .png, or move it out of {folder.name}/"
+                f"{path} is not a {'lossless ' if masks else ''}format this reads "
+                f"({', '.join(suffixes)}); {fix}, or move it out of {folder.name}/"
             )
         if path.stem in found:
             raise DataError(
@@ -350,6 +352,10 @@ def _check_classes(path: Path, values: np.ndarray, num_classes: int) -> None:
         f"{path} holds the value {bad} but num_classes={num_classes} allows 0..{num_classes - 1}"
     )
     two_valued = low >= 0 and bool(np.isin(values, (0, high)).all())
+    # Classes and one 255 for "not annotated" are no instance ids: that would make 255 foreground.
+    only_unannotated = high == MAX_CLASSES and int(values[values != high].max(initial=0)) < (
+        num_classes
+    )
     fixes = [f"for a two-value mask (0/{high}) set mask_kind=binary"] if two_valued else []
     if high == MAX_CLASSES:
         fixes.append(
@@ -358,7 +364,7 @@ def _check_classes(path: Path, values: np.ndarray, num_classes: int) -> None:
         )
     elif low >= 0 and high < MAX_CLASSES:
         fixes.append(f"set num_classes={high + 1}")
-    if not two_valued:
+    if not two_valued and not only_unannotated:
         fixes.append("mask_kind=instance for instance ids")
     raise DataError(f"{problem}; {'; or '.join(fixes)}")
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from data.datasets import open_dataset
-from data.folder import index_folder, make_folder_splits, open_folder, save_png
+from data.folder import _check_classes, index_folder, make_folder_splits, open_folder, save_png
 from data.glas import SPLITS, open_glas, read_grades, read_split
 from data.segmentation import DataError
 from tests.conftest import tiny_config
@@ -194,6 +194,24 @@ def test_binary_masks_saved_as_0_255_read_as_0_1(tmp_path: Path) -> None:
         assert a.max() == 1 and torch.equal(a, b)
 
 
+@pytest.mark.parametrize(
+    ("values", "fixes"),
+    [
+        # Classes and 255 for "not annotated": no instance ids, or 255 would become foreground.
+        ([0, 1, 255], ["if 255 marks pixels left unannotated, set unannotated_value=255"]),
+        ([0, 255], ["(0/255) set mask_kind=binary", "unannotated_value=255"]),
+        ([0, 1, 3, 255], ["unannotated_value=255", "mask_kind=instance for instance ids"]),
+        ([0, 1, 2, 7], ["set num_classes=8", "mask_kind=instance for instance ids"]),
+    ],
+)
+def test_a_mask_value_out_of_range_gets_the_fixes_that_fit(values: list[int], fixes) -> None:
+    with pytest.raises(DataError) as error:
+        _check_classes(Path("m.png"), np.array(values), num_classes=2)
+    message = str(error.value)
+    assert message.count("; or ") == len(fixes) - 1, message
+    assert all(fix in message for fix in fixes), message
+
+
 def test_three_classes_of_mixed_sizes_run_end_to_end(tmp_path: Path) -> None:
     folder = make_folder(tmp_path / "f", n=12, num_classes=3, sizes=((48, 64), (40, 56), (56, 48)))
     config = tiny_config(folder, folder / "splits", tmp_path / "results")
@@ -247,7 +265,10 @@ def break_folder(folder: Path, how: str) -> str:
         return "images/img_03.png cannot be decoded"
     if how == "mask saved as JPEG":
         (folder / "masks" / "img_03.png").rename(folder / "masks" / "img_03.jpg")
-        return "masks/img_03.jpg is not a lossless format this reads (.png, .tif, .tiff, .bmp)"
+        return (
+            "masks/img_03.jpg is not a lossless format this reads (.png, .tif, .tiff, .bmp); "
+            "export it again as .png from the annotation tool"
+        )
     if how == "image in a subfolder":
         (folder / "images" / "batch2").mkdir()
         (folder / "images" / "img_03.png").rename(folder / "images" / "batch2" / "img_03.png")
