@@ -15,16 +15,21 @@ from data.folder import open_folder
 from data.glas import open_glas, split_csv_path
 from data.segmentation import SPLITS, DataError, SegmentationData
 from data.synthetic import generate_synthetic_glas
-from utils.config import ExperimentConfig
+from utils.config import NAMED_CONFIGS, ExperimentConfig
 from utils.io import atomic_save_json
 from utils.runs.lock import waiting_lock
+
+# The GlaS splits of the defaults and of ``demo``: a folder's splits never go there.
+GLAS_SPLITS_PATHS = frozenset(
+    {ExperimentConfig().splits_path, NAMED_CONFIGS["demo"]["splits_path"]}
+)
 
 
 def _open_folder(cfg: ExperimentConfig, splits: tuple[str, ...]) -> SegmentationData:
     # A folder's splits live in DATA_PATH/splits unless splits_path is set, and are written
     # there first when absent.
     splits_path = cfg.splits_path
-    if splits_path == ExperimentConfig().splits_path:  # GlaS's: not this folder's
+    if splits_path in GLAS_SPLITS_PATHS:
         splits_path = str(Path(cfg.data_path) / "splits")
     return open_folder(cfg.data_path, splits_path, cfg.num_classes, cfg.mask_kind)
 

@@ -17,7 +17,7 @@ from data.glas import SPLITS, open_glas, read_grades, read_split
 from data.segmentation import DataError
 from tests.conftest import tiny_config
 from tests.test_active import expect_exit
-from utils.config import ConfigError, ExperimentConfig, validate
+from utils.config import ConfigError, ExperimentConfig, merged, validate
 from utils.loop.run import run_active_learning
 
 
@@ -227,6 +227,24 @@ def test_three_classes_of_mixed_sizes_run_end_to_end(tmp_path: Path) -> None:
         assert np.mean(list(per_class.values())) == pytest.approx(mean)
     # balance_al labels n_data_to_label per group, and at least two groups' worth, as on GlaS.
     assert record["n_labelled"] == [2, 4]
+
+
+@pytest.mark.parametrize("named", [(), ("demo",)])
+def test_a_folder_keeps_its_splits_under_glas_splits_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named: tuple[str, ...]
+) -> None:
+    folder = make_folder(tmp_path / "f", n=6)
+    monkeypatch.chdir(tmp_path)  # where the GlaS splits of the defaults and of demo would go
+    config = merged(named, {"dataset": "folder", "data_path": str(folder), "synthetic": False})
+    assert config["splits_path"] in ("data/splits/glas", "data/synthetic/splits-rare")
+    data = open_dataset(ExperimentConfig.from_mapping(config), SPLITS)
+    assert sorted(p.name for p in (folder / "splits").iterdir()) == [
+        "test.csv",
+        "train.csv",
+        "val.csv",
+    ]
+    assert not (tmp_path / "data").exists()
+    assert len(data.store("train")) + len(data.store("val")) + len(data.store("test")) == 6
 
 
 def test_more_than_two_classes_need_dataset_folder() -> None:

@@ -78,7 +78,7 @@ class ExperimentConfig:
     splits_path: str = _key(
         "data/splits/glas",
         "folder with `train.csv`, `val.csv`, `test.csv`; `dataset=folder` left at this default "
-        "uses `DATA_PATH/splits`, written when absent",
+        "(or `demo`'s) uses `DATA_PATH/splits`, written when absent",
     )
     mask_kind: str = _key(
         "class",
