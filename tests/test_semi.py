@@ -26,6 +26,7 @@ from utils.loop.semi import (
     consistency_loss,
     ema_model,
     ema_start,
+    pseudo_label_quality,
     pseudo_labels,
     sigmoid_rampup,
 )
@@ -73,6 +74,32 @@ def test_the_bank_leaves_out_annotated_pixels_and_round_trips(tmp_path: Path) ->
     assert {k: v.tolist() for k, v in again.labels.items()} == {
         k: v.tolist() for k, v in bank.labels.items()
     }
+
+
+def test_pseudo_label_quality_by_hand() -> None:
+    i = IGNORE
+    labels = {
+        3: torch.tensor([[1, 1, i], [0, i, 0]], dtype=torch.int8),
+        5: torch.tensor([[1, 0, 0]], dtype=torch.int8),  # labelled whole since: not pool
+        7: torch.tensor([[0, 1, i]], dtype=torch.int8),
+    }
+    truth = {
+        3: torch.tensor([[1, 0, 1], [0, 1, 1]], dtype=torch.uint8),
+        5: torch.tensor([[0, 0, 0]], dtype=torch.uint8),
+        7: torch.tensor([[0, 1, 1]], dtype=torch.uint8),
+    }
+    annotated = {
+        3: torch.tensor([[False, False, False], [False, False, True]]),  # one region labelled
+        5: torch.ones(1, 3, dtype=torch.bool),
+    }
+    quality = pseudo_label_quality(labels, annotated.get, truth, num_classes=2)
+    # Pool pixels: 5 of image 3, 3 of image 7. Labelled: 3 + 2 = 5, of which right: 2 + 2.
+    assert quality["coverage"] == pytest.approx(5 / 8)
+    assert quality["accuracy"] == pytest.approx(4 / 5)
+    # Background: 2 + 1 pool pixels, all labelled; gland: 3 + 2, of which 1 + 1 labelled.
+    assert quality["coverage_per_class"] == pytest.approx([3 / 3, 2 / 5])
+    nothing = pseudo_label_quality({7: torch.full((1, 3), i, dtype=torch.int8)}, {}.get, truth, 3)
+    assert nothing == {"coverage": 0.0, "accuracy": None, "coverage_per_class": [0.0, 0.0, None]}
 
 
 def test_ema_weights_equal_the_hand_computed_average_after_k_steps() -> None:
@@ -212,6 +239,12 @@ def test_pseudo_runs_end_to_end_and_says_so(
     # Cycle 0 has no pseudo-labels yet (no acquisition pass has run); later cycles train on them.
     assert "last_unlabelled_loss" not in record["train"][0]
     assert all(math.isfinite(t["last_unlabelled_loss"]) for t in record["train"][1:])
+    # Their quality against the pool's ground truth is recorded, for the simulation only.
+    assert "pseudo_labels" not in record["train"][0]
+    for cycle in record["train"][1:]:
+        quality = cycle["pseudo_labels"]
+        assert 0 < quality["coverage"] <= 1 and 0 <= quality["accuracy"] <= 1
+        assert len(quality["coverage_per_class"]) == 2
     # Random scores nothing, even though its pool got an MC pass for the pseudo-labels.
     assert all(a["score"] is None for cycle in record["acquired"] for a in cycle)
     plain = run_tiny(synthetic_root, tmp_path / "plain", heuristic="random", **loose)

@@ -34,7 +34,7 @@ from utils.config import ConfigError, ExperimentConfig, validate
 from utils.loop.acquisition import AcquisitionSettings, acquire
 from utils.loop.device import pick_device, resolve_precision, samples_per_pass
 from utils.loop.inference import MCSettings, evaluate_bma
-from utils.loop.semi import PoolCrops, PseudoLabelBank
+from utils.loop.semi import PoolCrops, PseudoLabelBank, pseudo_label_quality
 from utils.loop.training import SemiTraining, TrainSettings, train_model
 from utils.loop.units import ImageUnit, LabellingUnit, RegionUnit
 from utils.runs.lock import run_lock
@@ -353,6 +353,10 @@ def run_cycle(
         semi=semi_training(cfg, setup),
         ema=cfg.model_selection == "ema",
     )
+    if setup.pseudo is not None and setup.pseudo.labels:
+        train_info["pseudo_labels"] = pseudo_label_quality(
+            setup.pseudo.labels, unit.annotated, setup.train_store.masks, cfg.num_classes
+        )
     trained = time.perf_counter()
     mc_model = mc_dropout_copy(model)
     by_class = evaluate_bma(mc_model, setup.test_set, setup.mc_settings, progress=cfg.progress)

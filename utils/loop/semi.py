@@ -15,9 +15,10 @@ computed on a batch of pool crops drawn beside every labelled batch:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,6 +97,39 @@ class PseudoLabelBank:
             if bool((mask != IGNORE).any()):
                 masks[image] = mask
         return masks
+
+
+def pseudo_label_quality(
+    labels: Mapping[int, torch.Tensor],
+    annotated: Callable[[int], torch.Tensor | None],
+    truth: Sequence[torch.Tensor],
+    num_classes: int,
+) -> dict[str, Any]:
+    """How a cycle's pseudo-labels compare with the pool's ground truth, which only a simulated
+    run has: ``coverage``, the share of the pool's pixels (those of ``labels``' images not
+    ``annotated``) that got a label; ``accuracy``, the share of those labels that are the true
+    class (None without any); and ``coverage_per_class``, the share of each true class's pool
+    pixels that got a label. Measured only: training never sees ``truth`` of the pool."""
+    pool = covered = correct = 0
+    per_class = np.zeros((2, num_classes), dtype=np.int64)  # [pool pixels, labelled], by class
+    for image, label in labels.items():
+        done = annotated(image)
+        in_pool = torch.ones_like(label, dtype=torch.bool) if done is None else ~done  # [H, W]
+        true = truth[image].long()[in_pool]  # [P]
+        given = label.long()[in_pool]  # [P]
+        has_label = given != IGNORE
+        pool += true.numel()
+        covered += int(has_label.sum())
+        correct += int((given == true).sum())  # IGNORE is never a class
+        per_class[0] += np.bincount(true.numpy(), minlength=num_classes)[:num_classes]
+        per_class[1] += np.bincount(true[has_label].numpy(), minlength=num_classes)[:num_classes]
+    return {
+        "coverage": covered / pool if pool else 0.0,
+        "accuracy": correct / covered if covered else None,
+        "coverage_per_class": [
+            float(labelled / total) if total else None for total, labelled in per_class.T
+        ],
+    }
 
 
 # --------------------------------------------------------------------------------------------
