@@ -744,6 +744,18 @@ def test_same_run_in_two_folders_is_refused(
     assert not out.exists()
 
 
+def test_same_run_in_two_folders_under_two_names_names_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = _split_study(tmp_path)
+    for suffix in (".npy", ".json"):
+        (second / f"bald_01{suffix}").write_bytes((first / f"bald_1{suffix}").read_bytes())
+    assert main([str(first), str(second), "--out", str(tmp_path / "pooled")]) == 2
+    _assert_one_line_error(
+        capsys, "machine_a/bald_1.npy", "machine_b/bald_01.npy", "run 1 of bald", "one folder"
+    )
+
+
 def _assert_one_line_error(capsys: pytest.CaptureFixture[str], *fragments: str) -> None:
     err = capsys.readouterr().err
     assert err.startswith("error: ")

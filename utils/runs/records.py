@@ -198,9 +198,13 @@ def load_results(
             heuristic, run = match["heuristic"], int(match["run"])
             other = origin.get((heuristic, run))
             if other is not None and other.parent != path.parent:
+                where = (
+                    f"{path.name} is in both {other.parent} and {results_dir}"
+                    if other.name == path.name
+                    else f"{other} and {path} are both run {run} of {heuristic}"
+                )
                 raise ReportError(
-                    f"{path.name} is in both {other.parent} and {results_dir}: "
-                    "give each run number to one folder only, or report the folders apart"
+                    f"{where}: give each run number to one folder only, or report the folders apart"
                 )
             if other is not None:
                 raise ReportError(
