@@ -30,35 +30,50 @@ def take_within_budget(
     costs: np.ndarray,
     budget: float,
     balance: bool,
+    n_groups: int = 1,
 ) -> tuple[list[int], bool]:
     """Per grade (one group without ``balance``), the longest prefix of ``picks`` whose cost
-    stays within ``budget``; a grade whose pool runs out passes what it left to the next grade.
+    stays within ``budget``.
+
+    As image mode's quota does, a balanced step spends ``budget`` for each of the split's
+    ``n_groups`` grades even when some are missing from the pool or run out in it: that spare
+    budget extends the other grades' prefixes, in grade order, after each has spent its own.
 
     Returns the chosen pool indices and whether the picks ran out before some budget was spent
     while that grade still had pool items, i.e. whether the strategy must be asked for more.
     """
-    groups = [np.unique(grades)] if not balance else [[g] for g in np.unique(grades)]
-    chosen: list[int] = []
-    carried = 0.0
-    short = False
-    for members in groups:
-        in_group = np.isin(grades, members)
-        order = [int(i) for i in picks if in_group[i]]
-        allowed = budget + carried
+    classes = np.unique(grades)
+    groups = [classes] if not balance else [[g] for g in classes]
+    orders = [[int(i) for i in picks if np.isin(grades[i], members)] for members in groups]
+    sizes = [int(np.isin(grades, members).sum()) for members in groups]
+    spare = budget * max(0, n_groups - len(groups)) if balance else 0.0
+    taken = [0] * len(groups)
+    left = [float(budget)] * len(groups)  # each grade's own budget not yet spent
+
+    def extend(g: int, allowed: float) -> float:
+        """Take grade ``g``'s next picks while they fit ``allowed``; return what they cost."""
         spent = 0.0
-        taken = 0
-        for i in order:
+        for i in orders[g][taken[g] :]:
             if spent + costs[i] > allowed:
                 break
             spent += costs[i]
-            taken += 1
-        chosen += order[:taken]
-        carried = 0.0
-        if taken == len(order):  # every pick fitted: the budget may hold more
-            if taken == int(in_group.sum()):
-                carried = allowed - spent  # the grade's pool is exhausted
-            else:
-                short = True
+            taken[g] += 1
+        return spent
+
+    for g in range(len(groups)):
+        left[g] -= extend(g, left[g])
+        if taken[g] == sizes[g]:  # the grade's pool is exhausted: its budget is spare
+            spare, left[g] = spare + left[g], 0.0
+    for g in range(len(groups)):
+        if taken[g] == sizes[g] or spare <= 0:
+            continue
+        spent = extend(g, left[g] + spare)
+        spare -= max(0.0, spent - left[g])
+        left[g] = max(0.0, left[g] - spent)
+        if taken[g] == sizes[g]:
+            spare, left[g] = spare + left[g], 0.0
+    chosen = [i for order, k in zip(orders, taken, strict=True) for i in order[:k]]
+    short = any(k == len(o) < n for o, k, n in zip(orders, taken, sizes, strict=True))
     return chosen, short
 
 
@@ -73,7 +88,8 @@ def select_within_budget(
     with a freshly seeded generator, so every call is reproducible.
 
     The strategy is asked for one more item than the cheapest items of a grade could fit, which
-    is enough unless a grade runs out and passes its budget on; then it is asked for more.
+    is enough unless a grade gets spare budget (a grade missing or run out); then it is asked
+    for more.
     """
     probe = selection_for(1)
     grades = probe.grades
@@ -85,7 +101,7 @@ def select_within_budget(
     while True:
         selection = selection_for(k)
         chosen, short = take_within_budget(
-            strategy.select(selection), grades, costs, budget, selection.balance
+            strategy.select(selection), grades, costs, budget, selection.balance, selection.n_groups
         )
         if not short or k >= len(costs):
             return np.asarray(chosen, dtype=np.int64)

@@ -152,6 +152,30 @@ def test_a_grade_that_runs_out_passes_its_budget_on() -> None:
     assert chosen == [0, 1] and short  # grade 1's budget may hold more than it was offered
 
 
+def test_a_grade_that_runs_out_last_passes_its_budget_back() -> None:
+    # Grade 1 (the last) has one region: its unused 14 pixels go to grade 0, whichever grade
+    # is numbered first, as image mode fills a short grade's gap from the others.
+    costs = np.ones(5)
+    chosen, short = take_within_budget(np.arange(5), np.array([0, 0, 0, 0, 1]), costs, 2, True)
+    assert chosen == [0, 1, 2, 4] and not short
+    chosen, short = take_within_budget(np.arange(5), np.array([0, 1, 1, 1, 1]), costs, 2, True)
+    assert chosen == [0, 1, 2, 3] and not short
+
+
+def test_a_balanced_step_spends_every_grade_of_the_split() -> None:
+    # A folder without groups.csv: one grade in the pool, two of the split counted (as image
+    # mode's n_groups), so a region step spends two images' worth, as an image step labels two.
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    grades = np.zeros(6, dtype=np.int64)
+    make = _selection_for(scores, grades)
+    image_mode = STRATEGIES["topk"].select(make(2))
+    region_mode = select_within_budget(STRATEGIES["topk"], make, np.ones(6), 2)
+    assert image_mode.tolist() == region_mode.tolist() == [0, 1, 2, 3]
+    # Without balance one budget is spent, as image mode labels n_per_step.
+    unbalanced = _selection_for(scores, grades, balance=False)
+    assert select_within_budget(STRATEGIES["topk"], unbalanced, np.ones(6), 2).tolist() == [0, 1]
+
+
 def test_the_strategy_is_asked_again_when_its_picks_do_not_fill_the_budget() -> None:
     asked: list[int] = []
 
