@@ -88,6 +88,14 @@ def test_finished_run_is_reported_not_redone(
     assert "bald_0 is already complete" in capsys.readouterr().out
     assert (tmp_path / "bald_0.npy").stat().st_mtime_ns == before
     assert result.result == [round(float(d), 4) for d in np.load(tmp_path / "bald_0.npy")]
+    # Moved to another results_dir with its state, it is the same run there.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for suffix in (".npy", ".json", ".state.json"):
+        (moved / f"bald_0{suffix}").write_bytes((tmp_path / f"bald_0{suffix}").read_bytes())
+    capsys.readouterr()
+    ex.run(config_updates={**config, "results_dir": str(moved)})
+    assert "bald_0 is already complete" in capsys.readouterr().out
     # Published without its state (as docs/results holds runs), it is still complete, not redone;
     # an unfinished one starts afresh.
     (tmp_path / "bald_0.state.json").unlink()

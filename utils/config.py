@@ -256,7 +256,9 @@ class ExperimentConfig:
         False, "per cycle, uncertainty-map PNGs of the acquired images, acquired regions outlined"
     )
     save_uncerts: bool = _key(False, "per cycle, a PNG of the pool's score distribution")
-    overwrite: bool = _key(False, "replace this run's results made with another config")
+    overwrite: bool = _key(
+        False, "start this run afresh, replacing its results and state even when they would resume"
+    )
     progress: bool = _key(True, "tqdm progress bars")
 
     @classmethod
@@ -288,8 +290,11 @@ NAMED_CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 # Keys that change neither what is computed nor its result, so a resumed run may differ in them
-# (the figures are drawn after each selection and change nothing in it).
-IGNORED_FOR_RESUME = frozenset({"overwrite", "progress", "save_maps", "save_uncerts"})
+# (the figures are drawn after each selection and change nothing in it; a run's files may be
+# moved or copied to another results_dir and continued there).
+IGNORED_FOR_RESUME = frozenset(
+    {"overwrite", "progress", "results_dir", "save_maps", "save_uncerts"}
+)
 
 
 def defaults() -> dict[str, Any]:
