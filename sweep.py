@@ -15,6 +15,7 @@ into ``results_dir``.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -199,5 +200,13 @@ def write_report(results_dir: Path, failed: list[str]) -> int:
     return 0
 
 
+def _unwind_on(signum: int, _frame: object) -> None:
+    # scancel, kill and a closed terminal unwind like Ctrl-C: the local jobs are killed and an
+    # MPS daemon started for the sweep quits, instead of outliving it.
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    for name in ("SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), _unwind_on)
     raise SystemExit(main())

@@ -95,3 +95,21 @@ def test_sweep_with_mps_runs_between_start_and_quit(
     assert json.loads((results / "random_0.json").read_text())["complete"]
     calls = [(line.split()[0], line.split()[-1]) for line in fake_control.read_text().splitlines()]
     assert calls == [("start", "pending"), ("quit", "done")]
+
+
+def test_daemon_quits_when_the_sweep_is_terminated(
+    fake_control: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
+    import signal
+    import time
+
+    tokens = demo_tokens(synthetic_root, tmp_path / "results")
+    command = sweep_command(tokens, "--mps", heuristics=("random",), runs="0", parallel=1)
+    sweep = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not fake_control.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sweep.send_signal(signal.SIGTERM)  # as scancel or kill would
+    assert sweep.wait(timeout=60) == 128 + signal.SIGTERM
+    calls = [line.split()[0] for line in fake_control.read_text().splitlines()]
+    assert calls == ["start", "quit"]

@@ -199,8 +199,10 @@ def test_slurm_array_carries_partition_gpus_time_and_parallelism(
     assert "#SBATCH --signal=USR2@" in script  # the preemption warning submitit requeues on
     assert str(tmp_path / "results" / "slurm") in script
     # Each job's threads are set before its python starts, from the CPUs SLURM gives it.
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "SRUN_CPUS_PER_TASK"):
         assert script.index(f"export {name}=$SLURM_CPUS_PER_TASK\n") < script.index("srun")
+    # The job unpickles this project's classes wherever the sweep was started.
+    assert script.index(f"export PYTHONPATH={ROOT}${{PYTHONPATH:+") < script.index("srun")
 
 
 @pytest.mark.parametrize(
@@ -415,3 +417,15 @@ def test_a_grid_over_strategies_shares_one_full_supervision_reference(
     ]
     with pytest.raises(SweepError, match="differ in region_shape; that does not change such a"):
         plan_jobs(["entropy"], [0], named, updates, parse_grid(["region_shape=tile,superpixel"]))
+
+
+def test_a_run_starting_while_the_sweep_probes_its_lock_still_starts(tmp_path: Path) -> None:
+    import fcntl
+    import threading
+
+    path = tmp_path / "bald_0.lock"
+    probe = os.open(path, os.O_RDONLY | os.O_CREAT)
+    fcntl.flock(probe, fcntl.LOCK_SH)  # what is_locked holds for an instant, here for 0.3 s
+    threading.Timer(0.3, os.close, (probe,)).start()
+    with run_lock(path):
+        assert str(os.getpid()) in path.read_text()

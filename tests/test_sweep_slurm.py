@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_sweep import demo_tokens, run_sweep, sweep_command
+from tests.test_sweep import ROOT, demo_tokens, run_sweep, sweep_command
 from utils.sweep.local import available_cpus
 
 pytestmark = pytest.mark.slurm
@@ -170,8 +170,12 @@ def test_a_single_run_goes_as_a_plain_job_and_gives_the_local_result(
     cluster: None, synthetic_root: Path, clean_sweep: Path, tmp_path: Path
 ) -> None:
     # The common case of a rerun after one run failed: submitit submits one job without --array.
+    # Started from another folder than the project's, as a lab's job scripts often are.
     command = slurm_command(synthetic_root, tmp_path, "1", longer=False, heuristics=("random",))
-    submitted = run_sweep(command)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    command[command.index("sweep.py")] = str(ROOT / "sweep.py")
+    submitted = subprocess.run(command, cwd=elsewhere, capture_output=True, text=True)
     assert submitted.returncode == 0, submitted.stderr
     job = submitted_array(submitted.stdout, kind="job")
     wait_for(job)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,14 +31,29 @@ def _holder(path: Path) -> str:
     return text or "another process"
 
 
+# ``is_locked`` holds a shared lock for an instant; a run starting in that instant waits it out.
+PROBE_GRACE_S = 1.0
+
+
+def _take(fd: int, grace_s: float) -> bool:
+    """Take the exclusive lock on ``fd``, retrying for ``grace_s``; whether it was taken."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
 @contextmanager
 def run_lock(path: Path) -> Iterator[None]:
     """Hold the lock at ``path`` for the duration; ``RunLockedError`` if another process has it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _take(fd, PROBE_GRACE_S):
             raise RunLockedError(
                 f"{path.stem} is already running in {_holder(path)} (lock {path}); wait for it "
                 "to finish or stop it, then run this again"

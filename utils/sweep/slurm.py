@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from utils import PROJECT_ROOT
 from utils.sweep.local import THREAD_VARIABLES
 from utils.sweep.plan import Job, SweepError
 
@@ -45,8 +47,8 @@ class SweepJob(_submitit_checkpointable()):
     def __call__(self) -> list[float]:
         use_allocated_cpus()
         os.chdir(self.job.workdir)
-        if self.job.workdir not in sys.path:
-            sys.path.insert(0, self.job.workdir)
+        if str(PROJECT_ROOT) not in sys.path:
+            sys.path.insert(0, str(PROJECT_ROOT))
         from active import ex
 
         updates = {**self.job.updates, "progress": False}
@@ -57,7 +59,7 @@ class SweepJob(_submitit_checkpointable()):
 def use_allocated_cpus() -> None:
     """Give torch the job's CPUs, and say in the job's log how many threads it had and has.
 
-    The sbatch script's ``thread_setup`` is what counts: torch loads while submitit unpickles
+    The sbatch script's ``job_setup`` is what counts: torch loads while submitit unpickles
     the job, before this runs, and OpenMP reads ``OMP_NUM_THREADS`` only when it loads.
     """
     cpus = os.environ.get("SLURM_CPUS_PER_TASK")
@@ -74,9 +76,21 @@ def use_allocated_cpus() -> None:
     )
 
 
-def thread_setup() -> list[str]:
-    """sbatch script lines that run before the job's python starts, hence before torch loads."""
-    return [f"export {name}=$SLURM_CPUS_PER_TASK" for name in THREAD_VARIABLES]
+def job_setup() -> list[str]:
+    """sbatch script lines that run before the job's python starts, hence before torch loads.
+
+    The threads follow the job's CPUs, and ``srun`` is told them too: from SLURM 22.05 to 23.02
+    it does not inherit ``--cpus-per-task``, and under CPU binding the run would get one core.
+    The project goes on ``PYTHONPATH`` because submitit unpickles the job, a class of this
+    module, in the folder the sweep was started from, which need not be the project's.
+    """
+    threads = [f"export {name}=$SLURM_CPUS_PER_TASK" for name in THREAD_VARIABLES]
+    project = shlex.quote(str(PROJECT_ROOT))
+    return [
+        *threads,
+        "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK",
+        f"export PYTHONPATH={project}${{PYTHONPATH:+:$PYTHONPATH}}",
+    ]
 
 
 def slurm_parameters(
@@ -92,7 +106,7 @@ def slurm_parameters(
         "slurm_cpus_per_task": cpus_per_job,
         "timeout_min": time_min,
         "slurm_array_parallelism": array_parallelism,
-        "slurm_setup": thread_setup(),
+        "slurm_setup": job_setup(),
         "name": "active-learning-sweep",
     }
     if partition:
