@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -34,6 +35,7 @@ from data.segmentation import (
 from data.splitting import patient_split
 from utils.config import MAX_CLASSES
 from utils.io import atomic_write_bytes, atomic_write_text
+from utils.runs.lock import waiting_lock
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")  # lossless only: JPEG would smear the classes
@@ -270,23 +272,55 @@ def write_folder_splits(splits_path: Path, splits: dict[str, list[str]]) -> None
 def folder_splits(index: FolderIndex, splits_path: str | Path) -> dict[str, list[SplitRow]]:
     """The rows of each split: read from ``splits_path``, or written there first (seed 0).
 
-    Concurrent runs may both write: the files are the same and each is replaced atomically.
+    Runs started together (``sweep.py --parallel``) take turns: the first writes all three files
+    while the others wait, so none sees them half written.
     """
     splits_path = Path(splits_path)
-    present = [s for s in SPLITS if (splits_path / f"{s}.csv").is_file()]
-    if not present:
-        write_folder_splits(splits_path, make_folder_splits(index))
-    elif len(present) < len(SPLITS):
+    with waiting_lock(splits_path.parent / f".{splits_path.name}.lock"):
+        present = [s for s in SPLITS if (splits_path / f"{s}.csv").is_file()]
+        if not present:
+            write_folder_splits(splits_path, make_folder_splits(index))
+    if 0 < len(present) < len(SPLITS):
         absent = next(s for s in SPLITS if s not in present)
         raise DataError(
             f"{splits_path / absent}.csv is missing beside {present[0]}.csv; add it, or delete "
             "the split files to have all three written"
         )
     names = read_folder_splits(splits_path, index)
+    _check_patients(names, index, splits_path)
+    unused = sorted(set(index.masks) - {n for split in names.values() for n in split})
+    if unused:
+        # Not an error: a lab annotating as it goes keeps its test split while masks are added.
+        print(
+            f"warning: {len(unused)} masked image(s) of {index.root / 'images'} are in no split "
+            f"of {splits_path} (e.g. {unused[0]}) and are not used; add them to a split file, "
+            "or delete the split files to have them all written again",
+            file=sys.stderr,
+            flush=True,
+        )
     return {
         split: [index.row(n, f"{splits_path / split}.csv") for n in split_names]
         for split, split_names in names.items()
     }
+
+
+def _check_patients(names: dict[str, list[str]], index: FolderIndex, splits_path: Path) -> None:
+    """Split files written by hand, or before ``groups.csv`` named patients, may put one
+    patient's images in two splits; the test Dice would then be that of seen patients."""
+    if index.patients is None:
+        return
+    where: dict[str, tuple[str, str]] = {}
+    for split, split_names in names.items():
+        for name in split_names:
+            patient = index.patients[name]
+            other = where.setdefault(patient, (split, name))
+            if other[0] != split:
+                raise DataError(
+                    f"patient {patient!r} of {index.root / GROUPS_FILE} is in {other[0]}.csv "
+                    f"({other[1]}) and in {split}.csv ({name}) of {splits_path}; a patient's "
+                    "images go to one split: move them, or delete the split files to have them "
+                    "written by patient"
+                )
 
 
 def _mask_array(path: Path) -> np.ndarray:

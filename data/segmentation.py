@@ -42,6 +42,10 @@ class SplitRow:
 PairLoader = Callable[[SplitRow, float], tuple[np.ndarray, np.ndarray]]
 
 
+# PIL converts these to RGB by clipping at 255, not by scaling: most of an image would turn white.
+WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
 def open_image(path: Path, mode: str | None, missing_fix: str) -> Image.Image:
     """Decode ``path`` (converted to ``mode`` unless None); ``DataError`` when it is absent or
     cannot be decoded."""
@@ -50,11 +54,17 @@ def open_image(path: Path, mode: str | None, missing_fix: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert(mode) if mode is not None else im.copy()
+            image = im.copy()
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise DataError(
             f"{path} cannot be decoded ({err}); the file is corrupt or truncated, replace it"
         ) from err
+    if mode == "RGB" and image.mode in WIDE_GREY_MODES:
+        raise DataError(
+            f"{path} is a {image.mode} image (16-bit or float grey), whose values 8-bit RGB "
+            "would clip; save it as 8-bit RGB, its range scaled to 0-255"
+        )
+    return image.convert(mode) if mode is not None else image
 
 
 def resize_pair(

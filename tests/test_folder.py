@@ -4,6 +4,8 @@ mask kind load and run; every bad input is refused in one line naming the file."
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +135,68 @@ def test_patients_are_never_split_across_train_val_and_test(tmp_path: Path) -> N
     assert [len(names[s]) for s in SPLITS] == [18, 6, 6]
     assert make_folder_splits(index_folder(folder)) == names  # seeded
     assert make_folder_splits(index_folder(folder), seed=1) != names
+
+
+def test_split_files_that_split_a_patient_are_refused(tmp_path: Path) -> None:
+    # Written before groups.csv named patients: img_00 and img_10 (patient p0) end up apart.
+    folder = make_folder(tmp_path / "f", n=30, groups=True)
+    splits = open_folder(folder, folder / "splits", num_classes=2).splits
+    make_folder(tmp_path / "f", n=30, groups=True, patients=10)
+    where = {r.name: s for s in SPLITS for r in splits[s]}
+    with pytest.raises(DataError) as error:
+        open_folder(folder, folder / "splits", num_classes=2)
+    message = str(error.value)
+    assert "\n" not in message and "one split" in message, message
+    patient, first, second = re.search(r"patient '(p\d)'.* \((\w+)\).* \((\w+)\)", message).groups()
+    assert patient == f"p{int(first[4:]) % 10}" == f"p{int(second[4:]) % 10}"
+    assert where[first] != where[second]
+
+
+def test_masks_added_after_the_splits_are_named_not_used_silently(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = make_folder(tmp_path / "f", n=6)
+    open_folder(folder, folder / "splits", num_classes=2)
+    assert capsys.readouterr().err == ""
+    for stem in ("img_06", "img_07"):
+        for kind in ("images", "masks"):
+            shutil.copy(folder / kind / "img_00.png", folder / kind / f"{stem}.png")
+    data = open_folder(folder, folder / "splits", num_classes=2)
+    assert sum(len(data.splits[s]) for s in SPLITS) == 6
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "warning: 2 masked image(s)" in err and "img_06" in err, err
+
+
+def test_runs_started_together_see_the_splits_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import data.folder
+
+    folder = make_folder(tmp_path / "f", n=20, groups=True)
+    write = data.folder.atomic_write_text
+
+    def write_slowly(path: Path, text: str) -> None:
+        write(path, text)
+        threading.Event().wait(0.2)  # between files, where another run would see some of them
+
+    monkeypatch.setattr(data.folder, "atomic_write_text", write_slowly)
+    errors: list[Exception] = []
+
+    def open_it() -> None:
+        try:
+            open_folder(folder, folder / "splits", num_classes=2)
+        except DataError as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_it) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+        threading.Event().wait(0.05)
+    for thread in threads:
+        thread.join()
+    assert errors == []
 
 
 @pytest.mark.parametrize(
@@ -294,6 +358,10 @@ def break_folder(folder: Path, how: str) -> str:
     if how == "image of another format":
         (folder / "images" / "img_09.webp").write_bytes(b"RIFF")
         return "images/img_09.webp is not a format this reads"
+    if how == "16-bit grey image":
+        ramp = (np.arange(64 * 48, dtype=np.uint16) * 20).reshape(48, 64)  # 0..61420
+        Image.fromarray(ramp).save(folder / "images" / "img_03.png")
+        return "images/img_03.png is a I;16 image (16-bit or float grey)"
     if how == "empty folder":
         for path in (folder / "images").iterdir():
             path.unlink()
@@ -311,6 +379,7 @@ def break_folder(folder: Path, how: str) -> str:
         "mask saved as JPEG",
         "image in a subfolder",
         "image of another format",
+        "16-bit grey image",
         "empty folder",
     ],
 )
