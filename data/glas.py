@@ -165,8 +165,19 @@ def open_glas(
 ) -> SegmentationData:
     """GlaS as the loop's dataset: ``Grade.csv`` checked, the rows of ``splits`` read."""
     read_grades(data_path)  # fails early, with instructions, when GlaS is not there
+    rows = {split: read_split(splits_path, split) for split in splits}
+    seen: dict[str, str] = {}
+    for split, split_rows in rows.items():
+        for row in split_rows:
+            other = seen.setdefault(row.name, split)
+            if other != split:  # a hand-edited or stale file: the test Dice would be of seen images
+                raise DataError(
+                    f"{row.name} is in both {split_csv_path(splits_path, other)} and "
+                    f"{split_csv_path(splits_path, split)}; an image may be in one split only: "
+                    "rerun data/create_splits.py"
+                )
     return SegmentationData(
-        splits={split: read_split(splits_path, split) for split in splits},
+        splits=rows,
         split_files={split: split_csv_path(splits_path, split) for split in splits},
         class_names=CLASS_NAMES,
         load=partial(load_pair, data_path),

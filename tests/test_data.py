@@ -14,9 +14,11 @@ from PIL import Image
 from data.create_splits import main as create_splits_main
 from data.create_splits import make_splits
 from data.glas import (
+    SPLITS,
     DataError,
     GlasDataset,
     ImageStore,
+    open_glas,
     read_grade_table,
     read_grades,
     read_split,
@@ -211,6 +213,18 @@ def test_empty_split_and_missing_split(glas_copy: tuple[Path, Path]) -> None:
     (splits / "val.csv").unlink()
     with pytest.raises(DataError, match="run `python data/create_splits.py"):
         read_split(splits, "val")
+
+
+def test_an_image_in_two_split_files_is_refused(glas_copy: tuple[Path, Path]) -> None:
+    data, splits = glas_copy
+    test_row = (splits / "test.csv").read_text().splitlines()[1]
+    with (splits / "train.csv").open("a") as f:
+        f.write(test_row + "\n")
+    with pytest.raises(DataError) as error:
+        open_glas(data, splits, SPLITS)
+    name = test_row.split(",")[0].removesuffix(".bmp")
+    message = str(error.value)
+    assert "\n" not in message and name in message and "test.csv" in message, message
 
 
 def test_missing_data_folder_explains_how_to_get_glas(tmp_path: Path) -> None:
