@@ -2,7 +2,7 @@
 
 Every function takes ``probs`` of shape ``[N, C, H, W, T]`` (N images, C classes, T MC samples
 last, as in baal) on any device. ``*_map`` functions return per-pixel uncertainty ``[N, H, W]``;
-the registry in ``heuristics/__init__.py`` reduces a map to one score per image by its mean
+a reduction (``heuristics/reductions.py``) turns a map into one score per image or region
 (higher = acquire first). Logs are natural, so scores are in nats.
 """
 
@@ -50,7 +50,8 @@ def variance_map(probs: torch.Tensor) -> torch.Tensor:
 
 
 def border_distance_weight(foreground: np.ndarray) -> np.ndarray:
-    """Per-pixel Euclidean distance to the nearest predicted object border, scaled to [0, 1].
+    """Per-pixel Euclidean distance to the nearest predicted object border, divided by its
+    maximum: in (0, 1], 1/max on either side of a border.
 
     ``foreground`` is a boolean ``[H, W]`` mask. Inside objects we take the distance to the
     nearest background pixel, outside the distance to the nearest object pixel, so the weight is
@@ -74,7 +75,7 @@ def variance_edt_map(probs: torch.Tensor) -> torch.Tensor:
     variance says little about what an image would teach. We multiply the MC variance by
     ``border_distance_weight`` of the thresholded mean prediction (argmax != background): the
     Euclidean distance (scipy's exact EDT, in pixels) to the nearest predicted border, inside and
-    outside objects alike, divided by its per-image maximum so the weight lies in [0, 1]. Two-sided
+    outside objects alike, divided by its per-image maximum so the weight lies in (0, 1]. Two-sided
     distance is used because a one-sided EDT would zero out every background pixel, including
     confidently wrong false negatives far from any predicted gland.
     """

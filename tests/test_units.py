@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -182,4 +183,29 @@ def test_non_finite_scores_are_refused_before_anything_is_labelled(
     mc = MCSettings(2, 1, torch.device("cpu"), None)
     with pytest.raises(UserError, match=r"pool scores are not finite at cycle 3.*precision=fp32"):
         acquire(unit, acquisition_settings(tmp_path), model, model, mc, cycle=3)
+    assert unit.labelled_pixels() == before and unit.n_labelled() == 2
+
+
+class NonFiniteFeatureModel(ConstantModel):
+    """Finite predictions, but a bottleneck that overflowed."""
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        logits = super().forward(x)
+        if not return_features:
+            return logits
+        return logits, torch.full((x.shape[0], 3, *x.shape[2:]), torch.nan)
+
+
+@pytest.mark.parametrize("kind", ["image", "region"])
+def test_non_finite_features_are_refused_before_anything_is_labelled(
+    kind: str, tmp_path: Path
+) -> None:
+    image, region = units([0, 1])
+    unit = image if kind == "image" else region
+    before = unit.labelled_pixels()
+    model = NonFiniteFeatureModel()
+    settings = replace(acquisition_settings(tmp_path), strategy=STRATEGIES["coreset"])
+    mc = MCSettings(2, 1, torch.device("cpu"), None)
+    with pytest.raises(UserError, match=r"pool features are not finite at cycle 3.*fp32"):
+        acquire(unit, settings, model, model, mc, cycle=3)
     assert unit.labelled_pixels() == before and unit.n_labelled() == 2

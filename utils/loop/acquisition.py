@@ -119,6 +119,14 @@ def acquire(
         features, labelled_features = unit.features(
             model, items, settings.device, settings.amp_dtype
         )
+    for name, values in (("pool", features), ("labelled", labelled_features)):
+        if values is not None and not np.isfinite(values).all():
+            # argmax over NaN distances returns the first item: the pool order, unannounced.
+            raise UserError(
+                f"the {name} features are not finite at cycle {cycle}, so the strategy cannot "
+                "compare them: the model's activations overflowed; use precision=fp32 or a lower "
+                "lr (e.g. lr=0.01)"
+            )
     if not np.isfinite(scores).all():
         # Top-k would rank NaN as it happens to sort and sampling would turn uniform: refuse.
         bad = int((~np.isfinite(scores)).sum())
