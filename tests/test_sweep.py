@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from utils.runs.lock import run_lock
-from utils.sweep.plan import SweepError, parse_config_tokens, parse_grid, plan_jobs
+from utils.sweep.plan import Job, SweepError, parse_config_tokens, parse_grid, plan_jobs
 from utils.sweep.slurm import make_executor, submission_error, submit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -429,3 +429,24 @@ def test_a_run_starting_while_the_sweep_probes_its_lock_still_starts(tmp_path: P
     threading.Timer(0.3, os.close, (probe,)).start()
     with run_lock(path):
         assert str(os.getpid()) in path.read_text()
+
+
+class QuickJob(Job):
+    """A job that only starts python and exits."""
+
+    def command(self, python: str = sys.executable) -> list[str]:
+        return [python, "-c", "pass"]
+
+
+def test_more_jobs_at_once_than_cores_is_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from utils.sweep.local import available_cpus, run_local
+
+    cores = available_cpus()
+    jobs = [QuickJob(f"x_{i}", (), {"results_dir": str(tmp_path)}, 1) for i in range(cores + 1)]
+    assert run_local(jobs, parallel=cores, progress=False) == []
+    assert capsys.readouterr().err == ""
+    assert run_local(jobs, parallel=cores + 1, progress=False) == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--parallel {cores + 1} on {cores} CPU cores" in err, err

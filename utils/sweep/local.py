@@ -101,6 +101,14 @@ def run_local(
     # By --parallel, not by the jobs left: a resumed sweep then gives every run the thread count
     # an uninterrupted one would, and CPU results are bitwise only with the same count.
     threads = max(1, available_cpus() // parallel)
+    if parallel > available_cpus() and len(jobs) > available_cpus():
+        print(
+            f"warning: --parallel {parallel} on {available_cpus()} CPU cores: the jobs share "
+            "cores, one thread each, so on the CPU each runs slower and the sweep gains little "
+            f"over --parallel {available_cpus()}",
+            file=sys.stderr,
+            flush=True,
+        )
     env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(threads))}
     env.update(extra_env or {})
     pending, running, failed = list(jobs), {}, []
