@@ -37,8 +37,12 @@ from utils.sweep.plan import (  # noqa: E402
     plan_jobs,
 )
 from utils.sweep.slurm import (  # noqa: E402
+    last_error,
     make_executor,
     partition_has_gpus,
+    queued_jobs,
+    read_submissions,
+    record_submission,
     slurm_parameters,
     submit,
 )
@@ -137,6 +141,9 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
         )
         executor = make_executor("slurm", results_dir / "slurm" / "%j", parameters)
 
+    slurm_logs = results_dir / "slurm"
+    submitted = read_submissions(slurm_logs) if executor is not None else {}
+    queue = queued_jobs() if submitted else {}
     todo = []
     for job in jobs:
         status = statuses[job.stem]
@@ -145,6 +152,17 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
         if status.running_in is not None:
             print(f"skipping {job.stem}: already running in {status.running_in}", flush=True)
             continue
+        job_id = submitted.get(job.stem)
+        if job_id in queue:  # queued, or started and not yet holding its lock
+            print(f"skipping {job.stem}: SLURM job {job_id} is {queue[job_id]}", flush=True)
+            continue
+        if job_id is not None:
+            print(
+                f"{job.stem}: SLURM job {job_id} ended before the run finished "
+                f"({last_error(slurm_logs, job_id)}); submitting it again",
+                file=sys.stderr,
+                flush=True,
+            )
         todo.append(job)
     print(
         f"sweep: {len(jobs)} runs in {results_dir}, {len(jobs) - len(todo)} finished or running "
@@ -154,6 +172,7 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
 
     if executor is not None and todo:
         handles = submit(executor, todo)
+        record_submission(slurm_logs, todo, handles)
         ids = ", ".join(sorted({str(h.job_id).split("_")[0] for h in handles})) or "none"
         # submitit sends a single job without --array, so it has a plain job id.
         jobs_text = "1 job" if len(handles) == 1 else f"{len(handles)} jobs"
@@ -168,7 +187,10 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
 
     running = len(jobs) - len(todo) - sum(statuses[job.stem].finished for job in jobs)
     if executor is not None and running:
-        print(f"{running} runs still running; run this command again when they end", flush=True)
+        print(
+            f"{running} runs still queued or running; run this command again when they end",
+            flush=True,
+        )
         return 0
     failed = []
     if todo:

@@ -450,3 +450,27 @@ def test_more_jobs_at_once_than_cores_is_a_warning(
     assert run_local(jobs, parallel=cores + 1, progress=False) == []
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--parallel {cores + 1} on {cores} CPU cores" in err, err
+
+
+def test_a_failed_slurm_job_is_summed_up_by_its_runs_own_error(tmp_path: Path) -> None:
+    from utils.sweep.slurm import last_error
+
+    log = tmp_path / "266_0" / "266_0_0_log.err"
+    log.parent.mkdir()
+    log.write_text(
+        "submitit ERROR (2026-12-01) - Submitted job triggered an exception\n"
+        "Traceback (most recent call last):\n"
+        '  File "active.py", line 9, in main\n'
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+        "slurmstepd: *** JOB 266 CANCELLED AT 2026-12-01 ***\n"
+        "srun: error: node3: task 0: Exited with exit code 1\n"
+    )
+    assert last_error(tmp_path, "266_0") == (
+        "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    )
+    log.write_text("error: data folder x does not exist; put images in x/images\n")
+    assert (
+        last_error(tmp_path, "266_0")
+        == "error: data folder x does not exist; put images in x/images"
+    )
+    assert last_error(tmp_path, "267").startswith("no log at ")

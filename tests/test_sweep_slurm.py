@@ -193,3 +193,36 @@ def test_a_refused_submission_is_one_line_that_names_the_fix(
     assert done.stderr.count("\n") == 1, done.stderr
     assert "generic resource" in done.stderr and "use --gpus-per-job 0" in done.stderr
     assert not list(tmp_path.glob("*.npy"))
+
+
+def test_a_rerun_names_a_failed_job_and_leaves_a_queued_one_alone(
+    cluster: None, tmp_path: Path
+) -> None:
+    # A node held by another job keeps the sweep's job pending.
+    blocker = subprocess.run(
+        ["sbatch", "--parsable", "--exclusive", "--wrap", "sleep 300"],
+        capture_output=True,
+        text=True,
+    )
+    assert blocker.returncode == 0, blocker.stderr
+    try:
+        settings = [
+            "dataset=folder",
+            f"data_path={tmp_path / 'no_slides'}",  # the run fails when the job starts
+            f"results_dir={tmp_path}",
+        ]
+        options = ["--executor", "slurm", "--cpus-per-job", "1", "--time-min", "5"]
+        command = sweep_command(settings, *options, heuristics=("random",), runs="0")
+        first = run_sweep(command)
+        assert first.returncode == 0, first.stderr
+        job = submitted_array(first.stdout, kind="job")
+        pending = run_sweep(command)
+        assert f"skipping random_0: SLURM job {job} is PENDING" in pending.stdout, pending.stdout
+        assert "0 to run" in pending.stdout and "submitted" not in pending.stdout
+    finally:
+        subprocess.run(["scancel", blocker.stdout.strip()])
+    wait_for(job)
+    failed = run_sweep(command)
+    line = f"random_0: SLURM job {job} ended before the run finished (error: data folder"
+    assert line in failed.stderr and "does not exist" in failed.stderr, failed.stderr
+    wait_for(submitted_array(failed.stdout, kind="job"))

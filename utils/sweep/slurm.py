@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import shlex
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from utils import PROJECT_ROOT
+from utils.io import atomic_save_json
 from utils.sweep.local import THREAD_VARIABLES
 from utils.sweep.plan import Job, SweepError
 
@@ -223,3 +225,49 @@ def _remove_new(folder: Path, existing: set[Path]) -> None:
             path.rmdir()
         else:
             path.unlink()
+
+
+# Which SLURM job last ran each run, so that a rerun of the sweep can tell a queued run from a
+# failed one: ``{stem: job id}`` (``"266_0"`` for an array task, ``"267"`` for a single job).
+SUBMITTED_FILE = "submitted.json"
+
+
+def record_submission(folder: Path, jobs: Sequence[Job], handles: Sequence[Any]) -> None:
+    """Add the submitted jobs' ids to ``folder/submitted.json`` (``folder``: the sweep's logs)."""
+    submitted = read_submissions(folder)
+    submitted.update({job.stem: str(h.job_id) for job, h in zip(jobs, handles, strict=True)})
+    atomic_save_json(folder / SUBMITTED_FILE, submitted)
+
+
+def read_submissions(folder: Path) -> dict[str, str]:
+    try:
+        return {
+            str(k): str(v) for k, v in json.loads((folder / SUBMITTED_FILE).read_text()).items()
+        }
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def queued_jobs() -> dict[str, str]:
+    """SLURM's queue, one entry per array task: job id -> state (empty when squeue cannot say)."""
+    try:
+        listing = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    pairs = (line.split() for line in listing.stdout.splitlines())
+    return {fields[0]: fields[1] for fields in pairs if len(fields) == 2}
+
+
+def last_error(folder: Path, job_id: str) -> str:
+    """The line a job's run ended with: its own ``error:`` line, else the last line of its
+    stderr that is not SLURM's or submitit's."""
+    path = folder / job_id / f"{job_id}_0_log.err"
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return f"no log at {path}"
+    own = [line for line in lines if line and not line.startswith(("srun:", "submitit "))]
+    errors = [line for line in own if re.match(r"(error|[\w.]*Error)\b", line, re.IGNORECASE)]
+    return (errors or own or [f"an empty log, {path}"])[-1]
