@@ -172,20 +172,6 @@ class NonFiniteModel(ConstantModel):
         return super().forward(x) * torch.nan
 
 
-@pytest.mark.parametrize("kind", ["image", "region"])
-def test_non_finite_scores_are_refused_before_anything_is_labelled(
-    kind: str, tmp_path: Path
-) -> None:
-    image, region = units([0, 1])
-    unit = image if kind == "image" else region
-    before = unit.labelled_pixels()
-    model = NonFiniteModel()
-    mc = MCSettings(2, 1, torch.device("cpu"), None)
-    with pytest.raises(UserError, match=r"pool scores are not finite at cycle 3.*precision=fp32"):
-        acquire(unit, acquisition_settings(tmp_path), model, model, mc, cycle=3)
-    assert unit.labelled_pixels() == before and unit.n_labelled() == 2
-
-
 class NonFiniteFeatureModel(ConstantModel):
     """Finite predictions, but a bottleneck that overflowed."""
 
@@ -197,15 +183,21 @@ class NonFiniteFeatureModel(ConstantModel):
 
 
 @pytest.mark.parametrize("kind", ["image", "region"])
-def test_non_finite_features_are_refused_before_anything_is_labelled(
-    kind: str, tmp_path: Path
+@pytest.mark.parametrize(
+    ("model", "strategy", "message"),
+    [
+        (NonFiniteModel(), "topk", r"pool scores are not finite at cycle 3.*precision=fp32"),
+        (NonFiniteFeatureModel(), "coreset", r"pool features are not finite at cycle 3.*fp32"),
+    ],
+)
+def test_non_finite_scores_or_features_are_refused_before_anything_is_labelled(
+    kind: str, model: ConstantModel, strategy: str, message: str, tmp_path: Path
 ) -> None:
     image, region = units([0, 1])
     unit = image if kind == "image" else region
     before = unit.labelled_pixels()
-    model = NonFiniteFeatureModel()
-    settings = replace(acquisition_settings(tmp_path), strategy=STRATEGIES["coreset"])
+    settings = replace(acquisition_settings(tmp_path), strategy=STRATEGIES[strategy])
     mc = MCSettings(2, 1, torch.device("cpu"), None)
-    with pytest.raises(UserError, match=r"pool features are not finite at cycle 3.*fp32"):
+    with pytest.raises(UserError, match=message):
         acquire(unit, settings, model, model, mc, cycle=3)
     assert unit.labelled_pixels() == before and unit.n_labelled() == 2
