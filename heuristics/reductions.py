@@ -79,7 +79,7 @@ def foreground_reduction(
         gland = F.max_pool2d(gland, 2 * band + 1, stride=1, padding=band)  # dilation
     region = gland.squeeze(1)  # [N, H, W]
     if mask is not None:
-        # The band is found on the whole box, then cut to the region's own pixels.
+        # The band is found on every pixel given (a region's box and margin), then cut to the mask.
         region = region * mask.to(region.dtype)
     area = region.flatten(1).sum(1)  # [N]
     inside = (pixel_map * region).flatten(1).sum(1) / area.clamp_min(1.0)
@@ -96,6 +96,12 @@ REDUCTIONS: dict[str, Reduction] = {
 }
 
 
+def context_margin(name: str, settings: ReductionSettings) -> int:
+    """How many pixels around a region a reduction looks at: ``foreground`` finds its band on
+    the pixels within ``foreground_band`` of the region, inside its image, as on a whole image."""
+    return settings.foreground_band if name == "foreground" else 0
+
+
 def resolve_reduction(name: str) -> str:
     if name not in REDUCTIONS:
         raise ValueError(f"unknown reduction {name!r}; choose one of: {', '.join(REDUCTIONS)}")
@@ -108,14 +114,26 @@ def pool_regions(
     boxes: list[tuple[int, int, int, int]],  # (y0, y1, x0, x1)
     reduce: Callable[..., torch.Tensor],
     masks: list[torch.Tensor | None] | None = None,
+    margin: int = 0,
 ) -> np.ndarray:
     """One score per box: ``reduce`` (a reduction with its settings bound) over the box's part of
     the map ``[1, H, W]`` and of the probabilities ``[1, C, H, W, T]``: ``[len(boxes)]``.
     ``masks[i]`` (bool ``[h, w]`` of box i, or None for the whole box) limits box i to its
-    region's own pixels."""
+    region's own pixels. With a ``margin`` (``context_margin``) the reduction sees that many
+    pixels around the box too, masked out of the score."""
     masks = masks or [None] * len(boxes)
+    height, width = pixel_map.shape[-2:]
     scores = []
     for (y0, y1, x0, x1), mask in zip(boxes, masks, strict=True):
+        if margin > 0:
+            top, bottom = max(0, y0 - margin), min(height, y1 + margin)
+            left, right = max(0, x0 - margin), min(width, x1 + margin)
+            inside = torch.zeros(1, bottom - top, right - left, dtype=torch.bool)
+            inside[0, y0 - top : y1 - top, x0 - left : x1 - left] = True if mask is None else mask
+            part = pixel_map[:, top:bottom, left:right]
+            part_probs = probs[:, :, top:bottom, left:right]
+            scores.append(float(reduce(part, part_probs, mask=inside.to(pixel_map.device))))
+            continue
         part, part_probs = pixel_map[:, y0:y1, x0:x1], probs[:, :, y0:y1, x0:x1]
         if mask is None:
             scores.append(float(reduce(part, part_probs)))

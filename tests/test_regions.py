@@ -13,7 +13,7 @@ import torch
 from active import ex
 from data.regions import IGNORE, RegionLabels, box_area, tile_boxes
 from heuristics.pixel_budget import most_that_fit, select_within_budget, take_within_budget
-from heuristics.reductions import REDUCTIONS, ReductionSettings, pool_regions
+from heuristics.reductions import REDUCTIONS, ReductionSettings, context_margin, pool_regions
 from heuristics.strategies import STRATEGIES, Selection, Strategy
 from tests.conftest import spy_on_coreset, tiny_config
 from utils.loop.inference import pool_features
@@ -77,6 +77,31 @@ def test_region_pooling_of_a_hand_made_map() -> None:
     # Clipped tile 3 holds 32-34 and 39-41: 20 % of 6 pixels rounds to 1 -> 41.
     assert tops[3] == pytest.approx(41.0)
     assert tops[0] == pytest.approx((24 + 23 + 22) / 3)  # 20 % of 16 pixels rounds to 3
+
+
+def test_a_regions_foreground_band_comes_from_its_whole_image() -> None:
+    # A 1x8 image with a gland at column 4 and a band of 2: the tile of columns 5-7 holds band
+    # pixels 5 and 6 although the gland lies outside it. Map value = column index.
+    settings = ReductionSettings(foreground_band=2)
+    pixel_map = torch.arange(8, dtype=torch.float32).reshape(1, 1, 8)
+    probs = torch.zeros(1, 2, 1, 8, 1)
+    probs[:, 0] = 1.0
+    probs[0, :, 0, 4] = torch.tensor([[0.0], [1.0]])
+
+    def reduce(m, p, mask=None):
+        return REDUCTIONS["foreground"](m, p, settings, mask=mask)
+
+    margin = context_margin("foreground", settings)
+    assert margin == 2 and context_margin("mean", settings) == 0
+    boxes = [(0, 1, 0, 3), (0, 1, 3, 5), (0, 1, 5, 8)]
+    scores = pool_regions(pixel_map, probs, boxes, reduce, margin=margin)
+    # The band is columns 2-6: column 2 of the first tile, 3-4 of the second, 5-6 of the third.
+    assert scores.tolist() == pytest.approx([2.0, 3.5, 5.5])
+    # Each equals the reduction over the whole image, masked to the box.
+    for (_, _, x0, x1), score in zip(boxes, scores, strict=True):
+        box = torch.zeros(1, 1, 8, dtype=torch.bool)
+        box[..., x0:x1] = True
+        assert float(reduce(pixel_map, probs, mask=box)) == pytest.approx(score)
 
 
 def test_region_features_pool_the_cells_under_each_box() -> None:

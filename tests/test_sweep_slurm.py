@@ -200,7 +200,7 @@ def test_a_rerun_names_a_failed_job_and_leaves_a_queued_one_alone(
 ) -> None:
     # A node held by another job keeps the sweep's job pending.
     blocker = subprocess.run(
-        ["sbatch", "--parsable", "--exclusive", "--wrap", "sleep 300"],
+        ["sbatch", "--parsable", "--exclusive", "--output", "/dev/null", "--wrap", "sleep 300"],
         capture_output=True,
         text=True,
     )

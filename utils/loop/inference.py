@@ -18,7 +18,7 @@ from tqdm import tqdm
 from data.regions import RegionLabels
 from data.segmentation import ImageStore
 from heuristics import PIXEL_MAPS
-from heuristics.reductions import REDUCTIONS, ReductionSettings, pool_regions
+from heuristics.reductions import REDUCTIONS, ReductionSettings, context_margin, pool_regions
 from utils.loop.device import autocast
 from utils.loop.metrics import dice_score
 from utils.loop.training import to_device
@@ -227,6 +227,7 @@ def score_regions(
                 boxes,
                 lambda m, p, mask=None: reduce(m, p, reduction_settings, mask=mask),
                 masks,
+                context_margin(options.reduction, reduction_settings),
             )
         )
         if feature is not None:
