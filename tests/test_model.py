@@ -108,3 +108,18 @@ def test_batched_validation_equals_the_per_image_loss(synthetic_root) -> None:
     one_by_one = validation_loss(model, GlasDataset(store), cpu, None)
     batched = validation_loss_batched(model, GlasDataset(store), cpu, None, batch_size=2)
     assert batched == pytest.approx(one_by_one, rel=1e-5)
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, None)])
+def test_auto_precision_takes_bf16_only_where_the_gpu_has_it(
+    native: bool, expected: torch.dtype | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from utils.loop.device import resolve_precision
+
+    # A pre-Ampere GPU (V100, T4): torch says bf16 is supported, counting its slow emulation.
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return native or including_emulation
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert resolve_precision("auto", torch.device("cuda")) == expected
+    assert resolve_precision("bf16", torch.device("cuda")) == torch.bfloat16  # asked for: given

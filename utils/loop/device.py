@@ -30,7 +30,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision != "auto":
         raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        # Native only: pre-Ampere GPUs emulate bf16, slower than fp32.
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else None
     return torch.bfloat16 if cpu_has_fast_bf16() else None
 
 
