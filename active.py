@@ -1,7 +1,7 @@
 """Deep Bayesian active learning for histology segmentation (GlaS, MoNuSeg or your own images).
 
     python active.py with heuristic=bald run=0      # one run of the original study
-    python active.py with demo                      # small synthetic run, about a minute on a CPU
+    python active.py with demo                      # small synthetic run, about 30 s on a CPU
     python active.py print_config                   # every key and its value
     python active.py suggest with dataset=folder data_path=my_slides   # what to outline next
     python -m utils.config                          # every key with its meaning
@@ -26,7 +26,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 from sacred import Experiment  # noqa: E402
 from sacred.run import Run  # noqa: E402
 
-from utils.config import NAMED_CONFIGS, ExperimentConfig, defaults  # noqa: E402
+from utils.config import NAMED_CONFIGS, ExperimentConfig, defaults, unknown_key  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.loop.run import run_active_learning  # noqa: E402
 from utils.loop.suggest import suggest as suggest_images  # noqa: E402
@@ -107,5 +107,17 @@ def suggest(_config: dict) -> str:
     return str(suggest_images(ExperimentConfig.from_mapping(_config)))
 
 
+def refuse_unknown_keys(argv: list[str]) -> None:
+    """Sacred would refuse a misspelt key in three lines of its own, without the likely fix."""
+    after_with = argv[argv.index("with") + 1 :] if "with" in argv else []
+    for token in after_with:
+        key, sep, _ = token.partition("=")
+        problem = unknown_key(key.strip()) if sep and key.strip() != "seed" else None
+        if problem:
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+            raise SystemExit(2)
+
+
 if __name__ == "__main__":
+    refuse_unknown_keys(sys.argv)
     ex.run_commandline()

@@ -54,7 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run heuristics x runs (x --grid) of active.py, locally or on SLURM.",
         epilog="Everything after -- is active.py config: named configs and KEY=VALUE pairs.",
     )
-    parser.add_argument("--heuristics", nargs="+", default=["bald", "random"], metavar="NAME")
+    parser.add_argument(
+        "--heuristics",
+        nargs="+",
+        default=["bald", "random"],
+        metavar="NAME",
+        help="heuristics to compare (bald random)",
+    )
     parser.add_argument("--runs", default="0-4", help="run indices, e.g. 0-4 or 0,2,5 (0-4)")
     parser.add_argument(
         "--grid",
@@ -66,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--full-supervision", action="store_true", help="add the full-supervision reference run"
     )
-    parser.add_argument("--executor", choices=["local", "slurm"], default="local")
+    parser.add_argument(
+        "--executor", choices=["local", "slurm"], default="local", help="where jobs run (local)"
+    )
     parser.add_argument("--parallel", type=int, default=1, help="local jobs at once (1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -76,16 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
         "started for the sweep",
     )
     slurm = parser.add_argument_group("SLURM (--executor slurm)")
-    slurm.add_argument("--partition", default=None)
+    slurm.add_argument("--partition", default=None, help="SLURM partition (the cluster's default)")
     slurm.add_argument(
         "--gpus-per-job",
         type=int,
         default=None,
         help="GPUs per job (default: 1 if the partition has GPUs, as sinfo lists them, else 0)",
     )
-    slurm.add_argument("--cpus-per-job", type=int, default=8)
-    slurm.add_argument("--time-min", type=int, default=120, help="time limit per job (minutes)")
-    slurm.add_argument("--array-parallelism", type=int, default=16, help="array jobs at once")
+    slurm.add_argument("--cpus-per-job", type=int, default=8, help="CPUs and threads per job (8)")
+    slurm.add_argument(
+        "--time-min", type=int, default=120, help="time limit per job, in minutes (120)"
+    )
+    slurm.add_argument("--array-parallelism", type=int, default=16, help="array jobs at once (16)")
     return parser
 
 

@@ -326,6 +326,19 @@ def test_command_line_bad_input_prints_exactly_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]
     assert result.stderr.startswith("error: data folder") and "Traceback" not in result.stderr
+    # A misspelt key is refused before Sacred sees it, with the likely fix.
+    result = subprocess.run(
+        [sys.executable, "active.py", "print_config", "with", "epoch=5", "seed=3"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: unknown config key 'epoch'; did you mean 'epochs'? `python -m utils.config` "
+        "lists every key\n"
+    )
 
 
 def test_second_process_on_the_same_run_is_refused_naming_the_first(

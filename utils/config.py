@@ -137,7 +137,11 @@ class ExperimentConfig:
         "MC samples stacked in one forward pass; 0 = auto: 1 on a CPU, 10 on a GPU",
         rule=at_least(0),
     )
-    heuristic: str = _key("bald", "acquisition heuristic, see the table above")
+    heuristic: str = _key(
+        "bald",
+        "acquisition heuristic: `bald`, `entropy` (`max`), `variance` (`mc`), `variance_edt`, "
+        "`random` (`rand`); docs/acquisition.md",
+    )
     reduction: str = _key("mean", "pixel map -> image score: `mean`, `topq`, `foreground`")
     topq_percent: float = _key(
         10.0,
@@ -326,16 +330,23 @@ def _kind(default: Any) -> tuple[str, Any]:
     return "a list", lambda v: isinstance(v, list | tuple)
 
 
+def unknown_key(key: str) -> str | None:
+    """The refusal of a key that is not in the config, with the likely fix; None if it is."""
+    known = defaults()
+    if key in known:
+        return None
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown config key {key!r}; {hint}`python -m utils.config` lists every key"
+
+
 def check_config(values: Mapping[str, Any]) -> None:
     """``ValueError`` naming the first unknown key or mistyped value, with the fix."""
     known = defaults()
     for key, value in values.items():
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise ValueError(
-                f"unknown config key {key!r}; {hint}`python -m utils.config` lists every key"
-            )
+        problem = unknown_key(key)
+        if problem:
+            raise ValueError(problem)
         description, fits = _kind(known[key])
         if not fits(value):
             raise ValueError(f"{key} must be {description} (default {known[key]!r}), got {value!r}")

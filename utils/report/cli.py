@@ -94,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--margin",
         default=str(DEFAULT_MARGIN),
         help="equivalence margin in AULC for tost_p, verdict and runs_needed "
-        f"(default {DEFAULT_MARGIN}; > 0)",
+        f"(default {DEFAULT_MARGIN}; between 0 and 1)",
     )
     parser.add_argument(
         "--baseline",
