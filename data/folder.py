@@ -387,9 +387,8 @@ def _check_classes(path: Path, values: np.ndarray, num_classes: int) -> None:
     )
     two_valued = low >= 0 and bool(np.isin(values, (0, high)).all())
     # Classes and one 255 for "not annotated" are no instance ids: that would make 255 foreground.
-    only_unannotated = high == MAX_CLASSES and int(values[values != high].max(initial=0)) < (
-        num_classes
-    )
+    highest_class = int(values[values != high].max(initial=0))
+    only_unannotated = high == MAX_CLASSES and highest_class < num_classes
     fixes = [f"for a two-value mask (0/{high}) set mask_kind=binary"] if two_valued else []
     if high == MAX_CLASSES:
         fixes.append(
