@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -108,11 +109,14 @@ def suggest(_config: dict) -> str:
 
 
 def refuse_unknown_keys(argv: list[str]) -> None:
-    """Sacred would refuse a misspelt key in three lines of its own, without the likely fix."""
+    """Sacred would refuse a misspelt key in three lines of its own, without the likely fix.
+    Only the ``KEY=VALUE`` updates after ``with`` are checked, up to Sacred's own options."""
     after_with = argv[argv.index("with") + 1 :] if "with" in argv else []
     for token in after_with:
-        key, sep, _ = token.partition("=")
-        problem = unknown_key(key.strip()) if sep and key.strip() != "seed" else None
+        if token.startswith("-"):  # --loglevel=INFO, -c "a comment", ...
+            return
+        assignment = re.match(r"([A-Za-z_]\w*)(?:\.[\w.]*)?=", token)
+        problem = unknown_key(assignment[1]) if assignment and assignment[1] != "seed" else None
         if problem:
             print(f"error: {problem}", file=sys.stderr, flush=True)
             raise SystemExit(2)

@@ -154,6 +154,13 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
     slurm_logs = results_dir / "slurm"
     submitted = read_submissions(slurm_logs) if executor is not None else {}
     queue = queued_jobs() if submitted else {}
+    if queue is None:
+        print(
+            "warning: squeue does not answer, so runs submitted before are taken to be still "
+            "queued and are not submitted again; run this command again when SLURM answers",
+            file=sys.stderr,
+            flush=True,
+        )
     todo = []
     for job in jobs:
         status = statuses[job.stem]
@@ -163,7 +170,9 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
             print(f"skipping {job.stem}: already running in {status.running_in}", flush=True)
             continue
         job_id = submitted.get(job.stem)
-        if job_id in queue:  # queued, or started and not yet holding its lock
+        if job_id is not None and queue is None:
+            continue
+        if queue is not None and job_id in queue:  # queued, or started but not yet locked
             print(f"skipping {job.stem}: SLURM job {job_id} is {queue[job_id]}", flush=True)
             continue
         if job_id is not None:
@@ -234,7 +243,10 @@ def write_report(results_dir: Path, failed: list[str]) -> int:
 
 def _unwind_on(signum: int, _frame: object) -> None:
     # scancel, kill and a closed terminal unwind like Ctrl-C: the local jobs are killed and an
-    # MPS daemon started for the sweep quits, instead of outliving it.
+    # MPS daemon started for the sweep quits, instead of outliving it. A second signal must not
+    # cut that clean-up short.
+    for name in ("SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 

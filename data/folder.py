@@ -276,10 +276,12 @@ def folder_splits(index: FolderIndex, splits_path: str | Path) -> dict[str, list
     while the others wait, so none sees them half written.
     """
     splits_path = Path(splits_path)
-    with waiting_lock(splits_path.parent / f".{splits_path.name}.lock"):
-        present = [s for s in SPLITS if (splits_path / f"{s}.csv").is_file()]
-        if not present:
-            write_folder_splits(splits_path, make_folder_splits(index))
+    present = [s for s in SPLITS if (splits_path / f"{s}.csv").is_file()]
+    if not present:  # the lock only then: a folder with its splits may be read-only
+        with waiting_lock(splits_path.parent / f".{splits_path.name}.lock"):
+            present = [s for s in SPLITS if (splits_path / f"{s}.csv").is_file()]
+            if not present:
+                write_folder_splits(splits_path, make_folder_splits(index))
     if 0 < len(present) < len(SPLITS):
         absent = next(s for s in SPLITS if s not in present)
         raise DataError(

@@ -339,6 +339,10 @@ def test_command_line_bad_input_prints_exactly_one_line(tmp_path: Path) -> None:
         "error: unknown config key 'epoch'; did you mean 'epochs'? `python -m utils.config` "
         "lists every key\n"
     )
+    # Sacred's own options after the updates are Sacred's to read.
+    from active import refuse_unknown_keys
+
+    refuse_unknown_keys(["active.py", "with", "demo", "epochs=5", "--loglevel=INFO", "-c", "a=b"])
 
 
 def test_second_process_on_the_same_run_is_refused_naming_the_first(

@@ -178,8 +178,8 @@ def test_a_grade_that_runs_out_passes_its_budget_on() -> None:
 
 
 def test_a_grade_that_runs_out_last_passes_its_budget_back() -> None:
-    # Grade 1 (the last) has one region: its unused 14 pixels go to grade 0, whichever grade
-    # is numbered first, as image mode fills a short grade's gap from the others.
+    # Grade 1 (the last) has one region: the pixel of its budget it leaves goes to grade 0,
+    # whichever grade is numbered first, as image mode fills a short grade's gap from the others.
     costs = np.ones(5)
     chosen, short = take_within_budget(np.arange(5), np.array([0, 0, 0, 0, 1]), costs, 2, True)
     assert chosen == [0, 1, 2, 4] and not short

@@ -96,6 +96,18 @@ def test_finished_run_is_reported_not_redone(
     capsys.readouterr()
     ex.run(config_updates={**config, "results_dir": str(moved)})
     assert "bald_0 is already complete" in capsys.readouterr().out
+    # Moved unfinished, it continues there, and its record says where it now is.
+    state = json.loads((moved / "bald_0.state.json").read_text())
+    history = {key: values[:1] for key, values in state["history"].items()}  # after cycle 0
+    atomic_save_json(
+        moved / "bald_0.state.json",
+        {**state, "history": history, "cycles_done": 1, "finished": False},
+    )
+    ex.run(config_updates={**config, "results_dir": str(moved)})
+    assert "resuming bald_0 after cycle 0" in capsys.readouterr().out
+    record = json.loads((moved / "bald_0.json").read_text())
+    assert record["complete"] and record["config"]["results_dir"] == str(moved)
+    assert np.load(moved / "bald_0.npy").tolist() == np.load(tmp_path / "bald_0.npy").tolist()
     # Published without its state (as docs/results holds runs), it is still complete, not redone;
     # an unfinished one starts afresh.
     (tmp_path / "bald_0.state.json").unlink()

@@ -474,3 +474,22 @@ def test_a_failed_slurm_job_is_summed_up_by_its_runs_own_error(tmp_path: Path) -
         == "error: data folder x does not exist; put images in x/images"
     )
     assert last_error(tmp_path, "267").startswith("no log at ")
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ('echo "266_0 PENDING"; echo "266_1 RUNNING"', {"266_0": "PENDING", "266_1": "RUNNING"}),
+        ('echo "slurm_load_jobs error: Unable to contact slurm controller" >&2; exit 1', None),
+    ],
+)
+def test_a_queue_that_squeue_cannot_list_is_not_taken_for_empty(
+    script: str, expected: dict | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from utils.sweep.slurm import queued_jobs
+
+    squeue = tmp_path / "squeue"
+    squeue.write_text(f"#!/bin/sh\n{script}\n")
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    assert queued_jobs() == expected

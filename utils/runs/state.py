@@ -211,6 +211,7 @@ def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunS
             f"{paths.results_dir} already holds {paths.stem} with another config ({details}); "
             "use the same config to resume, another results_dir, or overwrite=True"
         )
+    state.config["results_dir"] = jsonable(config).get("results_dir")  # where it is now
     return state
 
 

@@ -12,6 +12,7 @@ sharing a node would then run many times slower than alone.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import io
 import json
 import os
@@ -248,14 +249,16 @@ def read_submissions(folder: Path) -> dict[str, str]:
         return {}
 
 
-def queued_jobs() -> dict[str, str]:
-    """SLURM's queue, one entry per array task: job id -> state (empty when squeue cannot say)."""
+def queued_jobs() -> dict[str, str] | None:
+    """This user's jobs in SLURM's queue, one entry per array task: job id -> state; None when
+    squeue does not answer, which is not an empty queue."""
+    command = ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"]
     try:
-        listing = subprocess.run(
-            ["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True, timeout=60
-        )
+        listing = subprocess.run(command, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
-        return {}
+        return None
+    if listing.returncode != 0:
+        return None
     pairs = (line.split() for line in listing.stdout.splitlines())
     return {fields[0]: fields[1] for fields in pairs if len(fields) == 2}
 
