@@ -277,7 +277,7 @@ def folder_splits(index: FolderIndex, splits_path: str | Path) -> dict[str, list
     """
     splits_path = Path(splits_path)
     present = [s for s in SPLITS if (splits_path / f"{s}.csv").is_file()]
-    if not present:  # the lock only then: a folder with its splits may be read-only
+    if len(present) < len(SPLITS):  # none, or a run writing them: a whole set needs no lock
         with waiting_lock(splits_path.parent / f".{splits_path.name}.lock"):
             present = [s for s in SPLITS if (splits_path / f"{s}.csv").is_file()]
             if not present:
