@@ -58,6 +58,14 @@ def test_variance_golden_value() -> None:
     assert image_score("variance", probs).item() == pytest.approx(0.08 / 3, rel=1e-5)
 
 
+def test_variance_takes_the_class_the_mean_predicts_among_three() -> None:
+    # Mean (0.2, 0.5, 0.3) predicts class 1, whose samples 0.7, 0.3, 0.5 have population variance
+    # 0.08/3; classes 0 (0.1, 0.3, 0.2) and 2 (0.2, 0.4, 0.3) have 0.02/3, and the mean over
+    # the classes would be 0.04/3.
+    probs = torch.tensor([[0.1, 0.3, 0.2], [0.7, 0.3, 0.5], [0.2, 0.4, 0.3]]).view(1, 3, 1, 1, 3)
+    assert image_score("variance", probs).item() == pytest.approx(0.08 / 3, rel=1e-5)
+
+
 def test_scores_are_pixel_means_of_maps() -> None:
     probs = random_probs((3, 2, 5, 6, 4))
     for name, pixel_map in PIXEL_MAPS.items():

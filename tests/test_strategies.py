@@ -121,6 +121,31 @@ def test_softrank_keeps_each_items_rank_across_the_draws_of_a_batch() -> None:
     np.testing.assert_allclose(counts / draws, expected, atol=0.015)
 
 
+def test_random_draws_every_item_alike() -> None:
+    # The baseline every study is paired with: uniform over the pool, whatever the scores.
+    scores = np.array([0.9, 0.8, 0.1, 0.05, 0.0, 0.3])
+    rng = np.random.default_rng(2024)
+    draws = 6_000
+    counts = np.zeros(len(scores))
+    for _ in range(draws):
+        two = Selection(scores, np.zeros(6, dtype=int), 2, False, rng)
+        picked = STRATEGIES["random"].select(two)
+        assert len(set(picked.tolist())) == 2
+        counts[picked] += 1
+    assert stats.chisquare(counts, np.full(6, 2 * draws / 6)).pvalue > 1e-3
+
+
+def test_stratified_power_halfway_has_half_the_temperature() -> None:
+    # Cycle 2 of 5 acquisitions (0..4): tau = 1 - 2/4 = 0.5, keys log s + 0.5 * Gumbel.
+    scores = np.array([0.05, 0.15, 0.3, 0.5, 0.2, 0.4])
+    mid = selection(scores, n=3, seed=11, cycle=2, n_cycles=5)
+    gumbel = np.random.default_rng(11).gumbel(size=6)
+    expected = np.argsort(-(np.log(scores) + 0.5 * gumbel), kind="stable")[:3]
+    assert STRATEGIES["stratified_power"].select(mid).tolist() == expected.tolist()
+    at_one = np.argsort(-(np.log(scores) + gumbel), kind="stable")[:3]
+    assert expected.tolist() != at_one.tolist()  # the seed tells the two temperatures apart
+
+
 def test_stratified_power_at_full_temperature_samples_like_power() -> None:
     scores = np.array([0.05, 0.15, 0.3, 0.5])
     rng = np.random.default_rng(7)
