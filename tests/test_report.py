@@ -411,6 +411,24 @@ FIXTURE_SD = math.sqrt(0.1064 / 72)
 FIXTURE_SE = FIXTURE_SD / math.sqrt(3)
 
 
+def test_holm_adjusts_over_the_rows_paired_with_random(results_dir: Path) -> None:
+    # A second row, a little above random in every run: now two p-values share the family.
+    for run, dice in RANDOM_RUNS.items():
+        lifted = [d + 0.01 * (i + run) for i, d in enumerate(dice)]
+        write_run(results_dir, "entropy", run, N_LABELLED[: len(dice)], lifted)
+    assert main([str(results_dir)]) == 0
+    rows = _summary_rows(results_dir)
+    p = {name: float(rows[name]["p_vs_random"]) for name in ("bald", "entropy")}
+    low, high = sorted(p, key=p.get)
+    assert p[low] < p[high] < 1
+    # Holm (1979): the smaller p times 2, the larger times 1, kept monotone, capped at 1.
+    expected = {low: min(1.0, 2 * p[low])}
+    expected[high] = min(1.0, max(expected[low], p[high]))
+    for name in p:
+        assert float(rows[name]["p_holm"]) == pytest.approx(expected[name], abs=2e-4)
+    assert float(rows[low]["p_holm"]) > p[low]
+
+
 def test_summary_paired_columns_by_hand(results_dir: Path) -> None:
     assert main([str(results_dir)]) == 0
     rows = _summary_rows(results_dir)
