@@ -171,6 +171,58 @@ def test_ema_selection_averages_the_last_quarter_of_the_steps(
     assert not torch.equal(final["head.weight"], snapshots[-1]["head.weight"])
 
 
+def test_val_selection_restores_the_weights_of_the_best_epoch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    torch.manual_seed(0)
+    model = UNet(3, 2, 4, dropout=0.1)
+    losses, seen = iter([0.5, 0.1, 0.9]), []
+
+    def validation_loss(model: nn.Module, *_) -> float:
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(losses)
+
+    monkeypatch.setattr(training, "validation_loss", validation_loss)
+    settings = TrainSettings(3, 2, 0.05, 0.9, True, 0.0, 100, 0.1, 1)
+    info = train_model(model, FourCrops(), FourCrops(), settings, torch.device("cpu"), None,
+                       torch.Generator().manual_seed(1), progress=False)  # fmt: skip
+    assert info["best_val_loss"] == 0.1 and info["best_epoch"] == 1
+    final = model.state_dict()
+    for key, value in seen[1].items():  # the weights validated after the second epoch
+        torch.testing.assert_close(final[key], value, rtol=0, atol=0)
+    assert not torch.equal(final["head.weight"], seen[2]["head.weight"])
+
+
+def test_the_mean_teacher_follows_the_student_every_step(
+    synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from data.glas import ImageStore, read_split
+    from data.transforms import train_transform
+
+    teachers = []
+
+    class Recorded(training._Teacher):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            teachers.append(self)
+
+    monkeypatch.setattr(training, "_Teacher", Recorded)
+    store = ImageStore(synthetic_root / "GlaS", read_split(synthetic_root / "splits", "train"))
+    crops = PoolCrops(store, [0, 1], train_transform((32, 32)))
+    semi = training.SemiTraining("mean_teacher", crops, 1.0)
+    torch.manual_seed(0)
+    model = UNet(3, 2, 4, dropout=0.1)
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    # With decay 0 the EMA is the latest student: after training, the student's last weights.
+    settings = TrainSettings(2, 2, 0.05, 0.9, True, 0.0, 100, 0.1, 1, ema_decay=0.0)
+    train_model(model, FourCrops(), None, settings, torch.device("cpu"), None,
+                torch.Generator().manual_seed(1), progress=False, semi=semi)  # fmt: skip
+    (teacher,) = teachers
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(teacher.state_dict()[key], value)
+    assert not torch.equal(teacher.state_dict()["head.weight"], initial["head.weight"])
+
+
 def test_consistency_is_masked_by_the_teachers_certainty() -> None:
     student = torch.zeros(1, 2, 1, 2)  # softmax 0.5 / 0.5 everywhere
     teacher = TeacherOutput(
