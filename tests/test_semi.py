@@ -223,6 +223,30 @@ def test_the_mean_teacher_follows_the_student_every_step(
     assert not torch.equal(teacher.state_dict()["head.weight"], initial["head.weight"])
 
 
+def test_the_pseudo_label_loss_reaches_the_weights(synthetic_root: Path) -> None:
+    from data.glas import ImageStore, read_split
+    from data.transforms import train_transform
+
+    store = ImageStore(synthetic_root / "GlaS", read_split(synthetic_root / "splits", "train"))
+    everywhere = {i: torch.ones(store.images[i].shape[1:], dtype=torch.int64) for i in (0, 1)}
+    crops = PoolCrops(store, [0, 1], train_transform((32, 32)), everywhere)
+    settings = TrainSettings(2, 2, 0.05, 0.9, True, 0.0, 100, 0.1, 1)
+
+    def trained(weight: float) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        model = UNet(3, 2, 4, dropout=0.1)
+        semi = training.SemiTraining("pseudo", crops, weight)
+        train_model(model, FourCrops(), None, settings, torch.device("cpu"), None,
+                    torch.Generator().manual_seed(1), progress=False, semi=semi)  # fmt: skip
+        return model.state_dict()
+
+    # Same crops, same forward passes (BatchNorm sees the pool crops either way): only the
+    # gradient of the pseudo-label term tells the two apart.
+    with_loss, without = trained(1.0), trained(0.0)
+    assert not torch.equal(with_loss["head.weight"], without["head.weight"])
+    assert torch.equal(trained(0.0)["head.weight"], without["head.weight"])  # seeded alike
+
+
 def test_consistency_is_masked_by_the_teachers_certainty() -> None:
     student = torch.zeros(1, 2, 1, 2)  # softmax 0.5 / 0.5 everywhere
     teacher = TeacherOutput(
