@@ -165,6 +165,30 @@ def test_one_acquire_serves_both_units(kind: str, tmp_path: Path) -> None:
     assert all(a["score"] is not None for a in acquired)
 
 
+class NoisyModel(ConstantModel):
+    """ConstantModel's logits plus seeded noise: MC samples that disagree, as under dropout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = super().forward(x)
+        return logits + torch.randn(logits.shape)
+
+
+@pytest.mark.parametrize("kind", ["image", "region"])
+def test_the_configured_heuristic_scores_the_pool(kind: str, tmp_path: Path) -> None:
+    def scores(heuristic: str) -> list[float]:
+        image, region = units([0, 1])
+        settings = replace(acquisition_settings(tmp_path), heuristic=heuristic)
+        torch.manual_seed(0)  # the same MC samples for every heuristic
+        model = NoisyModel()
+        mc = MCSettings(4, 1, torch.device("cpu"), None)
+        picked = acquire(image if kind == "image" else region, settings, model, model, mc, 0)
+        return [a["score"] for a in picked]
+
+    entropy = scores("entropy")
+    assert scores("entropy") == entropy  # seeded: the same samples give the same scores
+    assert scores("bald") != entropy
+
+
 class NonFiniteModel(ConstantModel):
     """Logits that overflowed: NaN for every pixel of every image."""
 
