@@ -123,3 +123,33 @@ def test_auto_precision_takes_bf16_only_where_the_gpu_has_it(
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
     assert resolve_precision("auto", torch.device("cuda")) == expected
     assert resolve_precision("bf16", torch.device("cuda")) == torch.bfloat16  # asked for: given
+
+
+class TwoMinds(nn.Module):
+    """Two kinds of pass that disagree by blocks of two columns: gland probability 0.9, 0.2,
+    0.6, 0.3 in odd passes and 0.2, 0.9, 0.3, 0.6 in even ones."""
+
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        TwoMinds.calls += 1
+        odd = TwoMinds.calls % 2 == 1
+        p = torch.tensor([0.9, 0.2, 0.6, 0.3] if odd else [0.2, 0.9, 0.3, 0.6])
+        gland = torch.log(p / (1 - p)).repeat_interleave(2).expand(x.shape[0], *x.shape[2:])
+        return torch.stack([torch.zeros_like(gland), gland], 1)  # [k, 2, H, W]
+
+
+def test_the_test_dice_is_that_of_the_mc_average() -> None:
+    from utils.loop.inference import MCSettings, evaluate_bma
+
+    mask = torch.zeros(4, 8, dtype=torch.long)
+    mask[:, :4] = 1  # the first two blocks are gland
+    dataset = [(torch.zeros(3, 4, 8), mask, 0, "img")]
+    TwoMinds.calls = 0
+    dice = evaluate_bma(TwoMinds(), dataset, MCSettings(2, 1, torch.device("cpu"), None), False)
+    # The mean, 0.55 0.55 0.45 0.45, is gland on exactly the first two blocks: Dice 1. Either
+    # pass alone would give 0.5, and the most confident pass per pixel 2/3.
+    assert TwoMinds.calls == 2 and dice == {"img": [1.0]}
+    TwoMinds.calls = 0
+    single = evaluate_bma(TwoMinds(), dataset, MCSettings(1, 1, torch.device("cpu"), None), False)
+    assert single["img"][0] == pytest.approx(0.5)
