@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -162,7 +163,12 @@ def test_one_acquire_serves_both_units(kind: str, tmp_path: Path) -> None:
     # Image i's foreground logit is 4 * (10 i / 255): entropy falls as i grows, so the most
     # uncertain image of each group is the lowest-numbered one left, 2 (group 0) and 3 (1).
     assert {a["name"] for a in acquired} == {"img_2", "img_3"}
-    assert all(a["score"] is not None for a in acquired)
+    # Each pick is recorded with its own score: the entropy of p = sigmoid(4 * 10 i / 255),
+    # the same at every pixel, so for the image and each of its tiles alike.
+    for pick in acquired:
+        p = 1 / (1 + math.exp(-4 * 10 * int(pick["name"][4:]) / 255))
+        entropy = -(p * math.log(p) + (1 - p) * math.log(1 - p))
+        assert pick["score"] == pytest.approx(entropy, rel=1e-5)
 
 
 class NoisyModel(ConstantModel):
