@@ -179,6 +179,22 @@ def test_k_center_on_2d_points_picks_the_known_centres() -> None:
     assert {2, 3, 7, 8} <= set(spread)
 
 
+def test_coreset_counts_the_other_grades_picks_as_centres() -> None:
+    # Labelled at the origin. Grade 0: one item far out at (10, 0). Grade 1: its near twin
+    # (10, 0.1) and (0, 6). Once grade 0 has taken (10, 0), the twin is covered, so grade 1
+    # takes (0, 6) although the twin lies farther from the labelled set.
+    features = np.array([[10.0, 0.0], [10.0, 0.1], [0.0, 6.0]])
+    pick = selection(
+        np.ones(3),
+        grades=[0, 1, 1],
+        n=1,
+        balance=True,
+        features=features,
+        labelled_features=np.zeros((1, 2)),
+    )
+    assert STRATEGIES["coreset"].select(pick).tolist() == [0, 2]
+
+
 def test_suggestive_prefers_representative_among_the_uncertain() -> None:
     # Items 0-3 are most uncertain; 0 and 1 are duplicates of a rare direction, 2 and 3 sit in
     # the bulk of the pool. With k=1 and 4 candidates, max-cover takes one of the bulk.
