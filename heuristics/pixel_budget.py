@@ -42,13 +42,16 @@ def take_within_budget(
     Returns the chosen pool indices and whether the picks ran out before some budget was spent
     while that grade still had pool items, i.e. whether the strategy must be asked for more.
     """
-    classes = np.unique(grades)
-    groups = [classes] if not balance else [[g] for g in classes]
-    orders = [[int(i) for i in picks if np.isin(grades[i], members)] for members in groups]
-    sizes = [int(np.isin(grades, members).sum()) for members in groups]
-    spare = budget * max(0, n_groups - len(groups)) if balance else 0.0
-    taken = [0] * len(groups)
-    left = [float(budget)] * len(groups)  # each grade's own budget not yet spent
+    classes, group_of = np.unique(grades, return_inverse=True)
+    if not balance:
+        classes, group_of = classes[:1], np.zeros_like(group_of)
+    orders: list[list[int]] = [[] for _ in classes]
+    for i in picks:
+        orders[group_of[i]].append(int(i))
+    sizes = np.bincount(group_of, minlength=len(classes)).tolist()
+    spare = budget * max(0, n_groups - len(classes)) if balance else 0.0
+    taken = [0] * len(classes)
+    left = [float(budget)] * len(classes)  # each grade's own budget not yet spent
 
     def extend(g: int, allowed: float) -> float:
         """Take grade ``g``'s next picks while they fit ``allowed``; return what they cost."""
@@ -60,11 +63,11 @@ def take_within_budget(
             taken[g] += 1
         return spent
 
-    for g in range(len(groups)):
+    for g in range(len(classes)):
         left[g] -= extend(g, left[g])
         if taken[g] == sizes[g]:  # the grade's pool is exhausted: its budget is spare
             spare, left[g] = spare + left[g], 0.0
-    for g in range(len(groups)):
+    for g in range(len(classes)):
         if taken[g] == sizes[g] or spare <= 0:
             continue
         spent = extend(g, left[g] + spare)
