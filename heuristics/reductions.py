@@ -128,11 +128,12 @@ def pool_regions(
         if margin > 0:
             top, bottom = max(0, y0 - margin), min(height, y1 + margin)
             left, right = max(0, x0 - margin), min(width, x1 + margin)
-            inside = torch.zeros(1, bottom - top, right - left, dtype=torch.bool)
+            size = (1, bottom - top, right - left)
+            inside = torch.zeros(size, dtype=torch.bool, device=pixel_map.device)
             inside[0, y0 - top : y1 - top, x0 - left : x1 - left] = True if mask is None else mask
             part = pixel_map[:, top:bottom, left:right]
             part_probs = probs[:, :, top:bottom, left:right]
-            scores.append(float(reduce(part, part_probs, mask=inside.to(pixel_map.device))))
+            scores.append(float(reduce(part, part_probs, mask=inside)))
             continue
         part, part_probs = pixel_map[:, y0:y1, x0:x1], probs[:, :, y0:y1, x0:x1]
         if mask is None:
