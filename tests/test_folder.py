@@ -199,6 +199,25 @@ def test_runs_started_together_see_the_splits_whole(
     assert errors == []
 
 
+def test_a_folder_with_its_splits_is_read_without_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import data.folder
+
+    folder = make_folder(tmp_path / "f", n=10)
+    written = open_folder(folder, folder / "splits", num_classes=2).splits
+
+    def read_only_folder(path: Path) -> None:
+        # What creating the lock file raises in a folder the run may not write to.
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(data.folder, "waiting_lock", read_only_folder)
+    assert open_folder(folder, folder / "splits", num_classes=2).splits == written
+    (folder / "splits" / "val.csv").unlink()  # incomplete: the run must write, so it must lock
+    with pytest.raises(PermissionError):
+        open_folder(folder, folder / "splits", num_classes=2)
+
+
 @pytest.mark.parametrize(
     ("rows", "fragment"),
     [
