@@ -864,3 +864,61 @@ def test_unfinished_runs_are_named(tmp_path: Path, capsys: pytest.CaptureFixture
     )
     # Records without the flag (older runs, all finished) are taken as complete.
     assert "random_0" not in markdown.split("Unfinished runs")[1]
+
+
+def _set_machines(path: Path, *machines: dict) -> None:
+    record = json.loads(path.read_text())
+    record["machines"] = list(machines)
+    path.write_text(json.dumps(record))
+
+
+XEON = {"cpu": "Intel Xeon", "cpu_capability": "AVX512", "native_bf16": True, "device": "cpu",
+        "precision": "bfloat16", "threads": 1, "torch": "2.14.1", "numpy": "2.3.0"}  # fmt: skip
+EPYC = {**XEON, "cpu": "AMD EPYC", "cpu_capability": "AVX2", "native_bf16": False,
+        "precision": "float32"}  # fmt: skip
+
+
+def test_pairs_run_on_different_machines_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    for run in range(4):
+        write_run(results, "random", run, [4, 6, 8], [0.5, 0.6, 0.7])
+        write_run(results, "entropy", run, [4, 6, 8], [0.5, 0.62, 0.72])
+    for run in range(3):
+        _set_machines(results / f"random_{run}.json", {**XEON, "cycles": [0, 2]})
+    _set_machines(results / "entropy_0.json", {**XEON, "cycles": [0, 2]})  # same: not named
+    _set_machines(results / "entropy_1.json", {**EPYC, "cycles": [0, 2]})
+    # Moved to another machine part-way: its pair ran on one of the two only.
+    _set_machines(
+        results / "entropy_2.json", {**XEON, "cycles": [0, 0]}, {**EPYC, "cycles": [1, 2]}
+    )
+    # Run 3: no record says where random_3 ran (an older record), so nothing can be said.
+    _set_machines(results / "entropy_3.json", {**EPYC, "cycles": [0, 2]})
+
+    (entropy_2,) = [r for r in load_results(results)["entropy"] if r.run == 2]
+    assert entropy_2.machines == (
+        "Intel Xeon (AVX512, native bf16), bfloat16, 1 threads, torch 2.14.1",
+        "AMD EPYC (AVX2), float32, 1 threads, torch 2.14.1",
+    )
+    assert report.mixed_machine_pairs(load_results(results)) == (
+        "entropy_1 / random_1",
+        "entropy_2 / random_2",
+    )
+    capsys.readouterr()
+    assert main([str(results)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 2 pair(s) ran on different machines (entropy_1 / random_1, entropy_2 / " in err
+    assert "Pairs run on different machines (2)" in (results / "summary.md").read_text()
+    # A GPU run is labelled by its device, then the host's processor.
+    _set_machines(results / "entropy_0.json", {**XEON, "device": "NVIDIA H200", "cycles": [0, 2]})
+    (entropy_0,) = [r for r in load_results(results)["entropy"] if r.run == 0]
+    assert entropy_0.machines[0].startswith("NVIDIA H200 on Intel Xeon (AVX512, native bf16), ")
+
+
+def test_malformed_machines_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_run(tmp_path, "random", 0, [4, 6], [0.5, 0.6])
+    _set_machines(tmp_path / "random_0.json", "Intel Xeon")
+    assert main([str(tmp_path)]) == 2
+    _assert_one_line_error(capsys, "random_0.json", "'machines' must be a list of objects")

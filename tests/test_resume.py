@@ -12,11 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import utils.loop.run
 from active import ex
 from tests.conftest import tiny_config
 from utils.io import atomic_save_json, atomic_write
+from utils.loop.device import describe_machine, resolve_precision
 from utils.loop.training import NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,6 +122,48 @@ def test_finished_run_is_reported_not_redone(
     ex.run(config_updates=config)
     assert "already complete" not in capsys.readouterr().out
     assert (tmp_path / "bald_0.npy").stat().st_mtime_ns != before
+
+
+def test_the_record_says_where_each_cycle_ran(
+    synthetic_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    config = tiny_config(
+        synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, al_cycles=2, epochs=1
+    )
+    ex.run(config_updates=config)
+    here = describe_machine(torch.device("cpu"), resolve_precision("auto", torch.device("cpu")))
+    record = json.loads((tmp_path / "bald_0.json").read_text())
+    assert record["machines"] == [{**here, "cycles": [0, 2]}]
+    assert here["threads"] == torch.get_num_threads() and here["torch"] == torch.__version__
+
+    # Moved after cycle 0 to a machine with another processor: it continues, says so, and
+    # its record keeps both machines with the cycles each ran.
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    state = json.loads((tmp_path / "bald_0.state.json").read_text())
+    history = {key: values[:1] for key, values in state["history"].items()}
+    history["machines"] = [{**here, "cycles": [0, 0]}]
+    atomic_save_json(
+        moved / "bald_0.state.json",
+        {**state, "history": history, "cycles_done": 1, "finished": False},
+    )
+    elsewhere = {**here, "cpu": "Another CPU", "threads": here["threads"] + 1}
+    monkeypatch.setattr(utils.loop.run, "describe_machine", lambda device, dtype: elsewhere)
+    capsys.readouterr()
+    ex.run(config_updates={**config, "results_dir": str(moved)})
+    out = capsys.readouterr().out
+    assert (
+        f"warning: bald_0 ran its cycles so far on another machine (cpu: {here['cpu']} -> "
+        f"Another CPU; threads: {here['threads']} -> {here['threads'] + 1})"
+    ) in out
+    record = json.loads((moved / "bald_0.json").read_text())
+    assert record["machines"] == [
+        {**here, "cycles": [0, 0]},
+        {**elsewhere, "cycles": [1, 2]},
+    ]
 
 
 def test_other_config_is_refused_unless_overwrite(

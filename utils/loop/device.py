@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import platform
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -50,3 +54,29 @@ def samples_per_pass(requested: int, device: torch.device) -> int:
     if requested > 0:
         return requested
     return 10 if device.type == "cuda" else 1
+
+
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo`` on Linux), or the architecture."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def describe_machine(device: torch.device, amp_dtype: torch.dtype | None) -> dict[str, Any]:
+    """What a run's numbers depend on besides its config and seed. Kernels sum in other orders
+    on other instruction sets and thread counts, and bf16 rounds differently with and without
+    native units, so a run is bitwise only where all of these agree (docs/reproducibility.md)."""
+    return {
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": cpu_has_fast_bf16(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        "precision": str(amp_dtype or torch.float32).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+    }

@@ -10,7 +10,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from heuristics.strategies import initial_labelled
 from models import UNet, mc_dropout_copy
 from utils.config import ConfigError, ExperimentConfig, validate
 from utils.loop.acquisition import AcquisitionSettings, acquire
-from utils.loop.device import pick_device, resolve_precision, samples_per_pass
+from utils.loop.device import describe_machine, pick_device, resolve_precision, samples_per_pass
 from utils.loop.inference import MCSettings, evaluate_bma
 from utils.loop.semi import PoolCrops, PseudoLabelBank, pseudo_label_quality
 from utils.loop.training import SemiTraining, TrainSettings, train_model
@@ -44,6 +44,8 @@ from utils.runs.state import (
     RunPaths,
     RunState,
     load_state,
+    machine_changes,
+    note_machine,
     run_paths,
     run_record_config,
     save_cycle,
@@ -152,6 +154,7 @@ class RunSetup:
     mc_settings: MCSettings
     acquisition: AcquisitionSettings
     pseudo: PseudoLabelBank | None = None  # semi=pseudo: the last acquisition pass's labels
+    machine: dict[str, Any] = field(default_factory=dict)  # where it runs (describe_machine)
 
     @property
     def train_store(self) -> ImageStore:
@@ -198,6 +201,14 @@ def _run_locked(
     else:
         restore_state(state, setup, paths)
         _say(f"resuming {paths.stem} after cycle {state.cycles_done - 1}")
+        changes = machine_changes(state.history.machines, setup.machine)
+        if changes:
+            # Not refused: a cluster's nodes differ. The record keeps both machines.
+            _say(
+                f"warning: {paths.stem} ran its cycles so far on another machine "
+                f"({'; '.join(changes)}), so its next cycles are not bitwise those of a run "
+                "that was not moved; its record lists both under 'machines'"
+            )
 
     last_cycle = 0 if cfg.full_supervision else cfg.al_cycles
     for cycle in range(state.cycles_done, last_cycle + 1):
@@ -260,6 +271,7 @@ def build_run(cfg: ExperimentConfig, paths: RunPaths) -> RunSetup:
             cfg, device, amp_dtype, paths.results_dir / "maps" / paths.stem
         ),
         pseudo=PseudoLabelBank(cfg.pseudo_threshold) if cfg.semi == "pseudo" else None,
+        machine=describe_machine(device, amp_dtype),
     )
 
 
@@ -461,6 +473,7 @@ def record_cycle(state: RunState, result: CycleResult, setup: RunSetup) -> None:
     history.test_dice_per_class.append(result.test_dice_per_class)
     history.train.append(result.train)
     history.seconds.append(result.seconds)
+    note_machine(history.machines, setup.machine, len(history.test_dice) - 1)
     state.labelled_map = setup.unit.al_set.labelled_map.astype(int).tolist()
     setup.unit.save(state)
 

@@ -60,6 +60,13 @@ def write_report(
             "them (rerun their command) before reading the table",
             file=sys.stderr,
         )
+    if summary.mixed_machines:
+        print(
+            f"warning: {len(summary.mixed_machines)} pair(s) ran on different machines "
+            f"({', '.join(summary.mixed_machines)}; each run's 'machines' says where), so their "
+            "differences include the machines'; rerun one side on the other's machine",
+            file=sys.stderr,
+        )
     out.mkdir(parents=True, exist_ok=True)
     title = "Active-learning summary: " + " + ".join(d.resolve().name for d in dirs)
     return [

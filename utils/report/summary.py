@@ -110,6 +110,8 @@ class Summary:
     full_by_tag: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     pixel_axis: bool = False  # x is the labelled fraction of the pool's pixels, not images
     unfinished: tuple[str, ...] = ()  # "{name}_{run}" of runs that stopped before their plan
+    # "{name}_{run} / {pair}_{run}" of pairs whose two runs ran on different machines
+    mixed_machines: tuple[str, ...] = ()
     run_aulcs: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # what is paired
     margin: float = DEFAULT_MARGIN  # equivalence margin of tost_p and runs_needed, in AULC
     baseline: str = RANDOM  # the row every other row is paired against (per sweep tag)
@@ -154,6 +156,29 @@ def paired_with(name: str, names: Mapping[str, object], baseline: str = RANDOM) 
     if candidate == name or candidate not in names:
         return None
     return candidate
+
+
+def mixed_machine_pairs(
+    results: Mapping[str, Sequence[RunRecord]], baseline: str = RANDOM
+) -> tuple[str, ...]:
+    """The paired runs that did not run on the same machines, where both records say where.
+
+    A run's numbers depend on the processor, precision and threads, so such a pair's difference
+    holds the machines' difference as well as the arms'.
+    """
+    mixed = []
+    for name, runs in results.items():
+        pair = paired_with(name, results, baseline)
+        if pair is None:
+            continue
+        theirs = {r.run: r for r in results[pair]}
+        for record in runs:
+            other = theirs.get(record.run)
+            if other is None or not record.machines or not other.machines:
+                continue
+            if set(record.machines) != set(other.machines):
+                mixed.append(f"{name}_{record.run} / {pair}_{record.run}")
+    return tuple(mixed)
 
 
 def uses_pixel_axis(results: Mapping[str, Sequence[RunRecord]]) -> bool:
@@ -334,6 +359,7 @@ def summarise(
         unfinished=tuple(
             f"{r.heuristic}_{r.run}" for runs in results.values() for r in runs if not r.complete
         ),
+        mixed_machines=mixed_machine_pairs(results, baseline),
         run_aulcs=aulcs,
         margin=margin,
         baseline=baseline,

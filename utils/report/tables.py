@@ -129,6 +129,12 @@ def render_markdown(summary: Summary, title: str) -> str:
             f"Unfinished runs ({len(summary.unfinished)}), whose curves stop before their "
             f"planned cycles: {', '.join(summary.unfinished)}.",
         ]
+    if summary.mixed_machines:
+        lines += [
+            "",
+            f"Pairs run on different machines ({len(summary.mixed_machines)}), whose difference "
+            f"includes the machines': {', '.join(summary.mixed_machines)}.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -42,6 +42,7 @@ class RunRecord:
     label_unit: str = "image"
     labelled_fraction: np.ndarray | None = None  # [cycles] share of the pool's pixels labelled
     complete: bool = True  # False: the run stopped before its planned cycles (killed, cut off)
+    machines: tuple[str, ...] = ()  # where its cycles ran (_machine_label); () in older records
 
 
 def _read_json(path: Path) -> dict:
@@ -78,6 +79,27 @@ def _read_dice(path: Path) -> np.ndarray:
             "rerun the run, or move its .npy and .json out of the folder"
         )
     return dice
+
+
+def _machine_label(machine: dict) -> str:
+    """One line for a machine a run's record lists: processor, device, precision, threads and
+    torch, the things its numbers depend on."""
+    isa = str(machine.get("cpu_capability", "?"))
+    isa += ", native bf16" if machine.get("native_bf16") else ""
+    cpu = f"{machine.get('cpu', '?')} ({isa})"
+    device = machine.get("device", "?")
+    where = cpu if device == "cpu" else f"{device} on {cpu}"
+    return (
+        f"{where}, {machine.get('precision', '?')}, {machine.get('threads', '?')} threads, "
+        f"torch {machine.get('torch', '?')}"
+    )
+
+
+def _machines(record: dict, json_path: Path) -> tuple[str, ...]:
+    machines = record.get("machines", [])
+    if not isinstance(machines, list) or not all(isinstance(m, dict) for m in machines):
+        raise ReportError(f"malformed JSON in {json_path}: 'machines' must be a list of objects")
+    return tuple(dict.fromkeys(_machine_label(m) for m in machines))
 
 
 def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
@@ -155,6 +177,7 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
         labelled_fraction=fraction,
         # Records from before this flag existed were written by finished runs only.
         complete=bool(record.get("complete", True)),
+        machines=_machines(record, json_path),
     )
 
 

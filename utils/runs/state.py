@@ -41,6 +41,8 @@ class History:
     # Mean over test images of each foreground class's Dice, by class name; test_dice is their
     # mean (with two classes, the one class's).
     test_dice_per_class: list[dict[str, float]] = field(default_factory=list)
+    # Where the cycles ran: one entry per machine in turn, with its first and last cycle.
+    machines: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -165,6 +167,7 @@ def _finished_from_record(saved: dict[str, Any]) -> RunState:
         labelled_pixels=saved.get("labelled_pixels", []),
         labelled_fraction=saved.get("labelled_fraction", []),
         test_dice_per_class=saved.get("test_dice_per_class", []),
+        machines=saved.get("machines", []),
     )
     return RunState(
         config=saved["config"],
@@ -233,7 +236,30 @@ def record(state: RunState) -> dict[str, Any]:
         "labelled_pixels": history["labelled_pixels"],
         "labelled_fraction": history["labelled_fraction"],
         "test_dice_per_class": history["test_dice_per_class"],
+        "machines": history["machines"],
     }
+
+
+def note_machine(machines: list[dict[str, Any]], machine: dict[str, Any], cycle: int) -> None:
+    """Count ``cycle`` to the last machine when it ran there too, else start a new entry."""
+    if machines and machine_changes(machines, machine) == []:
+        machines[-1]["cycles"][1] = cycle
+    else:
+        machines.append({**machine, "cycles": [cycle, cycle]})
+
+
+def machine_changes(machines: list[dict[str, Any]], machine: dict[str, Any]) -> list[str]:
+    """``key: before -> now`` for each way ``machine`` differs from where the last cycles ran
+    (nothing when no cycle has run, or none recorded where)."""
+    if not machines:
+        return []
+    last = {k: v for k, v in machines[-1].items() if k != "cycles"}
+    keys = sorted(set(last) | set(machine))
+    return [
+        f"{k}: {last.get(k, '<absent>')} -> {machine.get(k, '<absent>')}"
+        for k in keys
+        if last.get(k) != machine.get(k)
+    ]
 
 
 def save_cycle(paths: RunPaths, state: RunState) -> None:
