@@ -3,12 +3,12 @@
     python bench/experiment_cycle.py [--cycles 2] [--data-path DIR --splits-path DIR]
         [--set KEY=VALUE ...] [--profile DIR]
 
-Runs ``utils.loop.run.run_active_learning`` with active.py's defaults (60 epochs,
-``mc_iters=20``, full resolution, 15 cycles planned) for the first ``--cycles`` cycles, on real
-GlaS when given, else on a synthetic GlaS of the real size and counts (85 train, 60 testA,
-20 testB at 522x775) generated in a temporary folder. Each cycle's record splits its seconds
-into train / test / acquire. The extrapolation to all 16 cycles assumes a constant test time and
-acquisition time proportional to the pool size, and gives two figures for training:
+Runs ``utils.loop.run.run_active_learning`` with active.py's defaults (60 epochs, ``mc_iters=20``,
+full resolution, ``al_cycles=15``: cycle 0 and 15 more) for the first ``--cycles`` cycles, on real
+GlaS when given, else on a synthetic GlaS of the real size and counts (85 train, 60 testA, 20 testB
+at 522x775) generated in a temporary folder. Each cycle's record splits its seconds into train /
+test / acquire. The extrapolation to all 16 cycles assumes a constant test time and acquisition time
+proportional to the pool size, and gives two figures for training:
 
 * ``projected``: training time linear in the number of labelled images, fitted on the measured
   cycles after the first (which also pays for warm-up) when there are three or more; a negative
@@ -171,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
         f"projected: {len(plan)} cycles, {plan[0]}..{plan[-1]} labelled: {total / 60:.1f} min "
         f"(upper bound {upper / 60:.1f} min)"
     )
+    if not any(s["acquire"] for s in seconds):
+        # The last measured cycle acquires nothing, so one cycle measures no acquisition at all.
+        print("note: no measured cycle acquired, so the projection has no acquisition time; "
+              "measure --cycles 2 or more")  # fmt: skip
     print(
         f"RESULT measured_cycles={len(seconds)} projected_run_minutes={total / 60:.2f} "
         f"upper_bound_minutes={upper / 60:.2f}"

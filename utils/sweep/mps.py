@@ -2,7 +2,8 @@
 
 Without MPS, a GPU runs one process's kernels at a time, and the small kernels of a UNet with
 16 base channels leave it mostly idle while 11 runs wait their turn. On one H200, 10 short runs
-side by side trained twice as fast with the MPS daemon as without it (``bench/README.md``).
+side by side trained twice as fast with the MPS daemon (started by hand) as without it
+(``bench/README.md``).
 
 The daemon gets private pipe and log folders, so it neither needs nor touches a system-wide one,
 and it is told to quit when the sweep ends, also when the sweep fails.
