@@ -96,12 +96,18 @@ class _Indices(Dataset):
         return index
 
 
-def make_loader(dataset: Dataset, config: dict[str, Any]) -> DataLoader:
+def make_loader(dataset: Dataset, config: dict[str, Any], pin_memory: bool = False) -> DataLoader:
     """Random batches as in train_model (RandomSampler with replacement-free epochs)."""
     generator = torch.Generator().manual_seed(0)
     n_samples = (config["warmup"] + config["steps"]) * config["batch_size"]
     sampler = RandomSampler(dataset, num_samples=n_samples, generator=generator)
-    return DataLoader(dataset, batch_size=config["batch_size"], sampler=sampler, num_workers=0)
+    return DataLoader(
+        dataset,
+        batch_size=config["batch_size"],
+        sampler=sampler,
+        num_workers=0,
+        pin_memory=pin_memory,
+    )
 
 
 def project_step(
@@ -175,7 +181,10 @@ def worker(name: str, config: dict[str, Any]) -> None:
     optimizer, _ = make_optimizer(model, settings)
     model.train()
     torch.manual_seed(config["seed"])  # augmentation draws from the global generator
-    batches = iter(make_loader(dataset, config))
+    # train_model pins its batches for a GPU; the naive reference does not.
+    batches = iter(
+        make_loader(dataset, config, pin_memory=name == "project" and device.type == "cuda")
+    )
     for _ in range(config["warmup"]):
         step(next(batches))
     if device.type == "cuda":
