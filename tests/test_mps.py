@@ -23,6 +23,7 @@ watch=""
 if [ "$1" = "-d" ]; then
   [ -n "$FAKE_MPS_FAIL" ] && { echo "$FAKE_MPS_FAIL" >&2; exit 1; }
   echo "start $CUDA_MPS_PIPE_DIRECTORY$watch" >> "$FAKE_MPS_LOG"
+  [ -n "$FAKE_MPS_HANG" ] && sleep "$FAKE_MPS_HANG"
 else
   echo "$(cat) $CUDA_MPS_PIPE_DIRECTORY$watch" >> "$FAKE_MPS_LOG"
 fi
@@ -64,6 +65,17 @@ def test_a_daemon_that_cannot_start_is_one_line(
         with mps_daemon():
             pass
     assert not fake_control.exists()  # never started, so never told to quit
+
+
+def test_a_start_that_hangs_is_one_line_and_the_daemon_is_told_to_quit(
+    fake_control: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_MPS_HANG", "30")
+    with pytest.raises(MPSError, match="-d failed \\(timed out\\)"):
+        with mps_daemon(timeout_s=1.0):
+            pass
+    # It may have forked a daemon before it hung, so that one is told to quit.
+    assert [line.split()[0] for line in fake_control.read_text().splitlines()] == ["start", "quit"]
 
 
 class EnvJob(Job):

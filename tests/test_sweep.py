@@ -293,10 +293,12 @@ def test_a_refused_submission_is_one_line_and_loses_nothing(
 
 
 def _with_sbatch(tmp_path: Path, body: str) -> dict[str, str]:
-    """An environment whose ``sbatch`` runs ``body``."""
+    """An environment whose ``sbatch`` runs ``body``, with an ``srun`` (submitit looks for one,
+    so these tests do not need SLURM installed)."""
     (tmp_path / "bin").mkdir()
-    (tmp_path / "bin" / "sbatch").write_text(f"#!/bin/sh\n{body}\n")
-    (tmp_path / "bin" / "sbatch").chmod(0o755)
+    for tool, text in (("sbatch", body), ("srun", "exit 0")):
+        (tmp_path / "bin" / tool).write_text(f"#!/bin/sh\n{text}\n")
+        (tmp_path / "bin" / tool).chmod(0o755)
     return {**os.environ, "PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"}
 
 

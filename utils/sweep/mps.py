@@ -47,39 +47,43 @@ def mps_daemon(control: str = CONTROL, timeout_s: float = 20.0) -> Iterator[dict
         Path(path).mkdir()
     full_env = {**os.environ, **env}
     errors = folder / "start.err"
-    # A file, not a pipe: the daemon forks and may keep its stderr open for as long as it lives.
-    with errors.open("w") as err:
-        try:
-            code = subprocess.run(
-                [executable, "-d"],
-                env=full_env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                timeout=timeout_s,
-            ).returncode
-        except subprocess.TimeoutExpired:
-            code = None
-    if code != 0:
-        detail = "timed out" if code is None else (errors.read_text().strip() or f"exit {code}")
-        detail = " ".join(detail.split())
-        shutil.rmtree(folder, ignore_errors=True)
-        raise MPSError(
-            f"{control} -d failed ({detail}); it needs the right to control the GPU "
-            "(ask the node's administrator), or run without --mps"
-        )
+    refused = False  # the start command said no: there is no daemon to quit
     try:
+        # A file, not a pipe: the daemon forks and may keep its stderr open for as long as it
+        # lives.
+        with errors.open("w") as err:
+            try:
+                code = subprocess.run(
+                    [executable, "-d"],
+                    env=full_env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    timeout=timeout_s,
+                ).returncode
+            except subprocess.TimeoutExpired:
+                code = None
+        if code != 0:
+            refused = code is not None
+            detail = "timed out" if code is None else (errors.read_text().strip() or f"exit {code}")
+            detail = " ".join(detail.split())
+            raise MPSError(
+                f"{control} -d failed ({detail}); it needs the right to control the GPU "
+                "(ask the node's administrator), or run without --mps"
+            )
         yield env
     finally:
-        try:
-            subprocess.run(
-                [executable],
-                input="quit\n",
-                env=full_env,
-                text=True,
-                timeout=timeout_s,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            pass
+        # Also when a signal or a timeout cut the start short: the daemon may be up by then.
+        if not refused:
+            try:
+                subprocess.run(
+                    [executable],
+                    input="quit\n",
+                    env=full_env,
+                    text=True,
+                    timeout=timeout_s,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            except subprocess.TimeoutExpired:
+                pass
         shutil.rmtree(folder, ignore_errors=True)
