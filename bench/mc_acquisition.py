@@ -330,7 +330,8 @@ def _timed(config: dict[str, Any], run: Any) -> np.ndarray:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    # Same seed in every path; they still draw dropout masks in different orders.
+    # Same seed in every path: the project path at one sample per pass and the naive path draw
+    # the same masks; baal and stacked passes draw them in another order.
     torch.manual_seed(config["seed"])
     # Imports (torch, baal) and the loaded pool make a fixed baseline of about 1 GB; what the
     # path itself adds on top of it is what grows, or not, with the pool.
@@ -402,9 +403,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="project path also pools bottleneck features (suggestive, coreset)",
     )
-    parser.add_argument(
-        "--no-checks", action="store_true", help="skip the precision and pipeline checks"
-    )
+    parser.add_argument("--no-checks", action="store_true", help="skip the correctness checks")
     parser.add_argument("--worker", choices=PATHS, help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     return parser.parse_args(argv)

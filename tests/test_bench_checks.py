@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
-from bench.mc_acquisition import missed_targets
+import numpy as np
+import pytest
+
+from bench.mc_acquisition import missed_targets, print_table
 
 
 def test_a_check_on_the_wrong_side_of_its_target_is_named() -> None:
@@ -27,3 +30,31 @@ def test_a_check_that_was_not_measured_passes() -> None:
     assert (
         missed_targets(dict.fromkeys(("precision_spearman", "dropout_max_rel_err"), math.nan)) == []
     )
+
+
+def _row(scores: list[float]) -> dict:
+    """A worker's result as ``run_worker`` returns it, with made-up timings."""
+    return {"wall_s": 2.0, "cpu_s": 4.0, "peak_rss_mb": 100.0, "rss_before_mb": 90.0,
+            "scores": np.asarray(scores)}  # fmt: skip
+
+
+def test_the_table_compares_the_workers_each_check_names(capsys: pytest.CaptureFixture) -> None:
+    naive = [0.10, 0.20, 0.30, 0.40]
+    results = {
+        "project": _row(naive),
+        "naive": _row(naive),
+        "precision_fp32": _row([0.10, 0.20, 0.30, 0.404]),  # 1 % off under dropout
+        "precision_bf16": _row([0.10, 0.20, 0.30, 0.404]),
+        "pipeline_project": _row([1.0, 2.0, 3.0, 4.0 * (1 + 1e-3)]),
+        "pipeline_naive": _row([1.0, 2.0, 3.0, 4.0]),
+    }
+    missed = print_table(results, n=4, t=2, samples_per_pass=1)
+    assert missed == [
+        "pipeline_max_rel_err=0.001 (target <= 0.0001)",
+        "dropout_max_rel_err=0.01 (target <= 0.0001)",
+    ]
+    assert "dropout_max_rel_err=1.00e-02" in capsys.readouterr().out
+    # Stacked samples draw the masks in another order: the dropout check is not made.
+    missed = print_table(results, n=4, t=2, samples_per_pass=10)
+    assert missed == ["pipeline_max_rel_err=0.001 (target <= 0.0001)"]
+    assert "dropout_max_rel_err=nan" in capsys.readouterr().out

@@ -23,7 +23,7 @@ watch=""
 if [ "$1" = "-d" ]; then
   [ -n "$FAKE_MPS_FAIL" ] && { echo "$FAKE_MPS_FAIL" >&2; exit 1; }
   echo "start $CUDA_MPS_PIPE_DIRECTORY$watch" >> "$FAKE_MPS_LOG"
-  [ -n "$FAKE_MPS_HANG" ] && sleep "$FAKE_MPS_HANG"
+  if [ -n "$FAKE_MPS_HANG" ]; then exec sleep "$FAKE_MPS_HANG"; fi
 else
   echo "$(cat) $CUDA_MPS_PIPE_DIRECTORY$watch" >> "$FAKE_MPS_LOG"
 fi
@@ -75,6 +75,25 @@ def test_a_start_that_hangs_is_one_line_and_the_daemon_is_told_to_quit(
         with mps_daemon(timeout_s=1.0):
             pass
     # It may have forked a daemon before it hung, so that one is told to quit.
+    assert [line.split()[0] for line in fake_control.read_text().splitlines()] == ["start", "quit"]
+
+
+def test_a_start_cut_short_by_a_signal_is_told_to_quit(
+    fake_control: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import utils.sweep.mps
+
+    real_run = subprocess.run
+
+    def start_then_interrupt(command: list[str], **kwargs: object) -> object:
+        done = real_run(command, **kwargs)
+        if command[1:] == ["-d"]:
+            raise KeyboardInterrupt  # as the sweep's signal handler does, after the fork
+        return done
+
+    monkeypatch.setattr(utils.sweep.mps.subprocess, "run", start_then_interrupt)
+    with pytest.raises(KeyboardInterrupt), mps_daemon():
+        pass
     assert [line.split()[0] for line in fake_control.read_text().splitlines()] == ["start", "quit"]
 
 

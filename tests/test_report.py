@@ -878,47 +878,67 @@ EPYC = {**XEON, "cpu": "AMD EPYC", "cpu_capability": "AVX2", "native_bf16": Fals
         "precision": "float32"}  # fmt: skip
 
 
-def test_pairs_run_on_different_machines_are_named(
+def test_pairs_run_under_different_setups_are_named(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     results = tmp_path / "results"
     results.mkdir()
-    for run in range(4):
+    for run in range(6):
         write_run(results, "random", run, [4, 6, 8], [0.5, 0.6, 0.7])
         write_run(results, "entropy", run, [4, 6, 8], [0.5, 0.62, 0.72])
-    for run in range(3):
+    write_run(results, "full", 0, [68], [0.9])
+    for run in (0, 1, 3, 5):
         _set_machines(results / f"random_{run}.json", {**XEON, "cycles": [0, 2]})
     _set_machines(results / "entropy_0.json", {**XEON, "cycles": [0, 2]})  # same: not named
     _set_machines(results / "entropy_1.json", {**EPYC, "cycles": [0, 2]})
-    # Moved to another machine part-way: its pair ran on one of the two only.
+    # Both ran cycles on both machines, but cycle 1 on different ones.
+    _set_machines(results / "random_2.json", {**XEON, "cycles": [0, 0]}, {**EPYC, "cycles": [1, 2]})
     _set_machines(
-        results / "entropy_2.json", {**XEON, "cycles": [0, 0]}, {**EPYC, "cycles": [1, 2]}
+        results / "entropy_2.json", {**XEON, "cycles": [0, 1]}, {**EPYC, "cycles": [2, 2]}
     )
-    # Run 3: no record says where random_3 ran (an older record), so nothing can be said.
-    _set_machines(results / "entropy_3.json", {**EPYC, "cycles": [0, 2]})
+    _set_machines(results / "entropy_3.json", {**XEON, "numpy": "2.4.0", "cycles": [0, 2]})
+    # Run 4: no record says where random_4 ran (an older record), so nothing can be said; run 5:
+    # the cycles that differ ran before the record said where.
+    _set_machines(results / "entropy_4.json", {**EPYC, "cycles": [0, 2]})
+    _set_machines(results / "entropy_5.json", {"unknown": True, "cycles": [0, 1]},
+                  {**XEON, "cycles": [2, 2]})  # fmt: skip
+    # Full supervision is the reference, not a row: it is paired with nothing.
+    _set_machines(results / "full_0.json", {**EPYC, "cycles": [0, 0]})
 
-    (entropy_2,) = [r for r in load_results(results)["entropy"] if r.run == 2]
-    assert entropy_2.machines == (
-        "Intel Xeon (AVX512, native bf16), bfloat16, 1 threads, torch 2.14.1",
-        "AMD EPYC (AVX2), float32, 1 threads, torch 2.14.1",
-    )
-    assert report.mixed_machine_pairs(load_results(results)) == (
-        "entropy_1 / random_1",
-        "entropy_2 / random_2",
-    )
+    loaded = load_results(results)
+    (entropy_2,) = [r for r in loaded["entropy"] if r.run == 2]
+    xeon = "Intel Xeon (AVX512, native bf16), bfloat16, 1 threads, torch 2.14.1, numpy 2.3.0"
+    epyc = "AMD EPYC (AVX2), float32, 1 threads, torch 2.14.1, numpy 2.3.0"
+    assert entropy_2.machine_per_cycle == (xeon, xeon, epyc)
+    (entropy_5,) = [r for r in loaded["entropy"] if r.run == 5]
+    assert entropy_5.machine_per_cycle == (None, None, xeon)
+    named = ("entropy_1 / random_1", "entropy_2 / random_2", "entropy_3 / random_3")
+    assert report.summarise(loaded).mixed_machines == named
     capsys.readouterr()
     assert main([str(results)]) == 0
     err = capsys.readouterr().err
-    assert "warning: 2 pair(s) ran on different machines (entropy_1 / random_1, entropy_2 / " in err
-    assert "Pairs run on different machines (2)" in (results / "summary.md").read_text()
+    assert f"warning: 3 pair(s) ran under different machines or settings ({', '.join(named)};" in (
+        err
+    )
+    assert "full_0" not in err
+    markdown = (results / "summary.md").read_text()
+    assert f"whose AULC difference includes that of the setups: {', '.join(named)}." in markdown
     # A GPU run is labelled by its device, then the host's processor.
     _set_machines(results / "entropy_0.json", {**XEON, "device": "NVIDIA H200", "cycles": [0, 2]})
     (entropy_0,) = [r for r in load_results(results)["entropy"] if r.run == 0]
-    assert entropy_0.machines[0].startswith("NVIDIA H200 on Intel Xeon (AVX512, native bf16), ")
+    assert entropy_0.machine_per_cycle[0].startswith("NVIDIA H200 on Intel Xeon (AVX512, native")
 
 
-def test_malformed_machines_name_the_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "machines",
+    ["Intel Xeon", [{**XEON}], [{**XEON, "cycles": [0, 2]}], [{**XEON, "cycles": [1, 0]}]],
+    ids=["not-a-list", "no-cycles", "past-the-last-cycle", "backwards"],
+)
+def test_malformed_machines_name_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture, machines: object
+) -> None:
     write_run(tmp_path, "random", 0, [4, 6], [0.5, 0.6])
-    _set_machines(tmp_path / "random_0.json", "Intel Xeon")
+    record = json.loads((tmp_path / "random_0.json").read_text())
+    (tmp_path / "random_0.json").write_text(json.dumps({**record, "machines": machines}))
     assert main([str(tmp_path)]) == 2
     _assert_one_line_error(capsys, "random_0.json", "'machines' must be a list of objects")

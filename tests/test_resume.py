@@ -67,6 +67,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(
     resumed = subprocess.run(cli_args(config), cwd=ROOT, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {stem} after cycle {done - 1}" in resumed.stdout
+    assert "warning" not in resumed.stdout  # the same machine and settings as before the kill
     ex.run(config_updates={**config, "results_dir": str(clean_dir)})  # uninterrupted
     assert (killed_dir / f"{stem}.npy").read_bytes() == (clean_dir / f"{stem}.npy").read_bytes()
     killed_record = json.loads((killed_dir / f"{stem}.json").read_text())
@@ -75,6 +76,8 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(
     assert killed_record["labelled_pixels"] == clean_record["labelled_pixels"]
     assert killed_record["complete"] and len(killed_record["test_dice"]) == 4
     assert not list(killed_dir.glob("*.npz")), "a finished run keeps no pseudo-labels"
+    (machine,) = killed_record["machines"]  # one entry, read back from the state and extended
+    assert machine["cycles"] == [0, 3]
 
 
 def test_finished_run_is_reported_not_redone(
@@ -156,12 +159,29 @@ def test_the_record_says_where_each_cycle_ran(
     ex.run(config_updates={**config, "results_dir": str(moved)})
     out = capsys.readouterr().out
     assert (
-        f"warning: bald_0 ran its cycles so far on another machine (cpu: {here['cpu']} -> "
-        f"Another CPU; threads: {here['threads']} -> {here['threads'] + 1})"
+        f"warning: bald_0 ran its last cycles under another machine or settings (cpu: "
+        f"{here['cpu']} -> Another CPU; threads: {here['threads']} -> {here['threads'] + 1})"
     ) in out
     record = json.loads((moved / "bald_0.json").read_text())
     assert record["machines"] == [
         {**here, "cycles": [0, 0]},
+        {**elsewhere, "cycles": [1, 2]},
+    ]
+
+    # A state from before records said where: those cycles are unknown, not this machine's.
+    del history["machines"]
+    older = tmp_path / "older"
+    older.mkdir()
+    atomic_save_json(
+        older / "bald_0.state.json",
+        {**state, "history": history, "cycles_done": 1, "finished": False},
+    )
+    capsys.readouterr()
+    ex.run(config_updates={**config, "results_dir": str(older)})
+    assert "warning" not in capsys.readouterr().out  # nothing to compare with
+    record = json.loads((older / "bald_0.json").read_text())
+    assert record["machines"] == [
+        {"unknown": True, "cycles": [0, 0]},
         {**elsewhere, "cycles": [1, 2]},
     ]
 

@@ -46,6 +46,7 @@ from utils.runs.state import (
     load_state,
     machine_changes,
     note_machine,
+    note_unknown_machine,
     run_paths,
     run_record_config,
     save_cycle,
@@ -201,13 +202,14 @@ def _run_locked(
     else:
         restore_state(state, setup, paths)
         _say(f"resuming {paths.stem} after cycle {state.cycles_done - 1}")
+        note_unknown_machine(state)
         changes = machine_changes(state.history.machines, setup.machine)
         if changes:
-            # Not refused: a cluster's nodes differ. The record keeps both machines.
+            # Not refused: a cluster's nodes differ, and a sweep's --parallel sets the threads.
             _say(
-                f"warning: {paths.stem} ran its cycles so far on another machine "
-                f"({'; '.join(changes)}), so its next cycles are not bitwise those of a run "
-                "that was not moved; its record lists both under 'machines'"
+                f"warning: {paths.stem} ran its last cycles under another machine or settings "
+                f"({'; '.join(changes)}), so the cycles from here on are not bitwise those of a "
+                "run that stayed; its record lists each setup under 'machines'"
             )
 
     last_cycle = 0 if cfg.full_supervision else cfg.al_cycles

@@ -62,9 +62,10 @@ def write_report(
         )
     if summary.mixed_machines:
         print(
-            f"warning: {len(summary.mixed_machines)} pair(s) ran on different machines "
-            f"({', '.join(summary.mixed_machines)}; each run's 'machines' says where), so their "
-            "differences include the machines'; rerun one side on the other's machine",
+            f"warning: {len(summary.mixed_machines)} pair(s) ran under different machines or "
+            f"settings ({', '.join(summary.mixed_machines)}; see each record's 'machines'), so "
+            "their AULC difference includes that of the setups; rerun both runs of a pair on "
+            "one machine with one setting",
             file=sys.stderr,
         )
     out.mkdir(parents=True, exist_ok=True)

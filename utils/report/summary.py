@@ -110,7 +110,8 @@ class Summary:
     full_by_tag: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     pixel_axis: bool = False  # x is the labelled fraction of the pool's pixels, not images
     unfinished: tuple[str, ...] = ()  # "{name}_{run}" of runs that stopped before their plan
-    # "{name}_{run} / {pair}_{run}" of pairs whose two runs ran on different machines
+    # "{name}_{run} / {pair}_{run}" of pairs with a cycle run under different machines or
+    # settings (threads, precision, versions)
     mixed_machines: tuple[str, ...] = ()
     run_aulcs: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # what is paired
     margin: float = DEFAULT_MARGIN  # equivalence margin of tost_p and runs_needed, in AULC
@@ -161,10 +162,12 @@ def paired_with(name: str, names: Mapping[str, object], baseline: str = RANDOM) 
 def mixed_machine_pairs(
     results: Mapping[str, Sequence[RunRecord]], baseline: str = RANDOM
 ) -> tuple[str, ...]:
-    """The paired runs that did not run on the same machines, where both records say where.
+    """The paired runs with a cycle that the two ran under different machines or settings,
+    where both records say where that cycle ran.
 
-    A run's numbers depend on the processor, precision and threads, so such a pair's difference
-    holds the machines' difference as well as the arms'.
+    A run's numbers depend on the processor, precision, threads and library versions, so such a
+    pair's difference holds that of the setups as well as the arms'. ``results`` are the rows
+    that are paired: full supervision is a reference, not a row.
     """
     mixed = []
     for name, runs in results.items():
@@ -174,9 +177,10 @@ def mixed_machine_pairs(
         theirs = {r.run: r for r in results[pair]}
         for record in runs:
             other = theirs.get(record.run)
-            if other is None or not record.machines or not other.machines:
+            if other is None:
                 continue
-            if set(record.machines) != set(other.machines):
+            cycles = zip(record.machine_per_cycle, other.machine_per_cycle, strict=False)
+            if any(a is not None and b is not None and a != b for a, b in cycles):
                 mixed.append(f"{name}_{record.run} / {pair}_{record.run}")
     return tuple(mixed)
 
@@ -359,7 +363,7 @@ def summarise(
         unfinished=tuple(
             f"{r.heuristic}_{r.run}" for runs in results.values() for r in runs if not r.complete
         ),
-        mixed_machines=mixed_machine_pairs(results, baseline),
+        mixed_machines=mixed_machine_pairs(heuristics, baseline),
         run_aulcs=aulcs,
         margin=margin,
         baseline=baseline,

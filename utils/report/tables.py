@@ -132,8 +132,9 @@ def render_markdown(summary: Summary, title: str) -> str:
     if summary.mixed_machines:
         lines += [
             "",
-            f"Pairs run on different machines ({len(summary.mixed_machines)}), whose difference "
-            f"includes the machines': {', '.join(summary.mixed_machines)}.",
+            f"Pairs run under different machines or settings (threads, precision, versions; "
+            f"{len(summary.mixed_machines)}), whose AULC difference includes that of the setups: "
+            f"{', '.join(summary.mixed_machines)}.",
         ]
     return "\n".join(lines) + "\n"
 

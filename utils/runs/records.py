@@ -42,7 +42,8 @@ class RunRecord:
     label_unit: str = "image"
     labelled_fraction: np.ndarray | None = None  # [cycles] share of the pool's pixels labelled
     complete: bool = True  # False: the run stopped before its planned cycles (killed, cut off)
-    machines: tuple[str, ...] = ()  # where its cycles ran (_machine_label); () in older records
+    # Each cycle's machine and settings (_machine_label), None where the record does not say.
+    machine_per_cycle: tuple[str | None, ...] = ()
 
 
 def _read_json(path: Path) -> dict:
@@ -81,9 +82,8 @@ def _read_dice(path: Path) -> np.ndarray:
     return dice
 
 
-def _machine_label(machine: dict) -> str:
-    """One line for a machine a run's record lists: processor, device, precision, threads and
-    torch, the things its numbers depend on."""
+def machine_label(machine: dict) -> str:
+    """One line for an entry of a record's ``machines``: what the run's numbers depend on."""
     isa = str(machine.get("cpu_capability", "?"))
     isa += ", native bf16" if machine.get("native_bf16") else ""
     cpu = f"{machine.get('cpu', '?')} ({isa})"
@@ -91,15 +91,33 @@ def _machine_label(machine: dict) -> str:
     where = cpu if device == "cpu" else f"{device} on {cpu}"
     return (
         f"{where}, {machine.get('precision', '?')}, {machine.get('threads', '?')} threads, "
-        f"torch {machine.get('torch', '?')}"
+        f"torch {machine.get('torch', '?')}, numpy {machine.get('numpy', '?')}"
     )
 
 
-def _machines(record: dict, json_path: Path) -> tuple[str, ...]:
+def _machine_per_cycle(record: dict, n_cycles: int, json_path: Path) -> tuple[str | None, ...]:
+    """Each cycle's ``machine_label`` from the record's ``machines``; None for a cycle that no
+    entry covers or whose entry is ``unknown`` (it ran before records said where)."""
     machines = record.get("machines", [])
-    if not isinstance(machines, list) or not all(isinstance(m, dict) for m in machines):
-        raise ReportError(f"malformed JSON in {json_path}: 'machines' must be a list of objects")
-    return tuple(dict.fromkeys(_machine_label(m) for m in machines))
+    malformed = ReportError(
+        f"malformed JSON in {json_path}: 'machines' must be a list of objects, each with "
+        f"'cycles' [first, last] within the run's {n_cycles} cycles"
+    )
+    if not isinstance(machines, list):
+        raise malformed
+    labels: list[str | None] = [None] * n_cycles
+    for machine in machines:
+        cycles = machine.get("cycles") if isinstance(machine, dict) else None
+        if not (
+            isinstance(cycles, list)
+            and len(cycles) == 2
+            and all(isinstance(c, int) for c in cycles)
+            and 0 <= cycles[0] <= cycles[1] < n_cycles
+        ):
+            raise malformed
+        label = None if machine.get("unknown") else machine_label(machine)
+        labels[cycles[0] : cycles[1] + 1] = [label] * (cycles[1] - cycles[0] + 1)
+    return tuple(labels)
 
 
 def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
@@ -177,7 +195,7 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
         labelled_fraction=fraction,
         # Records from before this flag existed were written by finished runs only.
         complete=bool(record.get("complete", True)),
-        machines=_machines(record, json_path),
+        machine_per_cycle=_machine_per_cycle(record, dice.size, json_path),
     )
 
 

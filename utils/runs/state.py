@@ -241,17 +241,25 @@ def record(state: RunState) -> dict[str, Any]:
 
 
 def note_machine(machines: list[dict[str, Any]], machine: dict[str, Any], cycle: int) -> None:
-    """Count ``cycle`` to the last machine when it ran there too, else start a new entry."""
-    if machines and machine_changes(machines, machine) == []:
+    """Count ``cycle`` to the last entry when it ran under the same machine and settings, else
+    start a new entry."""
+    if machines and {k: v for k, v in machines[-1].items() if k != "cycles"} == machine:
         machines[-1]["cycles"][1] = cycle
     else:
         machines.append({**machine, "cycles": [cycle, cycle]})
 
 
+def note_unknown_machine(state: RunState) -> None:
+    """A run whose cycles ran before records said where: mark those cycles as unknown, so that
+    its record does not claim them for the machine it continues on."""
+    if state.cycles_done and not state.history.machines:
+        state.history.machines.append({"unknown": True, "cycles": [0, state.cycles_done - 1]})
+
+
 def machine_changes(machines: list[dict[str, Any]], machine: dict[str, Any]) -> list[str]:
     """``key: before -> now`` for each way ``machine`` differs from where the last cycles ran
-    (nothing when no cycle has run, or none recorded where)."""
-    if not machines:
+    (nothing when no cycle has run, or it is not known where)."""
+    if not machines or machines[-1].get("unknown"):
         return []
     last = {k: v for k, v in machines[-1].items() if k != "cycles"}
     keys = sorted(set(last) | set(machine))

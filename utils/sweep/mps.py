@@ -49,8 +49,7 @@ def mps_daemon(control: str = CONTROL, timeout_s: float = 20.0) -> Iterator[dict
     errors = folder / "start.err"
     refused = False  # the start command said no: there is no daemon to quit
     try:
-        # A file, not a pipe: the daemon forks and may keep its stderr open for as long as it
-        # lives.
+        # A file, not a pipe: the daemon forks and may keep its stderr open while it lives.
         with errors.open("w") as err:
             try:
                 code = subprocess.run(
@@ -66,10 +65,12 @@ def mps_daemon(control: str = CONTROL, timeout_s: float = 20.0) -> Iterator[dict
             refused = code is not None
             detail = "timed out" if code is None else (errors.read_text().strip() or f"exit {code}")
             detail = " ".join(detail.split())
-            raise MPSError(
-                f"{control} -d failed ({detail}); it needs the right to control the GPU "
-                "(ask the node's administrator), or run without --mps"
+            hint = (
+                "it needs the right to control the GPU (ask the node's administrator)"
+                if refused
+                else "check the GPU with nvidia-smi"
             )
+            raise MPSError(f"{control} -d failed ({detail}); {hint}, or run without --mps")
         yield env
     finally:
         # Also when a signal or a timeout cut the start short: the daemon may be up by then.
