@@ -923,6 +923,13 @@ def test_pairs_run_under_different_setups_are_named(
     assert "full_0" not in err
     markdown = (results / "summary.md").read_text()
     assert f"whose AULC difference includes that of the setups: {', '.join(named)}." in markdown
+    runs = {
+        (r["heuristic"], r["run"]): r["machines"]
+        for r in csv.DictReader((results / "runs.csv").read_text().splitlines())
+    }
+    assert runs["entropy", "2"] == f"{xeon} | {epyc}"
+    assert runs["entropy", "5"] == f"unknown | {xeon}"
+    assert runs["random", "4"] == ""  # an older record: nothing said
     # A GPU run is labelled by its device, then the host's processor.
     _set_machines(results / "entropy_0.json", {**XEON, "device": "NVIDIA H200", "cycles": [0, 2]})
     (entropy_0,) = [r for r in load_results(results)["entropy"] if r.run == 0]

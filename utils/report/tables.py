@@ -193,17 +193,32 @@ def _differences_by_x(
     }
 
 
-RUN_COLUMNS = ("heuristic", "run", "aulc", "final_dice", "complete")
+RUN_COLUMNS = ("heuristic", "run", "aulc", "final_dice", "complete", "machines")
+
+
+def machines_cell(record: RunRecord) -> str:
+    """Where the run's cycles ran, in order (``unknown`` for cycles its record does not place);
+    empty when the record says nothing."""
+    labels = record.machine_per_cycle
+    if not any(labels):
+        return ""
+    return " | ".join(dict.fromkeys(label or "unknown" for label in labels))
 
 
 def render_runs_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summary) -> str:
-    """Each run's AULC (on the report's axis) and final Dice: the values the paired test pairs."""
+    """Each run's AULC (on the report's axis) and final Dice, the values the paired test pairs,
+    and where it ran."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(RUN_COLUMNS)
     for row in summary.rows:
         for record in results[row.heuristic]:
             area = summary.run_aulcs[row.heuristic][record.run]
-            cells = [f"{area:.4f}", f"{record.dice[-1]:.4f}", str(record.complete).lower()]
+            cells = [
+                f"{area:.4f}",
+                f"{record.dice[-1]:.4f}",
+                str(record.complete).lower(),
+                machines_cell(record),
+            ]
             writer.writerow([row.heuristic, record.run, *cells])
     return buffer.getvalue()
