@@ -42,7 +42,7 @@ class RunRecord:
     label_unit: str = "image"
     labelled_fraction: np.ndarray | None = None  # [cycles] share of the pool's pixels labelled
     complete: bool = True  # False: the run stopped before its planned cycles (killed, cut off)
-    # Each cycle's machine and settings (_machine_label), None where the record does not say.
+    # Each cycle's machine and settings (machine_label), None where the record does not say.
     machine_per_cycle: tuple[str | None, ...] = ()
 
 
