@@ -917,12 +917,13 @@ def test_pairs_run_under_different_setups_are_named(
     capsys.readouterr()
     assert main([str(results)]) == 0
     err = capsys.readouterr().err
-    assert f"warning: 3 pair(s) ran under different machines or settings ({', '.join(named)};" in (
-        err
+    assert (
+        f"warning: 3 pair(s) ran a cycle under different machines or settings ({', '.join(named)};"
+        in (err)
     )
     assert "full_0" not in err
     markdown = (results / "summary.md").read_text()
-    assert f"whose AULC difference includes that of the setups: {', '.join(named)}." in markdown
+    assert f"so their AULC differences include the setups' effect: {', '.join(named)}." in markdown
     runs = {
         (r["heuristic"], r["run"]): r["machines"]
         for r in csv.DictReader((results / "runs.csv").read_text().splitlines())
@@ -930,6 +931,15 @@ def test_pairs_run_under_different_setups_are_named(
     assert runs["entropy", "2"] == f"{xeon} | {epyc}"
     assert runs["entropy", "5"] == f"unknown | {xeon}"
     assert runs["random", "4"] == ""  # an older record: nothing said
+    # Back to a setup it left: the cell says so, in order.
+    _set_machines(results / "entropy_1.json", {**XEON, "cycles": [0, 0]},
+                  {**EPYC, "cycles": [1, 1]}, {**XEON, "cycles": [2, 2]})  # fmt: skip
+    assert main([str(results)]) == 0
+    runs = {
+        (r["heuristic"], r["run"]): r["machines"]
+        for r in csv.DictReader((results / "runs.csv").read_text().splitlines())
+    }
+    assert runs["entropy", "1"] == f"{xeon} | {epyc} | {xeon}"
     # A GPU run is labelled by its device, then the host's processor.
     _set_machines(results / "entropy_0.json", {**XEON, "device": "NVIDIA H200", "cycles": [0, 2]})
     (entropy_0,) = [r for r in load_results(results)["entropy"] if r.run == 0]
@@ -938,8 +948,28 @@ def test_pairs_run_under_different_setups_are_named(
 
 @pytest.mark.parametrize(
     "machines",
-    ["Intel Xeon", [{**XEON}], [{**XEON, "cycles": [0, 2]}], [{**XEON, "cycles": [1, 0]}]],
-    ids=["not-a-list", "no-cycles", "past-the-last-cycle", "backwards"],
+    [
+        "Intel Xeon",
+        ["Intel Xeon"],
+        [{**XEON}],
+        [{**XEON, "cycles": [0, 2]}],
+        [{**XEON, "cycles": [1, 0]}],
+        [{**XEON, "cycles": [-1, 1]}],
+        [{**XEON, "cycles": [0, 1, 1]}],
+        [{**XEON, "cycles": [False, True]}],
+        [{**XEON, "cycles": [0, 1]}, {"unknown": True, "cycles": [1, 1]}],
+    ],
+    ids=[
+        "not-a-list",
+        "not-objects",
+        "no-cycles",
+        "past-the-last-cycle",
+        "backwards",
+        "negative",
+        "three-cycles",
+        "booleans",
+        "overlapping",
+    ],
 )
 def test_malformed_machines_name_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture, machines: object

@@ -159,7 +159,7 @@ def test_the_record_says_where_each_cycle_ran(
     ex.run(config_updates={**config, "results_dir": str(moved)})
     out = capsys.readouterr().out
     assert (
-        f"warning: bald_0 ran its last cycles under another machine or settings (cpu: "
+        f"warning: bald_0's cycles so far ran under another machine or other settings (cpu: "
         f"{here['cpu']} -> Another CPU; threads: {here['threads']} -> {here['threads'] + 1})"
     ) in out
     record = json.loads((moved / "bald_0.json").read_text())
@@ -169,20 +169,20 @@ def test_the_record_says_where_each_cycle_ran(
     ]
 
     # A state from before records said where: those cycles are unknown, not this machine's.
-    del history["machines"]
+    history = {key: values[:2] for key, values in state["history"].items() if key != "machines"}
     older = tmp_path / "older"
     older.mkdir()
     atomic_save_json(
         older / "bald_0.state.json",
-        {**state, "history": history, "cycles_done": 1, "finished": False},
+        {**state, "history": history, "cycles_done": 2, "finished": False},
     )
     capsys.readouterr()
     ex.run(config_updates={**config, "results_dir": str(older)})
     assert "warning" not in capsys.readouterr().out  # nothing to compare with
     record = json.loads((older / "bald_0.json").read_text())
     assert record["machines"] == [
-        {"unknown": True, "cycles": [0, 0]},
-        {**elsewhere, "cycles": [1, 2]},
+        {"unknown": True, "cycles": [0, 1]},
+        {**elsewhere, "cycles": [2, 2]},
     ]
 
 

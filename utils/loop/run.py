@@ -207,9 +207,10 @@ def _run_locked(
         if changes:
             # Not refused: a cluster's nodes differ, and a sweep's --parallel sets the threads.
             _say(
-                f"warning: {paths.stem} ran its last cycles under another machine or settings "
-                f"({'; '.join(changes)}), so the cycles from here on are not bitwise those of a "
-                "run that stayed; its record lists each setup under 'machines'"
+                f"warning: {paths.stem}'s cycles so far ran under another machine or other "
+                f"settings ({'; '.join(changes)}), so the cycles from here on are not bitwise "
+                "those of a run kept under one setup; its record lists each setup under "
+                "'machines'"
             )
 
     last_cycle = 0 if cfg.full_supervision else cfg.al_cycles

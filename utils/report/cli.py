@@ -62,10 +62,10 @@ def write_report(
         )
     if summary.mixed_machines:
         print(
-            f"warning: {len(summary.mixed_machines)} pair(s) ran under different machines or "
-            f"settings ({', '.join(summary.mixed_machines)}; see each record's 'machines'), so "
-            "their AULC difference includes that of the setups; rerun both runs of a pair on "
-            "one machine with one setting",
+            f"warning: {len(summary.mixed_machines)} pair(s) ran a cycle under different "
+            f"machines or settings ({', '.join(summary.mixed_machines)}; see each record's "
+            "'machines'), so their AULC differences include the setups' effect; rerun both runs "
+            "of a pair on one machine with the same settings",
             file=sys.stderr,
         )
     out.mkdir(parents=True, exist_ok=True)

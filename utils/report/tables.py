@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from collections.abc import Mapping, Sequence
 
 from utils.report.stats import MIN_WILCOXON_PAIRS
@@ -132,9 +133,9 @@ def render_markdown(summary: Summary, title: str) -> str:
     if summary.mixed_machines:
         lines += [
             "",
-            f"Pairs run under different machines or settings (threads, precision, versions; "
-            f"{len(summary.mixed_machines)}), whose AULC difference includes that of the setups: "
-            f"{', '.join(summary.mixed_machines)}.",
+            f"{len(summary.mixed_machines)} pair(s) ran a cycle under different machines or "
+            "settings (threads, precision, versions), so their AULC differences include the "
+            f"setups' effect: {', '.join(summary.mixed_machines)}.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -202,7 +203,8 @@ def machines_cell(record: RunRecord) -> str:
     labels = record.machine_per_cycle
     if not any(labels):
         return ""
-    return " | ".join(dict.fromkeys(label or "unknown" for label in labels))
+    # A run may go back to a setup it left: only neighbouring cycles are merged.
+    return " | ".join(label for label, _ in itertools.groupby(x or "unknown" for x in labels))
 
 
 def render_runs_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summary) -> str:

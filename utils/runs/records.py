@@ -101,21 +101,23 @@ def _machine_per_cycle(record: dict, n_cycles: int, json_path: Path) -> tuple[st
     machines = record.get("machines", [])
     malformed = ReportError(
         f"malformed JSON in {json_path}: 'machines' must be a list of objects, each with "
-        f"'cycles' [first, last] within the run's {n_cycles} cycles"
+        f"'cycles' [first, last] after the previous one's and within the run's {n_cycles} cycles"
     )
     if not isinstance(machines, list):
         raise malformed
     labels: list[str | None] = [None] * n_cycles
+    after = -1  # entries follow one another: each starts after the last one ended
     for machine in machines:
         cycles = machine.get("cycles") if isinstance(machine, dict) else None
         if not (
             isinstance(cycles, list)
             and len(cycles) == 2
-            and all(isinstance(c, int) for c in cycles)
-            and 0 <= cycles[0] <= cycles[1] < n_cycles
+            and all(type(c) is int for c in cycles)
+            and after < cycles[0] <= cycles[1] < n_cycles
         ):
             raise malformed
-        label = None if machine.get("unknown") else machine_label(machine)
+        after = cycles[1]
+        label = None if machine.get("unknown") is True else machine_label(machine)
         labels[cycles[0] : cycles[1] + 1] = [label] * (cycles[1] - cycles[0] + 1)
     return tuple(labels)
 
