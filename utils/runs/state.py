@@ -240,10 +240,15 @@ def record(state: RunState) -> dict[str, Any]:
     }
 
 
+def _setup(entry: dict[str, Any]) -> dict[str, Any]:
+    """A ``machines`` entry without the cycles it covers."""
+    return {k: v for k, v in entry.items() if k != "cycles"}
+
+
 def note_machine(machines: list[dict[str, Any]], machine: dict[str, Any], cycle: int) -> None:
     """Count ``cycle`` to the last entry when it ran under the same machine and settings, else
     start a new entry."""
-    if machines and {k: v for k, v in machines[-1].items() if k != "cycles"} == machine:
+    if machines and _setup(machines[-1]) == machine:
         machines[-1]["cycles"][1] = cycle
     else:
         machines.append({**machine, "cycles": [cycle, cycle]})
@@ -261,7 +266,7 @@ def machine_changes(machines: list[dict[str, Any]], machine: dict[str, Any]) -> 
     (nothing when no cycle has run, or it is not known where)."""
     if not machines or machines[-1].get("unknown"):
         return []
-    last = {k: v for k, v in machines[-1].items() if k != "cycles"}
+    last = _setup(machines[-1])
     keys = sorted(set(last) | set(machine))
     return [
         f"{k}: {last.get(k, '<absent>')} -> {machine.get(k, '<absent>')}"
