@@ -19,6 +19,7 @@ from data.folder import save_png
 from tests.conftest import tiny_config
 from tests.test_folder import make_folder
 from utils.config import ConfigError, ExperimentConfig
+from utils.loop.device import describe_machine, resolve_precision
 from utils.loop.run import run_active_learning
 from utils.loop.suggest import _original_box
 
@@ -78,7 +79,8 @@ def test_suggestions_are_written_seeded_and_reuse_the_weights(
     capsys.readouterr()
     monkeypatch.chdir(folder.parent)  # nothing changed, the folder written another way
     suggest(folder, tmp_path / "a", data_path=f"{folder.name}/")  # same weights and suggestions
-    assert "reusing" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "reusing" in said and "another setup" not in said
     assert (out / "model.pt").stat().st_mtime_ns == weights
     assert read_rows(out / "suggestions.csv") == rows
     suggest(folder, tmp_path / "b")  # trained afresh from the same seed
@@ -90,6 +92,28 @@ def test_suggestions_are_written_seeded_and_reuse_the_weights(
     suggest(folder, tmp_path / "a")
     assert "reusing" not in capsys.readouterr().out
     assert first not in {r["image"] for r in read_rows(out / "suggestions.csv")}
+
+
+def test_weights_from_another_setup_are_reused_and_said_to_be(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, _ = half_masked(tmp_path / "slides")
+    suggest(folder, tmp_path / "a")
+    out = tmp_path / "a" / "suggest"
+    here = describe_machine(torch.device("cpu"), resolve_precision("auto", torch.device("cpu")))
+    assert json.loads((out / "model.json").read_text())["machine"] == here
+    rows = read_rows(out / "suggestions.csv")
+
+    elsewhere = {**here, "cpu": "Another CPU", "precision": "float16"}
+    monkeypatch.setattr(suggest_module, "describe_machine", lambda device, dtype: elsewhere)
+    capsys.readouterr()
+    suggest(folder, tmp_path / "a")
+    said = capsys.readouterr().out
+    assert "reusing" in said
+    assert f"cpu {here['cpu']} -> Another CPU" in said
+    assert f"precision {here['precision']} -> float16" in said
+    assert "torch" not in said.split("another setup")[1].split("delete")[0]  # unchanged keys
+    assert read_rows(out / "suggestions.csv") == rows  # the saved weights still score
 
 
 def test_an_overlay_draws_uncertainty_on_the_given_scale(tmp_path: Path) -> None:

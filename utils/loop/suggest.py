@@ -34,7 +34,7 @@ from models import UNet, mc_dropout_copy
 from utils.config import ConfigError, ExperimentConfig, validate
 from utils.io import atomic_save_json, atomic_write, atomic_write_bytes, atomic_write_text
 from utils.loop.acquisition import AcquisitionSettings, acquire, pass_heuristic
-from utils.loop.device import pick_device, resolve_precision, samples_per_pass
+from utils.loop.device import describe_machine, pick_device, resolve_precision, samples_per_pass
 from utils.loop.inference import MCSettings, mc_probabilities
 from utils.loop.run import check_scaled_size, make_regions, seed_cycle, train_settings
 from utils.loop.training import train_model
@@ -258,10 +258,25 @@ def _trained_model(
     train and save them."""
     fingerprint = _fingerprint(cfg, Path(cfg.data_path), labelled_rows)
     weights, manifest = out / "model.pt", out / "model.json"
+    machine = describe_machine(device, amp_dtype)
     if weights.exists() and manifest.exists():
-        if json.loads(manifest.read_text()).get("fingerprint") == fingerprint:
+        saved = json.loads(manifest.read_text())
+        if saved.get("fingerprint") == fingerprint:
             model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
             _say(f"labels and settings unchanged: reusing {weights}")
+            # Training here would give other weights, hence other suggestions than a fresh run
+            # on this machine; weights saved before manifests named their machine are not judged.
+            before = saved.get("machine", machine)
+            changed = [
+                f"{key} {before.get(key)} -> {value}"
+                for key, value in machine.items()
+                if before.get(key) != value
+            ]
+            if changed:
+                _say(
+                    f"these weights were trained on another setup ({'; '.join(changed)}); "
+                    f"delete {weights} to train them here"
+                )
             return
     generator = seed_cycle(cfg.run, 0)
     labelled = np.flatnonzero(unit.al_set.labelled)
@@ -298,6 +313,7 @@ def _trained_model(
             "data_path": str(Path(cfg.data_path).resolve()),
             "labelled": [r.name for r in labelled_rows],
             "regions_of_partial_masks": taken,
+            "machine": machine,
         },
     )
 
