@@ -373,8 +373,10 @@ def test_end_to_end(results_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert bald["labels_to_95"] == "10"
     assert random["labels_to_95"] == ""
 
-    # Three shared runs: paired t-test on AULC.
-    diffs = np.array([bald_aulc[r] - random_aulc[r] for r in range(3)])
+    # Three shared runs: paired t-test on AULC, each pair over the cycles both runs reached, so
+    # random's run 2 counts over 4-8 images against bald's shorter run 2.
+    paired_random = {**random_aulc, 2: 2 * ((0.38 + 0.52) / 2 + (0.52 + 0.54) / 2) / 4}
+    diffs = np.array([bald_aulc[r] - paired_random[r] for r in range(3)])
     t_stat = diffs.mean() / (diffs.std(ddof=1) / math.sqrt(3))
     assert bald["p_vs_random"] == f"{2 * stats.t.sf(abs(t_stat), df=2):.4f}"
     assert random["p_vs_random"] == ""
@@ -402,12 +404,13 @@ def _summary_rows(directory: Path) -> dict[str, dict[str, str]]:
     return {r["heuristic"]: r for r in csv.DictReader((directory / "summary.csv").open())}
 
 
-# The fixture's per-run AULC (as in test_end_to_end): bald 0.63, 0.65, 0.57 (run 2 over its
-# 4-image span: (0.96 + 1.32) / 4); random 3.1/6, 3.12/6, 3.08/6. Differences bald - random:
-# 0.68/6, 0.78/6, 0.34/6 = 0.11333, 0.13, 0.05667; mean 1.8/18 = 0.1; deviations 0.08/6,
-# 0.18/6, -0.26/6, sum of squares 0.1064/36, so sd = sqrt(0.1064 / 72) = 0.038442 and
-# se = sd / sqrt(3) = 0.022194.
-FIXTURE_SD = math.sqrt(0.1064 / 72)
+# The fixture's paired AULC (as in test_end_to_end): bald 0.63, 0.65, 0.57 (run 2 over its
+# 4-image span: (0.96 + 1.32) / 4); random 3.1/6, 3.12/6 and, over the 4-8 images its pair
+# reached, 0.49. Differences bald - random: 0.68/6, 0.78/6, 0.48/6 = 0.11333, 0.13, 0.08; mean
+# 1.94/18 = 0.10778; deviations 0.2/60, 0.8/60, -1/60, sum of squares 0.14/108, so
+# sd = sqrt(0.14 / 216) = 0.025459 and se = sd / sqrt(3) = 0.014699.
+FIXTURE_MEAN = 1.94 / 18
+FIXTURE_SD = math.sqrt(0.14 / 216)
 FIXTURE_SE = FIXTURE_SD / math.sqrt(3)
 
 
@@ -433,22 +436,23 @@ def test_summary_paired_columns_by_hand(results_dir: Path) -> None:
     assert main([str(results_dir)]) == 0
     rows = _summary_rows(results_dir)
     bald = rows["bald"]
-    assert bald["aulc_diff"] == "0.1000"
-    # 95 % interval: 0.1 ± t(0.975, 2) * se = 0.1 ± 4.302653 * 0.022194 = 0.1 ± 0.095495.
-    assert bald["aulc_diff_ci_low"] == "0.0045" and bald["aulc_diff_ci_high"] == "0.1955"
-    # One row has a p-value, so Holm leaves it as it is. t = 0.1 / se = 4.5057 with 2 degrees
-    # of freedom: two-sided p = 1 - t / sqrt(t^2 + 2) = 0.0459 (t CDF for df 2 in closed form).
-    t_stat = 0.1 / FIXTURE_SE
+    assert bald["aulc_diff"] == f"{FIXTURE_MEAN:.4f}" == "0.1078"
+    # 95 % interval: 0.10778 ± t(0.975, 2) * se = 0.10778 ± 4.302653 * 0.014699 = ± 0.063243.
+    assert bald["aulc_diff_ci_low"] == "0.0445" and bald["aulc_diff_ci_high"] == "0.1710"
+    # One row has a p-value, so Holm leaves it as it is. t = 0.10778 / se = 7.3325 with 2
+    # degrees of freedom: two-sided p = 1 - t / sqrt(t^2 + 2) = 0.0181 (t CDF for df 2 in
+    # closed form).
+    t_stat = FIXTURE_MEAN / FIXTURE_SE
     assert bald["p_holm"] == bald["p_vs_random"] == f"{1 - t_stat / math.sqrt(t_stat**2 + 2):.4f}"
-    assert bald["p_holm"] == "0.0459"
-    # TOST at 0.01: the test against +0.01 has t = 0.09 / se = 4.0551 and p = P(T2 < 4.0551)
-    # = (1 + t / sqrt(t^2 + 2)) / 2 = 0.9721; significant, yet not equivalent: "different".
-    t_upper = 0.09 / FIXTURE_SE
-    assert bald["tost_p"] == f"{(1 + t_upper / math.sqrt(t_upper**2 + 2)) / 2:.4f}" == "0.9721"
+    assert bald["p_holm"] == "0.0181"
+    # TOST at 0.01: the test against +0.01 has t = 0.09778 / se = 6.6522 and p = P(T2 < 6.6522)
+    # = (1 + t / sqrt(t^2 + 2)) / 2 = 0.9891; significant, yet not equivalent: "different".
+    t_upper = (FIXTURE_MEAN - 0.01) / FIXTURE_SE
+    assert bald["tost_p"] == f"{(1 + t_upper / math.sqrt(t_upper**2 + 2)) / 2:.4f}" == "0.9891"
     assert bald["verdict"] == "different"
-    # sd / margin = 3.844: the normal approximation asks for 7.849 * 3.844^2 = 116 pairs.
+    # sd / margin = 2.546: the normal approximation asks for 7.849 * 2.546^2 = 51 pairs.
     assert bald["runs_needed"] == str(pairs_for_power(FIXTURE_SD, 0.01))
-    assert 116 <= int(bald["runs_needed"]) <= 120
+    assert 51 <= int(bald["runs_needed"]) <= 55
     # random is the baseline: no paired cells, but its own noise.
     assert [rows["random"][c] for c in report.CSV_COLUMNS[10:17]] == [""] * 7
     # No curve of the fixture ever drops. bald's second differences: -0.1, -0.02 (runs 0 and 1),
@@ -463,12 +467,13 @@ def test_summary_paired_columns_by_hand(results_dir: Path) -> None:
 def test_a_wide_margin_makes_the_significant_row_equivalent(results_dir: Path) -> None:
     assert main([str(results_dir), "--margin", "0.2"]) == 0
     bald = _summary_rows(results_dir)["bald"]
-    # Against +0.2, t = -0.1 / se = -4.5057: p = (1 - 4.5057 / sqrt(4.5057^2 + 2)) / 2 = 0.0229;
-    # against -0.2, t = 0.3 / se, far smaller p. Equivalence wins over p_holm = 0.0459 < 0.05.
-    assert bald["tost_p"] == "0.0229" and bald["verdict"] == "equivalent"
+    # Against +0.2, t = -0.09222 / se = -6.2742: p = (1 - 6.2742 / sqrt(6.2742^2 + 2)) / 2
+    # = 0.0122; against -0.2, t = 0.30778 / se, far smaller p. Equivalence wins over
+    # p_holm = 0.0181 < 0.05.
+    assert bald["tost_p"] == "0.0122" and bald["verdict"] == "equivalent"
     assert bald["runs_needed"] == str(pairs_for_power(FIXTURE_SD, 0.2))
     # The existing columns do not depend on the margin.
-    assert bald["p_vs_random"] == "0.0459" and bald["aulc_diff"] == "0.1000"
+    assert bald["p_vs_random"] == "0.0181" and bald["aulc_diff"] == "0.1078"
     assert "±0.2 AULC" in (results_dir / "summary.md").read_text()
 
 
@@ -486,9 +491,9 @@ def test_baseline_option_pairs_every_row_with_that_row(results_dir: Path) -> Non
     rows = _summary_rows(results_dir)
     random = rows["random"]
     # The same pairs as against random, with the sign turned: the interval mirrors, p stays.
-    assert random["aulc_diff"] == "-0.1000"
-    assert random["aulc_diff_ci_low"] == "-0.1955" and random["aulc_diff_ci_high"] == "-0.0045"
-    assert random["p_vs_random"] == random["p_holm"] == "0.0459"
+    assert random["aulc_diff"] == "-0.1078"
+    assert random["aulc_diff_ci_low"] == "-0.1710" and random["aulc_diff_ci_high"] == "-0.0445"
+    assert random["p_vs_random"] == random["p_holm"] == "0.0181"
     assert random["runs_needed"] == str(pairs_for_power(FIXTURE_SD, 0.01))
     assert [rows["bald"][c] for c in report.CSV_COLUMNS[10:17]] == [""] * 7
     curves = list(csv.DictReader((results_dir / "curves.csv").read_text().splitlines()))
@@ -864,6 +869,26 @@ def test_unfinished_runs_are_named(tmp_path: Path, capsys: pytest.CaptureFixture
     )
     # Records without the flag (older runs, all finished) are taken as complete.
     assert "random_0" not in markdown.split("Unfinished runs")[1]
+
+
+def test_an_unfinished_pair_is_compared_over_the_cycles_both_reached(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    write_run(results, "random", 0, [4, 6, 8], [0.5, 0.6, 0.7])
+    write_run(results, "entropy", 0, [4, 6], [0.5, 0.65])  # cut off after cycle 1
+    write_run(results, "random", 1, [4, 6, 8], [0.4, 0.5, 0.8])
+    write_run(results, "entropy", 1, [4, 6, 8], [0.4, 0.6, 0.7])
+    assert main([str(results)]) == 0
+    row = _summary_rows(results)["entropy"]
+    # Pair 0 over 4-6 labels: 0.575 - 0.55 (against random's whole curve, 0.6, it would read
+    # -0.025); pair 1 over 4-8: 0.575 - 0.55. So +0.025 in both, without spread.
+    assert float(row["aulc_diff"]) == pytest.approx(0.025, abs=1e-4)
+    assert float(row["aulc_diff_ci_low"]) == pytest.approx(0.025, abs=1e-4)
+    assert float(row["p_vs_random"]) == 0.0  # t-test of a constant non-zero difference
+    runs = {(r["heuristic"], r["run"]): r for r in csv.DictReader((results / "runs.csv").open())}
+    assert float(runs[("random", "0")]["aulc"]) == pytest.approx(0.6)  # its whole curve
 
 
 def _set_machines(path: Path, *machines: dict) -> None:

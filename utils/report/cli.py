@@ -56,8 +56,9 @@ def write_report(
     if summary.unfinished:
         print(
             f"warning: the tables include {len(summary.unfinished)} unfinished run(s) "
-            f"({', '.join(summary.unfinished)}), whose Dice and AULC cover fewer labels; finish "
-            "them (rerun their command) before reading the table",
+            f"({', '.join(summary.unfinished)}), whose Dice and AULC cover fewer labels (pairs "
+            "are compared over the cycles both runs reached); finish them (rerun their command) "
+            "before reading the table",
             file=sys.stderr,
         )
     if summary.mixed_machines:

@@ -113,7 +113,7 @@ class Summary:
     # "{name}_{run} / {pair}_{run}" of pairs with a cycle run under different machines or
     # settings (threads, precision, versions)
     mixed_machines: tuple[str, ...] = ()
-    run_aulcs: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # what is paired
+    run_aulcs: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # whole curves
     margin: float = DEFAULT_MARGIN  # equivalence margin of tost_p and runs_needed, in AULC
     baseline: str = RANDOM  # the row every other row is paired against (per sweep tag)
 
@@ -183,6 +183,25 @@ def mixed_machine_pairs(
             if any(a is not None and b is not None and a != b for a, b in cycles):
                 mixed.append(f"{name}_{record.run} / {pair}_{record.run}")
     return tuple(mixed)
+
+
+def pair_aulcs(
+    records: Sequence[RunRecord], baseline: Sequence[RunRecord], pixel_axis: bool
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Each shared run's AULC in ``records`` and in ``baseline``, both over the cycles that the
+    two runs reached: a run cut off early is compared with its pair over the same labels, not
+    with a longer curve, whose later and higher Dice would favour the pair. Runs that finished
+    alike keep their whole-curve AULC."""
+    theirs = {r.run: r for r in baseline}
+    mine, other = {}, {}
+    for record in records:
+        pair = theirs.get(record.run)
+        if pair is None:
+            continue
+        n = min(len(record.dice), len(pair.dice))
+        mine[record.run] = aulc(axis(record, pixel_axis)[:n], record.dice[:n])
+        other[record.run] = aulc(axis(pair, pixel_axis)[:n], pair.dice[:n])
+    return mine, other
 
 
 def uses_pixel_axis(results: Mapping[str, Sequence[RunRecord]]) -> bool:
@@ -323,8 +342,9 @@ def summarise(
         row_target = TARGET_FRACTION * reference(name)
         aulc_mean, aulc_std = _mean_std(list(aulcs[name].values()))
         pair = paired_with(name, aulcs, baseline)
-        p_value = None if pair is None else paired_p_value(aulcs[name], aulcs[pair])
-        diffs = np.empty(0) if pair is None else paired_differences(aulcs[name], aulcs[pair])
+        mine, theirs = ({}, {}) if pair is None else pair_aulcs(runs, heuristics[pair], pixel_axis)
+        p_value = None if pair is None else paired_p_value(mine, theirs)
+        diffs = paired_differences(mine, theirs)
         diff, diff_low, diff_high, tost_p, runs_needed = paired_columns(diffs, margin)
         drop_share, sd_second_diff = noise_figures([r.dice for r in runs])
         rows.append(

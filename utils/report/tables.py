@@ -123,12 +123,11 @@ def render_markdown(summary: Summary, title: str) -> str:
     else:
         lines.append("No full-supervision result (`full_{run}.npy`) was found.")
     if summary.unfinished:
-        # A cut-off curve covers fewer labelled images; its AULC is not comparable to a whole
-        # run's unless every run of the comparison stopped at the same cycle.
         lines += [
             "",
             f"Unfinished runs ({len(summary.unfinished)}), whose curves stop before their "
-            f"planned cycles: {', '.join(summary.unfinished)}.",
+            f"planned cycles: {', '.join(summary.unfinished)}. Their rows' means cover fewer "
+            "labels; each pair is compared over the cycles both of its runs reached.",
         ]
     if summary.mixed_machines:
         lines += [
@@ -208,8 +207,8 @@ def machines_cell(record: RunRecord) -> str:
 
 
 def render_runs_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summary) -> str:
-    """Each run's AULC (on the report's axis) and final Dice, the values the paired test pairs,
-    and where it ran."""
+    """Each run's AULC over its whole curve (on the report's axis; what the paired test pairs
+    when both runs reached the same cycle) and final Dice, and where it ran."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(RUN_COLUMNS)
