@@ -385,6 +385,19 @@ def test_report_of_region_runs_uses_the_pixel_axis(tmp_path: Path) -> None:
     assert bald["p_vs_random"] != ""  # paired against whole-image random
 
 
+def test_a_region_run_cut_short_is_paired_over_the_cycles_both_reached(tmp_path: Path) -> None:
+    _write(tmp_path, "bald-region", 0, [0.1, 0.2], [0.5, 0.8], "region", n=[4, 9])
+    _write(tmp_path, "bald-region", 1, [0.1, 0.2, 0.3], [0.5, 0.7, 0.8], "region", n=[4, 9, 9])
+    _write(tmp_path, "random", 0, [0.1, 0.2, 0.3], [0.5, 0.6, 0.9], "image")
+    _write(tmp_path, "random", 1, [0.1, 0.2, 0.3], [0.5, 0.6, 0.7], "image")
+    assert report_main([str(tmp_path)]) == 0
+    rows = {r.split(",")[0]: r.split(",") for r in (tmp_path / "summary.csv").read_text().split()}
+    bald = dict(zip(rows.pop("heuristic"), rows["bald-region"], strict=True))
+    # Pair 0 over the fractions 0.1-0.2 that both reached: 0.65 - 0.55 (random's whole curve,
+    # 0.65, would give 0); pair 1 over 0.1-0.3: 0.675 - 0.6. Mean +0.0875.
+    assert float(bald["aulc_diff"]) == pytest.approx(0.0875, abs=1e-4)
+
+
 def test_report_refuses_image_runs_without_pixel_counts_next_to_region_runs(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -407,7 +407,7 @@ def _summary_rows(directory: Path) -> dict[str, dict[str, str]]:
 # The fixture's paired AULC (as in test_end_to_end): bald 0.63, 0.65, 0.57 (run 2 over its
 # 4-image span: (0.96 + 1.32) / 4); random 3.1/6, 3.12/6 and, over the 4-8 images its pair
 # reached, 0.49. Differences bald - random: 0.68/6, 0.78/6, 0.48/6 = 0.11333, 0.13, 0.08; mean
-# 1.94/18 = 0.10778; deviations 0.2/60, 0.8/60, -1/60, sum of squares 0.14/108, so
+# 1.94/18 = 0.10778; deviations 1/180, 4/180, -5/180, sum of squares 0.14/108, so
 # sd = sqrt(0.14 / 216) = 0.025459 and se = sd / sqrt(3) = 0.014699.
 FIXTURE_MEAN = 1.94 / 18
 FIXTURE_SD = math.sqrt(0.14 / 216)
@@ -878,9 +878,15 @@ def test_an_unfinished_pair_is_compared_over_the_cycles_both_reached(
     results.mkdir()
     write_run(results, "random", 0, [4, 6, 8], [0.5, 0.6, 0.7])
     write_run(results, "entropy", 0, [4, 6], [0.5, 0.65])  # cut off after cycle 1
+    record = json.loads((results / "entropy_0.json").read_text())
+    (results / "entropy_0.json").write_text(json.dumps({**record, "complete": False}))
     write_run(results, "random", 1, [4, 6, 8], [0.4, 0.5, 0.8])
     write_run(results, "entropy", 1, [4, 6, 8], [0.4, 0.6, 0.7])
+    capsys.readouterr()
     assert main([str(results)]) == 0
+    assert "(pairs are compared over the cycles both runs reached)" in capsys.readouterr().err
+    markdown = (results / "summary.md").read_text()
+    assert "each pair is compared over the cycles both of its runs reached" in markdown
     row = _summary_rows(results)["entropy"]
     # Pair 0 over 4-6 labels: 0.575 - 0.55 (against random's whole curve, 0.6, it would read
     # -0.025); pair 1 over 4-8: 0.575 - 0.55. So +0.025 in both, without spread.

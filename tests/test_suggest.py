@@ -98,7 +98,7 @@ def test_weights_from_another_setup_are_reused_and_said_to_be(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder, _ = half_masked(tmp_path / "slides")
-    suggest(folder, tmp_path / "a")
+    suggest(folder, tmp_path / "a", device="cpu")
     out = tmp_path / "a" / "suggest"
     here = describe_machine(torch.device("cpu"), resolve_precision("auto", torch.device("cpu")))
     assert json.loads((out / "model.json").read_text())["machine"] == here
@@ -107,11 +107,11 @@ def test_weights_from_another_setup_are_reused_and_said_to_be(
     elsewhere = {**here, "cpu": "Another CPU", "precision": "float16"}
     monkeypatch.setattr(suggest_module, "describe_machine", lambda device, dtype: elsewhere)
     capsys.readouterr()
-    suggest(folder, tmp_path / "a")
+    suggest(folder, tmp_path / "a", device="cpu")
     said = capsys.readouterr().out
     assert "reusing" in said
-    assert f"cpu {here['cpu']} -> Another CPU" in said
-    assert f"precision {here['precision']} -> float16" in said
+    assert f"cpu: {here['cpu']} -> Another CPU" in said
+    assert f"precision: {here['precision']} -> float16" in said
     assert "torch" not in said.split("another setup")[1].split("delete")[0]  # unchanged keys
     assert read_rows(out / "suggestions.csv") == rows  # the saved weights still score
 

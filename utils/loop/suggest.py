@@ -39,6 +39,7 @@ from utils.loop.inference import MCSettings, mc_probabilities
 from utils.loop.run import check_scaled_size, make_regions, seed_cycle, train_settings
 from utils.loop.training import train_model
 from utils.loop.units import ImageUnit, LabellingUnit, RegionUnit
+from utils.runs.state import machine_changes
 
 # Keys that change the scoring or the output only: a change in them reuses the weights. The
 # label unit and region settings are not among them: they decide which annotated pixels train.
@@ -266,12 +267,8 @@ def _trained_model(
             _say(f"labels and settings unchanged: reusing {weights}")
             # Training here would give other weights, hence other suggestions than a fresh run
             # on this machine; weights saved before manifests named their machine are not judged.
-            before = saved.get("machine", machine)
-            changed = [
-                f"{key} {before.get(key)} -> {value}"
-                for key, value in machine.items()
-                if before.get(key) != value
-            ]
+            before = saved.get("machine")
+            changed = machine_changes([before], machine) if isinstance(before, dict) else []
             if changed:
                 _say(
                     f"these weights were trained on another setup ({'; '.join(changed)}); "

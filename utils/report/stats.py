@@ -40,8 +40,10 @@ def aulc(n_labelled: np.ndarray, dice: np.ndarray) -> float:
 
     Trapezoidal area under Dice against the number of labelled images, divided by the range of
     labelled images, i.e. the curve's average height. Normalising makes runs with different
-    acquisition budgets comparable in scale, though a run that stopped early (pool exhausted)
-    is averaged over its own, shorter range. A single-point curve has AULC equal to its Dice.
+    acquisition budgets comparable in scale, though a run that stopped early (pool exhausted,
+    or unfinished) is averaged over its own, shorter range; the report's paired tests therefore
+    take a pair's two curves over the cycles both reached. A single-point curve has AULC equal
+    to its Dice.
     """
     n = np.asarray(n_labelled, dtype=float)
     d = np.asarray(dice, dtype=float)

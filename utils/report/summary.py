@@ -86,7 +86,7 @@ class SummaryRow:
     pixels_to_95: float | None = None
     # Paired against the baseline (random unless --baseline says otherwise) over shared runs;
     # None for the baseline itself, without it, or with fewer than 2 pairs.
-    aulc_diff: float | None = None  # mean of (row - baseline) per-run AULC
+    aulc_diff: float | None = None  # mean of (row - baseline) AULC, a pair over shared cycles
     aulc_diff_ci_low: float | None = None  # 95 % t-interval of that mean
     aulc_diff_ci_high: float | None = None
     p_holm: float | None = None  # p_vs_random, Holm-adjusted over the table's rows

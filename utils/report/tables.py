@@ -76,7 +76,8 @@ def render_markdown(summary: Summary, title: str) -> str:
         + (f", i.e. Dice ≥ {summary.target:.4f}" if len(summary.full_by_tag) < 2 else "")
         + "; – if never reached.",
         f"- `p_vs_random`: two-sided paired test of per-run AULC against the baseline {base} "
-        f"over the runs both share: Wilcoxon signed-rank with ≥ {MIN_WILCOXON_PAIRS} pairs, "
+        "over the runs both share, each pair's AULC over the cycles both of its runs reached: "
+        f"Wilcoxon signed-rank with ≥ {MIN_WILCOXON_PAIRS} pairs, "
         f"paired t-test with 2–{MIN_WILCOXON_PAIRS - 1}; – for {base} itself, without it, or "
         "with fewer than 2 shared runs. With n pairs the smallest attainable Wilcoxon p is "
         "2 / 2^n (0.0312 for 6 pairs). Not corrected for multiple comparisons.",
@@ -93,7 +94,8 @@ def render_markdown(summary: Summary, title: str) -> str:
         f"equivalence margin ±{summary.margin:g} AULC, level {ALPHA:g}:",
         "",
         "- `aulc_diff`, `aulc_diff_ci_low`, `aulc_diff_ci_high`: mean paired AULC difference "
-        f"(row minus {base}, run by run) and its 95 % t-interval.",
+        f"(row minus {base}, run by run, each pair over the cycles both runs reached) and its "
+        "95 % t-interval.",
         "- `p_holm`: `p_vs_random` Holm-adjusted (Holm 1979) over the rows of this table, "
         "controlling the chance of any false positive among them.",
         f"- `tost_p`: equivalence test (TOST, Schuirmann 1987): the larger p of two one-sided "
