@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-RESULTS := results
+RESULTS := results/demo
 
 .PHONY: install demo test test-fast lint clean
 

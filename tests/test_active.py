@@ -92,7 +92,7 @@ def test_demo_named_config_generates_data(tmp_path: Path, monkeypatch: pytest.Mo
     run({"epochs": 1, "al_cycles": 1, "progress": False}, named_configs=("demo",))
     assert (tmp_path / "data/synthetic/GlaS-rare/Grade.csv").exists()
     assert (tmp_path / "data/synthetic/splits-rare/train.csv").exists()
-    assert np.load(tmp_path / "results/bald_0.npy").shape == (2,)
+    assert np.load(tmp_path / "results/demo/bald_0.npy").shape == (2,)
     rare = (tmp_path / "data/synthetic/GlaS-rare/rare.txt").read_text().split()
     assert sum(n.startswith("train_") for n in rare) == 5  # 1 in 8 of 40, 3 of them in the pool
     assert sum(n.startswith("test") for n in rare) == 10  # half of the 20 test images
@@ -146,7 +146,7 @@ def test_topk_without_the_rare_style_reproduces_the_earlier_demo_bitwise(
         run(EARLIER_DEMO, named_configs=("demo",))
     finally:
         torch.set_num_threads(before)
-    assert (tmp_path / "results/bald_0.npy").read_bytes() == (
+    assert (tmp_path / "results/demo/bald_0.npy").read_bytes() == (
         GOLDEN / "demo_bald_0.npy"
     ).read_bytes()
 
@@ -159,7 +159,7 @@ def test_the_earlier_demo_in_fp32_matches_its_golden_on_any_cpu(
     0.02. One cycle only: a near-tie in the scores could acquire another image elsewhere."""
     monkeypatch.chdir(tmp_path)
     run({**EARLIER_DEMO, "precision": "fp32", "al_cycles": 0}, named_configs=("demo",))
-    dice = np.load(tmp_path / "results/bald_0.npy")
+    dice = np.load(tmp_path / "results/demo/bald_0.npy")
     golden = np.load(GOLDEN / "demo_bald_0_fp32.npy")
     np.testing.assert_allclose(dice, golden, atol=0.02)
 

@@ -202,6 +202,13 @@ def test_other_config_is_refused_unless_overwrite(
     assert err.count("\n") == 0 and "epochs: 1 -> 2" in err and "lr: 0.1 -> 0.05" in err
     assert "overwrite=True" in err
     assert (tmp_path / "bald_0.npy").read_bytes() == original
+    # With its data folder missing as well, the folder is named instead: the clash's way out
+    # (another results_dir, or overwrite=True) would only lead there.
+    missing = tmp_path / "no_such_data"
+    with pytest.raises(SystemExit):
+        ex.run(config_updates={**config, "epochs": 2, "data_path": str(missing)})
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(missing) in err and "another config" not in err, err
     ex.run(config_updates={**config, "epochs": 2, "overwrite": True})
     record = json.loads((tmp_path / "bald_0.json").read_text())
     assert record["config"]["epochs"] == 2

@@ -275,6 +275,9 @@ class ExperimentConfig:
 NAMED_CONFIGS: dict[str, dict[str, Any]] = {
     # Synthetic GlaS, a narrow UNet, few epochs: a complete run in about 30 s on 2 CPU cores.
     "demo": {
+        # Apart from the real runs' results/, so that trying the demo first leaves no bald_0
+        # there for a GlaS run of the same name to clash with.
+        "results_dir": "results/demo",
         "data_path": "data/synthetic/GlaS-rare",
         "splits_path": "data/synthetic/splits-rare",
         "synthetic": True,
