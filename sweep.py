@@ -109,7 +109,19 @@ def split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     own, config_tokens = split_argv(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(own)
+    parser = build_parser()
+    args, stray = parser.parse_known_args(own)
+    if stray and not any(token.startswith("-") for token in stray):
+        # Most likely active.py config written without the -- in front of it.
+        print(
+            f"error: sweep.py does not take {' '.join(stray)!r}; active.py config goes after "
+            f"--: sweep.py ... -- {' '.join(stray)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 2
+    if stray:
+        parser.parse_args(own)  # argparse's own message for an unknown option
     try:
         return sweep(args, config_tokens)
     except UserError as err:

@@ -432,8 +432,18 @@ def test_holm_adjusts_over_the_rows_paired_with_random(results_dir: Path) -> Non
     assert float(rows[low]["p_holm"]) > p[low]
 
 
-def test_summary_paired_columns_by_hand(results_dir: Path) -> None:
+def test_summary_paired_columns_by_hand(
+    results_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([str(results_dir)]) == 0
+    console = capsys.readouterr().out.splitlines()
+    # The terminal's table: header, then the rows in the summary's order, aligned.
+    assert console[0].split()[:3] == ["result", "runs", "AULC"]
+    assert "AULC - random [95 % CI]" in console[0]
+    bald_line = next(line for line in console if line.startswith("bald "))
+    assert bald_line.split()[1:5] == ["3", f"{np.mean([0.63, 0.65, 0.57]):.3f}", "±", "0.042"]
+    assert "+0.108 [+0.045, +0.171]  0.018     different" in bald_line
+    assert console[2].startswith("random ") and console[2].split()[1] == "3"
     rows = _summary_rows(results_dir)
     bald = rows["bald"]
     assert bald["aulc_diff"] == f"{FIXTURE_MEAN:.4f}" == "0.1078"

@@ -75,8 +75,10 @@ def test_suggestions_are_written_seeded_and_reuse_the_weights(
         ring = geojson["features"][0]["geometry"]["coordinates"][0]
         assert ring == [[0, 0], [64, 0], [64, 48], [0, 48], [0, 0]]  # the whole image
     weights = (out / "model.pt").stat().st_mtime_ns
+    said = capsys.readouterr().out
+    assert f"5 labelled images in {folder}, 5 images to rank" in said
+    assert "training for 2 epochs (no saved weights)" in said
 
-    capsys.readouterr()
     monkeypatch.chdir(folder.parent)  # nothing changed, the folder written another way
     suggest(folder, tmp_path / "a", data_path=f"{folder.name}/")  # same weights and suggestions
     said = capsys.readouterr().out
@@ -90,8 +92,13 @@ def test_suggestions_are_written_seeded_and_reuse_the_weights(
     (tmp_path / "slides" / f"{first}.mask.png").rename(folder / "masks" / f"{first}.png")
     capsys.readouterr()
     suggest(folder, tmp_path / "a")
-    assert "reusing" not in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "reusing" not in said
+    assert "(the masks, images or training settings changed)" in said
     assert first not in {r["image"] for r in read_rows(out / "suggestions.csv")}
+    suggest(folder, tmp_path / "a", n_suggest=10)  # more than the 4 left
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert "wrote 4 suggestions to" in last and "(n_suggest=10, but the pool holds no more)" in last
 
 
 def test_weights_from_another_setup_are_reused_and_said_to_be(
@@ -248,7 +255,7 @@ def test_a_mask_of_one_region_labels_that_region_only(
     assert "use label_unit=region to learn from part of an image" in capsys.readouterr().err
 
     suggest(folder, tmp_path / "a", unannotated_value=255, **regions)
-    assert "labelled: 5 images whole, 1 regions of 1 partial masks" in capsys.readouterr().out
+    assert "labelled: 5 images whole, 1 region of 1 partial mask" in capsys.readouterr().out
     manifest = json.loads((tmp_path / "a" / "suggest" / "model.json").read_text())
     assert manifest["regions_of_partial_masks"] == {image: [0]}
     rows = read_rows(tmp_path / "a" / "suggest" / "suggestions.csv")

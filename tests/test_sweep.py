@@ -369,6 +369,23 @@ def test_bad_input_is_one_line_before_any_job_starts(
     assert not list(results.glob("*.npy")) and not (results / "logs").exists()
 
 
+def test_config_without_the_double_dash_is_one_line_naming_it(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import sweep
+
+    assert sweep.main(["--heuristics", "bald", "random", "--runs", "0-1", "demo", "epochs=2"]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.count("\n") == 1
+    assert stderr == (
+        "error: sweep.py does not take 'demo epochs=2'; active.py config goes after --: "
+        "sweep.py ... -- demo epochs=2\n"
+    )
+    with pytest.raises(SystemExit):  # a misspelt option keeps argparse's message
+        sweep.main(["--paralel", "2", "--", "demo"])
+    assert "unrecognized arguments: --paralel 2" in capsys.readouterr().err
+
+
 def test_sweep_refuses_a_changed_config_before_running(
     synthetic_root: Path, clean_sweep: Path
 ) -> None:

@@ -40,6 +40,7 @@ from utils.loop.run import check_scaled_size, make_regions, seed_cycle, train_se
 from utils.loop.training import train_model
 from utils.loop.units import ImageUnit, LabellingUnit, RegionUnit
 from utils.runs.state import machine_changes
+from utils.text import counted
 
 # Keys that change the scoring or the output only: a change in them reuses the weights. The
 # label unit and region settings are not among them: they decide which annotated pixels train.
@@ -140,6 +141,11 @@ def suggest(cfg: ExperimentConfig) -> Path:
     taken = {}  # the regions each part-annotated mask labels
     if isinstance(unit, RegionUnit):
         taken = {store.names[i]: sorted(unit.regions.labelled[i]) for i in partly}
+    _say(
+        f"{counted(len(labelled), 'labelled image')} in {index.root}, "
+        f"{counted(len(pool), 'image')} to rank; device {device}, "
+        f"precision {amp_dtype or torch.float32}"
+    )
     torch.manual_seed(cfg.run)
     model = UNet(3, cfg.num_classes, cfg.base_width, dropout=cfg.dropout)
     model = model.to(device, memory_format=torch.channels_last)
@@ -159,9 +165,10 @@ def suggest(cfg: ExperimentConfig) -> Path:
     picks = acquire(unit, settings, model, mc_model, mc_settings, 0)
     sizes = {p["name"]: _original_size(index.root / index.images[p["name"]]) for p in picks}
     write_suggestions(cfg, out, store, picks, mc_model, mc_settings, sizes)
-    plural = "" if len(picks) == 1 else "s"
-    message = f"wrote {len(picks)} suggestion{plural} to {out / 'suggestions.csv'}"
-    if isinstance(unit, RegionUnit) and len(picks) < min(cfg.n_suggest, available):
+    message = f"wrote {counted(len(picks), 'suggestion')} to {out / 'suggestions.csv'}"
+    if len(picks) < cfg.n_suggest and len(picks) == available:
+        message += f" (n_suggest={cfg.n_suggest}, but the pool holds no more)"
+    elif isinstance(unit, RegionUnit) and len(picks) < min(cfg.n_suggest, available):
         # Regions differ in size (edge tiles take an image's remainder; superpixels vary).
         position = {name: i for i, name in enumerate(store.names)}
         covered = sum(unit.regions.area((position[p["name"]], p["region"])) for p in picks)
@@ -208,7 +215,10 @@ def _labelled_unit(
             "annotate each suggested box whole, with the settings that suggested it"
         )
     if partly:
-        _say(f"labelled: {len(whole)} images whole, {taken} regions of {len(partly)} partial masks")
+        _say(
+            f"labelled: {counted(len(whole), 'image')} whole, {counted(taken, 'region')} of "
+            f"{counted(len(partly), 'partial mask')}"
+        )
     return unit
 
 
@@ -260,8 +270,10 @@ def _trained_model(
     fingerprint = _fingerprint(cfg, Path(cfg.data_path), labelled_rows)
     weights, manifest = out / "model.pt", out / "model.json"
     machine = describe_machine(device, amp_dtype)
+    why = "no saved weights"
     if weights.exists() and manifest.exists():
         saved = json.loads(manifest.read_text())
+        why = "the masks, images or training settings changed"
         if saved.get("fingerprint") == fingerprint:
             model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
             _say(f"labels and settings unchanged: reusing {weights}")
@@ -275,6 +287,7 @@ def _trained_model(
                     f"delete {weights} to train them here"
                 )
             return
+    _say(f"training for {cfg.epochs} epochs ({why})")
     generator = seed_cycle(cfg.run, 0)
     labelled = np.flatnonzero(unit.al_set.labelled)
     on_device = cfg.augment_on == "device" or (cfg.augment_on == "auto" and device.type == "cuda")

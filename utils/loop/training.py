@@ -236,7 +236,7 @@ def train_model(
         train_loss = total / count
         unlabelled_loss = unlabelled_total / count
         if val_set is None:
-            bar.set_postfix(train=f"{train_loss:.3f}")
+            bar.set_postfix(train_loss=f"{train_loss:.3f}")
             continue
         # On a GPU, batching the validation images keeps it busy; on a CPU one image at a time
         # sums in the order the committed CPU results were made with.
@@ -251,7 +251,11 @@ def train_model(
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
-        bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}", best=f"{best_loss:.3f}")
+        bar.set_postfix(
+            train_loss=f"{train_loss:.3f}",
+            val_loss=f"{val_loss:.3f}",
+            best_val_loss=f"{best_loss:.3f}",
+        )
     extra_info = {} if semi is None else {"last_unlabelled_loss": unlabelled_loss}
     if val_set is None:
         if ema:

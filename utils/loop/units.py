@@ -34,6 +34,7 @@ from utils.loop.inference import (
     score_regions,
 )
 from utils.runs.state import ResumeError, RunState
+from utils.text import counted
 
 
 @dataclass
@@ -316,4 +317,4 @@ class RegionUnit:
         if not acquired:
             return "-"
         n_images = len({a["name"] for a in acquired})
-        return f"{len(acquired)} regions of {n_images} images"
+        return f"{counted(len(acquired), 'region')} of {counted(n_images, 'image')}"

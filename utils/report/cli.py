@@ -24,7 +24,13 @@ from pathlib import Path
 from utils.io import atomic_write_text
 from utils.report.figure import plot_learning_curves
 from utils.report.summary import DEFAULT_MARGIN, RANDOM, summarise
-from utils.report.tables import render_csv, render_curves_csv, render_markdown, render_runs_csv
+from utils.report.tables import (
+    render_console,
+    render_csv,
+    render_curves_csv,
+    render_markdown,
+    render_runs_csv,
+)
 from utils.runs.records import ReportError, folder_paths, load_results
 
 
@@ -69,6 +75,7 @@ def write_report(
             "of a pair on one machine with the same settings",
             file=sys.stderr,
         )
+    print(render_console(summary), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     title = "Active-learning summary: " + " + ".join(d.resolve().name for d in dirs)
     return [

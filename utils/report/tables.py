@@ -39,6 +39,42 @@ def _row_cells(row: SummaryRow) -> list[str]:
     return [_format_cell(getattr(row, column)) for column in CSV_COLUMNS]
 
 
+def render_console(summary: Summary) -> str:
+    """The columns to read first, aligned for a terminal: each row's AULC and final Dice, and
+    its paired difference from the baseline with the 95 % CI, Holm-adjusted p and verdict."""
+    lines = [
+        [
+            "result",
+            "runs",
+            "AULC",
+            "final Dice",
+            f"AULC - {summary.baseline} [95 % CI]",
+            "p (Holm)",
+            "verdict",
+        ]
+    ]
+    for row in summary.rows:
+        paired = row.aulc_diff is not None
+        lines.append(
+            [
+                row.heuristic,
+                str(row.n_runs),
+                f"{row.aulc_mean:.3f} ± {row.aulc_std:.3f}",
+                f"{row.final_dice_mean:.3f}",
+                f"{row.aulc_diff:+.3f} [{row.aulc_diff_ci_low:+.3f}, {row.aulc_diff_ci_high:+.3f}]"
+                if paired
+                else "",
+                "" if row.p_holm is None else f"{row.p_holm:.3f}",
+                row.verdict or "",
+            ]
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
 def render_csv(summary: Summary) -> str:
     """The summary table as CSV text with the ``CSV_COLUMNS`` header."""
     buffer = io.StringIO()

@@ -1,0 +1,6 @@
+"""Counts in messages: ``counted(1, "region")`` is "1 region", ``counted(3, "region")``
+"3 regions"."""
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
