@@ -131,11 +131,21 @@ def test_an_overlay_draws_uncertainty_on_the_given_scale(tmp_path: Path) -> None
     path = tmp_path / "overlay.png"
     suggest_module._save_overlay(path, image, (foreground, uncertainty), [0, 2, 0, 2], top=0.4)
     canvas = np.asarray(Image.open(path).convert("RGB")).astype(int)
-    assert canvas.shape == (4, 3 * 6 + 8, 3)
-    panel = canvas[:, 2 * (6 + 4) :, 1]  # green: the red outline has none
-    assert panel[1, 2] == 127 and panel[2, 3] == 255 and panel[3, 5] == 0
-    assert (canvas[2:, 6 + 4 + 2 : 2 * 6 + 4, :] == 127).all()  # P(foreground) 0.5, outside the box
-    assert tuple(canvas[0, 2 * (6 + 4)]) == (255, 0, 0)  # the box's corner, in the third panel
+    # A 4x6 image is enlarged 48 times, to a shorter side of 192 pixels, under a title strip.
+    zoom, title = 48, suggest_module.OVERLAY_TITLE
+    height, width = 4 * zoom, 6 * zoom
+    assert canvas.shape == (title + height, 3 * width + 8, 3)
+    assert (canvas[:title, :, :] < 255).any()  # the titles are drawn
+    panel = canvas[title:, 2 * (width + 4) :, 1]  # green: the red outline has none
+    centre = zoom // 2  # of each enlarged pixel, away from the outline
+    assert panel[zoom + centre, 2 * zoom + centre] == 127
+    assert panel[2 * zoom + centre, 3 * zoom + centre] == 255
+    assert panel[3 * zoom + centre, 5 * zoom + centre] == 0
+    # P(foreground) 0.5 outside the box
+    assert (canvas[title + 2 * zoom :, width + 4 + 2 * zoom : 2 * width + 4, :] == 127).all()
+    assert tuple(canvas[title, 2 * (width + 4)]) == (255, 0, 0)  # the box's corner, 3rd panel
+    corner = (title + 2 * zoom - 1, 2 * (width + 4) + 2 * zoom - 1)
+    assert tuple(canvas[corner]) == (255, 0, 0)  # the box's far corner, enlarged with it
 
 
 def test_region_suggestions_carry_their_boxes(tmp_path: Path) -> None:

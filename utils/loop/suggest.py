@@ -15,6 +15,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -41,6 +42,11 @@ from utils.loop.training import train_model
 from utils.loop.units import ImageUnit, LabellingUnit, RegionUnit
 from utils.runs.state import machine_changes
 from utils.text import counted
+
+# Overlays: panels enlarged until their shorter side has this many pixels, under a title strip.
+OVERLAY_MIN_SIDE = 192
+OVERLAY_TITLE = 14
+OVERLAY_TITLES = ("image", "P(foreground)", "uncertainty (white: highest of this call)")
 
 # Keys that change the scoring or the output only: a change in them reuses the weights. The
 # label unit and region settings are not among them: they decide which annotated pixels train.
@@ -414,8 +420,9 @@ def _save_overlay(
     box: list[int],
     top: float,
 ) -> None:
-    """Image, mean prediction and uncertainty side by side, the suggestion outlined in each;
-    uncertainty ``top`` is white."""
+    """Image, mean prediction and uncertainty side by side under their titles, the suggestion
+    outlined in each; uncertainty ``top`` is white. Small images are enlarged by whole pixels
+    (each pixel a square block) so that a region stays visible."""
     foreground, uncertainty = maps
     scaled = np.clip(uncertainty / top, 0.0, 1.0) if top > 0 else np.zeros_like(uncertainty)
     panels = [
@@ -423,14 +430,20 @@ def _save_overlay(
         np.repeat((foreground * 255).astype(np.uint8)[..., None], 3, axis=2),
         np.repeat((scaled * 255).astype(np.uint8)[..., None], 3, axis=2),
     ]
+    zoom = max(1, math.ceil(OVERLAY_MIN_SIDE / min(panels[0].shape[:2])))
+    panels = [panel.repeat(zoom, axis=0).repeat(zoom, axis=1) for panel in panels]
     height, width = panels[0].shape[:2]
-    canvas = Image.new("RGB", (3 * width + 8, height), (255, 255, 255))
+    canvas = Image.new("RGB", (3 * width + 8, OVERLAY_TITLE + height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    y0, y1, x0, x1 = box
-    for i, panel in enumerate(panels):
+    y0, y1, x0, x1 = (zoom * v for v in box)
+    for i, (panel, title) in enumerate(zip(panels, OVERLAY_TITLES, strict=True)):
         left = i * (width + 4)
-        canvas.paste(Image.fromarray(panel), (left, 0))
-        draw.rectangle([left + x0, y0, left + x1 - 1, y1 - 1], outline=(255, 0, 0))
+        draw.text((left + 2, 2), title, fill=(0, 0, 0))
+        canvas.paste(Image.fromarray(panel), (left, OVERLAY_TITLE))
+        top_edge = OVERLAY_TITLE + y0
+        draw.rectangle(
+            [left + x0, top_edge, left + x1 - 1, OVERLAY_TITLE + y1 - 1], outline=(255, 0, 0)
+        )
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
