@@ -41,12 +41,14 @@ class _RoutineSacredNotices(logging.Filter):
     """Drop Sacred's routine notices, which would bury our one-line error messages.
 
     "No observers" is the normal case without ``-F``; "Failed after" repeats what the error line
-    (or, for a real crash, Sacred's traceback) already says.
+    (or, for a real crash, Sacred's traceback) already says; "Changed type" comes before our own
+    check of every value's type, which refuses a wrong one in one line.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not message.startswith(("No observers have been added", "Failed after"))
+        routine = ("No observers have been added", "Failed after", "Changed type of config entry")
+        return not message.startswith(routine)
 
 
 def _experiment_logger() -> logging.Logger:

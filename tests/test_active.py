@@ -339,6 +339,16 @@ def test_command_line_bad_input_prints_exactly_one_line(tmp_path: Path) -> None:
         "error: unknown config key 'epoch'; did you mean 'epochs'? `python -m utils.config` "
         "lists every key\n"
     )
+    # A value of the wrong type: our line alone, without Sacred's notice of the type change.
+    result = subprocess.run(
+        [sys.executable, "active.py", "with", "demo", "epochs=ten", f"results_dir={tmp_path}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == "error: epochs must be an integer (default 60), got 'ten'\n"
     # Sacred's own options after the updates are Sacred's to read.
     from active import refuse_unknown_keys
 
