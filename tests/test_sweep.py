@@ -405,6 +405,21 @@ def test_sweep_skips_a_run_another_process_holds(synthetic_root: Path, tmp_path:
     assert (tmp_path / "random_1.npy").exists() and not (tmp_path / "random_0.npy").exists()
 
 
+def test_progress_counts_a_run_whose_files_say_finished_as_done_not_running(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    from utils.sweep.local import Progress
+
+    named, updates = parse_config_tokens(demo_tokens(synthetic_root, tmp_path))
+    jobs = plan_jobs(["bald", "random"], [0], named, updates)
+    state = {"cycles_done": 3, "finished": True}
+    (tmp_path / f"{jobs[0].stem}.state.json").write_text(json.dumps(state))
+    display = Progress(jobs, show=False)
+    display.update(jobs)  # both processes still alive; the first has written its last cycle
+    assert display.postfix == "runs 1/2 done, 1 running"
+    display.close()
+
+
 def test_grid_runs_every_combination_under_its_own_name(synthetic_root: Path) -> None:
     named, updates = parse_config_tokens(demo_tokens(synthetic_root, Path("unused")))
     jobs = plan_jobs(

@@ -73,9 +73,11 @@ class Progress:
     def runs_done(self) -> int:
         return sum(cycles_done(job)[1] for job in self.jobs)
 
-    def update(self, running: int) -> None:
+    def update(self, running: Sequence[Job]) -> None:
         now = self.cycles()
-        postfix = f"runs {self.runs_done()}/{len(self.jobs)} done, {running} running"
+        # A run whose files say finished is done, though its process may not have exited yet.
+        busy = sum(not cycles_done(job)[1] for job in running)
+        postfix = f"runs {self.runs_done()}/{len(self.jobs)} done, {busy} running"
         if now != self.bar.n or postfix != self.postfix:
             self.postfix = postfix
             self.bar.set_postfix_str(postfix, refresh=False)
@@ -137,7 +139,7 @@ def run_local(
                 if code != 0:
                     failed.append(stem)
                     display.bar.write(f"{stem} failed (exit {code}): {_last_line(log_path)}")
-            display.update(len(running))
+            display.update([job for job, _, _ in running.values()])
             if running:
                 time.sleep(poll_s)
     finally:
