@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -113,6 +114,11 @@ def test_paired_p_value_edge_cases() -> None:
     assert paired_p_value({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6}) == 1.0
     # Constant non-zero difference with the t-test: infinite t, p = 0.
     assert paired_p_value({0: 0.6, 1: 0.7}, {0: 0.5, 1: 0.6}) == pytest.approx(0.0)
+    # The same, constant up to rounding (0.04999999999999999 and ...93): no scipy warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert paired_p_value({0: 0.3, 1: 0.7}, {0: 0.25, 1: 0.65}) == 0.0
+        assert paired_p_value({0: 0.3 - 0.25, 1: 0.05}, {0: 0.05, 1: 0.7 - 0.65}) == 1.0
 
 
 def test_mean_curve_uneven_lengths_and_t_interval() -> None:
@@ -638,6 +644,12 @@ def test_figure_has_a_difference_panel_and_zoomed_axes(
     differences = figures[1].axes[1]
     np.testing.assert_allclose(differences.get_lines()[0].get_ydata(), [0.0, -0.10, -0.17, -0.18])
     assert differences.get_ylabel() == "test Dice − bald's"
+    # Two pairs far apart: t(0.975, 1) = 12.7 stretches the interval past ±1, where no
+    # difference of two Dice can be; the axis stops at ±1.
+    for run, dice in ((0, [0.1, 0.9]), (1, [0.9, 0.1])):
+        write_run(results_dir, "wide", run, N_LABELLED[:2], dice)
+    assert main([str(results_dir)]) == 0
+    assert figures[2].axes[1].get_ylim() == (-1.0, 1.0)
     assert differences.get_title().startswith("paired difference from bald (same run")
     plt.close("all")
 

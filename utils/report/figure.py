@@ -160,7 +160,10 @@ def _plot_differences(
         linewidth=0,
         label=f"±{summary.margin:g}: equivalence margin of tost_p (AULC)",
     )
-    ax.set_ylim(*_padded_limits(shown))
+    # A difference of two Dice lies in [-1, 1]; an interval past that (two pairs give t = 12.7)
+    # says no more, and would squeeze the means into a line.
+    low, high = _padded_limits(shown)
+    ax.set_ylim(max(low, -1.0), min(high, 1.0))
     ax.set_ylabel(f"test Dice − {summary.baseline}'s")
     tagged = any("@" in name for name in differences) and "@" not in summary.baseline
     ax.set_title(

@@ -69,6 +69,10 @@ def labels_to_reach(n_labelled: np.ndarray, mean_dice: np.ndarray, target: float
     return int(n[reached[0]]) if reached.size else None
 
 
+# Relative size of float rounding in AULC values: differences this small are equal.
+ROUNDING = 1e-12
+
+
 def paired_p_value(a: Mapping[int, float], b: Mapping[int, float]) -> float | None:
     """Two-sided paired test of ``a`` against ``b`` over the run numbers both contain.
 
@@ -85,13 +89,16 @@ def paired_p_value(a: Mapping[int, float], b: Mapping[int, float]) -> float | No
     x = np.array([a[run] for run in shared], dtype=float)
     y = np.array([b[run] for run in shared], dtype=float)
     diff = x - y
-    if np.all(diff == 0):
+    # Differences equal up to float rounding (0.3 - 0.25 and 0.7 - 0.65 differ in the 17th
+    # digit) have no spread to test; scipy would divide by the rounding and warn of it.
+    rounding = ROUNDING * max(1.0, float(np.max(np.abs(x))), float(np.max(np.abs(y))))
+    if np.all(np.abs(diff) <= rounding):
         # Both tests are undefined (0/0); no evidence of a difference.
         return 1.0
     if len(shared) >= MIN_WILCOXON_PAIRS:
         return float(stats.wilcoxon(x, y, alternative="two-sided").pvalue)
-    if np.all(diff == diff[0]):
-        # Zero spread: scipy would return the same answer but with a precision-loss warning.
+    if np.ptp(diff) <= rounding:
+        # Zero spread, constant non-zero difference: infinite t.
         return 0.0
     return float(stats.ttest_rel(x, y, alternative="two-sided").pvalue)
 
