@@ -25,6 +25,7 @@ from pathlib import Path
 # sacred imports pkg_resources, whose deprecation warning says nothing to our users.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
+from utils.config import NAMED_CONFIGS  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.sweep.local import run_local  # noqa: E402
 from utils.sweep.mps import mps_daemon  # noqa: E402
@@ -111,8 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     own, config_tokens = split_argv(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, stray = parser.parse_known_args(own)
-    if stray and not any(token.startswith("-") for token in stray):
-        # Most likely active.py config written without the -- in front of it.
+    if stray and all("=" in token or token in NAMED_CONFIGS for token in stray):
+        # active.py config written without the -- in front of it.
         print(
             f"error: sweep.py does not take {' '.join(stray)!r}; active.py config goes after "
             f"--: sweep.py ... -- {' '.join(stray)}",
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     if stray:
-        parser.parse_args(own)  # argparse's own message for an unknown option
+        parser.parse_args(own)  # argparse's own message for anything else
     try:
         return sweep(args, config_tokens)
     except UserError as err:

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from data.create_splits import write_splits
-from data.folder import open_folder
-from data.glas import open_glas, split_csv_path
+from data.folder import FOLDER_HELP, open_folder
+from data.glas import GLAS_HELP, open_glas, split_csv_path
 from data.segmentation import SPLITS, DataError, SegmentationData
 from data.synthetic import generate_synthetic_glas
 from utils.config import NAMED_CONFIGS, ExperimentConfig
@@ -44,6 +44,15 @@ OPENERS: dict[str, Callable[[ExperimentConfig, tuple[str, ...]], SegmentationDat
     "glas": _open_glas,
     "folder": _open_folder,
 }
+
+
+def check_data_folder(cfg: ExperimentConfig, workdir: str | Path = ".") -> None:
+    """DataError, with the dataset's instructions, when ``data_path`` is no folder. Nothing is
+    read, generated or written: a cheap check to run before refusing for another reason."""
+    if cfg.synthetic or Path(workdir, cfg.data_path).is_dir():
+        return
+    help_text = {"glas": GLAS_HELP, "folder": FOLDER_HELP}[cfg.dataset]
+    raise DataError(f"data folder {cfg.data_path} does not exist; {help_text}")
 
 
 def open_dataset(cfg: ExperimentConfig, splits: tuple[str, ...]) -> SegmentationData:

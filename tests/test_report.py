@@ -119,6 +119,12 @@ def test_paired_p_value_edge_cases() -> None:
         warnings.simplefilter("error")
         assert paired_p_value({0: 0.3, 1: 0.7}, {0: 0.25, 1: 0.65}) == 0.0
         assert paired_p_value({0: 0.3 - 0.25, 1: 0.05}, {0: 0.05, 1: 0.7 - 0.65}) == 1.0
+    # With Wilcoxon, a difference of rounding size is a tie (dropped), not a signed difference.
+    a = {0: 0.3, 1: 0.5, 2: 0.5, 3: 0.5, 4: 0.5, 5: 0.5}
+    b = {0: 0.1 + 0.2, 1: 0.5, 2: 0.51, 3: 0.52, 4: 0.53, 5: 0.5}  # 0.30000000000000004
+    assert a[0] != b[0]
+    tied = {**b, 0: 0.3}
+    assert paired_p_value(a, b) == paired_p_value(a, tied)
 
 
 def test_mean_curve_uneven_lengths_and_t_interval() -> None:

@@ -384,6 +384,15 @@ def test_config_without_the_double_dash_is_one_line_naming_it(
     with pytest.raises(SystemExit):  # a misspelt option keeps argparse's message
         sweep.main(["--paralel", "2", "--", "demo"])
     assert "unrecognized arguments: --paralel 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # so does a stray value that is no config
+        sweep.main(["--runs", "0", "1", "--", "demo"])
+    assert "unrecognized arguments: 1" in capsys.readouterr().err
+    # After a list option, the config is read as one more heuristic.
+    assert sweep.main(["--heuristics", "bald", "random", "demo"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --heuristics takes heuristics, not 'demo'; active.py config goes after --: "
+        "sweep.py --heuristics ... -- demo\n"
+    )
 
 
 def test_sweep_refuses_a_changed_config_before_running(
@@ -393,6 +402,12 @@ def test_sweep_refuses_a_changed_config_before_running(
     done = run_sweep(sweep_command([*tokens, "epochs=3"]))
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert "with another config (epochs: 2 -> 3)" in done.stderr
+    # With its data folder missing too, that is named first, as active.py does.
+    missing = clean_sweep.parent / "no_such_data"
+    moved = [f"data_path={missing}" if t.startswith("data_path=") else t for t in tokens]
+    done = run_sweep(sweep_command([*moved, "epochs=3", "synthetic=False"]))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"error: data folder {missing} does not exist; download GlaS")
 
 
 def test_sweep_skips_a_run_another_process_holds(synthetic_root: Path, tmp_path: Path) -> None:

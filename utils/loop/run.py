@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from baal.active import ActiveLearningDataset
 
-from data.datasets import open_dataset
+from data.datasets import check_data_folder, open_dataset
 from data.device_augment import DeviceAugmenter
 from data.regions import RegionLabels, superpixel_segments
 from data.segmentation import (
@@ -187,9 +187,9 @@ def _run_locked(
     try:
         state = load_state(paths, config, cfg.overwrite)
     except ResumeError:
-        # A missing or unreadable data folder comes first: the clash's way out (another
-        # results_dir, or overwrite=True) would only lead the user to it.
-        open_dataset(cfg, read_splits(cfg))
+        # A missing data folder comes first: the clash's way out (another results_dir, or
+        # overwrite=True) would only lead the user to it.
+        check_data_folder(cfg)
         raise
     if state is not None and state.finished:
         _say(f"{paths.stem} is already complete in {paths.results_dir}: {paths.npy}")
@@ -238,14 +238,10 @@ def _run_locked(
     return np.load(paths.npy)
 
 
-def read_splits(cfg: ExperimentConfig) -> tuple[str, ...]:
-    """The splits a run reads: without model selection on validation labels, not ``val``."""
-    return SPLITS if cfg.model_selection == "val" else tuple(s for s in SPLITS if s != "val")
-
-
 def build_run(cfg: ExperimentConfig, paths: RunPaths) -> RunSetup:
     """Read and check the data, then build the model and every step's settings."""
-    splits = read_splits(cfg)
+    # Without model selection on validation labels, the validation split is never read.
+    splits = SPLITS if cfg.model_selection == "val" else tuple(s for s in SPLITS if s != "val")
     data = open_dataset(cfg, splits)
     n_train = len(data.splits["train"])
     if cfg.n_label_start > n_train:

@@ -147,10 +147,11 @@ def suggest(cfg: ExperimentConfig) -> Path:
     taken = {}  # the regions each part-annotated mask labels
     if isinstance(unit, RegionUnit):
         taken = {store.names[i]: sorted(unit.regions.labelled[i]) for i in partly}
+    # In region mode the unlabelled regions of part-annotated images are ranked too.
+    ranked = counted(len(unit.pool()), "region" if isinstance(unit, RegionUnit) else "image")
     _say(
-        f"{counted(len(labelled), 'labelled image')} in {index.root}, "
-        f"{counted(len(pool), 'image')} to rank; device {device}, "
-        f"precision {amp_dtype or torch.float32}"
+        f"{counted(len(labelled), 'labelled image')} in {index.root}, {ranked} to rank; "
+        f"device {device}, precision {amp_dtype or torch.float32}"
     )
     torch.manual_seed(cfg.run)
     model = UNet(3, cfg.num_classes, cfg.base_width, dropout=cfg.dropout)
@@ -172,7 +173,7 @@ def suggest(cfg: ExperimentConfig) -> Path:
     sizes = {p["name"]: _original_size(index.root / index.images[p["name"]]) for p in picks}
     write_suggestions(cfg, out, store, picks, mc_model, mc_settings, sizes)
     message = f"wrote {counted(len(picks), 'suggestion')} to {out / 'suggestions.csv'}"
-    if len(picks) < cfg.n_suggest and len(picks) == available:
+    if 0 < len(picks) < cfg.n_suggest and len(picks) == available:
         message += f" (n_suggest={cfg.n_suggest}, but the pool holds no more)"
     elif isinstance(unit, RegionUnit) and len(picks) < min(cfg.n_suggest, available):
         # Regions differ in size (edge tiles take an image's remainder; superpixels vary).
@@ -276,7 +277,7 @@ def _trained_model(
     fingerprint = _fingerprint(cfg, Path(cfg.data_path), labelled_rows)
     weights, manifest = out / "model.pt", out / "model.json"
     machine = describe_machine(device, amp_dtype)
-    why = "no saved weights"
+    why = f"no {manifest.name} beside {weights.name}" if weights.exists() else "no saved weights"
     if weights.exists() and manifest.exists():
         saved = json.loads(manifest.read_text())
         why = "the masks, images or training settings changed"
@@ -293,7 +294,7 @@ def _trained_model(
                     f"delete {weights} to train them here"
                 )
             return
-    _say(f"training for {cfg.epochs} epochs ({why})")
+    _say(f"training for {counted(cfg.epochs, 'epoch')} ({why})")
     generator = seed_cycle(cfg.run, 0)
     labelled = np.flatnonzero(unit.al_set.labelled)
     on_device = cfg.augment_on == "device" or (cfg.augment_on == "auto" and device.type == "cuda")

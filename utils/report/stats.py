@@ -92,11 +92,12 @@ def paired_p_value(a: Mapping[int, float], b: Mapping[int, float]) -> float | No
     # Differences equal up to float rounding (0.3 - 0.25 and 0.7 - 0.65 differ in the 17th
     # digit) have no spread to test; scipy would divide by the rounding and warn of it.
     rounding = ROUNDING * max(1.0, float(np.max(np.abs(x))), float(np.max(np.abs(y))))
-    if np.all(np.abs(diff) <= rounding):
+    diff[np.abs(diff) <= rounding] = 0.0  # a tie, not a signed difference, for Wilcoxon
+    if np.all(diff == 0):
         # Both tests are undefined (0/0); no evidence of a difference.
         return 1.0
     if len(shared) >= MIN_WILCOXON_PAIRS:
-        return float(stats.wilcoxon(x, y, alternative="two-sided").pvalue)
+        return float(stats.wilcoxon(diff, alternative="two-sided").pvalue)
     if np.ptp(diff) <= rounding:
         # Zero spread, constant non-zero difference: infinite t.
         return 0.0

@@ -64,7 +64,11 @@ def render_console(summary: Summary) -> str:
                 f"{row.aulc_diff:+.3f} [{row.aulc_diff_ci_low:+.3f}, {row.aulc_diff_ci_high:+.3f}]"
                 if paired
                 else "",
-                "" if row.p_holm is None else f"{row.p_holm:.3f}",
+                ""
+                if row.p_holm is None
+                else f"{row.p_holm:.3f}"
+                if row.p_holm >= 0.001
+                else "<0.001",
                 row.verdict or "",
             ]
         )

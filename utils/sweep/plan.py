@@ -210,6 +210,11 @@ def plan_jobs(
     workdir = Path.cwd() if workdir is None else Path(workdir)
     canonical = []
     for name in heuristics:
+        if name in NAMED_CONFIGS or "=" in name:  # config that lost its -- on the way
+            raise SweepError(
+                f"--heuristics takes heuristics, not {name!r}; active.py config goes after --: "
+                f"sweep.py --heuristics ... -- {name}"
+            )
         try:
             canonical.append(resolve_heuristic(name))
         except ValueError as err:
@@ -289,6 +294,14 @@ def check_resumable(jobs: Sequence[Job]) -> dict[str, JobStatus]:
         try:
             statuses[job.stem] = job_status(job)
         except ResumeError as err:
+            # As active.py does: a missing data folder is what to fix first.
+            from data.datasets import check_data_folder
+            from data.segmentation import DataError
+
+            try:
+                check_data_folder(validate(job.config), job.workdir)
+            except DataError as missing:
+                raise SweepError(str(missing)) from None
             raise SweepError(str(err)) from None
     return statuses
 
