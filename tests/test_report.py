@@ -912,7 +912,10 @@ def test_an_unfinished_pair_is_compared_over_the_cycles_both_reached(
     write_run(results, "entropy", 1, [4, 6, 8], [0.4, 0.6, 0.7])
     capsys.readouterr()
     assert main([str(results)]) == 0
-    assert "(pairs are compared over the cycles both runs reached)" in capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert "(pairs are compared over the cycles both runs reached)" in printed.err
+    entropy = next(line for line in printed.out.splitlines() if line.startswith("entropy "))
+    assert "+0.025 [+0.025, +0.025]  <0.001" in entropy  # a constant difference: p = 0
     markdown = (results / "summary.md").read_text()
     assert "each pair is compared over the cycles both of its runs reached" in markdown
     row = _summary_rows(results)["entropy"]

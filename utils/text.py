@@ -2,5 +2,5 @@
 "3 regions"."""
 
 
-def counted(n: int, noun: str, plural: str | None = None) -> str:
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun if n == 1 else noun + 's'}"

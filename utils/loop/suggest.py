@@ -441,9 +441,9 @@ def _save_overlay(
         left = i * (width + 4)
         draw.text((left + 2, 2), title, fill=(0, 0, 0))
         canvas.paste(Image.fromarray(panel), (left, OVERLAY_TITLE))
-        top_edge = OVERLAY_TITLE + y0
         draw.rectangle(
-            [left + x0, top_edge, left + x1 - 1, OVERLAY_TITLE + y1 - 1], outline=(255, 0, 0)
+            [left + x0, OVERLAY_TITLE + y0, left + x1 - 1, OVERLAY_TITLE + y1 - 1],
+            outline=(255, 0, 0),
         )
     buffer = io.BytesIO()
     canvas.save(buffer, format="PNG")

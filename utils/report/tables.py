@@ -39,6 +39,13 @@ def _row_cells(row: SummaryRow) -> list[str]:
     return [_format_cell(getattr(row, column)) for column in CSV_COLUMNS]
 
 
+def _p_text(p: float | None) -> str:
+    """A p-value to three decimals, ``<0.001`` below that; empty for none."""
+    if p is None:
+        return ""
+    return f"{p:.3f}" if p >= 0.001 else "<0.001"
+
+
 def render_console(summary: Summary) -> str:
     """The columns to read first, aligned for a terminal: each row's AULC and final Dice, and
     its paired difference from the baseline with the 95 % CI, Holm-adjusted p and verdict."""
@@ -64,11 +71,7 @@ def render_console(summary: Summary) -> str:
                 f"{row.aulc_diff:+.3f} [{row.aulc_diff_ci_low:+.3f}, {row.aulc_diff_ci_high:+.3f}]"
                 if paired
                 else "",
-                ""
-                if row.p_holm is None
-                else f"{row.p_holm:.3f}"
-                if row.p_holm >= 0.001
-                else "<0.001",
+                _p_text(row.p_holm),
                 row.verdict or "",
             ]
         )

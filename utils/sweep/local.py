@@ -63,21 +63,21 @@ class Progress:
             dynamic_ncols=True,
         )
 
-    def cycles(self) -> int:
-        total = 0
-        for job in self.jobs:
-            done, finished = cycles_done(job)
-            total += job.total_cycles if finished else min(done, job.total_cycles)
-        return total
-
-    def runs_done(self) -> int:
-        return sum(cycles_done(job)[1] for job in self.jobs)
+    def cycles(self, status: dict[str, tuple[int, bool]] | None = None) -> int:
+        """Cycles done over all jobs, from ``status`` (``cycles_done`` by stem) or the files."""
+        status = status or {job.stem: cycles_done(job) for job in self.jobs}
+        return sum(
+            job.total_cycles if status[job.stem][1] else min(status[job.stem][0], job.total_cycles)
+            for job in self.jobs
+        )
 
     def update(self, running: Sequence[Job]) -> None:
-        now = self.cycles()
+        status = {job.stem: cycles_done(job) for job in self.jobs}  # one read of each state file
+        now = self.cycles(status)
+        finished = {stem for stem, (_, done) in status.items() if done}
         # A run whose files say finished is done, though its process may not have exited yet.
-        busy = sum(not cycles_done(job)[1] for job in running)
-        postfix = f"runs {self.runs_done()}/{len(self.jobs)} done, {busy} running"
+        busy = sum(job.stem not in finished for job in running)
+        postfix = f"runs {len(finished)}/{len(self.jobs)} done, {busy} running"
         if now != self.bar.n or postfix != self.postfix:
             self.postfix = postfix
             self.bar.set_postfix_str(postfix, refresh=False)
