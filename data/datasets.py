@@ -13,7 +13,7 @@ from pathlib import Path
 from data.create_splits import write_splits
 from data.folder import FOLDER_HELP, open_folder
 from data.glas import GLAS_HELP, open_glas, split_csv_path
-from data.segmentation import SPLITS, DataError, SegmentationData
+from data.segmentation import SPLITS, DataError, SegmentationData, require_folder
 from data.synthetic import generate_synthetic_glas
 from utils.config import NAMED_CONFIGS, ExperimentConfig
 from utils.io import atomic_save_json
@@ -49,10 +49,10 @@ OPENERS: dict[str, Callable[[ExperimentConfig, tuple[str, ...]], SegmentationDat
 def check_data_folder(cfg: ExperimentConfig, workdir: str | Path = ".") -> None:
     """DataError, with the dataset's instructions, when ``data_path`` is no folder. Nothing is
     read, generated or written: a cheap check to run before refusing for another reason."""
-    if cfg.synthetic or Path(workdir, cfg.data_path).is_dir():
-        return
-    help_text = {"glas": GLAS_HELP, "folder": FOLDER_HELP}[cfg.dataset]
-    raise DataError(f"data folder {cfg.data_path} does not exist; {help_text}")
+    if not cfg.synthetic:
+        require_folder(
+            Path(workdir, cfg.data_path), {"glas": GLAS_HELP, "folder": FOLDER_HELP}[cfg.dataset]
+        )
 
 
 def open_dataset(cfg: ExperimentConfig, splits: tuple[str, ...]) -> SegmentationData:

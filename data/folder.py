@@ -30,6 +30,7 @@ from data.segmentation import (
     SegmentationData,
     SplitRow,
     open_image,
+    require_folder,
     resize_pair,
 )
 from data.splitting import patient_split
@@ -163,8 +164,7 @@ def _stem(value: str) -> str:
 
 def index_folder(data_path: str | Path) -> FolderIndex:
     root = Path(data_path)
-    if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist; {FOLDER_HELP}")
+    require_folder(root, FOLDER_HELP)
     images = _files_by_stem(root / "images", IMAGE_SUFFIXES)
     if not images:
         raise DataError(f"{root / 'images'} holds no images; {FOLDER_HELP}")

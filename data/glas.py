@@ -21,6 +21,7 @@ from data.segmentation import (  # SPLITS, DataError and SplitRow: also imported
     SegmentationData,
     SegmentationDataset,
     SplitRow,
+    require_folder,
     resize_pair,
 )
 from data.segmentation import ImageStore as _ImageStore
@@ -50,8 +51,7 @@ def read_grade_table(data_path: str | Path) -> dict[str, tuple[str, int]]:
     line ending and strip every field.
     """
     path = Path(data_path) / "Grade.csv"
-    if not Path(data_path).is_dir():
-        raise DataError(f"data folder {data_path} does not exist: {GLAS_HELP}")
+    require_folder(data_path, GLAS_HELP)
     if not path.is_file():
         raise DataError(f"{path} is missing: {GLAS_HELP}")
     lines = path.read_text(encoding="utf-8-sig").splitlines()

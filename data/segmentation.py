@@ -46,6 +46,12 @@ PairLoader = Callable[[SplitRow, float], tuple[np.ndarray, np.ndarray]]
 WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 
 
+def require_folder(path: str | Path, fix: str) -> None:
+    """``DataError`` naming ``fix`` when the data folder ``path`` does not exist."""
+    if not Path(path).is_dir():
+        raise DataError(f"data folder {path} does not exist; {fix}")
+
+
 def open_image(path: Path, mode: str | None, missing_fix: str) -> Image.Image:
     """Decode ``path`` (converted to ``mode`` unless None); ``DataError`` when it is absent or
     cannot be decoded."""

@@ -13,6 +13,7 @@ from PIL import Image
 
 from data.create_splits import main as create_splits_main
 from data.create_splits import make_splits
+from data.datasets import check_data_folder, open_dataset
 from data.glas import (
     SPLITS,
     DataError,
@@ -25,6 +26,7 @@ from data.glas import (
 )
 from data.transforms import effective_patch_size, train_transform
 from tests.conftest import SYNTHETIC_COUNTS
+from utils.config import ExperimentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -230,3 +232,16 @@ def test_an_image_in_two_split_files_is_refused(glas_copy: tuple[Path, Path]) ->
 def test_missing_data_folder_explains_how_to_get_glas(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist.*active.py with demo"):
         read_grades(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("dataset", ["glas", "folder"])
+def test_early_data_folder_check_says_what_the_opener_says(tmp_path: Path, dataset: str) -> None:
+    # active.py and sweep.py check the folder before refusing for another reason; the line
+    # must be the one the dataset's opener would give, with the same fix.
+    cfg = ExperimentConfig(dataset=dataset, data_path=str(tmp_path / "nowhere"), synthetic=False)
+    with pytest.raises(DataError) as early:
+        check_data_folder(cfg)
+    with pytest.raises(DataError) as opened:
+        open_dataset(cfg, SPLITS)
+    assert str(early.value) == str(opened.value)
+    assert str(early.value).startswith(f"data folder {tmp_path / 'nowhere'} does not exist; ")
