@@ -752,6 +752,23 @@ def test_each_grid_point_is_measured_against_its_own_full_supervision(tmp_path: 
     assert "at grid point `s=b`: test Dice 0.5000" in text
 
 
+def test_console_header_names_the_baseline_of_each_tag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    for point in ("a", "b"):
+        for run in (0, 1):
+            write_run(results, f"random@s={point}", run, [4, 6], [0.5, 0.6])
+            write_run(results, f"bald@s={point}", run, [4, 6], [0.5, 0.7 - 0.05 * run])
+    assert main([str(results)]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    # Each row is paired with random of its own tag, never with a row called "random".
+    assert "AULC - random@tag [95 % CI]" in header, header
+    assert main([str(results), "--baseline", "random@s=a"]) == 0
+    assert "AULC - random@s=a [95 % CI]" in capsys.readouterr().out.splitlines()[0]
+
+
 def _split_study(tmp_path: Path) -> tuple[Path, Path]:
     """The end-to-end study in two folders, as if runs 0-1 and run 2 ran on two machines."""
     first, second = tmp_path / "machine_a", tmp_path / "machine_b"

@@ -165,10 +165,9 @@ def _plot_differences(
     low, high = _padded_limits(shown)
     ax.set_ylim(max(low, -1.0), min(high, 1.0))
     ax.set_ylabel(f"test Dice − {summary.baseline}'s")
-    tagged = any("@" in name for name in differences) and "@" not in summary.baseline
     ax.set_title(
         f"paired difference from {summary.baseline}"
-        + (" of the same sweep tag" if tagged else "")
+        + (" of the same sweep tag" if summary.baseline_per_tag else "")
         + (" (same run, same cycle)" if summary.pixel_axis else " (same run, same x)")
         + ": mean and 95 % confidence interval",
         fontsize=10,

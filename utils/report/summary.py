@@ -122,6 +122,12 @@ class Summary:
         """The full-supervision Dice when there is exactly one reference."""
         return next(iter(self.full_by_tag.values()))[0] if len(self.full_by_tag) == 1 else None
 
+    @property
+    def baseline_per_tag(self) -> bool:
+        """Whether rows are paired with the baseline of their own sweep tag (see ``paired_with``),
+        so that "the baseline" names one row per tag rather than a single row."""
+        return "@" not in self.baseline and any("@" in row.heuristic for row in self.rows)
+
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (ddof=1); the std is 0.0 for a single value."""

@@ -49,13 +49,14 @@ def _p_text(p: float | None) -> str:
 def render_console(summary: Summary) -> str:
     """The columns to read first, aligned for a terminal: each row's AULC and final Dice, and
     its paired difference from the baseline with the 95 % CI, Holm-adjusted p and verdict."""
+    baseline = f"{summary.baseline}@tag" if summary.baseline_per_tag else summary.baseline
     lines = [
         [
             "result",
             "runs",
             "AULC",
             "final Dice",
-            f"AULC - {summary.baseline} [95 % CI]",
+            f"AULC - {baseline} [95 % CI]",
             "p (Holm)",
             "verdict",
         ]
