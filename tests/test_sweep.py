@@ -435,6 +435,25 @@ def test_progress_counts_a_run_whose_files_say_finished_as_done_not_running(
     display.close()
 
 
+def test_progress_ignores_the_old_state_of_a_run_to_overwrite(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    from utils.sweep.local import Progress
+
+    named, updates = parse_config_tokens(demo_tokens(synthetic_root, tmp_path))
+    jobs = plan_jobs(["random"], [0], named, {**updates, "overwrite": True})
+    state_file = tmp_path / f"{jobs[0].stem}.state.json"
+    state_file.write_text(json.dumps({"cycles_done": 3, "finished": True}))
+    display = Progress(jobs, show=False)
+    display.update(jobs)  # the new run has not finished a cycle yet
+    assert display.start_cycles == 0 and display.cycles() == 0
+    assert display.postfix == "runs 0/1 done, 1 running"
+    state_file.write_text(json.dumps({"cycles_done": 1, "finished": False}))
+    os.utime(state_file, (display.sweep_began + 1, display.sweep_began + 1))
+    assert display.cycles() == 1  # its first cycle
+    display.close()
+
+
 def test_grid_runs_every_combination_under_its_own_name(synthetic_root: Path) -> None:
     named, updates = parse_config_tokens(demo_tokens(synthetic_root, Path("unused")))
     jobs = plan_jobs(

@@ -53,6 +53,9 @@ class Progress:
         from tqdm import tqdm
 
         self.total = sum(job.total_cycles for job in self.jobs)
+        # The state files of runs to overwrite say what the old runs did, not these.
+        self.sweep_began = time.time()
+        self.overwritten = {job.stem for job in self.jobs if job.config.overwrite}
         self.start_cycles = self.cycles()
         self.bar = tqdm(
             total=self.total,
@@ -65,14 +68,21 @@ class Progress:
 
     def cycles(self, status: dict[str, tuple[int, bool]] | None = None) -> int:
         """Cycles done over all jobs, from ``status`` (``cycles_done`` by stem) or the files."""
-        status = status or {job.stem: cycles_done(job) for job in self.jobs}
+        status = status or self.status()
         return sum(
             job.total_cycles if status[job.stem][1] else min(status[job.stem][0], job.total_cycles)
             for job in self.jobs
         )
 
+    def status(self) -> dict[str, tuple[int, bool]]:
+        """``cycles_done`` of every job, by stem."""
+        return {
+            job.stem: cycles_done(job, self.sweep_began if job.stem in self.overwritten else None)
+            for job in self.jobs
+        }
+
     def update(self, running: Sequence[Job]) -> None:
-        status = {job.stem: cycles_done(job) for job in self.jobs}  # one read of each state file
+        status = self.status()  # one read of each state file
         now = self.cycles(status)
         finished = {stem for stem, (_, done) in status.items() if done}
         # A run whose files say finished is done, though its process may not have exited yet.

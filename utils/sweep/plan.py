@@ -306,10 +306,16 @@ def check_resumable(jobs: Sequence[Job]) -> dict[str, JobStatus]:
     return statuses
 
 
-def cycles_done(job: Job) -> tuple[int, bool]:
-    """Cycles done and whether finished, from the run's state file (cheap; no validation)."""
+def cycles_done(job: Job, written_since: float | None = None) -> tuple[int, bool]:
+    """Cycles done and whether finished, from the run's state file (cheap; no validation).
+
+    With ``written_since`` (a ``time.time()``), a state file older than that counts as none: an
+    ``overwrite=True`` run leaves the old one in place until its own first cycle.
+    """
     path = job.results_dir / f"{job.stem}.state.json"
     try:
+        if written_since is not None and path.stat().st_mtime < written_since:
+            return 0, False
         state = json.loads(path.read_text())
         return int(state["cycles_done"]), bool(state["finished"])
     except (OSError, ValueError, KeyError):
