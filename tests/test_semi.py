@@ -76,6 +76,18 @@ def test_the_bank_leaves_out_annotated_pixels_and_round_trips(tmp_path: Path) ->
     }
 
 
+def test_the_bank_keeps_every_class_up_to_the_largest_allowed(tmp_path: Path) -> None:
+    # [1, C, H, W, T]: one pixel sure of each of the classes 0, 127, 128 and 254.
+    probs = torch.full((1, 255, 1, 4, 1), 1e-6)
+    for x, cls in enumerate((0, 127, 128, 254)):
+        probs[0, cls, 0, x, 0] = 1.0
+    bank = PseudoLabelBank(threshold=0.01)
+    bank.add(0, probs / probs.sum(1, keepdim=True))
+    bank.save(tmp_path / "labels.npz")
+    bank.load(tmp_path / "labels.npz")
+    assert bank.masks({}.get)[0].tolist() == [[0, 127, 128, 254]]
+
+
 def test_pseudo_label_quality_by_hand() -> None:
     i = IGNORE
     labels = {

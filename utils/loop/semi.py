@@ -60,7 +60,8 @@ def pseudo_labels(probs: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 class PseudoLabelBank:
-    """The pool's pseudo-labels, image index -> int8 ``[H, W]`` (IGNORE = no label).
+    """The pool's pseudo-labels, image index -> int16 ``[H, W]`` (IGNORE = no label); int8 would
+    wrap classes from 128 on (up to 255 are allowed) into negative, unannotated values.
 
     Filled during a cycle's acquisition pass and read by the next cycle's training; saved beside
     the run's state so that a resumed run trains on the same labels.
@@ -74,7 +75,7 @@ class PseudoLabelBank:
         self.labels = {}
 
     def add(self, image: int, probs: torch.Tensor) -> None:
-        self.labels[image] = pseudo_labels(probs, self.threshold).to("cpu", torch.int8)
+        self.labels[image] = pseudo_labels(probs, self.threshold).to("cpu", torch.int16)
 
     def save(self, path: Path) -> None:
         arrays = {str(i): m.numpy() for i, m in self.labels.items()}
