@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from active import ex
 from data.glas import read_split
 from heuristics import ALIASES, HEURISTIC_NAMES
 from tests.conftest import spy_on_coreset, tiny_config
+from utils.loop.run import MIN_IMAGE_SIDE, lowest_scale
 
 EXPECTED_KEYS = {"config", "n_labelled", "test_dice", "acquired", "test_dice_per_image"}
 
@@ -255,7 +257,11 @@ def test_missing_and_broken_splits(
         ({"results_dir": "/proc/nope"}, ("results_dir=/proc/nope cannot be created",)),
         (
             {"image_scale": 0.001},
-            ("image_scale=0.001 leaves the smallest image, ", " 1 pixels on a side"),
+            (
+                "image_scale=0.001 leaves the smallest image, ",
+                " 1 pixel on a side",
+                "use a larger image_scale",
+            ),
         ),
     ],
 )
@@ -268,6 +274,24 @@ def test_bad_config_values_end_the_run_in_one_line(
 ) -> None:
     config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path)
     expect_exit({**config, **updates}, capsys, *fragments)
+
+
+@pytest.mark.parametrize("image_scale", [0.05, 0.1, 0.25, 0.3])
+def test_the_scale_suggested_for_small_images_is_enough(image_scale: float) -> None:
+    # Every original side that the loader (round, at least 1 pixel) shrinks under 32 pixels.
+    for original in range(1, math.ceil(MIN_IMAGE_SIDE / image_scale)):
+        scaled = max(1, round(original * image_scale))
+        if scaled >= MIN_IMAGE_SIDE or scaled == 1:
+            assert scaled >= MIN_IMAGE_SIDE or lowest_scale(scaled, image_scale) is None
+            continue
+        suggested = lowest_scale(scaled, image_scale)
+        assert round(original * suggested) >= MIN_IMAGE_SIDE, (original, scaled, suggested)
+        # And no more than 2 significant digits above what the shortest original that shrinks
+        # to this side would need.
+        shortest = min(o for o in range(1, original + 1) if round(o * image_scale) == scaled)
+        assert suggested <= 1.1 * MIN_IMAGE_SIDE / shortest, (original, suggested)
+    # A 306-pixel side at 0.1 is 31 pixels; "0.1", the scale refused, was once suggested.
+    assert lowest_scale(31, 0.1) == 0.11
 
 
 def test_uncertainty_figures_are_written_per_cycle(synthetic_root: Path, tmp_path: Path) -> None:

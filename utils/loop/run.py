@@ -51,6 +51,7 @@ from utils.runs.state import (
     run_record_config,
     save_cycle,
 )
+from utils.text import counted
 
 Logger = Callable[[str, float, int], None]
 ArtifactSink = Callable[[Path], None]
@@ -86,12 +87,27 @@ def check_scaled_size(stores: dict[str, ImageStore], image_scale: float) -> None
         for image, name in zip(store.images, store.names, strict=True)
     )
     if smallest < MIN_IMAGE_SIDE:
-        lowest = image_scale * MIN_IMAGE_SIDE / max(smallest, 1)
+        lowest = lowest_scale(smallest, image_scale)
         raise ConfigError(
-            f"image_scale={image_scale} leaves the smallest image, {name}, {smallest} pixels on "
-            f"a side, under the {MIN_IMAGE_SIDE} a segmentation needs; use image_scale >= "
-            f"{lowest:.2g}, or leave {name} out"
+            f"image_scale={image_scale} leaves the smallest image, {name}, "
+            f"{counted(smallest, 'pixel')} on a side, under the {MIN_IMAGE_SIDE} a segmentation "
+            "needs; use "
+            + (f"image_scale >= {lowest:g}" if lowest else "a larger image_scale")
+            + f", or leave {name} out"
         )
+
+
+def lowest_scale(scaled_side: int, image_scale: float) -> float | None:
+    """An ``image_scale`` (2 significant digits) that gives a side ``scaled_side`` pixels long at
+    ``image_scale`` at least ``MIN_IMAGE_SIDE`` pixels, whatever its original length: the scaled
+    side was rounded, so the original may be up to half a pixel shorter than it suggests. None
+    for a 1-pixel side, which any original up to 1.5 / image_scale pixels shrinks to."""
+    if scaled_side <= 1:
+        return None
+    shortest_original = (scaled_side - 0.5) / image_scale
+    needed = MIN_IMAGE_SIDE / shortest_original
+    step = 10.0 ** (math.floor(math.log10(needed)) - 1)
+    return round(math.ceil(needed / step) * step, 12)
 
 
 def seed_cycle(run: int, cycle: int) -> torch.Generator:
