@@ -221,6 +221,12 @@ def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunS
 def record(state: RunState) -> dict[str, Any]:
     """The JSON record written beside the ``.npy`` (documented in docs/outputs.md)."""
     history = asdict(state.history)
+    # A run resumed from a state saved before a per-cycle list was recorded has that list for
+    # its later cycles only; an empty list ("not recorded") is true, a shorter one misaligned.
+    cycles = len(history["test_dice"])
+    for key in ("seconds", "labelled_pixels", "labelled_fraction", "test_dice_per_class"):
+        if len(history[key]) != cycles:
+            history[key] = []
     return {
         "name": result_name(state.config),
         "validation_images": state.validation_images,
