@@ -270,13 +270,16 @@ def _cosine(features: np.ndarray) -> np.ndarray:
     return features / np.clip(norms, 1e-12, None)
 
 
-def max_cover(similarity: np.ndarray, candidates: np.ndarray, k: int) -> list[int]:
+def max_cover(
+    similarity: np.ndarray, candidates: np.ndarray, k: int, covered: np.ndarray | None = None
+) -> list[int]:
     """Greedy max-cover: add the candidate that most raises sum_j max_{s in S} sim(s, j).
 
-    ``similarity`` is ``[M, J]`` between M candidates and the J items to cover. Greedy is the
-    classic (1 - 1/e) approximation of this submodular objective, as in Yang et al. 2017.
+    ``similarity`` is ``[M, J]`` between M candidates and the J items to cover; ``covered``
+    ``[J]`` is what picks made before already cover (default none). Greedy is the classic
+    (1 - 1/e) approximation of this submodular objective, as in Yang et al. 2017.
     """
-    covered = np.zeros(similarity.shape[1])
+    covered = np.zeros(similarity.shape[1]) if covered is None else np.maximum(covered, 0.0)
     chosen: list[int] = []
     for _ in range(min(k, len(candidates))):
         gains = np.maximum(similarity, covered).sum(1) - covered.sum()
@@ -291,15 +294,17 @@ def suggestive(selection: Selection) -> np.ndarray:
     """Suggestive Annotation (Yang, Zhang, Chen, Zhang & Chen, MICCAI 2017, arXiv 1706.04737):
     take the ``suggestive_factor`` x k most uncertain items, then choose k of them by greedy
     max-cover of the whole pool under cosine similarity of the bottleneck features. The paper
-    takes K = 16 candidates for k = 8 picks, hence the factor 2.
+    takes K = 16 candidates for k = 8 picks, hence the factor 2. Per grade, as ``balance_al``
+    asks, a grade's picks count what the grades before it picked as covered: one max-cover.
     """
     unit = _cosine(_need(selection.features, "suggestive"))
 
-    def pick(group: np.ndarray, k: int, _: list[int]) -> list[int]:
+    def pick(group: np.ndarray, k: int, chosen: list[int]) -> list[int]:
         order = group[np.argsort(-selection.scores[group], kind="stable")]
         candidates = order[: max(k, selection.suggestive_factor * k)]
         similarity = unit[candidates] @ unit.T  # [K, N]
-        return max_cover(similarity, candidates, k)
+        covered = (unit[chosen] @ unit.T).max(0) if chosen else None  # [N]
+        return max_cover(similarity, candidates, k, covered)
 
     return _per_grade(selection, pick)
 

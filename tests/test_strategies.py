@@ -206,6 +206,19 @@ def test_suggestive_prefers_representative_among_the_uncertain() -> None:
     assert pick.tolist()[0] in (2, 3)
 
 
+def test_suggestive_counts_the_other_grades_picks_as_covered() -> None:
+    # Grade 0 is the bulk direction (0, 1), eight items, and takes one of it. Grade 1's two
+    # candidates: a near twin of the bulk (most uncertain) and the rare direction (1, 0) with
+    # three more items. Alone, the twin covers more; after grade 0's pick, the rare one does.
+    features = np.array([[0.0, 1.0], [0.05, 1.0], [1.0, 0.0]] + [[0.0, 1.0]] * 7 + [[1.0, 0.0]] * 3)
+    scores = np.array([0.9, 0.9, 0.85] + [0.1] * 10)
+    grades = np.array([0, 1, 1] + [0] * 10)
+    pick = STRATEGIES["suggestive"].select(
+        selection(scores, grades, n=1, balance=True, features=features, suggestive_factor=2)
+    )
+    assert pick.tolist() == [0, 2]
+
+
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_every_strategy_keeps_the_grade_balance(name: str) -> None:
     rng = np.random.default_rng(1)
