@@ -149,6 +149,12 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
         parse_grid(args.grid),
         args.full_supervision,
     )
+    if args.executor == "slurm" and any(job.config.overwrite for job in jobs):
+        raise SweepError(
+            "overwrite=True on SLURM would start a requeued job again from cycle 0, and redo "
+            "every finished run each time this command is run to write the report; delete the "
+            "old runs' files, or use another results_dir"
+        )
     statuses = check_resumable(jobs)
     results_dir = jobs[0].results_dir
     executor = None

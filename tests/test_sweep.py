@@ -269,6 +269,12 @@ def _snapshot(results: Path) -> dict[str, bytes]:
             "(connect failure)",
             "SLURM's controller does not answer",
         ),
+        (
+            "sbatch: error: QOSMaxSubmitJobPerUserLimit\nsbatch: error: Batch job submission "
+            "failed: Job violates accounting/QOS policy (job submit limit, user's size and/or "
+            "time limits)",
+            "user's size and/or time limits); the account's limits refuse this many jobs",
+        ),
         ("sbatch: error: Something new", "Something new; fix the SLURM options of sweep.py"),
     ],
 )
@@ -343,6 +349,8 @@ def test_slurm_rerun_after_the_array_ends_writes_the_report(
         ([], ["image_scale=-1"], "image_scale must be > 0"),
         (["--grid", "run=1,2"], [], "--grid cannot sweep run; use --runs"),
         ([], ["seed=3"], "seed after -- would override every job"),
+        ([], ["full_supervision"], "full_supervision after -- would override every job"),
+        (["--executor", "slurm"], ["overwrite=True"], "overwrite=True on SLURM would start"),
         (["--executor", "slurm"], [], "--executor slurm needs SLURM's sbatch on PATH"),
         (["--mps"], [], "--mps needs nvidia-cuda-mps-control on PATH"),
         (["--executor", "slurm", "--mps"], [], "--mps applies to --executor local"),

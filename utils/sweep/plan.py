@@ -219,7 +219,9 @@ def plan_jobs(
             canonical.append(resolve_heuristic(name))
         except ValueError as err:
             raise SweepError(f"--heuristics: {err}") from None
-    clashes = sorted({"heuristic", "run", "seed", "full_supervision"} & set(updates))
+    # A named config sets keys too: ``-- full_supervision`` would make every job a reference.
+    named_keys = {key for name in named_configs for key in NAMED_CONFIGS.get(name, {})}
+    clashes = sorted({"heuristic", "run", "seed", "full_supervision"} & (set(updates) | named_keys))
     if clashes:
         raise SweepError(
             f"{', '.join(clashes)} after -- would override every job; use --heuristics, --runs "

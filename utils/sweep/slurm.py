@@ -166,9 +166,11 @@ SBATCH_FIXES = (
         "no node of the partition has that many CPUs or GPUs; lower --cpus-per-job or "
         "--gpus-per-job (`sinfo -o '%P %c %G'` lists what the nodes have)",
     ),
+    # Before "time limit": the QOS refusal says "job submit limit, user's size and/or time
+    # limits", and the usual cause is the number of jobs.
+    ("qos", "the account's limits refuse this many jobs; sweep fewer --runs at a time"),
     ("time limit", "lower --time-min to the partition's limit (`sinfo -o '%P %l'`)"),
     ("array", "the array is larger than the cluster allows; sweep fewer --runs at a time"),
-    ("qos", "the account's limits refuse this many jobs; sweep fewer --runs at a time"),
     ("contact slurm controller", "SLURM's controller does not answer; ask its administrators"),
 )
 
