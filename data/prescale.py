@@ -41,6 +41,9 @@ def prescale_glas(data_path: str | Path, scale: float, out: str | Path) -> int:
         raise DataError(f"--out {out} is the data folder itself; name a new folder")
     names = sorted(read_grades(data_path))
     out.mkdir(parents=True, exist_ok=True)
+    # Grade.csv marks a complete copy: one from an earlier pass (another scale) must go before
+    # this pass overwrites any image, or a pass cut off part-way would leave a mixed copy.
+    (out / "Grade.csv").unlink(missing_ok=True)
     for name in names:
         row = SplitRow(f"{name}.bmp", f"{name}_anno.bmp", 0)
         image, mask = load_pair(data_path, row, scale)

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data.glas import DataError, ImageStore, read_split
+import data.prescale
+from data.glas import DataError, ImageStore, read_grades, read_split
 from data.prescale import prescale_glas
 
 
@@ -60,3 +61,23 @@ def test_cli_names_a_missing_data_folder(tmp_path: Path) -> None:
     assert (
         done.stderr.strip().startswith("prescale: data folder") and "\n" not in done.stderr.strip()
     )
+
+
+def test_a_new_pass_cut_off_part_way_leaves_no_usable_copy(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "copy"
+    prescale_glas(synthetic_root / "GlaS", 0.5, out)
+    calls = []
+
+    def cut_off(*args: object) -> None:
+        calls.append(args)
+        if len(calls) == 3:  # the second image of the new pass
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(data.prescale, "atomic_write_bytes", cut_off)
+    with pytest.raises(KeyboardInterrupt):
+        prescale_glas(synthetic_root / "GlaS", 0.25, out)
+    # Half the images at 0.5 and half at 0.25 would load without a word; none load instead.
+    with pytest.raises(DataError, match="Grade.csv is missing"):
+        read_grades(out)
