@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from utils.runs.lock import run_lock
-from utils.sweep.plan import Job, SweepError, parse_config_tokens, parse_grid, plan_jobs
+from utils.sweep.plan import Job, SweepError, parse_config_tokens, parse_grid, parse_runs, plan_jobs
 from utils.sweep.slurm import make_executor, submission_error, submit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -375,6 +375,28 @@ def test_bad_input_is_one_line_before_any_job_starts(
     assert stderr.count("\n") == 1 and stderr.startswith("error: ")
     assert message in stderr
     assert not list(results.glob("*.npy")) and not (results / "logs").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "runs"),
+    [("0-4", [0, 1, 2, 3, 4]), ("5,2,0", [0, 2, 5]), ("0-2,7,1", [0, 1, 2, 7]), ("3", [3])],
+)
+def test_runs_are_read_as_sorted_indices(text: str, runs: list[int]) -> None:
+    assert parse_runs(text) == runs
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0-4,9-7", "--runs '0-4,9-7': 9-7 runs backwards; write 7-9"),
+        ("a", "is not a list of runs"),
+        ("-1", "is not a list of runs"),
+        ("0,,1", "is not a list of runs"),
+    ],
+)
+def test_bad_runs_are_refused(text: str, message: str) -> None:
+    with pytest.raises(SweepError, match=re.escape(message)):
+        parse_runs(text)
 
 
 def test_config_without_the_double_dash_is_one_line_naming_it(

@@ -94,14 +94,17 @@ def _literal(value: Any) -> str:
 def parse_runs(text: str) -> list[int]:
     """``"0-4"``, ``"0,2,5"`` or ``"0-2,7"`` -> sorted run indices."""
     runs: set[int] = set()
-    try:
-        for part in text.split(","):
-            first, _, last = part.partition("-")
-            runs.update(range(int(first), int(last or first) + 1))
-    except ValueError:
-        raise SweepError(
-            f"--runs {text!r} is not a list of runs; write e.g. 0-4 or 0,2,5"
-        ) from None
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        try:
+            start, stop = int(first), int(last or first)
+        except ValueError:
+            raise SweepError(
+                f"--runs {text!r} is not a list of runs; write e.g. 0-4 or 0,2,5"
+            ) from None
+        if stop < start:
+            raise SweepError(f"--runs {text!r}: {part} runs backwards; write {stop}-{start}")
+        runs.update(range(start, stop + 1))
     if not runs or min(runs) < 0:
         raise SweepError(f"--runs {text!r} names no runs; write e.g. 0-4")
     return sorted(runs)
