@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -392,6 +393,24 @@ def test_second_process_on_the_same_run_is_refused_naming_the_first(
     assert not (tmp_path / "bald_0.npy").exists()
     run(config)  # the lock went with its holder
     assert np.load(tmp_path / "bald_0.npy").shape == (3,)
+
+
+def test_results_on_a_file_system_without_locks_end_the_run_in_one_line(
+    synthetic_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+    import fcntl
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))  # NFS mounted with nolock
+
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path)
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    expect_exit(config, capsys, f"{tmp_path} does not support file locks (No locks available)")
+    assert not (tmp_path / "bald_0.npy").exists()
 
 
 def test_model_selection_last_never_reads_the_validation_split(

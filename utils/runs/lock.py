@@ -23,6 +23,24 @@ class RunLockedError(UserError, RuntimeError):
     """Another live process holds this run."""
 
 
+class NoFileLocksError(UserError, OSError):
+    """The file system of the results refuses ``flock``."""
+
+
+def _flock(fd: int, operation: int, path: Path) -> None:
+    """``fcntl.flock``; a file system without locks (Lustre or NFS mounted without them) is named
+    in one line rather than failing every run with a traceback."""
+    try:
+        fcntl.flock(fd, operation)
+    except BlockingIOError:
+        raise
+    except OSError as err:
+        raise NoFileLocksError(
+            f"{path.parent} does not support file locks ({err.strerror}); put results_dir on a "
+            "file system that does (on a cluster, one that locks across nodes)"
+        ) from None
+
+
 def _holder(path: Path) -> str:
     try:
         text = path.read_text().strip()
@@ -35,12 +53,12 @@ def _holder(path: Path) -> str:
 PROBE_GRACE_S = 1.0
 
 
-def _take(fd: int, grace_s: float) -> bool:
+def _take(fd: int, grace_s: float, path: Path) -> bool:
     """Take the exclusive lock on ``fd``, retrying for ``grace_s``; whether it was taken."""
     deadline = time.monotonic() + grace_s
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, path)
             return True
         except BlockingIOError:
             if time.monotonic() >= deadline:
@@ -53,7 +71,7 @@ def run_lock(path: Path) -> Iterator[None]:
     """Hold the lock at ``path`` for the duration; ``RunLockedError`` if another process has it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        if not _take(fd, PROBE_GRACE_S):
+        if not _take(fd, PROBE_GRACE_S, path):
             raise RunLockedError(
                 f"{path.stem} is already running in {_holder(path)} (lock {path}); wait for it "
                 "to finish or stop it, then run this again"
@@ -72,7 +90,7 @@ def is_locked(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        _flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB, path)
     except BlockingIOError:
         return _holder(path)
     finally:
@@ -86,7 +104,7 @@ def waiting_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _flock(fd, fcntl.LOCK_EX, path)
         yield
     finally:
         os.close(fd)
