@@ -260,16 +260,24 @@ def write_report(results_dir: Path, failed: list[str]) -> int:
     return 0
 
 
+UNWIND_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
 def _unwind_on(signum: int, _frame: object) -> None:
-    # scancel, kill and a closed terminal unwind like Ctrl-C: the local jobs are killed and an
-    # MPS daemon started for the sweep quits, instead of outliving it. A second signal must not
-    # cut that clean-up short.
-    for name in ("SIGTERM", "SIGHUP"):
+    # Ctrl-C, scancel, kill and a closed terminal: the local jobs are killed and an MPS daemon
+    # started for the sweep quits, instead of outliving it, with one line rather than a
+    # traceback. A second signal must not cut that clean-up short.
+    for name in UNWIND_SIGNALS:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
+    print(
+        f"sweep: stopped by {signal.Signals(signum).name}; the same command resumes it",
+        file=sys.stderr,
+        flush=True,
+    )
     raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
-    for name in ("SIGTERM", "SIGHUP"):
+    for name in UNWIND_SIGNALS:
         signal.signal(getattr(signal, name), _unwind_on)
     raise SystemExit(main())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -128,10 +129,10 @@ def test_sweep_with_mps_runs_between_start_and_quit(
     assert calls == [("start", "pending"), ("quit", "done")]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])  # scancel or kill; Ctrl-C
 def test_daemon_quits_when_the_sweep_is_terminated(
-    fake_control: Path, synthetic_root: Path, tmp_path: Path
+    fake_control: Path, synthetic_root: Path, tmp_path: Path, signum: int
 ) -> None:
-    import signal
     import time
 
     tokens = demo_tokens(synthetic_root, tmp_path / "results")
@@ -140,7 +141,11 @@ def test_daemon_quits_when_the_sweep_is_terminated(
     deadline = time.monotonic() + 60
     while not fake_control.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    sweep.send_signal(signal.SIGTERM)  # as scancel or kill would
-    assert sweep.wait(timeout=60) == 128 + signal.SIGTERM
+    sweep.send_signal(signum)
+    assert sweep.wait(timeout=60) == 128 + signum
     calls = [line.split()[0] for line in fake_control.read_text().splitlines()]
     assert calls == ["start", "quit"]
+    stderr = sweep.stderr.read().decode()
+    name = signal.Signals(signum).name
+    assert stderr.endswith(f"sweep: stopped by {name}; the same command resumes it\n"), stderr
+    assert "Traceback" not in stderr
