@@ -550,6 +550,30 @@ def test_more_jobs_at_once_than_cores_is_a_warning(
     assert err.count("\n") == 1 and f"--parallel {cores + 1} on {cores} CPU cores" in err, err
 
 
+class MarkJob(Job):
+    """A job that only leaves a mark that it ran."""
+
+    def command(self, python: str = sys.executable) -> list[str]:
+        mark = Path(self.config.results_dir) / f"{self.stem}.ran"
+        return [python, "-c", f"open({str(mark)!r}, 'w').close()"]
+
+
+def test_a_run_taken_or_finished_by_another_sweep_meanwhile_is_not_started(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from utils.sweep.local import run_local
+
+    jobs = [MarkJob(f"x_{i}", (), {"results_dir": str(tmp_path)}, 1) for i in range(3)]
+    # Both happen after the sweep checked its runs: a second sweep on the same folder.
+    (tmp_path / "x_2.state.json").write_text(json.dumps({"cycles_done": 1, "finished": True}))
+    with run_lock(tmp_path / "x_1.lock"):
+        assert run_local(jobs, parallel=1, progress=False) == []
+    assert sorted(p.name for p in tmp_path.glob("*.ran")) == ["x_0.ran"]
+    out = capsys.readouterr().out
+    assert f"skipping x_1: already running in process {os.getpid()}" in out
+    assert "skipping x_2: finished by another process" in out
+
+
 def test_a_failed_slurm_job_is_summed_up_by_its_runs_own_error(tmp_path: Path) -> None:
     from utils.sweep.slurm import last_error
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from utils.runs.lock import is_locked
 from utils.sweep.plan import Job, cycles_done
 
 # The variables that set a job's CPU threads. Every executor sets them to the job's share of the
@@ -76,10 +77,10 @@ class Progress:
 
     def status(self) -> dict[str, tuple[int, bool]]:
         """``cycles_done`` of every job, by stem."""
-        return {
-            job.stem: cycles_done(job, self.sweep_began if job.stem in self.overwritten else None)
-            for job in self.jobs
-        }
+        return {job.stem: self.job_status(job) for job in self.jobs}
+
+    def job_status(self, job: Job) -> tuple[int, bool]:
+        return cycles_done(job, self.sweep_began if job.stem in self.overwritten else None)
 
     def update(self, running: Sequence[Job]) -> None:
         status = self.status()  # one read of each state file
@@ -129,6 +130,12 @@ def run_local(
         while pending or running:
             while pending and len(running) < parallel:
                 job = pending.pop(0)
+                # Checked when the sweep began; another sweep on the same results_dir may have
+                # taken or finished the run since.
+                elsewhere = _taken_since(job, display)
+                if elsewhere is not None:
+                    display.bar.write(f"skipping {job.stem}: {elsewhere}")
+                    continue
                 log_path = job.results_dir / "logs" / f"{job.stem}.log"
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 with log_path.open("ab") as log:
@@ -157,6 +164,14 @@ def run_local(
             process.kill()
         display.close()
     return failed
+
+
+def _taken_since(job: Job, display: Progress) -> str | None:
+    """Why ``job`` is no longer this sweep's to start, or None."""
+    holder = is_locked(job.results_dir / f"{job.stem}.lock")
+    if holder is not None:
+        return f"already running in {holder}"
+    return "finished by another process" if display.job_status(job)[1] else None
 
 
 def _last_line(path: Path) -> str:
