@@ -1,9 +1,9 @@
 """Write train/val/test split CSVs for GlaS.
 
-test = every testA and testB image; val = a stratified (by grade) fraction of the train images;
-train = the rest. Same seed, same files. ``--by-patient`` keeps each patient's train images on
-one side of train and val (the challenge's test split shares 11 of its 12 patients with train,
-so only validation can be kept apart).
+test = every testA and testB image; val = a fraction of the train images, stratified by grade
+where the counts allow; train = the rest. Same seed, same files. ``--by-patient`` keeps each
+patient's train images on one side of train and val (the challenge's test split shares 11 of its
+12 patients with train, so only validation can be kept apart).
 
     python data/create_splits.py --data-path data/GlaS --splits-path data/splits/glas
 """
@@ -11,14 +11,13 @@ so only validation can be kept apart).
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the project's packages importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sklearn.model_selection import train_test_split  # noqa: E402
 
 from data.glas import (  # noqa: E402
     SPLIT_HEADER,
@@ -27,7 +26,7 @@ from data.glas import (  # noqa: E402
     SplitRow,
     read_grade_table,
 )
-from data.splitting import patient_split  # noqa: E402
+from data.splitting import patient_split, stratified_split  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402
 
 NAME_PATTERN = re.compile(r"^(train|testA|testB)_(\d+)$")
@@ -76,12 +75,9 @@ def make_splits(
         patients = {name: patient for name, (patient, _) in table.items()}
         fit_names, val_names = patient_split(train_names, val_size, grades, patients, seed)
     else:
-        fit_names, val_names = train_test_split(
-            train_names,
-            test_size=val_size,
-            random_state=seed,
-            stratify=[grades[n] for n in train_names],
-        )
+        # scikit-learn's count for a fractional test_size, so GlaS's splits stay as they were.
+        n_val = math.ceil(val_size * len(train_names))
+        fit_names, val_names = stratified_split(train_names, n_val, grades, seed)
     names = {
         "train": sorted(fit_names, key=_natural_key),
         "val": sorted(val_names, key=_natural_key),

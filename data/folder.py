@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sklearn.model_selection import train_test_split
 
 from data.segmentation import (
     SPLITS,
@@ -33,7 +32,7 @@ from data.segmentation import (
     require_folder,
     resize_pair,
 )
-from data.splitting import patient_split
+from data.splitting import patient_split, stratified_split
 from utils.config import MAX_CLASSES
 from utils.io import atomic_write_bytes, atomic_write_text
 from utils.runs.lock import waiting_lock
@@ -207,22 +206,11 @@ def make_folder_splits(
         rest, test = patient_split(names, test_size, index.groups, index.patients, seed, 2)
         train, val = patient_split(rest, val_size, index.groups, index.patients, seed)
     else:
-        rest, test = _split(names, max(1, round(test_size * len(names))), index.groups, seed)
-        train, val = _split(rest, max(1, round(val_size * len(rest))), index.groups, seed)
+        rest, test = stratified_split(
+            names, max(1, round(test_size * len(names))), index.groups, seed
+        )
+        train, val = stratified_split(rest, max(1, round(val_size * len(rest))), index.groups, seed)
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
-
-
-def _split(
-    names: list[str], n_out: int, groups: dict[str, int], seed: int
-) -> tuple[list[str], list[str]]:
-    labels = [groups[n] for n in names]
-    counts = np.bincount(labels)
-    n_groups = int((counts > 0).sum())
-    stratify = counts[counts > 0].min() >= 2 and n_groups <= min(n_out, len(names) - n_out)
-    kept, out = train_test_split(
-        names, test_size=n_out, random_state=seed, stratify=labels if stratify else None
-    )
-    return list(kept), list(out)
 
 
 def read_folder_splits(splits_path: Path, index: FolderIndex) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""Splits that keep each patient's images together.
+"""Splits that keep each patient's images together, or at least each group's share.
 
 A patient (or slide) seen in training flatters the Dice on its other images, and validation on
 a patient of the pool chooses weights for what the pool already shows.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import warnings
 
-from sklearn.model_selection import StratifiedGroupKFold
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
 from data.segmentation import DataError
 
@@ -49,3 +50,19 @@ def _too_few(names: list[str], n_patients: int, kept_patients: int) -> DataError
         f"{kept_patients} patient(s) on the other side; add patients or write the split files "
         "by hand (docs/data.md)"
     )
+
+
+def stratified_split(
+    names: list[str], n_out: int, groups: dict[str, int], seed: int
+) -> tuple[list[str], list[str]]:
+    """``(kept, out)`` with ``n_out`` of ``names`` drawn out, each group in the same share on
+    both sides where that is possible (every group has 2 or more images, and there are no more
+    groups than either side has images), else drawn plainly at random."""
+    labels = [groups[n] for n in names]
+    counts = np.bincount(labels)
+    n_groups = int((counts > 0).sum())
+    stratify = counts[counts > 0].min() >= 2 and n_groups <= min(n_out, len(names) - n_out)
+    kept, out = train_test_split(
+        names, test_size=n_out, random_state=seed, stratify=labels if stratify else None
+    )
+    return list(kept), list(out)

@@ -24,6 +24,7 @@ from data.glas import (
     read_grades,
     read_split,
 )
+from data.synthetic import generate_synthetic_glas
 from data.transforms import effective_patch_size, train_transform
 from tests.conftest import SYNTHETIC_COUNTS
 from utils.config import ExperimentConfig
@@ -78,6 +79,16 @@ def test_by_patient_val_shares_no_patient_with_train(synthetic_root: Path, tmp_p
     args = ["--data-path", str(data), "--splits-path", str(out), "--by-patient"]
     assert create_splits_main(args) == 0
     assert [r.image for r in read_split(out, "val")] == [r.image for r in splits["val"]]
+
+
+@pytest.mark.parametrize("n_train", [4, 5])
+def test_splits_of_too_few_images_to_stratify_are_drawn_plainly(
+    tmp_path: Path, n_train: int
+) -> None:
+    # 4 images give a val of 1, which cannot hold both grades; 5 may leave a grade 1 image.
+    data = generate_synthetic_glas(tmp_path / "GlaS", n_train=n_train, n_test_a=1, n_test_b=1)
+    splits = make_splits(data, seed=0)
+    assert len(splits["val"]) == 1 and len(splits["train"]) == n_train - 1
 
 
 def test_create_splits_cli_is_deterministic(synthetic_root: Path, tmp_path: Path) -> None:
