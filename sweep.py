@@ -38,12 +38,14 @@ from utils.sweep.plan import (  # noqa: E402
     plan_jobs,
 )
 from utils.sweep.slurm import (  # noqa: E402
+    forget_submissions,
     last_error,
     make_executor,
     partition_has_gpus,
     queued_jobs,
     read_submissions,
     record_submission,
+    refused,
     slurm_parameters,
     submit,
 )
@@ -180,7 +182,7 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
             file=sys.stderr,
             flush=True,
         )
-    todo = []
+    todo, refusals = [], {}
     for job in jobs:
         status = statuses[job.stem]
         if status.finished:
@@ -195,16 +197,29 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
             print(f"skipping {job.stem}: SLURM job {job_id} is {queue[job_id]}", flush=True)
             continue
         if job_id is not None:
+            line = last_error(slurm_logs, job_id)
+            if refused(line):
+                # Submitted again, it would be refused again, and the report never written.
+                refusals[job.stem] = line
+                print(
+                    f"{job.stem}: SLURM job {job_id} ended on the run's refusal ({line}); not "
+                    "submitted again by this command",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                continue
             print(
-                f"{job.stem}: SLURM job {job_id} ended before the run finished "
-                f"({last_error(slurm_logs, job_id)}); submitting it again",
+                f"{job.stem}: SLURM job {job_id} ended before the run finished ({line}); "
+                "submitting it again",
                 file=sys.stderr,
                 flush=True,
             )
         todo.append(job)
     print(
-        f"sweep: {len(jobs)} runs in {results_dir}, {len(jobs) - len(todo)} finished or running "
-        f"elsewhere, {len(todo)} to run",
+        f"sweep: {len(jobs)} runs in {results_dir}, "
+        f"{len(jobs) - len(todo) - len(refusals)} finished or running elsewhere, "
+        + (f"{len(refusals)} refused, " if refusals else "")
+        + f"{len(todo)} to run",
         flush=True,
     )
 
@@ -223,41 +238,51 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
         )
         return 0
 
-    running = len(jobs) - len(todo) - sum(statuses[job.stem].finished for job in jobs)
+    finished = sum(statuses[job.stem].finished for job in jobs)
+    running = len(jobs) - len(todo) - len(refusals) - finished
     if executor is not None and running:
         print(
             f"{running} runs still queued or running; run this command again when they end",
             flush=True,
         )
         return 0
-    failed = []
+    if refusals:
+        # Reported once, with the report: the next run of this command, once their cause is
+        # fixed, submits them again.
+        forget_submissions(slurm_logs, list(refusals))
+    failed = list(refusals)
     if todo:
         with mps_daemon() if args.mps else nullcontext(None) as extra_env:
             failed = run_local(
                 todo, args.parallel, progress=not args.no_progress, extra_env=extra_env
             )
-    return write_report(results_dir, failed)
+    if refusals:
+        where = f"{slurm_logs}; fix their cause and run this command again to submit them"
+    else:
+        where = str(results_dir / "logs")
+    return write_report(results_dir, failed, where)
 
 
-def write_report(results_dir: Path, failed: list[str]) -> int:
+def write_report(results_dir: Path, failed: list[str], logs: str) -> int:
+    """Write the report; exit status 1, with one line naming ``failed`` and ``logs``, when
+    runs failed or no report could be written."""
     from utils.report.cli import write_report as report
     from utils.runs.records import ReportError
 
+    reported = True
     try:
         written = report(results_dir)
+        print(f"report: {', '.join(str(p) for p in written)}", flush=True)
     except ReportError as err:
         print(f"error: no report: {err}", file=sys.stderr, flush=True)
-        return 1
-    print(f"report: {', '.join(str(p) for p in written)}", flush=True)
+        reported = False
     if failed:
         print(
-            f"error: {len(failed)} runs failed ({', '.join(failed)}); their logs are in "
-            f"{results_dir / 'logs'}",
+            f"error: {len(failed)} runs failed ({', '.join(failed)}); their logs are in {logs}",
             file=sys.stderr,
             flush=True,
         )
-        return 1
-    return 0
+    return 0 if reported and not failed else 1
 
 
 UNWIND_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")

@@ -574,6 +574,26 @@ def test_a_run_taken_or_finished_by_another_sweep_meanwhile_is_not_started(
     assert "skipping x_2: finished by another process" in out
 
 
+def test_failed_runs_are_named_after_the_report_or_its_absence(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import sweep
+    from tests.test_report import write_run
+
+    for run in (0, 1):
+        write_run(tmp_path, "random", run, [4, 6], [0.5, 0.6])
+    assert sweep.write_report(tmp_path, ["bald_0"], "LOGS") == 1
+    out, err = capsys.readouterr()
+    assert "\nreport: " in out and err == (
+        "error: 1 runs failed (bald_0); their logs are in LOGS\n"
+    )
+    # With nothing to report, both are said: a report refusal must not hide the failures.
+    assert sweep.write_report(tmp_path / "empty", ["bald_0"], "LOGS") == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("error: no report: ") and lines[1].startswith("error: 1 runs")
+    assert sweep.write_report(tmp_path, [], "LOGS") == 0
+
+
 def test_a_failed_slurm_job_is_summed_up_by_its_runs_own_error(tmp_path: Path) -> None:
     from utils.sweep.slurm import last_error
 

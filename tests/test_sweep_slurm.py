@@ -222,7 +222,13 @@ def test_a_rerun_names_a_failed_job_and_leaves_a_queued_one_alone(
     finally:
         subprocess.run(["scancel", blocker.stdout.strip()])
     wait_for(job)
+    # The run refused to start: submitted again it would be refused again, and the report
+    # never written. The rerun names it, reports, and fails; the one after submits it again.
     failed = run_sweep(command)
-    line = f"random_0: SLURM job {job} ended before the run finished (error: data folder"
+    line = f"random_0: SLURM job {job} ended on the run's refusal (error: data folder"
     assert line in failed.stderr and "does not exist" in failed.stderr, failed.stderr
-    wait_for(submitted_array(failed.stdout, kind="job"))
+    assert failed.returncode == 1 and "submitted" not in failed.stdout, failed.stdout
+    assert "1 runs failed (random_0)" in failed.stderr and "run this command again" in failed.stderr
+    again = run_sweep(command)
+    assert again.returncode == 0, again.stderr
+    wait_for(submitted_array(again.stdout, kind="job"))

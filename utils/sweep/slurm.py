@@ -242,6 +242,21 @@ def record_submission(folder: Path, jobs: Sequence[Job], handles: Sequence[Any])
     atomic_save_json(folder / SUBMITTED_FILE, submitted)
 
 
+def forget_submissions(folder: Path, stems: Sequence[str]) -> None:
+    """Drop ``stems`` from ``folder/submitted.json``: the next run of the sweep submits them as
+    new runs."""
+    submitted = read_submissions(folder)
+    atomic_save_json(
+        folder / SUBMITTED_FILE, {k: v for k, v in submitted.items() if k not in stems}
+    )
+
+
+def refused(line: str) -> bool:
+    """Whether a job's last line (``last_error``) is its run's own one-line refusal (bad data, a
+    NaN loss, another config), which the same job would meet again."""
+    return line.startswith("error:")
+
+
 def read_submissions(folder: Path) -> dict[str, str]:
     try:
         return {
