@@ -30,7 +30,7 @@ from utils.report.stats import (
     pairs_for_power,
     tost_paired,
 )
-from utils.runs.records import RunRecord, load_results
+from utils.runs.records import ReportError, RunRecord, load_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -767,6 +767,25 @@ def test_console_header_names_the_baseline_of_each_tag(
     assert "AULC - random@tag [95 % CI]" in header, header
     assert main([str(results), "--baseline", "random@s=a"]) == 0
     assert "AULC - random@s=a [95 % CI]" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_a_cycle_being_saved_by_a_running_run_is_read_once_saved(tmp_path: Path) -> None:
+    import threading
+
+    from utils.runs.lock import run_lock
+
+    write_run(tmp_path, "random", 0, [4, 6], [0.5, 0.6])
+    np.save(tmp_path / "random_0.npy", np.array([0.5, 0.6, 0.7]))  # cycle 2, its record not yet
+    with pytest.raises(ReportError, match="random_0"):
+        load_results(tmp_path)  # no run holds it: the files disagree for good
+    with run_lock(tmp_path / "random_0.lock"):
+        record = threading.Timer(
+            0.2, write_run, (tmp_path, "random", 0, [4, 6, 8], [0.5, 0.6, 0.7])
+        )
+        record.start()
+        (run,) = load_results(tmp_path)["random"]
+        record.join()
+    assert run.dice.tolist() == [0.5, 0.6, 0.7]
 
 
 def _split_study(tmp_path: Path) -> tuple[Path, Path]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.errors import UserError
+from utils.runs.lock import is_locked
 
 __all__ = ["ReportError", "RunRecord", "folder_paths", "load_results"]
 
@@ -201,6 +203,22 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
     )
 
 
+# A running run writes its .npy, then its record: read in between, they differ by a cycle.
+SETTLE_S = 1.0
+
+
+def _load_settled(npy_path: Path, heuristic: str, run: int) -> RunRecord:
+    """``_load_run``, read once more after ``SETTLE_S`` when the files disagree while the run
+    holds its lock: a report written during a study must not stop at a cycle being saved."""
+    try:
+        return _load_run(npy_path, heuristic, run)
+    except ReportError:
+        if is_locked(npy_path.with_suffix(".lock")) is None:
+            raise
+    time.sleep(SETTLE_S)
+    return _load_run(npy_path, heuristic, run)
+
+
 def folder_paths(
     results_dirs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
 ) -> list[Path]:
@@ -255,7 +273,7 @@ def load_results(
                     "keep one of them (active.py writes the run without leading zeros)"
                 )
             origin[heuristic, run], found = path, True
-            grouped.setdefault(heuristic, []).append(_load_run(path, heuristic, run))
+            grouped.setdefault(heuristic, []).append(_load_settled(path, heuristic, run))
         if not found:
             raise ReportError(f"no results found in {results_dir}: {_NO_RESULTS_HINT}")
     return {name: sorted(runs, key=lambda r: r.run) for name, runs in sorted(grouped.items())}
