@@ -49,6 +49,7 @@ from utils.sweep.slurm import (  # noqa: E402
     slurm_parameters,
     submit,
 )
+from utils.sweep.stopping import STOP_SIGNALS, check_stop, stop_for  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +257,7 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
             failed = run_local(
                 todo, args.parallel, progress=not args.no_progress, extra_env=extra_env
             )
+    check_stop()  # before the report, if a stop was lost while the last job ended
     if refusals:
         where = f"{slurm_logs}; fix their cause and run this command again to submit them"
     else:
@@ -285,24 +287,23 @@ def write_report(results_dir: Path, failed: list[str], logs: str) -> int:
     return 0 if reported and not failed else 1
 
 
-UNWIND_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
-
 def _unwind_on(signum: int, _frame: object) -> None:
     # Ctrl-C, scancel, kill and a closed terminal: the local jobs are killed and an MPS daemon
     # started for the sweep quits, instead of outliving it, with one line rather than a
     # traceback. A second signal must not cut that clean-up short.
-    for name in UNWIND_SIGNALS:
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
     print(
         f"sweep: stopped by {signal.Signals(signum).name}; the same command resumes it",
         file=sys.stderr,
         flush=True,
     )
-    raise SystemExit(128 + signum)
+    stop_for(signum)
 
 
 if __name__ == "__main__":
-    for name in UNWIND_SIGNALS:
-        signal.signal(getattr(signal, name), _unwind_on)
-    raise SystemExit(main())
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, _unwind_on)
+    code = main()
+    check_stop()
+    raise SystemExit(code)

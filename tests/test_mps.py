@@ -84,15 +84,14 @@ def test_a_start_cut_short_by_a_signal_is_told_to_quit(
 ) -> None:
     import utils.sweep.mps
 
-    real_run = subprocess.run
+    class StartThenInterrupt(subprocess.Popen):
+        def wait(self, timeout: float | None = None) -> int:
+            code = super().wait(timeout)
+            if self.args[1:] == ["-d"]:
+                raise KeyboardInterrupt  # as the sweep's signal handler does, after the fork
+            return code
 
-    def start_then_interrupt(command: list[str], **kwargs: object) -> object:
-        done = real_run(command, **kwargs)
-        if command[1:] == ["-d"]:
-            raise KeyboardInterrupt  # as the sweep's signal handler does, after the fork
-        return done
-
-    monkeypatch.setattr(utils.sweep.mps.subprocess, "run", start_then_interrupt)
+    monkeypatch.setattr(utils.sweep.mps.subprocess, "Popen", StartThenInterrupt)
     with pytest.raises(KeyboardInterrupt), mps_daemon():
         pass
     assert [line.split()[0] for line in fake_control.read_text().splitlines()] == ["start", "quit"]
@@ -142,10 +141,11 @@ def test_daemon_quits_when_the_sweep_is_terminated(
     while not fake_control.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     sweep.send_signal(signum)
-    assert sweep.wait(timeout=60) == 128 + signum
+    code = sweep.wait(timeout=60)
+    stderr = sweep.stderr.read().decode()
+    assert code == 128 + signum, stderr
     calls = [line.split()[0] for line in fake_control.read_text().splitlines()]
     assert calls == ["start", "quit"]
-    stderr = sweep.stderr.read().decode()
     name = signal.Signals(signum).name
     assert stderr.endswith(f"sweep: stopped by {name}; the same command resumes it\n"), stderr
     assert "Traceback" not in stderr

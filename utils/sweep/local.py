@@ -19,6 +19,7 @@ from typing import Any
 
 from utils.runs.lock import is_locked
 from utils.sweep.plan import Job, cycles_done
+from utils.sweep.stopping import check_stop, release_stop_signals, stop_signals_held
 
 # The variables that set a job's CPU threads. Every executor sets them to the job's share of the
 # cores before the job's python starts: OpenMP reads them once, when torch loads.
@@ -30,6 +31,7 @@ def _die_with_parent() -> None:
     if sys.platform.startswith("linux"):
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    release_stop_signals()
 
 
 def available_cpus() -> int:
@@ -128,6 +130,7 @@ def run_local(
     display = Progress(jobs, show=progress)
     try:
         while pending or running:
+            check_stop()
             while pending and len(running) < parallel:
                 job = pending.pop(0)
                 # Checked when the sweep began; another sweep on the same results_dir may have
@@ -138,7 +141,7 @@ def run_local(
                     continue
                 log_path = job.results_dir / "logs" / f"{job.stem}.log"
                 log_path.parent.mkdir(parents=True, exist_ok=True)
-                with log_path.open("ab") as log:
+                with log_path.open("ab") as log, stop_signals_held():
                     process = subprocess.Popen(
                         [*job.command(), "progress=False"],
                         cwd=job.workdir,

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from utils.errors import UserError
+from utils.sweep.stopping import release_stop_signals, stop_signals_held
 
 CONTROL = "nvidia-cuda-mps-control"
 
@@ -51,15 +52,19 @@ def mps_daemon(control: str = CONTROL, timeout_s: float = 20.0) -> Iterator[dict
     try:
         # A file, not a pipe: the daemon forks and may keep its stderr open while it lives.
         with errors.open("w") as err:
-            try:
-                code = subprocess.run(
+            with stop_signals_held():
+                start = subprocess.Popen(
                     [executable, "-d"],
                     env=full_env,
                     stdout=subprocess.DEVNULL,
                     stderr=err,
-                    timeout=timeout_s,
-                ).returncode
+                    preexec_fn=release_stop_signals,
+                )
+            try:
+                code = start.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
+                start.kill()
+                start.wait()
                 code = None
         if code != 0:
             refused = code is not None
