@@ -15,6 +15,7 @@ into ``results_dir``.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import warnings
@@ -293,11 +294,12 @@ def _unwind_on(signum: int, _frame: object) -> None:
     # traceback. A second signal must not cut that clean-up short.
     for stop in STOP_SIGNALS:
         signal.signal(stop, signal.SIG_IGN)
-    print(
-        f"sweep: stopped by {signal.Signals(signum).name}; the same command resumes it",
-        file=sys.stderr,
-        flush=True,
-    )
+    # os.write: a print could land inside one of tqdm's writes to stderr and fail as reentrant.
+    name = signal.Signals(signum).name
+    try:
+        os.write(2, f"sweep: stopped by {name}; the same command resumes it\n".encode())
+    except OSError:  # stderr closed with the terminal: stop all the same
+        pass
     stop_for(signum)
 
 

@@ -594,6 +594,72 @@ def test_failed_runs_are_named_after_the_report_or_its_absence(
     assert sweep.write_report(tmp_path, [], "LOGS") == 0
 
 
+class SleepJob(Job):
+    """A job that sleeps for a minute."""
+
+    def command(self, python: str = sys.executable) -> list[str]:
+        return [python, "-c", "import time; time.sleep(60)"]
+
+
+def test_a_stop_held_while_a_job_starts_still_kills_that_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+
+    import utils.sweep.local
+    from utils.sweep.local import run_local
+
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    @contextlib.contextmanager
+    def stop_as_the_hold_ends():  # where a signal held during the fork is delivered
+        yield
+        raise SystemExit(143)
+
+    monkeypatch.setattr(utils.sweep.local, "stop_signals_held", stop_as_the_hold_ends)
+    monkeypatch.setattr(utils.sweep.local.subprocess, "Popen", Recorded)
+    job = SleepJob("x_0", (), {"results_dir": str(tmp_path)}, 1)
+    with pytest.raises(SystemExit):
+        run_local([job], parallel=1, progress=False)
+    (process,) = started
+    assert process.wait(timeout=10) == -signal.SIGKILL  # killed, not left to sleep
+
+
+def test_a_recorded_stop_starts_no_further_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import utils.sweep.stopping
+    from utils.sweep.local import run_local
+
+    monkeypatch.setattr(utils.sweep.stopping, "_stop_signal", [signal.SIGTERM])
+    jobs = [MarkJob(f"x_{i}", (), {"results_dir": str(tmp_path)}, 1) for i in range(2)]
+    with pytest.raises(SystemExit) as stopped:
+        run_local(jobs, parallel=2, progress=False)
+    assert stopped.value.code == 128 + signal.SIGTERM and not list(tmp_path.glob("*.ran"))
+
+
+@pytest.mark.parametrize(
+    ("line", "refusal"),
+    [
+        ("error: data folder x does not exist; put images in x/images", True),
+        ("error: bald_0: the loss is NaN at cycle 3; lower lr", True),
+        ("error: bald_0 is already running in process 12 on node3 (lock x); wait for it", False),
+        ("torch.OutOfMemoryError: CUDA out of memory", False),
+    ],
+)
+def test_only_a_runs_own_lasting_refusal_keeps_it_from_being_submitted_again(
+    line: str, refusal: bool
+) -> None:
+    from utils.sweep.slurm import refused
+
+    assert refused(line) is refusal
+
+
 def test_a_failed_slurm_job_is_summed_up_by_its_runs_own_error(tmp_path: Path) -> None:
     from utils.sweep.slurm import last_error
 

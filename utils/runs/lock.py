@@ -36,8 +36,8 @@ def _flock(fd: int, operation: int, path: Path) -> None:
         raise
     except OSError as err:
         raise NoFileLocksError(
-            f"{path.parent} does not support file locks ({err.strerror}); put results_dir on a "
-            "file system that does (on a cluster, one that locks across nodes)"
+            f"{path.parent} does not support file locks ({err.strerror}); use a folder on a file "
+            "system that does (on a cluster, one that locks across nodes)"
         ) from None
 
 

@@ -213,7 +213,11 @@ def _load_settled(npy_path: Path, heuristic: str, run: int) -> RunRecord:
     try:
         return _load_run(npy_path, heuristic, run)
     except ReportError:
-        if is_locked(npy_path.with_suffix(".lock")) is None:
+        try:
+            running = is_locked(npy_path.with_suffix(".lock")) is not None
+        except OSError:  # no locks there, or another user's lock file: cannot tell
+            running = False
+        if not running:
             raise
     time.sleep(SETTLE_S)
     return _load_run(npy_path, heuristic, run)

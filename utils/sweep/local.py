@@ -60,6 +60,9 @@ class Progress:
         self.sweep_began = time.time()
         self.overwritten = {job.stem for job in self.jobs if job.config.overwrite}
         self.start_cycles = self.cycles()
+        # No monitor thread: a stop signal must reach the main thread, which holds it back
+        # while it forks (``stop_signals_held``); a thread that does not would take it then.
+        tqdm.monitor_interval = 0
         self.bar = tqdm(
             total=self.total,
             initial=self.start_cycles,
@@ -130,8 +133,8 @@ def run_local(
     display = Progress(jobs, show=progress)
     try:
         while pending or running:
-            check_stop()
             while pending and len(running) < parallel:
+                check_stop()
                 job = pending.pop(0)
                 # Checked when the sweep began; another sweep on the same results_dir may have
                 # taken or finished the run since.
@@ -141,6 +144,8 @@ def run_local(
                     continue
                 log_path = job.results_dir / "logs" / f"{job.stem}.log"
                 log_path.parent.mkdir(parents=True, exist_ok=True)
+                # A stop held during the fork arrives as the hold ends: the job must be in
+                # ``running`` by then, for the clean-up below to kill it.
                 with log_path.open("ab") as log, stop_signals_held():
                     process = subprocess.Popen(
                         [*job.command(), "progress=False"],
@@ -150,7 +155,8 @@ def run_local(
                         stderr=subprocess.STDOUT,
                         preexec_fn=_die_with_parent,
                     )
-                running[job.stem] = (job, process, log_path)
+                    running[job.stem] = (job, process, log_path)
+            check_stop()
             for stem, (_, process, log_path) in list(running.items()):
                 code = process.poll()
                 if code is None:

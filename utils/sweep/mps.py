@@ -49,6 +49,7 @@ def mps_daemon(control: str = CONTROL, timeout_s: float = 20.0) -> Iterator[dict
     full_env = {**os.environ, **env}
     errors = folder / "start.err"
     refused = False  # the start command said no: there is no daemon to quit
+    start = None
     try:
         # A file, not a pipe: the daemon forks and may keep its stderr open while it lives.
         with errors.open("w") as err:
@@ -78,7 +79,13 @@ def mps_daemon(control: str = CONTROL, timeout_s: float = 20.0) -> Iterator[dict
             raise MPSError(f"{control} -d failed ({detail}); {hint}, or run without --mps")
         yield env
     finally:
-        # Also when a signal or a timeout cut the start short: the daemon may be up by then.
+        # Also when a signal or a timeout cut the start short: the daemon may be up by then,
+        # or about to be, so the start is let finish (for a while) before it is told to quit.
+        if start is not None and start.poll() is None:
+            try:
+                start.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                start.kill()
         if not refused:
             try:
                 subprocess.run(

@@ -168,7 +168,11 @@ SBATCH_FIXES = (
     ),
     # Before "time limit": the QOS refusal says "job submit limit, user's size and/or time
     # limits", and the usual cause is the number of jobs.
-    ("qos", "the account's limits refuse this many jobs; sweep fewer --runs at a time"),
+    (
+        "qos",
+        "the account's limits refuse this many jobs or this long a one; sweep fewer --runs at "
+        "a time, or lower --time-min",
+    ),
     ("time limit", "lower --time-min to the partition's limit (`sinfo -o '%P %l'`)"),
     ("array", "the array is larger than the cluster allows; sweep fewer --runs at a time"),
     ("contact slurm controller", "SLURM's controller does not answer; ask its administrators"),
@@ -254,7 +258,8 @@ def forget_submissions(folder: Path, stems: Sequence[str]) -> None:
 def refused(line: str) -> bool:
     """Whether a job's last line (``last_error``) is its run's own one-line refusal (bad data, a
     NaN loss, another config), which the same job would meet again."""
-    return line.startswith("error:")
+    # A lock still held for a requeued job's dead first attempt (an NFS lease) passes.
+    return line.startswith("error:") and " is already running in " not in line
 
 
 def read_submissions(folder: Path) -> dict[str, str]:
