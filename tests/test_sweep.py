@@ -515,6 +515,9 @@ def test_a_grid_over_strategies_shares_one_full_supervision_reference(
     ]
     with pytest.raises(SweepError, match="differ in region_shape; that does not change such a"):
         plan_jobs(["entropy"], [0], named, updates, parse_grid(["region_shape=tile,superpixel"]))
+    # Values that differ only in characters a result name cannot hold share its tag.
+    with pytest.raises(SweepError, match="differ in data_path; their --grid values give the same"):
+        plan_jobs(["entropy"], [0], named, updates, parse_grid(["data_path=a/b,a-b"]))
 
 
 def test_a_run_starting_while_the_sweep_probes_its_lock_still_starts(tmp_path: Path) -> None:

@@ -259,14 +259,18 @@ def plan_jobs(
             if not differing or (full and set(differing) <= IN_RESULT_NAME):
                 continue
             in_grid = set(differing) <= set(point)
+            if in_grid and not set(differing) & IN_RESULT_NAME:
+                fix = (
+                    "their --grid values give the same tag in the result name (characters "
+                    "other than letters, digits and ._+- become -); use values that differ there"
+                )
+            elif in_grid:
+                fix = "that does not change such a run, so drop it from --grid"
+            else:
+                fix = "put the differing key in --grid"
             raise SweepError(
                 f"two jobs of this sweep would write {paths.stem} with configs that differ "
-                f"in {', '.join(differing)}; "
-                + (
-                    "that does not change such a run, so drop it from --grid"
-                    if in_grid
-                    else "put the differing key in --grid"
-                )
+                f"in {', '.join(differing)}; {fix}"
             )
         planned[paths.stem] = record
         total = 1 if full else cfg.al_cycles + 1
