@@ -651,7 +651,6 @@ def test_a_recorded_stop_starts_no_further_job(
     [
         ("error: data folder x does not exist; put images in x/images", True),
         ("error: bald_0: the loss is NaN at cycle 3; lower lr", True),
-        ("error: bald_0 is already running in process 12 on node3 (lock x); wait for it", False),
         ("torch.OutOfMemoryError: CUDA out of memory", False),
     ],
 )
@@ -661,6 +660,16 @@ def test_only_a_runs_own_lasting_refusal_keeps_it_from_being_submitted_again(
     from utils.sweep.slurm import refused
 
     assert refused(line) is refusal
+
+
+def test_a_lock_still_held_after_a_requeue_is_not_a_lasting_refusal(tmp_path: Path) -> None:
+    from utils.runs.lock import RunLockedError
+    from utils.sweep.slurm import refused
+
+    with run_lock(tmp_path / "bald_0.lock"), pytest.raises(RunLockedError) as held:
+        with run_lock(tmp_path / "bald_0.lock"):
+            pass
+    assert not refused(f"error: {held.value}")  # the line active.py ends on
 
 
 def test_a_failed_slurm_job_is_summed_up_by_its_runs_own_error(tmp_path: Path) -> None:

@@ -23,8 +23,12 @@ class RunLockedError(UserError, RuntimeError):
     """Another live process holds this run."""
 
 
+# In RunLockedError's line, after the run's name: how a sweep tells that refusal in a job's log.
+ALREADY_RUNNING = " is already running in "
+
+
 class NoFileLocksError(UserError, OSError):
-    """The file system of the results refuses ``flock``."""
+    """The file system of a lock's folder (results, data or splits) refuses ``flock``."""
 
 
 def _flock(fd: int, operation: int, path: Path) -> None:
@@ -73,7 +77,7 @@ def run_lock(path: Path) -> Iterator[None]:
     try:
         if not _take(fd, PROBE_GRACE_S, path):
             raise RunLockedError(
-                f"{path.stem} is already running in {_holder(path)} (lock {path}); wait for it "
+                f"{path.stem}{ALREADY_RUNNING}{_holder(path)} (lock {path}); wait for it "
                 "to finish or stop it, then run this again"
             ) from None
         os.ftruncate(fd, 0)

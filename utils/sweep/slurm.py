@@ -27,6 +27,7 @@ from typing import Any
 
 from utils import PROJECT_ROOT
 from utils.io import atomic_save_json
+from utils.runs.lock import ALREADY_RUNNING
 from utils.sweep.local import THREAD_VARIABLES
 from utils.sweep.plan import Job, SweepError
 
@@ -259,7 +260,7 @@ def refused(line: str) -> bool:
     """Whether a job's last line (``last_error``) is its run's own one-line refusal (bad data, a
     NaN loss, another config), which the same job would meet again."""
     # A lock still held for a requeued job's dead first attempt (an NFS lease) passes.
-    return line.startswith("error:") and " is already running in " not in line
+    return line.startswith("error:") and ALREADY_RUNNING not in line
 
 
 def read_submissions(folder: Path) -> dict[str, str]:
