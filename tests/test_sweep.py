@@ -533,10 +533,13 @@ def test_a_run_starting_while_the_sweep_probes_its_lock_still_starts(tmp_path: P
 
 
 class QuickJob(Job):
-    """A job that only starts python and exits."""
+    """A job that runs a line of Python instead of a run; ``{mark}`` names a file of its own."""
+
+    script = "pass"
 
     def command(self, python: str = sys.executable) -> list[str]:
-        return [python, "-c", "pass"]
+        mark = Path(self.config.results_dir) / f"{self.stem}.ran"
+        return [python, "-c", self.script.format(mark=repr(str(mark)))]
 
 
 def test_more_jobs_at_once_than_cores_is_a_warning(
@@ -553,12 +556,10 @@ def test_more_jobs_at_once_than_cores_is_a_warning(
     assert err.count("\n") == 1 and f"--parallel {cores + 1} on {cores} CPU cores" in err, err
 
 
-class MarkJob(Job):
+class MarkJob(QuickJob):
     """A job that only leaves a mark that it ran."""
 
-    def command(self, python: str = sys.executable) -> list[str]:
-        mark = Path(self.config.results_dir) / f"{self.stem}.ran"
-        return [python, "-c", f"open({str(mark)!r}, 'w').close()"]
+    script = "open({mark}, 'w').close()"
 
 
 def test_a_run_taken_or_finished_by_another_sweep_meanwhile_is_not_started(
@@ -597,11 +598,10 @@ def test_failed_runs_are_named_after_the_report_or_its_absence(
     assert sweep.write_report(tmp_path, [], "LOGS") == 0
 
 
-class SleepJob(Job):
+class SleepJob(QuickJob):
     """A job that sleeps for a minute."""
 
-    def command(self, python: str = sys.executable) -> list[str]:
-        return [python, "-c", "import time; time.sleep(60)"]
+    script = "import time; time.sleep(60)"
 
 
 def test_a_stop_held_while_a_job_starts_still_kills_that_job(

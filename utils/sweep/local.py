@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from utils.runs.lock import is_locked
-from utils.runs.state import RunPaths
 from utils.sweep.plan import Job, cycles_done
 from utils.sweep.stopping import check_stop, release_stop_signals, stop_signals_held
 
@@ -178,7 +177,7 @@ def run_local(
 
 def _taken_since(job: Job, display: Progress) -> str | None:
     """Why ``job`` is no longer this sweep's to start, or None."""
-    holder = is_locked(RunPaths(job.results_dir, job.stem).lock)
+    holder = is_locked(job.paths.lock)
     if holder is not None:
         return f"already running in {holder}"
     return "finished by another process" if display.job_status(job)[1] else None

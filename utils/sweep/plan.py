@@ -76,6 +76,10 @@ class Job:
     def config(self) -> ExperimentConfig:
         return ExperimentConfig.from_mapping(merged(self.named_configs, self.updates))
 
+    @property
+    def paths(self) -> RunPaths:
+        return RunPaths(self.results_dir, self.stem)
+
     def command(self, python: str = sys.executable) -> list[str]:
         pairs = [f"{k}={_literal(v)}" for k, v in self.updates.items()]
         return [python, str(PROJECT_ROOT / "active.py"), "with", *self.named_configs, *pairs]
@@ -288,8 +292,7 @@ class JobStatus:
 def job_status(job: Job) -> JobStatus:
     """Where ``job`` stands on disk. ``ResumeError`` when its results have another config."""
     cfg = validate(job.config)
-    relative = run_paths(cfg)
-    paths = RunPaths(Path(job.workdir, relative.results_dir), relative.stem)
+    paths = job.paths
     state = load_state(paths, run_record_config(cfg), cfg.overwrite)
     done = state.cycles_done if state is not None else 0
     finished = state is not None and state.finished
@@ -321,7 +324,7 @@ def cycles_done(job: Job, written_since: float | None = None) -> tuple[int, bool
     With ``written_since`` (a ``time.time()``), a state file older than that counts as none: an
     ``overwrite=True`` run leaves the old one in place until its own first cycle.
     """
-    path = job.results_dir / f"{job.stem}.state.json"
+    path = job.paths.state
     try:
         if written_since is not None and path.stat().st_mtime < written_since:
             return 0, False
