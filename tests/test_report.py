@@ -105,6 +105,18 @@ def test_wilcoxon_branch_exact_values() -> None:
     assert paired_p_value(a, b) == pytest.approx(6 / 64)
 
 
+def test_wilcoxon_with_a_zero_or_a_tie_is_exact() -> None:
+    """A zero difference is dropped (Wilcoxon's rule) and tied ranks are averaged, and the
+    p-value stays exact: a normal approximation would give about 0.043 and 0.028 here."""
+    b = {run: 0.5 for run in range(6)}
+    # One zero, five positive differences: the exact test on 5 pairs, 2 / 2**5.
+    zero = {0: 0.5, 1: 0.51, 2: 0.52, 3: 0.53, 4: 0.54, 5: 0.55}
+    assert paired_p_value(zero, b) == pytest.approx(2 / 32)
+    # Six positive differences, two of them tied: still only all-alike is as extreme.
+    tied = {0: 0.51, 1: 0.51, 2: 0.52, 3: 0.53, 4: 0.54, 5: 0.55}
+    assert paired_p_value(tied, b) == pytest.approx(2 / 64)
+
+
 def test_paired_p_value_edge_cases() -> None:
     assert paired_p_value({0: 0.5}, {0: 0.4}) is None
     assert paired_p_value({0: 0.5, 1: 0.6}, {2: 0.4, 3: 0.5}) is None
@@ -112,12 +124,14 @@ def test_paired_p_value_edge_cases() -> None:
     same = {run: 0.1 * run for run in range(8)}
     assert paired_p_value(same, dict(same)) == 1.0
     assert paired_p_value({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6}) == 1.0
-    # Constant non-zero difference with the t-test: infinite t, p = 0.
-    assert paired_p_value({0: 0.6, 1: 0.7}, {0: 0.5, 1: 0.6}) == pytest.approx(0.0)
+    # Constant non-zero difference: t is undefined; the exact sign-flip p is 2 / 2**n.
+    assert paired_p_value({0: 0.6, 1: 0.7}, {0: 0.5, 1: 0.6}) == pytest.approx(2 / 4)
+    five = {run: 0.5 for run in range(5)}
+    assert paired_p_value({run: 0.6 for run in range(5)}, five) == pytest.approx(2 / 32)
     # The same, constant up to rounding (0.04999999999999999 and ...93): no scipy warning.
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert paired_p_value({0: 0.3, 1: 0.7}, {0: 0.25, 1: 0.65}) == 0.0
+        assert paired_p_value({0: 0.3, 1: 0.7}, {0: 0.25, 1: 0.65}) == 0.5
         assert paired_p_value({0: 0.3 - 0.25, 1: 0.05}, {0: 0.05, 1: 0.7 - 0.65}) == 1.0
     # With Wilcoxon, a difference of rounding size is a tie (dropped), not a signed difference.
     a = {0: 0.3, 1: 0.5, 2: 0.5, 3: 0.5, 4: 0.5, 5: 0.5}
@@ -195,6 +209,9 @@ def test_holm_adjust_by_hand() -> None:
     assert holm_adjust([0.02, 0.5, 0.02]) == pytest.approx([0.06, 0.5, 0.06])
     assert holm_adjust([0.2]) == pytest.approx([0.2])
     assert holm_adjust([None, None]) == [None, None] and holm_adjust([]) == []
+    # NaN is no test, like None: it neither counts in m nor stops the later ranks.
+    adjusted = holm_adjust([0.01, float("nan"), 0.02, 0.03])
+    assert adjusted[1] is None and adjusted == pytest.approx([0.03, None, 0.04, 0.04])
 
 
 def test_tost_by_hand_and_against_scipy() -> None:
@@ -217,6 +234,11 @@ def test_tost_by_hand_and_against_scipy() -> None:
     p, equivalent = tost_paired(DIFFS, 0.005)
     assert p == pytest.approx(0.5 + (math.atan(-0.5) - 0.4) / math.pi, rel=1e-9)
     assert not equivalent
+    # Margin 0.007: t = -0.003 / se = -1.5 sqrt 3, p = 1/2 + (atan(-1.5) - 1.5/3.25) / pi =
+    # 0.0403. Each one-sided test is at alpha, not alpha / 2: equivalent.
+    p, equivalent = tost_paired(DIFFS, 0.007)
+    assert p == pytest.approx(0.5 + (math.atan(-1.5) - 1.5 / 3.25) / math.pi, rel=1e-9)
+    assert 0.025 < p < 0.05 and equivalent
 
 
 def test_tost_without_spread_and_edge_cases() -> None:
@@ -904,6 +926,43 @@ def test_a_dice_that_is_not_finite_names_the_file(
     _assert_one_line_error(capsys, "random_2.npy", "cycle 1", "nan")
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("labelled_fraction", [0.1, float("nan"), 0.3, 0.4], ("labelled_fraction", "one number")),
+        ("labelled_fraction", "0.1 0.2 0.3 0.4", ("labelled_fraction", "one number")),
+        ("complete", "false", ("'complete'", "true or false")),
+        ("validation_images", "x", ("'validation_images'", "count")),
+    ],
+)
+def test_a_malformed_record_field_names_the_file(
+    results_dir: Path, capsys: pytest.CaptureFixture[str], key: str, value: object, words: tuple
+) -> None:
+    record = json.loads((results_dir / "random_2.json").read_text())
+    assert len(record["n_labelled"]) == 4  # one fraction per cycle, so only the value is wrong
+    (results_dir / "random_2.json").write_text(json.dumps({**record, key: value}))
+    assert main([str(results_dir)]) == 2
+    _assert_one_line_error(capsys, "random_2.json", *words)
+
+
+def test_an_npy_of_text_names_the_file(
+    results_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    np.save(results_dir / "random_2.npy", np.array(["a", "b", "c"]))
+    assert main([str(results_dir)]) == 2
+    _assert_one_line_error(capsys, "random_2.npy", "Dice values")
+
+
+def test_runs_on_other_label_schedules_do_not_pair(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for run in (0, 1):
+        write_run(tmp_path, "random", run, [4, 6, 8], [0.5, 0.6, 0.7])
+        write_run(tmp_path, "bald", run, [2, 4, 6], [0.4, 0.55, 0.65])  # n_label_start=2
+    assert main([str(tmp_path)]) == 2
+    _assert_one_line_error(capsys, "bald_0", "[2, 4, 6]", "random_0", "[4, 6, 8]")
+
+
 def test_one_run_under_two_file_names_is_refused(
     results_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -951,7 +1010,7 @@ def test_an_unfinished_pair_is_compared_over_the_cycles_both_reached(
     printed = capsys.readouterr()
     assert "(pairs are compared over the cycles both runs reached)" in printed.err
     entropy = next(line for line in printed.out.splitlines() if line.startswith("entropy "))
-    assert "+0.025 [+0.025, +0.025]  <0.001" in entropy  # a constant difference: p = 0
+    assert "+0.025 [+0.025, +0.025]  0.500" in entropy  # constant: sign-flip p = 2 / 2**2
     markdown = (results / "summary.md").read_text()
     assert "each pair is compared over the cycles both of its runs reached" in markdown
     row = _summary_rows(results)["entropy"]
@@ -959,7 +1018,7 @@ def test_an_unfinished_pair_is_compared_over_the_cycles_both_reached(
     # -0.025); pair 1 over 4-8: 0.575 - 0.55. So +0.025 in both, without spread.
     assert float(row["aulc_diff"]) == pytest.approx(0.025, abs=1e-4)
     assert float(row["aulc_diff_ci_low"]) == pytest.approx(0.025, abs=1e-4)
-    assert float(row["p_vs_random"]) == 0.0  # t-test of a constant non-zero difference
+    assert float(row["p_vs_random"]) == 0.5  # a constant non-zero difference, 2 pairs
     runs = {(r["heuristic"], r["run"]): r for r in csv.DictReader((results / "runs.csv").open())}
     assert float(runs[("random", "0")]["aulc"]) == pytest.approx(0.6)  # its whole curve
 

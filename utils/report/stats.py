@@ -78,7 +78,9 @@ def paired_p_value(a: Mapping[int, float], b: Mapping[int, float]) -> float | No
 
     Wilcoxon signed-rank with at least ``MIN_WILCOXON_PAIRS`` pairs (no normality assumption),
     otherwise the paired t-test, which needs at least two pairs. Identical samples give 1.0.
-    With a constant non-zero difference the t statistic is infinite and the p-value 0.0.
+    With a constant non-zero difference the t statistic is undefined (no spread): the p-value
+    is then that of the exact sign-flip test, ``2 / 2**n``, as no sign pattern is more extreme
+    than all alike.
 
     Returns:
         The p-value, or None with fewer than two shared runs.
@@ -99,8 +101,7 @@ def paired_p_value(a: Mapping[int, float], b: Mapping[int, float]) -> float | No
     if len(shared) >= MIN_WILCOXON_PAIRS:
         return float(stats.wilcoxon(diff, alternative="two-sided").pvalue)
     if np.ptp(diff) <= rounding:
-        # Zero spread, constant non-zero difference: infinite t.
-        return 0.0
+        return 2.0 / 2 ** len(shared)
     return float(stats.ttest_rel(x, y, alternative="two-sided").pvalue)
 
 
@@ -177,10 +178,10 @@ def holm_adjust(p_values: Sequence[float | None]) -> list[float | None]:
 
     With the m given p-values sorted, p_(1) <= ... <= p_(m), the adjusted value of p_(i) is
     ``min(1, max_{j <= i} (m - j + 1) * p_(j))``: rejecting where it is below alpha controls the
-    family-wise error rate at alpha over the m tests. None entries (no test) stay None and do
-    not count in m.
+    family-wise error rate at alpha over the m tests. None and NaN entries (no test) are None
+    in the result and do not count in m.
     """
-    present = [i for i, p in enumerate(p_values) if p is not None]
+    present = [i for i, p in enumerate(p_values) if p is not None and math.isfinite(p)]
     m = len(present)
     order = sorted(present, key=lambda i: p_values[i])  # stable: ties keep input order
     adjusted: list[float | None] = [None] * len(p_values)

@@ -197,7 +197,12 @@ def pair_aulcs(
     """Each shared run's AULC in ``records`` and in ``baseline``, both over the cycles that the
     two runs reached: a run cut off early is compared with its pair over the same labels, not
     with a longer curve, whose later and higher Dice would favour the pair. Runs that finished
-    alike keep their whole-curve AULC."""
+    alike keep their whole-curve AULC.
+
+    On the image axis the two runs must have labelled the same numbers of images at those
+    cycles: AULCs over different ranges of labels (another ``n_label_start`` or ``n_label``)
+    do not compare. On the pixel axis fractions differ with what each run picked.
+    """
     theirs = {r.run: r for r in baseline}
     mine, other = {}, {}
     for record in records:
@@ -205,6 +210,13 @@ def pair_aulcs(
         if pair is None:
             continue
         n = min(len(record.dice), len(pair.dice))
+        if not pixel_axis and not np.array_equal(record.n_labelled[:n], pair.n_labelled[:n]):
+            raise ReportError(
+                f"{record.heuristic}_{record.run} labelled {record.n_labelled[:n].tolist()} "
+                f"images but its pair {pair.heuristic}_{pair.run} "
+                f"{pair.n_labelled[:n].tolist()}; runs on other label schedules do not pair: "
+                "report them from separate folders"
+            )
         mine[record.run] = aulc(axis(record, pixel_axis)[:n], record.dice[:n])
         other[record.run] = aulc(axis(pair, pixel_axis)[:n], pair.dice[:n])
     return mine, other

@@ -71,7 +71,10 @@ def _read_dice(path: Path) -> np.ndarray:
     except (OSError, ValueError, EOFError) as exc:
         raise ReportError(f"cannot read {path}: {exc}") from exc
     # Full-supervision runs hold a single value that may have been saved as a 0-d array.
-    dice = np.atleast_1d(np.asarray(dice, dtype=float))
+    try:
+        dice = np.atleast_1d(np.asarray(dice, dtype=float))
+    except (TypeError, ValueError) as exc:
+        raise ReportError(f"{path}: expected Dice values, got an array of {dice.dtype}") from exc
     if dice.ndim != 1 or dice.size == 0:
         raise ReportError(f"{path}: expected a non-empty 1-D array of Dice, got {dice.shape}")
     # active.py's Dice is always finite (an empty mask has its own rule): this file is damaged.
@@ -82,6 +85,11 @@ def _read_dice(path: Path) -> np.ndarray:
             "rerun the run, or move its .npy and .json out of the folder"
         )
     return dice
+
+
+def _is_whole(value: object) -> bool:
+    """A JSON count: an int, not a bool, a float or a string."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def machine_label(machine: dict) -> str:
@@ -165,13 +173,22 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
     if label_unit == "image" and np.any(np.diff(n_labelled) <= 0):
         raise ReportError(f"{json_path}: 'n_labelled' must increase strictly from cycle to cycle")
     fraction = record.get("labelled_fraction")
-    if fraction is not None and len(fraction) == 0:
+    if isinstance(fraction, list) and len(fraction) == 0:
         fraction = None  # records from before pixels were counted
     if fraction is not None:
-        fraction = np.asarray(fraction, dtype=float)
-        if fraction.shape != dice.shape or np.any(np.diff(fraction) <= 0):
+        try:
+            fraction = np.asarray(fraction, dtype=float)
+        except (TypeError, ValueError):
+            fraction = None
+        if (
+            fraction is None
+            or fraction.shape != dice.shape
+            or not np.all(np.isfinite(fraction))
+            or np.any(np.diff(fraction) <= 0)
+        ):
             raise ReportError(
-                f"{json_path}: 'labelled_fraction' must have one value per cycle and increase"
+                f"{json_path}: 'labelled_fraction' must have one number per cycle and increase; "
+                "rewrite it with python -m utils.report.pixel_counts RESULTS_DIR"
             )
     elif label_unit == "region":
         raise ReportError(f"malformed JSON in {json_path}: a region run needs 'labelled_fraction'")
@@ -189,6 +206,12 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
             raise ReportError(f"{json_path}: 'test_dice' disagrees with {npy_path.name}")
 
     validation_images = record.get("validation_images")
+    if validation_images is not None and not _is_whole(validation_images):
+        raise ReportError(f"malformed JSON in {json_path}: 'validation_images' is not a count")
+    # Records from before this flag existed were written by finished runs only.
+    complete = record.get("complete", True)
+    if not isinstance(complete, bool):
+        raise ReportError(f"malformed JSON in {json_path}: 'complete' is not true or false")
     return RunRecord(
         heuristic=heuristic,
         run=run,
@@ -197,8 +220,7 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
         validation_images=None if validation_images is None else int(validation_images),
         label_unit=label_unit,
         labelled_fraction=fraction,
-        # Records from before this flag existed were written by finished runs only.
-        complete=bool(record.get("complete", True)),
+        complete=complete,
         machine_per_cycle=_machine_per_cycle(record, dice.size, json_path),
     )
 
