@@ -159,8 +159,21 @@ def test_mean_curve_uneven_lengths_and_t_interval() -> None:
 
 def test_mean_curve_single_run_has_no_band() -> None:
     n, mean, lo, hi = mean_curve([RunRecord("random", 0, np.array([4, 6]), np.array([0.3, 0.4]))])
-    np.testing.assert_array_equal(lo, mean)
-    np.testing.assert_array_equal(hi, mean)
+    np.testing.assert_array_equal(mean, [0.3, 0.4])
+    assert np.isnan(lo).all() and np.isnan(hi).all()  # not a band of zero width
+
+
+def test_one_pair_or_run_has_empty_bounds_in_curves_csv(tmp_path: Path) -> None:
+    write_run(tmp_path, "random", 0, [4, 6], [0.3, 0.4])
+    write_run(tmp_path, "bald", 0, [4, 6], [0.35, 0.5])
+    assert main([str(tmp_path)]) == 0
+    rows = list(csv.DictReader((tmp_path / "curves.csv").open()))
+    bald = [r for r in rows if r["heuristic"] == "bald"]
+    assert [r["mean_dice"] for r in bald] == ["0.3500", "0.5000"]
+    assert [r["diff_mean"] for r in bald] == ["0.0500", "0.1000"]
+    assert all(
+        r[k] == "" for r in bald for k in ("ci_low", "ci_high", "diff_ci_low", "diff_ci_high")
+    )
 
 
 # Four paired differences used below: mean 0.004, deviations ±0.002, so

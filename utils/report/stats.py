@@ -111,8 +111,8 @@ def mean_curve(
     """Mean learning curve over runs with a 95 % t-interval of the mean.
 
     Runs may stop at different lengths; at each number of labelled images the mean is taken
-    over the runs that reached it. Where only one run contributes, the band collapses to the
-    mean (no interval can be estimated from one value).
+    over the runs that reached it. Where only one run contributes, the band is NaN: no interval
+    can be estimated from one value, and a band of zero width would look like certainty.
 
     Returns:
         ``(n_labelled, mean, lo, hi)`` as 1-D arrays over the union of labelled-set sizes.
@@ -127,7 +127,7 @@ def mean_curve(
         values = np.array([r.dice[r.n_labelled == n][0] for r in records if n in r.n_labelled])
         mean[i] = values.mean()
         if values.size < 2:
-            lo[i] = hi[i] = mean[i]
+            lo[i] = hi[i] = np.nan
             continue
         half_width = (
             stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size)
@@ -292,8 +292,8 @@ def paired_difference_curve(
     """Mean paired difference of two sets of curves at every number of labelled images.
 
     Runs pair by run number; at each ``n_labelled`` the pairs are the runs of both sets that
-    reached it. The interval is ``paired_difference_ci``'s; with one pair it collapses to the
-    difference, as in ``mean_curve``.
+    reached it. The interval is ``paired_difference_ci``'s; with one pair it is NaN, as in
+    ``mean_curve``.
 
     Returns:
         ``(n_labelled, mean, low, high, pairs)``, 1-D arrays over the labelled-set sizes with at
@@ -317,7 +317,7 @@ def paired_difference_curve(
         if diffs.size == 0:
             continue
         interval = paired_difference_ci(diffs, confidence)
-        mean, low, high = interval if interval else (float(diffs[0]),) * 3
+        mean, low, high = interval if interval else (float(diffs[0]), np.nan, np.nan)
         rows.append((n, mean, low, high, diffs.size))
     if not rows:
         empty = np.empty(0)

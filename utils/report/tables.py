@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 
 from utils.report.stats import MIN_WILCOXON_PAIRS
@@ -218,11 +219,16 @@ def render_curves_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summa
                 else sum(value in r.n_labelled for r in runs)
             )
             x_cell = f"{value:.4f}" if summary.pixel_axis else str(int(value))
-            cells = [f"{v:.4f}" for v in (mean[i], lo[i], hi[i])]
+            cells = [_cell(v) for v in (mean[i], lo[i], hi[i])]
             diff = differences.get(float(value))
             diff_cells = ["", "", "", ""] if diff is None else [*diff[:3], str(diff[3])]
             writer.writerow([row.heuristic, x_cell, n_runs, *cells, *diff_cells])
     return buffer.getvalue()
+
+
+def _cell(value: float) -> str:
+    """A curve value to four decimals; empty where there is none (a band from one run)."""
+    return f"{value:.4f}" if math.isfinite(value) else ""
 
 
 def _differences_by_x(
@@ -234,7 +240,7 @@ def _differences_by_x(
         return {}
     x, mean, lo, hi, pairs = difference_curve(results[name], results[pair], summary.pixel_axis)
     return {
-        float(x[i]): (f"{mean[i]:.4f}", f"{lo[i]:.4f}", f"{hi[i]:.4f}", int(pairs[i]))
+        float(x[i]): (_cell(mean[i]), _cell(lo[i]), _cell(hi[i]), int(pairs[i]))
         for i in range(x.size)
     }
 
