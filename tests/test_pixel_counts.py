@@ -65,3 +65,12 @@ def test_a_record_that_does_not_add_up_is_refused_in_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "bald_0.json" in err and "\n" not in err
     assert (old / "bald_0.json").read_text() == before  # nothing written
+    # A record without the picks, or not JSON at all, is named in one line too.
+    (old / "bald_0.json").write_text(json.dumps({**record, "acquired": []}))
+    assert main([str(old)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "bald_0.json" in err and "lacks what active.py writes" in err and "\n" not in err
+    (old / "bald_0.json").write_text('{"config": ')
+    assert main([str(old)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: malformed JSON in ") and "\n" not in err

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 from data.datasets import open_dataset
-from data.segmentation import DataError
 from heuristics.strategies import initial_labelled
 from utils.config import ExperimentConfig
 from utils.errors import UserError
@@ -71,17 +70,23 @@ def add_pixel_counts(
     for path in sorted(folder.glob("*.json")):
         if path.name.endswith(".state.json"):
             continue
-        record = json.loads(path.read_text())
+        try:
+            record = json.loads(path.read_text())
+        except ValueError as err:
+            raise PixelCountError(f"malformed JSON in {path}: {err}") from None
         if "config" not in record or record.get("label_unit", "image") != "image":
             continue
         if record.get("labelled_fraction"):
             continue
         config = record["config"]
-        key = (
-            data_path or config["data_path"],
-            splits_path or config["splits_path"],
-            float(config["image_scale"]),
-        )
+        try:
+            key = (
+                data_path or config["data_path"],
+                splits_path or config["splits_path"],
+                float(config["image_scale"]),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise PixelCountError(f"{path}: config has no usable {err}") from None
         if key not in pools:
             updates = {"data_path": key[0], "splits_path": key[1], "image_scale": key[2]}
             cfg = ExperimentConfig.from_mapping({**config, **updates})
@@ -91,6 +96,11 @@ def add_pixel_counts(
             labelled_pixels, fraction = counts_of(record, *pools[key])
         except PixelCountError as err:
             raise PixelCountError(f"{path}: {err}") from None
+        except (KeyError, IndexError, TypeError) as err:
+            raise PixelCountError(
+                f"{path}: the record lacks what active.py writes ({type(err).__name__}: {err}); "
+                "rerun the run, or move its .npy and .json out of the folder"
+            ) from None
         record.update(
             label_unit="image", labelled_pixels=labelled_pixels, labelled_fraction=fraction
         )
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         filled = add_pixel_counts(args.folder, args.data_path, args.splits_path)
-    except (PixelCountError, DataError, FileNotFoundError) as err:
+    except (UserError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"added pixel counts to {len(filled)} records: {', '.join(filled) or '-'}")
