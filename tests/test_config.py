@@ -96,12 +96,29 @@ def test_integers_are_accepted_where_numbers_are_expected() -> None:
         ({"num_classes": 256, "dataset": "folder"}, "num_classes must be in [2, 255], got 256"),
         ({"synthetic": True, "dataset": "folder"}, "synthetic generates a GlaS"),
         ({"epochs": 2.5}, "epochs must be an integer"),
+        ({"run": -1}, "run must be >= 0, got -1"),
+        ({"lr": 0.0}, "lr must be > 0, got 0.0"),
+        ({"weight_decay": -1e-4}, "weight_decay must be >= 0"),
+        ({"lr_step_size": 0}, "lr_step_size must be >= 1, got 0"),
+        ({"base_width": 0}, "base_width must be >= 1, got 0"),
+        ({"num_workers": -1}, "num_workers must be >= 0, got -1"),
+        ({"device": "gpu"}, "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        ({"momentum": 0.0}, "nesterov=True needs momentum > 0"),
+        ({"mc_iters": 1}, "bald measures disagreement between MC-dropout samples"),
+        ({"mc_iters": 1, "heuristic": "mc"}, "variance measures disagreement"),
     ],
 )
 def test_validate_refuses_a_bad_value_in_one_line(updates: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         validate(replace(ExperimentConfig(), **updates))
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_one_sample_or_no_momentum_is_fine_where_it_means_something() -> None:
+    validate(ExperimentConfig(mc_iters=1, heuristic="entropy"))
+    validate(ExperimentConfig(mc_iters=1, heuristic="random"))
+    validate(ExperimentConfig(momentum=0.0, nesterov=False))
+    validate(ExperimentConfig(device="cuda:1"))
 
 
 def test_validate_writes_back_the_canonical_heuristic() -> None:

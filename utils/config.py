@@ -24,6 +24,9 @@ MAX_CLASSES = 255  # masks are kept as uint8
 MIN_PATCH_SIDE = 8
 # Result names are file names and sweep tags: no spaces, no slashes.
 TAG_PATTERN = re.compile(r"[A-Za-z0-9_.,=+-]*")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+# Heuristics that measure disagreement between MC samples: zero everywhere with one sample.
+NEEDS_SAMPLES = frozenset({"bald", "variance", "variance_edt"})
 
 
 class ConfigError(UserError, ValueError):
@@ -216,7 +219,7 @@ class ExperimentConfig:
         "`mean_teacher`: final weight of the consistency loss, ramped up (UA-MT: 0.1)",
         rule=at_least(0),
     )
-    run: int = _key(0, "run index; fixes all seeds")
+    run: int = _key(0, "run index; fixes all seeds", rule=at_least(0))
     seed: int = _key(0, "Sacred's seed; `active.py` ties it to `run`")
     results_dir: str = _key("results", "where results, records, run states and locks go")
     tag: str = _key(
@@ -234,19 +237,25 @@ class ExperimentConfig:
         "background and gland; `dataset=folder` with class masks: background + classes",
         rule=((lambda v: 2 <= v <= MAX_CLASSES), f"in [2, {MAX_CLASSES}]"),
     )
-    lr: float = _key(0.1, "SGD learning rate")
-    momentum: float = _key(0.9, "SGD momentum")
-    nesterov: bool = _key(True, "Nesterov momentum")
-    weight_decay: float = _key(1e-4, "SGD L2 weight decay")
-    lr_step_size: int = _key(40, "epochs between learning-rate decays (`StepLR`)")
-    lr_gamma: float = _key(0.1, "learning-rate factor at each decay")
+    lr: float = _key(0.1, "SGD learning rate", rule=above(0))
+    momentum: float = _key(0.9, "SGD momentum", rule=fraction())
+    nesterov: bool = _key(True, "Nesterov momentum (needs `momentum` > 0)")
+    weight_decay: float = _key(1e-4, "SGD L2 weight decay", rule=at_least(0))
+    lr_step_size: int = _key(40, "epochs between learning-rate decays (`StepLR`)", rule=at_least(1))
+    lr_gamma: float = _key(0.1, "learning-rate factor at each decay", rule=above(0))
     dropout: float = _key(0.1, "dropout after every UNet block", rule=fraction())
-    base_width: int = _key(16, "UNet channels at full resolution (doubled at each of 5 levels)")
-    device: str = _key("auto", "`auto` (CUDA when available), `cpu`, `cuda`, `cuda:N`")
+    base_width: int = _key(
+        16, "UNet channels at full resolution (doubled at each of 5 levels)", rule=at_least(1)
+    )
+    device: str = _key(
+        "auto",
+        "`auto` (CUDA when available), `cpu`, `cuda`, `cuda:N`",
+        rule=(lambda v: DEVICE_PATTERN.fullmatch(v) is not None, "auto, cpu, cuda or cuda:N"),
+    )
     precision: str = _key(
         "auto", "`auto` (bf16 where supported), `bf16`, `fp32`", choices=("auto", "bf16", "fp32")
     )
-    num_workers: int = _key(0, "DataLoader workers for training augmentation")
+    num_workers: int = _key(0, "DataLoader workers for training augmentation", rule=at_least(0))
     augment_on: str = _key(
         "auto",
         "where training batches are augmented: `loader` (CPU workers), `device` (in batches on "
@@ -403,6 +412,15 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         (
             not cfg.synthetic or cfg.dataset == "glas",
             "synthetic generates a GlaS; use it with dataset=glas",
+        ),
+        (
+            cfg.momentum > 0 or not cfg.nesterov,
+            "nesterov=True needs momentum > 0; set momentum (0.9 is the default) or nesterov=False",
+        ),
+        (
+            cfg.mc_iters >= 2 or heuristic not in NEEDS_SAMPLES,
+            f"{heuristic} measures disagreement between MC-dropout samples, which is zero with "
+            f"mc_iters={cfg.mc_iters}; set mc_iters >= 2 (20 is the default)",
         ),
         (
             0 < cfg.pseudo_threshold <= max_entropy,
