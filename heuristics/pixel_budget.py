@@ -39,6 +39,10 @@ def take_within_budget(
     ``n_groups`` grades even when some are missing from the pool or run out in it: that spare
     budget extends the other grades' prefixes, in grade order, after each has spent its own.
 
+    A grade whose first pick costs more than all the budget it may spend still gets that pick
+    (a widened edge tile or a large superpixel against a budget of one tile): a cycle that
+    labels nothing would only train again on the same set.
+
     Returns the chosen pool indices and whether the picks ran out before some budget was spent
     while that grade still had pool items, i.e. whether the strategy must be asked for more.
     """
@@ -75,6 +79,7 @@ def take_within_budget(
         left[g] = max(0.0, left[g] - spent)
         if taken[g] == sizes[g]:
             spare, left[g] = spare + left[g], 0.0
+    taken = [max(k, min(1, len(order))) for order, k in zip(orders, taken, strict=True)]
     chosen = [i for order, k in zip(orders, taken, strict=True) for i in order[:k]]
     short = any(k == len(o) < n for o, k, n in zip(orders, taken, sizes, strict=True))
     return chosen, short

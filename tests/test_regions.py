@@ -168,6 +168,18 @@ def test_the_budget_takes_the_strategys_first_picks_per_grade() -> None:
     assert select_within_budget(STRATEGIES["topk"], unbalanced, costs, 15).tolist() == [0]
 
 
+def test_a_first_pick_larger_than_the_budget_is_taken_alone() -> None:
+    # Both grades' best regions cost more than a budget of one 10-pixel tile: each grade still
+    # labels its best one, and nothing after it.
+    grades = np.array([0, 0, 1, 1])
+    costs = np.array([22.5, 4.0, 12.0, 4.0])
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    chosen = select_within_budget(STRATEGIES["topk"], _selection_for(scores, grades), costs, 10)
+    assert chosen.tolist() == [0, 2]
+    unbalanced = _selection_for(scores, grades, balance=False)
+    assert select_within_budget(STRATEGIES["topk"], unbalanced, costs, 10).tolist() == [0]
+
+
 def test_a_grade_that_runs_out_passes_its_budget_on() -> None:
     grades = np.array([0, 1, 1, 1])
     costs = np.array([4.0, 10, 10, 10])
