@@ -101,6 +101,36 @@ def test_suggestions_are_written_seeded_and_reuse_the_weights(
     assert "wrote 4 suggestions to" in last and "(n_suggest=10, but the pool holds no more)" in last
 
 
+@pytest.mark.parametrize("label_unit", ["image", "region"])
+def test_a_pool_image_that_changes_training_retrains_as_a_fresh_folder_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture, label_unit: str
+) -> None:
+    folder, _ = half_masked(tmp_path / "slides")
+    options = {"patch_size": [40, 40], "label_unit": label_unit, "region_size": [16, 16]}
+    suggest(folder, tmp_path / "a", **options)
+    # A smaller unannotated image: the crops shrink to fit it (and regions' epochs change).
+    rng = np.random.default_rng(1)
+    save_png(folder / "images" / "img_new.png", rng.integers(0, 255, (36, 52, 3), np.uint8))
+    with (folder / "groups.csv").open("a") as groups:
+        groups.write("img_new,a\n")
+    capsys.readouterr()
+    suggest(folder, tmp_path / "a", **options)
+    assert "reusing" not in capsys.readouterr().out
+    suggest(folder, tmp_path / "b", **options)
+    assert read_rows(tmp_path / "a" / "suggest" / "suggestions.csv") == read_rows(
+        tmp_path / "b" / "suggest" / "suggestions.csv"
+    )
+
+
+def test_suggest_refuses_semi_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder, _ = half_masked(tmp_path / "slides")
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        suggest(folder, tmp_path / "a", semi="pseudo")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "suggest trains on the labelled images only, not with" in lines[0]
+
+
 def test_weights_from_another_setup_are_reused_and_said_to_be(
     tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,9 +222,34 @@ def test_boxes_at_a_reduced_scale_end_on_the_original_edges(tmp_path: Path) -> N
 def test_a_box_on_the_scaled_edge_maps_to_the_original_edge() -> None:
     scaled, original = (38, 50), (75, 101)
     assert _original_box([0, 38, 0, 50], scaled, original) == [0, 75, 0, 101]
-    # Inside, by the ratio of the sides: 16 * 75 / 38 = 31.6, 32 * 75 / 38 = 63.2, ...
-    assert _original_box([16, 32, 16, 32], scaled, original) == [32, 63, 32, 65]
-    assert _original_box([32, 38, 48, 50], scaled, original) == [63, 75, 97, 101]
+    # Inside, by the ratio of the sides, starts down and ends up: 16 * 75 / 38 = 31.6 -> 31,
+    # 32 * 75 / 38 = 63.2 -> 64; 16 * 101 / 50 = 32.3 -> 32, 32 * 101 / 50 = 64.6 -> 65.
+    assert _original_box([16, 32, 16, 32], scaled, original) == [31, 64, 32, 65]
+    assert _original_box([32, 38, 48, 50], scaled, original) == [63, 75, 96, 101]
+
+
+@pytest.mark.parametrize("scale", [0.25, 0.4, 0.9, 1.5, 2.0])
+def test_a_mask_over_the_original_box_labels_the_scaled_region_whole(scale: float) -> None:
+    """The loader's nearest-neighbour resize of a mask annotated over exactly the original box
+    reads only annotated pixels inside the scaled box, for every tile of 20- and 82-pixel grids
+    on the scaled image (rounding to the nearest original pixel misses some at 1.5 and 2)."""
+    from data.segmentation import resize_pair
+
+    original = (258, 236)
+    image = Image.new("RGB", original[::-1])
+    height, width = resize_pair(image, np.zeros(original, dtype=np.uint8), scale)[1].shape
+    boxes = [
+        [y0, min(y0 + tile, height), x0, min(x0 + tile, width)]
+        for tile in (20, 82)
+        for y0 in range(0, height, tile)
+        for x0 in range(0, width, tile)
+    ]
+    for box in boxes:
+        a0, a1, b0, b1 = _original_box(box, (height, width), original)
+        mask = np.zeros(original, dtype=np.uint8)
+        mask[a0:a1, b0:b1] = 1
+        read = resize_pair(image, mask, scale)[1][box[0] : box[1], box[2] : box[3]]
+        assert read.all(), (scale, box, [a0, a1, b0, b1])
 
 
 def test_fewer_region_suggestions_than_asked_are_explained(

@@ -97,11 +97,16 @@ def _pool_pair(
     return pixels, np.zeros(pixels.shape[:2], dtype=np.uint8)
 
 
-def _fingerprint(cfg: ExperimentConfig, root: Path, rows: list[SplitRow]) -> str:
-    """What the weights depend on: the training settings and the labelled files' bytes."""
+def _fingerprint(
+    cfg: ExperimentConfig, root: Path, rows: list[SplitRow], derived: dict[str, Any]
+) -> str:
+    """What the weights depend on: the training settings, the labelled files' bytes, and what
+    training reads from the pool too (``derived``: the patch, fitted to the smallest image, and
+    in region mode the mean image size that sets an epoch's length)."""
     hasher = hashlib.sha256()
     settings = {k: v for k, v in asdict(cfg).items() if k not in SCORING_KEYS}
     settings["data_path"] = str(root.resolve())  # "slides", "slides/" and "/abs/slides" are one
+    settings["derived"] = derived
     hasher.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for row in rows:
         for name in (row.image, row.mask):
@@ -115,6 +120,11 @@ def suggest(cfg: ExperimentConfig) -> Path:
     cfg = validate(cfg)
     if cfg.dataset != "folder":
         raise ConfigError("suggest works on your own images: run it with dataset=folder")
+    if cfg.semi != "none":
+        raise ConfigError(
+            f"suggest trains on the labelled images only, not with semi={cfg.semi}; run it with "
+            "semi=none"
+        )
     index = index_folder(cfg.data_path)
     labelled = sorted(index.masks)
     pool = sorted(set(index.images) - set(index.masks))
@@ -274,7 +284,10 @@ def _trained_model(
 ) -> None:
     """Load the saved weights when they were trained on the same labels and settings, else
     train and save them."""
-    fingerprint = _fingerprint(cfg, Path(cfg.data_path), labelled_rows)
+    derived: dict[str, Any] = {"patch": list(patch)}
+    if isinstance(unit, RegionUnit):
+        derived["image_pixels"] = [int(store.pixels.sum()), len(store)]
+    fingerprint = _fingerprint(cfg, Path(cfg.data_path), labelled_rows, derived)
     weights, manifest = out / "model.pt", out / "model.json"
     machine = describe_machine(device, amp_dtype)
     why = f"no {manifest.name} beside {weights.name}" if weights.exists() else "no saved weights"
@@ -394,13 +407,18 @@ def write_suggestions(
 
 
 def _original_box(box: list[int], scaled: tuple[int, int], original: tuple[int, int]) -> list[int]:
-    """A ``[y0, y1, x0, x1]`` box on the scaled image in the original image's pixels; a side
-    on the scaled image's edge goes to the original's, which rounding alone can miss by one."""
+    """A ``[y0, y1, x0, x1]`` box on the scaled image in the original image's pixels.
+
+    Starts round down and ends round up, so that the box holds every original pixel that the
+    scaled mask's nearest-neighbour resize reads inside the scaled box: a mask annotated over
+    exactly this box then labels the region whole, enlarged as well as reduced.
+    """
     (height, width), (full_height, full_width) = scaled, original
     sides = [(height, full_height)] * 2 + [(width, full_width)] * 2
+    rounding = [math.floor, math.ceil] * 2
     return [
-        full if value >= side else min(round(value * full / side), full)
-        for value, (side, full) in zip(box, sides, strict=True)
+        min(round_to(value * full / side), full)
+        for value, (side, full), round_to in zip(box, sides, rounding, strict=True)
     ]
 
 
