@@ -251,12 +251,26 @@ def _check_partial_masks(
         raise DataError(f"every image in {root / 'images'} is annotated whole; nothing to suggest")
 
 
-def _check_same_folder(out: Path, root: Path) -> None:
-    """One results folder serves one data folder: another folder's suggestions are kept."""
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    """``out/model.json``, or None without one; one line when it is damaged."""
     manifest = out / "model.json"
     if not manifest.is_file():
+        return None
+    try:
+        saved = json.loads(manifest.read_text())
+    except (OSError, ValueError) as err:
+        saved = err
+    if not isinstance(saved, dict):
+        raise DataError(f"{manifest} is unreadable; delete {out} to suggest afresh")
+    return saved
+
+
+def _check_same_folder(out: Path, root: Path) -> None:
+    """One results folder serves one data folder: another folder's suggestions are kept."""
+    saved = _read_manifest(out)
+    if saved is None:
         return
-    other = json.loads(manifest.read_text()).get("data_path")
+    other = saved.get("data_path")
     if other is not None and other != str(root.resolve()):
         raise ConfigError(
             f"{out} holds the suggestions for {other}; set results_dir to another folder for "
@@ -291,11 +305,20 @@ def _trained_model(
     weights, manifest = out / "model.pt", out / "model.json"
     machine = describe_machine(device, amp_dtype)
     why = f"no {manifest.name} beside {weights.name}" if weights.exists() else "no saved weights"
-    if weights.exists() and manifest.exists():
-        saved = json.loads(manifest.read_text())
+    saved = _read_manifest(out)
+    if weights.exists() and saved is not None:
         why = "the masks, images or training settings changed"
-        if saved.get("fingerprint") == fingerprint:
-            model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+        reuse = saved.get("fingerprint") == fingerprint
+        if reuse:
+            initial = {k: v.clone() for k, v in model.state_dict().items()}
+            try:
+                model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+            except (OSError, RuntimeError, ValueError, EOFError) as err:
+                # A failed load may have copied some tensors: train from the seeded start.
+                model.load_state_dict(initial)
+                lines = str(err).strip().splitlines() or [type(err).__name__]
+                why, reuse = f"{weights.name} does not load: {lines[0]}", False
+        if reuse:
             _say(f"labels and settings unchanged: reusing {weights}")
             # Training here would give other weights, hence other suggestions than a fresh run
             # on this machine; weights saved before manifests named their machine are not judged.
