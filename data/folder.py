@@ -108,15 +108,20 @@ def _group_key(value: str) -> tuple[int, int | str]:
 
 
 def read_groups(
-    root: Path, names: list[str]
+    root: Path, names: list[str], required: list[str] | None = None
 ) -> tuple[dict[str, int], tuple[str, ...], dict[str, str] | None]:
     """``groups.csv`` as image -> group index (groups in sorted order), the group names, and
-    image -> patient when it has a ``patient`` column (else None); all group 0 without it."""
+    image -> patient when it has a ``patient`` column (else None); all group 0 without it.
+
+    Every image of ``required`` (default: all ``names``) needs a row; the others without one
+    get group 0 (``suggest``'s pool, which it ranks as one).
+    """
     path = root / GROUPS_FILE
     if not path.is_file():
         return {name: 0 for name in names}, ("all",), None
     raw: dict[str, str] = {}
     patients: dict[str, str] = {}
+    lines: dict[str, int] = {}
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
@@ -125,7 +130,14 @@ def read_groups(
                 f"{path}: header must start 'image,group' (a 'patient' column may follow), got "
                 f"{','.join(header)!r}"
             )
-        # Other columns are the lab's own and are ignored.
+        # Other columns are the lab's own and are ignored, except one that looks meant to keep
+        # a patient's images together: ignoring it would let them leak across splits.
+        near = [h for h in header[2:] if h != "patient" and h.lower().startswith("patient")]
+        if near and "patient" not in header:
+            raise DataError(
+                f"{path}: column {near[0]!r} is not read; name it 'patient' to keep each "
+                "patient's images in one split, or rename it if it means something else"
+            )
         used = [0, 1] + ([header.index("patient")] if "patient" in header else [])
         columns = ",".join(header[i] for i in used)
         for line_no, fields in enumerate(reader, start=2):
@@ -140,10 +152,16 @@ def read_groups(
                     f"{path} line {line_no}: no image {name!r} in {root / 'images'}; fix the "
                     "name or remove the row"
                 )
+            if name in lines:
+                raise DataError(
+                    f"{path} line {line_no}: {name!r} is listed again (first on line "
+                    f"{lines[name]}); keep one row per image"
+                )
+            lines[name] = line_no
             raw[name] = fields[1]
             if len(used) == 3:
                 patients[name] = fields[used[2]]
-    missing = [n for n in names if n not in raw]
+    missing = [n for n in (names if required is None else required) if n not in raw]
     if missing:
         raise DataError(
             f"{path} has no group for {missing[0]!r} ({len(missing)} images lack one); add a row "
@@ -151,7 +169,7 @@ def read_groups(
         )
     group_names = tuple(sorted(set(raw.values()), key=_group_key))
     index = {g: i for i, g in enumerate(group_names)}
-    groups = {n: index[g] for n, g in raw.items()}
+    groups = {n: index[raw[n]] if n in raw else 0 for n in names}
     return groups, group_names, patients if len(used) == 3 else None
 
 
@@ -161,7 +179,9 @@ def _stem(value: str) -> str:
     return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else value
 
 
-def index_folder(data_path: str | Path) -> FolderIndex:
+def index_folder(data_path: str | Path, group_every_image: bool = True) -> FolderIndex:
+    """The folder's images, masks and groups. Without ``group_every_image`` only the images
+    with a mask need a row in ``groups.csv``."""
     root = Path(data_path)
     require_folder(root, FOLDER_HELP)
     images = _files_by_stem(root / "images", IMAGE_SUFFIXES)
@@ -174,7 +194,8 @@ def index_folder(data_path: str | Path) -> FolderIndex:
             f"{root / masks[orphans[0]]} has no image in {root / 'images'}; add the image or "
             "remove the mask"
         )
-    groups, group_names, patients = read_groups(root, sorted(images))
+    required = None if group_every_image else sorted(masks)
+    groups, group_names, patients = read_groups(root, sorted(images), required)
     return FolderIndex(root, images, masks, groups, group_names, patients)
 
 

@@ -235,6 +235,14 @@ def test_a_folder_with_its_splits_is_read_without_writing(
             "header must start 'image,group' (a 'patient' column may follow), got "
             "'image,grade,patient'",
         ),
+        (
+            ["image,group,Patient ID", "img_00,a,p0", "img_01,b,p1", "img_02,a,p2", "img_03,b,p3"],
+            "column 'Patient ID' is not read; name it 'patient'",
+        ),
+        (
+            ["image,group", "img_00,a", "img_01,b", "img_02,a", "img_00,b", "img_03,b"],
+            "line 5: 'img_00' is listed again (first on line 2); keep one row per image",
+        ),
     ],
 )
 def test_bad_patient_columns_are_one_line(tmp_path: Path, rows: list[str], fragment: str) -> None:
@@ -255,6 +263,22 @@ def test_other_columns_of_groups_csv_are_ignored(tmp_path: Path) -> None:
     assert index.groups == {f"img_{i:02d}": i % 2 for i in range(6)}
     (folder / "groups.csv").write_text("image,group,note\n" + "\n".join(rows) + "\n")
     assert index_folder(folder).patients is None
+
+
+def test_only_masked_images_need_a_group_when_asked(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "f", n=6, groups=True)
+    save_png(folder / "images" / "new.png", np.zeros((48, 64, 3), np.uint8))  # no row, no mask
+    with pytest.raises(DataError, match="has no group for 'new'"):
+        index_folder(folder)
+    index = index_folder(folder, group_every_image=False)
+    assert index.groups == {**{f"img_{i:02d}": i % 2 for i in range(6)}, "new": 0}
+    (folder / "masks" / "img_05.png").unlink()
+    (folder / "groups.csv").write_text(
+        "image,group\n" + "".join(f"img_{i:02d},a\n" for i in range(4))
+    )
+    # img_04 has a mask and no row: still refused.
+    with pytest.raises(DataError, match="has no group for 'img_04'"):
+        index_folder(folder, group_every_image=False)
 
 
 def test_instance_masks_collapse_to_foreground(tmp_path: Path) -> None:

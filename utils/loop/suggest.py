@@ -125,7 +125,7 @@ def suggest(cfg: ExperimentConfig) -> Path:
             f"suggest trains on the labelled images only, not with semi={cfg.semi}; run it with "
             "semi=none"
         )
-    index = index_folder(cfg.data_path)
+    index = index_folder(cfg.data_path, group_every_image=False)  # the pool is ranked as one
     labelled = sorted(index.masks)
     pool = sorted(set(index.images) - set(index.masks))
     if not labelled:
