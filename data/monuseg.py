@@ -13,6 +13,7 @@ of the training images), ready for ``dataset=folder``:
 from __future__ import annotations
 
 import argparse
+import lzma
 import shutil
 import sys
 import tarfile
@@ -29,6 +30,7 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 
 from data.folder import VAL_SIZE, save_png, write_folder_splits  # noqa: E402
 from data.segmentation import DataError, open_image  # noqa: E402
+from utils.io import replace_folder  # noqa: E402
 
 TRAIN_IMAGES = Path("MoNuSegTrainingData/Tissue_Images")
 TRAIN_MASKS = Path("MoNuSegTrainingData/Binary_masks")
@@ -45,9 +47,15 @@ def polygons(xml_path: Path) -> list[list[tuple[float, float]]]:
         ) from err
     found = []
     for region in root.iterfind("./Annotation/Regions/Region"):
-        vertices = [
-            (float(v.get("X")), float(v.get("Y"))) for v in region.iterfind("./Vertices/Vertex")
-        ]
+        try:
+            vertices = [
+                (float(v.get("X")), float(v.get("Y"))) for v in region.iterfind("./Vertices/Vertex")
+            ]
+        except (TypeError, ValueError):
+            raise DataError(
+                f"{xml_path}: region {region.get('Id')!r} has a vertex without numeric X and Y; "
+                "restore the file from the archive"
+            ) from None
         if vertices:
             found.append(vertices)
     return found
@@ -71,9 +79,17 @@ def rasterise(shapes: list[list[tuple[float, float]]], size: tuple[int, int]) ->
     return np.asarray(canvas, dtype=np.uint8).copy()
 
 
+# What ``convert`` writes into ``--out``: a folder holding nothing else may be replaced.
+WRITTEN = frozenset({"images", "masks", "splits"})
+
+
 def convert(source: Path, out: Path, seed: int = 0) -> dict[str, list[str]]:
     """Write the folder dataset from an extracted ``MoNuSeg/`` folder; return each split's
-    image names."""
+    image names.
+
+    The dataset is written beside ``out`` and moved into place whole, so a conversion cut
+    short leaves no folder that would load without its splits (and get random ones).
+    """
     train_names = sorted(p.stem for p in (source / TRAIN_IMAGES).glob("*.tif"))
     test_names = sorted(p.stem for p in (source / TEST_DIR).glob("*.tif"))
     if not train_names or not test_names:
@@ -83,6 +99,27 @@ def convert(source: Path, out: Path, seed: int = 0) -> dict[str, list[str]]:
         )
     if out.resolve() == source.resolve():
         raise DataError(f"--out {out} is the source folder itself; name a new folder")
+    other = sorted(p.name for p in out.iterdir() if p.name not in WRITTEN) if out.is_dir() else []
+    if other or (out.exists() and not out.is_dir()):
+        raise DataError(
+            f"--out {out} holds {other[0] if other else 'a file'}, which a conversion does not "
+            "write; name a new folder, or empty this one"
+        )
+    final, out = out, out.with_name(f".{out.name}.partial")
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        splits = _write(source, out, train_names, test_names, seed)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    replace_folder(out, final)
+    return splits
+
+
+def _write(
+    source: Path, out: Path, train_names: list[str], test_names: list[str], seed: int
+) -> dict[str, list[str]]:
+    """Images, masks and splits into ``out``."""
     for name in train_names:
         image_path = source / TRAIN_IMAGES / f"{name}.tif"
         image = open_image(image_path, "RGB", "restore it from the archive")
@@ -119,9 +156,21 @@ def _fresh(path: Path) -> Path:
 def convert_any(source: Path, out: Path, seed: int = 0) -> dict[str, list[str]]:
     """``convert`` from the archive (extracted into a temporary folder) or its folder."""
     if source.is_file():
+        if not hasattr(tarfile, "data_filter"):  # Python before 3.11.4 cannot extract safely
+            raise DataError(
+                f"this Python ({sys.version.split()[0]}) has no safe tar extraction; extract "
+                f"{source} yourself and pass the folder as --source, or use Python 3.11.4+"
+            )
         with tempfile.TemporaryDirectory() as tmp:
-            with tarfile.open(source) as archive:
-                archive.extractall(tmp, filter="data")
+            try:
+                with tarfile.open(source) as archive:
+                    archive.extractall(tmp, filter="data")
+            except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as err:
+                reason = str(err).splitlines()[0].rstrip(":") or type(err).__name__
+                raise DataError(
+                    f"{source} cannot be extracted ({reason}); pass MoNuSeg.tar.xz as "
+                    "distributed, or the MoNuSeg folder it holds"
+                ) from None
             return convert(Path(tmp) / "MoNuSeg", out, seed)
     return convert(source / "MoNuSeg" if (source / "MoNuSeg").is_dir() else source, out, seed)
 

@@ -96,3 +96,48 @@ def test_a_source_without_monuseg_is_refused_in_one_line(tmp_path: Path, capsys)
     assert main(["--source", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "point --source at MoNuSeg.tar.xz" in err
+
+
+def test_a_damaged_archive_or_vertex_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
+    archive = tmp_path / "MoNuSeg.tar.xz"
+    archive.write_bytes(b"\xfd7zXZ\x00 not really xz")
+    assert main(["--source", str(archive), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be extracted" in err, err
+    source = fake_monuseg(tmp_path / "src")
+    xml = next((source / "MoNuSeg" / "MoNuSegTestData").glob("*.xml"))
+    xml.write_text(XML.replace('<Vertex X="5" Y="2"/>', '<Vertex Y="2"/>'))
+    assert main(["--source", str(source), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "region '1' has a vertex without numeric X and Y" in err
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_a_conversion_replaces_its_own_folder_whole_and_nothing_else(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import data.monuseg
+
+    source, out = fake_monuseg(tmp_path / "src"), tmp_path / "out"
+    assert main(["--source", str(source), "--out", str(out)]) == 0
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    (out / "images" / "stale.tif").write_bytes(b"from an older conversion")
+    assert main(["--source", str(source), "--out", str(out)]) == 0
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == written
+
+    def cut_short(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(data.monuseg, "rasterise", cut_short)
+    try:
+        main(["--source", str(source), "--out", str(out)])
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == written
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    (out / "notes.txt").write_text("a lab's own file")
+    capsys.readouterr()
+    assert main(["--source", str(source), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds notes.txt, which a conversion does not write" in err

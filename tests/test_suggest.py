@@ -145,6 +145,46 @@ def test_weights_that_do_not_load_are_trained_afresh_from_the_seeded_start(
     assert len(lines) == 1 and "model.json is unreadable; delete" in lines[0], lines
 
 
+def test_a_call_cut_short_or_running_beside_another_leaves_the_last_files_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from utils.runs.lock import run_lock
+
+    folder, _ = half_masked(tmp_path / "slides")
+    suggest(folder, tmp_path / "a")
+    out = tmp_path / "a" / "suggest"
+
+    def files() -> dict[str, bytes]:
+        return {
+            str(path.relative_to(out)): path.read_bytes()
+            for path in sorted(out.rglob("*"))
+            if path.is_file() and path.suffix != ".lock"
+        }
+
+    before = files()
+    assert len([name for name in before if name.startswith("overlays/")]) == 3
+    calls = []
+
+    def save_then_fail(*args: object) -> None:
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # cut short while the second overlay is written
+        original(*args)
+
+    original = suggest_module._save_overlay
+    monkeypatch.setattr(suggest_module, "_save_overlay", save_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        suggest(folder, tmp_path / "a", n_suggest=2, heuristic="entropy")
+    monkeypatch.undo()
+    assert files() == before and len(calls) == 2
+    capsys.readouterr()
+    with run_lock(out / "suggest.lock"), pytest.raises(SystemExit):
+        suggest(folder, tmp_path / "a", n_suggest=2)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "suggest is already running in process" in lines[0], lines
+    assert files() == before
+
+
 def test_suggest_refuses_semi_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     folder, _ = half_masked(tmp_path / "slides")
     capsys.readouterr()

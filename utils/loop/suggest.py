@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import math
+import shutil
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -27,19 +28,26 @@ from baal.active import ActiveLearningDataset
 from PIL import Image, ImageDraw
 
 from data.device_augment import DeviceAugmenter
-from data.folder import UNANNOTATED, index_folder, load_folder_pair
+from data.folder import UNANNOTATED, FolderIndex, index_folder, load_folder_pair
 from data.segmentation import DataError, ImageStore, SegmentationDataset, SplitRow, open_image
 from data.transforms import effective_patch_size, train_transform
 from heuristics import PIXEL_MAPS
 from models import UNet, mc_dropout_copy
 from utils.config import ConfigError, ExperimentConfig, validate
-from utils.io import atomic_save_json, atomic_write, atomic_write_bytes, atomic_write_text
+from utils.io import (
+    atomic_save_json,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    replace_folder,
+)
 from utils.loop.acquisition import AcquisitionSettings, acquire, pass_heuristic
 from utils.loop.device import describe_machine, pick_device, resolve_precision, samples_per_pass
 from utils.loop.inference import MCSettings, mc_probabilities
 from utils.loop.run import check_scaled_size, make_regions, seed_cycle, train_settings
 from utils.loop.training import train_model
 from utils.loop.units import ImageUnit, LabellingUnit, RegionUnit
+from utils.runs.lock import run_lock
 from utils.runs.state import machine_changes
 from utils.text import counted
 
@@ -145,14 +153,27 @@ def suggest(cfg: ExperimentConfig) -> Path:
     partly = [i for i in range(len(labelled)) if bool((store.masks[i] == UNANNOTATED).any())]
     _check_partial_masks(cfg, index.root, [rows[i] for i in partly], pool)
     out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out / "suggest.lock"):  # one call at a time writes the folder
+        return _train_and_rank(cfg, out, index, store, rows, len(labelled), partly)
 
+
+def _train_and_rank(
+    cfg: ExperimentConfig,
+    out: Path,
+    index: FolderIndex,
+    store: ImageStore,
+    rows: list[SplitRow],
+    n_labelled: int,
+    partly: list[int],
+) -> Path:
+    """Train (or reuse the weights), score the pool and write the suggestions into ``out``."""
     device = pick_device(cfg.device)
     amp_dtype = resolve_precision(cfg.precision, device)
     patch = effective_patch_size(tuple(cfg.patch_size), store.min_size)
     al_set = ActiveLearningDataset(
         SegmentationDataset(store, train_transform(patch)), pool_specifics={"transform": None}
     )
-    whole = [i for i in range(len(labelled)) if i not in partly]
+    whole = [i for i in range(n_labelled) if i not in partly]
     unit = _labelled_unit(cfg, store, al_set, whole, {i: index.root / rows[i].mask for i in partly})
     taken = {}  # the regions each part-annotated mask labels
     if isinstance(unit, RegionUnit):
@@ -160,15 +181,13 @@ def suggest(cfg: ExperimentConfig) -> Path:
     # In region mode the unlabelled regions of part-annotated images are ranked too.
     ranked = counted(len(unit.pool()), "region" if isinstance(unit, RegionUnit) else "image")
     _say(
-        f"{counted(len(labelled), 'labelled image')} in {index.root}, {ranked} to rank; "
+        f"{counted(n_labelled, 'labelled image')} in {index.root}, {ranked} to rank; "
         f"device {device}, precision {amp_dtype or torch.float32}"
     )
     torch.manual_seed(cfg.run)
     model = UNet(3, cfg.num_classes, cfg.base_width, dropout=cfg.dropout)
     model = model.to(device, memory_format=torch.channels_last)
-    _trained_model(
-        cfg, model, unit, store, patch, device, amp_dtype, out, rows[: len(labelled)], taken
-    )
+    _trained_model(cfg, model, unit, store, patch, device, amp_dtype, out, rows[:n_labelled], taken)
 
     mc_settings = MCSettings(
         cfg.mc_iters, samples_per_pass(cfg.mc_samples_per_pass, device), device, amp_dtype
@@ -358,6 +377,7 @@ def _trained_model(
         augmenter=augmenter,
         ema=cfg.model_selection == "ema",
     )
+    manifest.unlink(missing_ok=True)  # a crash before the new one is written leaves no match
     atomic_write(weights, lambda f: torch.save(model.state_dict(), f))
     atomic_save_json(
         manifest,
@@ -381,14 +401,43 @@ def write_suggestions(
     original_sizes: dict[str, tuple[int, int]],
 ) -> None:
     """``suggestions.csv``, ``overlays/RANK_NAME.png`` and ``geojson/NAME.geojson``; boxes in
-    the original images' pixels (``original_sizes``: ``(height, width)`` by name)."""
+    the original images' pixels (``original_sizes``: ``(height, width)`` by name).
+
+    The overlays and GeoJSON are written into a staging folder and each folder replaces the
+    last call's whole, the table last: a call cut short leaves the last call's files as they
+    were, not a table beside another call's overlays.
+    """
+    staged = out / ".staged"
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        lines = _stage_suggestions(cfg, staged, store, picks, mc_model, mc_settings, original_sizes)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    for folder in ("overlays", "geojson"):
+        replace_folder(staged / folder, out / folder)
+    staged.rmdir()
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(lines)
+    atomic_write_text(out / "suggestions.csv", buffer.getvalue())
+
+
+def _stage_suggestions(
+    cfg: ExperimentConfig,
+    staged: Path,
+    store: ImageStore,
+    picks: list[dict[str, Any]],
+    mc_model: torch.nn.Module,
+    mc_settings: MCSettings,
+    original_sizes: dict[str, tuple[int, int]],
+) -> list[list[Any]]:
+    """Write the overlays and GeoJSON into ``staged``; return the table's lines."""
     regions = cfg.label_unit == "region"
     position = {name: i for i, name in enumerate(store.names)}
     header = ["rank", "image", "score"] + (["region", "y0", "y1", "x0", "x1"] if regions else [])
     lines, features = [header], {}
-    for stale in ("overlays", "geojson"):
-        for path in (out / stale).glob("*") if (out / stale).is_dir() else []:
-            path.unlink()
+    for folder in ("overlays", "geojson"):
+        (staged / folder).mkdir(parents=True)
     maps = {
         name: _maps(mc_model, store.images[position[name]], cfg.heuristic, mc_settings)
         for name in dict.fromkeys(pick["name"] for pick in picks)
@@ -403,7 +452,7 @@ def write_suggestions(
         full = _original_box(box, (height, width), original_sizes[name])  # y0, y1, x0, x1
         score = "" if pick["score"] is None else f"{pick['score']:.6g}"
         lines.append([rank, name, score] + ([pick["region"], *full] if regions else []))
-        path = out / "overlays" / f"{rank:02d}_{name}.png"
+        path = staged / "overlays" / f"{rank:02d}_{name}.png"
         _save_overlay(path, image, maps[name], box, top)
         y0, y1, x0, x1 = full
         features.setdefault(name, []).append(
@@ -421,12 +470,10 @@ def write_suggestions(
                 },
             }
         )
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(lines)
-    atomic_write_text(out / "suggestions.csv", buffer.getvalue())
     for name, items in features.items():
         collection = {"type": "FeatureCollection", "features": items}
-        atomic_save_json(out / "geojson" / f"{name}.geojson", collection)
+        atomic_save_json(staged / "geojson" / f"{name}.geojson", collection)
+    return lines
 
 
 def _original_box(box: list[int], scaled: tuple[int, int], original: tuple[int, int]) -> list[int]:
