@@ -20,6 +20,7 @@ from utils.loop import training
 from utils.loop.metrics import soft_dice_loss
 from utils.loop.run import run_active_learning
 from utils.loop.semi import (
+    TEACHER_NOISE,
     PoolCrops,
     PseudoLabelBank,
     TeacherOutput,
@@ -29,6 +30,7 @@ from utils.loop.semi import (
     pseudo_label_quality,
     pseudo_labels,
     sigmoid_rampup,
+    teacher_predict,
 )
 from utils.loop.training import TrainSettings, train_model
 
@@ -269,6 +271,40 @@ def test_consistency_is_masked_by_the_teachers_certainty() -> None:
     assert consistency_loss(student, teacher).item() == pytest.approx(0.16)
     nothing = TeacherOutput(teacher.probs, torch.zeros(1, 1, 2, dtype=torch.bool))
     assert consistency_loss(student, nothing).item() == 0.0
+
+
+class PassTable(nn.Module):
+    """A teacher whose foreground probability is ``table[pass][image]`` at every pixel; it keeps
+    the batch it was given."""
+
+    def __init__(self, table: list[list[float]]) -> None:
+        super().__init__()
+        self.table = torch.tensor(table)  # [T, B]
+        self.seen = torch.empty(0)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        self.seen = batch.clone()
+        p = self.table.reshape(-1)[:, None, None]  # row t * B + b, as images.repeat lays out
+        logits = torch.stack([torch.log1p(-p), torch.log(p)], 1)  # [T * B, 2, 1, 1]
+        return logits.expand(-1, -1, *batch.shape[2:])
+
+
+def test_the_teacher_averages_each_images_own_noisy_passes() -> None:
+    table = [[0.99, 0.2], [0.97, 0.6], [0.98, 0.4]]  # 3 passes of 2 images
+    teacher = PassTable(table)
+    images = torch.rand(2, 3, 4, 5, generator=torch.Generator().manual_seed(0))
+    out = teacher_predict(teacher, images, 3, 0.3, torch.Generator().manual_seed(1))
+    # Image 0: mean 0.98, entropy 0.098 nats < 0.3, certain; image 1: mean 0.4, 0.673, not.
+    assert out.probs.shape == (2, 2, 4, 5)
+    assert torch.allclose(out.probs[:, 1, 0, 0], torch.tensor([0.98, 0.4]))
+    assert torch.allclose(out.probs.sum(1), torch.ones(2, 4, 5))
+    assert out.certain[0].all() and not out.certain[1].any()
+    noise = teacher.seen - images.repeat(3, 1, 1, 1)
+    std, clip = TEACHER_NOISE
+    assert noise.abs().max() <= clip + 1e-6 and noise.std() > std / 2  # clipped Gaussian noise
+    assert not torch.equal(noise[:2], noise[2:4])  # each pass its own noise
+    again = teacher_predict(PassTable(table), images, 3, 0.3, torch.Generator().manual_seed(1))
+    assert torch.equal(again.probs, out.probs)
 
 
 def test_sigmoid_rampup_golden_values() -> None:
