@@ -190,9 +190,10 @@ class ExperimentConfig:
     )
     model_selection: str = _key(
         "val",
-        "`val`: weights of the best validation loss; `last`: last epoch; `ema`: exponential "
-        "moving average of the weights over the last quarter of the steps (`ema_decay`); the "
-        "last two read no validation labels",
+        "`val`: weights of the best validation loss; `last`: last epoch; `ema`: average of the "
+        "weights over the last quarter of the steps (a plain mean of its first 1/(1 - "
+        "`ema_decay`) steps, an exponential moving average after); the last two read no "
+        "validation labels",
         choices=("val", "last", "ema"),
     )
     ema_decay: float = _key(

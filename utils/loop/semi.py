@@ -210,7 +210,9 @@ def ema_start(total_steps: int) -> int:
     """The step after which ``model_selection=ema`` starts its average: three quarters into the
     cycle, where SWA starts (Izmailov et al., UAI 2018), so that neither the initial weights nor
     early training enter it. From the start of a cycle, an EMA of decay 0.99 over a cycle of
-    120 steps (4 GlaS images) would be mostly the plain mean of its warm-up steps."""
+    120 steps (4 GlaS images) would be mostly the plain mean of its warm-up steps. Started here,
+    the average is the plain mean of the late steps (as SWA's) while they are fewer than
+    1/(1 - decay), and weighs recent steps more only in longer cycles."""
     return max(1, math.ceil(EMA_START * total_steps))
 
 
