@@ -966,6 +966,28 @@ def test_an_npy_of_text_names_the_file(
     _assert_one_line_error(capsys, "random_2.npy", "Dice values")
 
 
+def test_a_table_whose_rows_cannot_reach_holm_significance_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Six pairs, every difference positive: Wilcoxon's smallest p, 2 / 2**6 = 0.031; over two
+    # rows Holm makes it 0.0625 at best. With seven pairs 2 * 2 / 2**7 = 0.031 would do.
+    for run in range(6):
+        write_run(tmp_path, "random", run, [4, 6], [0.5, 0.6])
+        write_run(tmp_path, "bald", run, [4, 6], [0.55, 0.65 + 0.001 * run])
+        write_run(tmp_path, "entropy", run, [4, 6], [0.54, 0.64 + 0.001 * run])
+    assert main([str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "the smallest Holm-adjusted p any row could reach is 0.062" in err
+    assert "that needs 7 pairs or more" in err and err.count("\n") == 1
+    assert "no row can be 'different' whatever the data" in (tmp_path / "summary.md").read_text()
+    for heuristic in ("random", "bald", "entropy"):  # a seventh pair: now within reach
+        write_run(
+            tmp_path, heuristic, 6, [4, 6], [0.5, 0.6] if heuristic == "random" else [0.6, 0.7]
+        )
+    assert main([str(tmp_path)]) == 0
+    assert "smallest Holm-adjusted" not in capsys.readouterr().err
+
+
 def test_runs_on_other_label_schedules_do_not_pair(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -75,6 +75,8 @@ def write_report(
             "of a pair on one machine with the same settings",
             file=sys.stderr,
         )
+    if summary.holm_out_of_reach:
+        print(f"warning: {summary.holm_out_of_reach}", file=sys.stderr)
     print(render_console(summary), flush=True)
     out.mkdir(parents=True, exist_ok=True)
     title = "Active-learning summary: " + " + ".join(d.resolve().name for d in dirs)

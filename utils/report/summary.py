@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from utils.report.stats import (
+    MIN_WILCOXON_PAIRS,
     aulc,
     holm_adjust,
     labels_to_reach,
@@ -116,6 +117,22 @@ class Summary:
     run_aulcs: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # whole curves
     margin: float = DEFAULT_MARGIN  # equivalence margin of tost_p and runs_needed, in AULC
     baseline: str = RANDOM  # the row every other row is paired against (per sweep tag)
+    # The smallest Holm-adjusted p any row could reach with its number of pairs, whatever the
+    # data: an exact Wilcoxon over n pairs gives at least 2 / 2**n. None without a test.
+    holm_floor: float | None = None
+
+    @property
+    def holm_out_of_reach(self) -> str | None:
+        """One sentence when no row could be 'different' at ``ALPHA`` with so few pairs."""
+        if self.holm_floor is None or self.holm_floor < ALPHA:
+            return None
+        tested = sum(row.p_vs_random is not None for row in self.rows)
+        needed = math.floor(math.log2(2 * tested / ALPHA)) + 1  # tested * 2 / 2**n < ALPHA
+        return (
+            f"with these pairs and {tested} tested row(s), the smallest Holm-adjusted p any row "
+            f"could reach is {self.holm_floor:.3f}, not below {ALPHA:g}, so no row can be "
+            f"'different' whatever the data; that needs {needed} pairs or more"
+        )
 
     @property
     def full_dice(self) -> float | None:
@@ -354,7 +371,7 @@ def summarise(
     else:
         basis = "the best final mean Dice (no full-supervision result)"
 
-    rows = []
+    rows, floors = [], []
     for name, runs in heuristics.items():
         x, mean, _, _ = curve(runs, pixel_axis)
         row_target = TARGET_FRACTION * reference(name)
@@ -364,6 +381,8 @@ def summarise(
         p_value = None if pair is None else paired_p_value(mine, theirs)
         diffs = paired_differences(mine, theirs)
         diff, diff_low, diff_high, tost_p, runs_needed = paired_columns(diffs, margin)
+        if p_value is not None:  # the t-test below MIN_WILCOXON_PAIRS has no floor
+            floors.append(2.0 / 2 ** diffs.size if diffs.size >= MIN_WILCOXON_PAIRS else 0.0)
         drop_share, sd_second_diff = noise_figures([r.dice for r in runs])
         rows.append(
             SummaryRow(
@@ -405,4 +424,5 @@ def summarise(
         run_aulcs=aulcs,
         margin=margin,
         baseline=baseline,
+        holm_floor=min(1.0, len(floors) * min(floors)) if floors else None,
     )

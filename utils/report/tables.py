@@ -176,6 +176,8 @@ def render_markdown(summary: Summary, title: str) -> str:
             f"planned cycles: {', '.join(summary.unfinished)}. Their rows' means cover fewer "
             "labels; each pair is compared over the cycles both of its runs reached.",
         ]
+    if summary.holm_out_of_reach:
+        lines += ["", summary.holm_out_of_reach[0].upper() + summary.holm_out_of_reach[1:] + "."]
     if summary.mixed_machines:
         lines += [
             "",
