@@ -436,6 +436,7 @@ def _stage_suggestions(
     position = {name: i for i, name in enumerate(store.names)}
     header = ["rank", "image", "score"] + (["region", "y0", "y1", "x0", "x1"] if regions else [])
     lines, features = [header], {}
+    digits = max(2, len(str(len(picks))))  # file names sort by rank, also past 99
     for folder in ("overlays", "geojson"):
         (staged / folder).mkdir(parents=True)
     maps = {
@@ -452,7 +453,7 @@ def _stage_suggestions(
         full = _original_box(box, (height, width), original_sizes[name])  # y0, y1, x0, x1
         score = "" if pick["score"] is None else f"{pick['score']:.6g}"
         lines.append([rank, name, score] + ([pick["region"], *full] if regions else []))
-        path = staged / "overlays" / f"{rank:02d}_{name}.png"
+        path = staged / "overlays" / f"{rank:0{digits}d}_{name}.png"
         _save_overlay(path, image, maps[name], box, top)
         y0, y1, x0, x1 = full
         features.setdefault(name, []).append(
