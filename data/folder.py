@@ -132,13 +132,14 @@ def read_groups(
             )
         # Other columns are the lab's own and are ignored, except one that looks meant to keep
         # a patient's images together: ignoring it would let them leak across splits.
-        near = [h for h in header[2:] if h != "patient" and h.lower().startswith("patient")]
-        if near and "patient" not in header:
+        named = [i for i, h in enumerate(header) if i >= 2 and h.lower() == "patient"]
+        near = [h for h in header[2:] if _squeezed(h) in PATIENT_ID_NAMES]
+        if near and not named:
             raise DataError(
                 f"{path}: column {near[0]!r} is not read; name it 'patient' to keep each "
                 "patient's images in one split, or rename it if it means something else"
             )
-        used = [0, 1] + ([header.index("patient")] if "patient" in header else [])
+        used = [0, 1] + named[:1]
         columns = ",".join(header[i] for i in used)
         for line_no, fields in enumerate(reader, start=2):
             if not any(f.strip() for f in fields):
@@ -171,6 +172,14 @@ def read_groups(
     index = {g: i for i, g in enumerate(group_names)}
     groups = {n: index[raw[n]] if n in raw else 0 for n in names}
     return groups, group_names, patients if len(used) == 3 else None
+
+
+# Column names (lower case, without spaces, '_' or '-') that name a patient by another word.
+PATIENT_ID_NAMES = frozenset({"patientid", "patientno", "patientnumber", "patientcode", "patients"})
+
+
+def _squeezed(name: str) -> str:
+    return "".join(c for c in name.lower() if c not in " _-")
 
 
 def _stem(value: str) -> str:

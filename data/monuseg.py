@@ -30,6 +30,7 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 
 from data.folder import VAL_SIZE, save_png, write_folder_splits  # noqa: E402
 from data.segmentation import DataError, open_image  # noqa: E402
+from utils.errors import UserError  # noqa: E402
 from utils.io import replace_folder  # noqa: E402
 
 TRAIN_IMAGES = Path("MoNuSegTrainingData/Tissue_Images")
@@ -79,8 +80,9 @@ def rasterise(shapes: list[list[tuple[float, float]]], size: tuple[int, int]) ->
     return np.asarray(canvas, dtype=np.uint8).copy()
 
 
-# What ``convert`` writes into ``--out``: a folder holding nothing else may be replaced.
-WRITTEN = frozenset({"images", "masks", "splits"})
+# Left in every converted folder: only a folder that holds it (or nothing) is replaced, never
+# a folder dataset of a lab's own, which has the same images/, masks/ and splits/.
+MARKER = ".converted-by-monuseg-py"
 
 
 def convert(source: Path, out: Path, seed: int = 0) -> dict[str, list[str]]:
@@ -99,11 +101,12 @@ def convert(source: Path, out: Path, seed: int = 0) -> dict[str, list[str]]:
         )
     if out.resolve() == source.resolve():
         raise DataError(f"--out {out} is the source folder itself; name a new folder")
-    other = sorted(p.name for p in out.iterdir() if p.name not in WRITTEN) if out.is_dir() else []
-    if other or (out.exists() and not out.is_dir()):
+    if out.is_symlink():  # convert beside the folder it points to, and replace that
+        out = out.resolve()
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or (out / MARKER).exists())):
         raise DataError(
-            f"--out {out} holds {other[0] if other else 'a file'}, which a conversion does not "
-            "write; name a new folder, or empty this one"
+            f"--out {out} exists and is not an earlier conversion ({MARKER} is missing); name "
+            "a new folder, or empty this one"
         )
     final, out = out, out.with_name(f".{out.name}.partial")
     shutil.rmtree(out, ignore_errors=True)
@@ -145,6 +148,7 @@ def _write(
     )
     splits = {"train": sorted(train), "val": sorted(val), "test": test_names}
     write_folder_splits(out / "splits", splits)
+    (out / MARKER).write_text(f"data/monuseg.py converted {source} here; it may replace it.\n")
     return splits
 
 
@@ -183,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         splits = convert_any(Path(args.source), Path(args.out), args.seed)
-    except DataError as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{split} {len(names)}" for split, names in splits.items())

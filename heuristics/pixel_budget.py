@@ -79,9 +79,9 @@ def take_within_budget(
         left[g] = max(0.0, left[g] - spent)
         if taken[g] == sizes[g]:
             spare, left[g] = spare + left[g], 0.0
+    short = any(k == len(o) < n for o, k, n in zip(orders, taken, sizes, strict=True))
     taken = [max(k, min(1, len(order))) for order, k in zip(orders, taken, strict=True)]
     chosen = [i for order, k in zip(orders, taken, strict=True) for i in order[:k]]
-    short = any(k == len(o) < n for o, k, n in zip(orders, taken, sizes, strict=True))
     return chosen, short
 
 

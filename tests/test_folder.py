@@ -263,6 +263,11 @@ def test_other_columns_of_groups_csv_are_ignored(tmp_path: Path) -> None:
     assert index.groups == {f"img_{i:02d}": i % 2 for i in range(6)}
     (folder / "groups.csv").write_text("image,group,note\n" + "\n".join(rows) + "\n")
     assert index_folder(folder).patients is None
+    # 'Patient' in capitals is the patient column; 'patient_age' is the lab's own.
+    (folder / "groups.csv").write_text("image,group,patient_age,Patient\n" + "\n".join(rows) + "\n")
+    assert index_folder(folder).patients == {f"img_{i:02d}": f"p{i // 2}" for i in range(6)}
+    (folder / "groups.csv").write_text("image,group,patient_age,note\n" + "\n".join(rows) + "\n")
+    assert index_folder(folder).patients is None
 
 
 def test_only_masked_images_need_a_group_when_asked(tmp_path: Path) -> None:

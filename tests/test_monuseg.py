@@ -136,8 +136,20 @@ def test_a_conversion_replaces_its_own_folder_whole_and_nothing_else(
     monkeypatch.undo()
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == written
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-    (out / "notes.txt").write_text("a lab's own file")
+    # A folder dataset of the lab's own looks alike, but was not converted: it is kept.
+    (out / ".converted-by-monuseg-py").unlink()
     capsys.readouterr()
     assert main(["--source", str(source), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "holds notes.txt, which a conversion does not write" in err
+    assert err.count("\n") == 1 and "exists and is not an earlier conversion" in err
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        w for w in written if w != ".converted-by-monuseg-py"
+    ]
+    # Through a symbolic link, the folder it points to is replaced.
+    (tmp_path / "link").symlink_to(tmp_path / "new")
+    assert main(["--source", str(source), "--out", str(tmp_path / "link")]) == 0
+    assert (tmp_path / "link").is_symlink()
+    assert (
+        sorted(str(p.relative_to(tmp_path / "new")) for p in (tmp_path / "new").rglob("*"))
+        == written
+    )

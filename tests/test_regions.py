@@ -176,6 +176,8 @@ def test_a_first_pick_larger_than_the_budget_is_taken_alone() -> None:
     scores = np.array([0.9, 0.8, 0.7, 0.6])
     chosen = select_within_budget(STRATEGIES["topk"], _selection_for(scores, grades), costs, 10)
     assert chosen.tolist() == [0, 2]
+    # Spent, not short: the strategy is not asked again for more picks.
+    assert take_within_budget(np.array([0, 2]), grades, costs, 10, True) == ([0, 2], False)
     unbalanced = _selection_for(scores, grades, balance=False)
     assert select_within_budget(STRATEGIES["topk"], unbalanced, costs, 10).tolist() == [0]
 

@@ -988,6 +988,34 @@ def test_a_table_whose_rows_cannot_reach_holm_significance_says_so(
     assert "smallest Holm-adjusted" not in capsys.readouterr().err
 
 
+def test_the_holm_floor_counts_only_signed_differences(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Six pairs, one of them equal: Wilcoxon ranks five, so p >= 2 / 2**5 = 0.0625 in one row.
+    for run in range(6):
+        write_run(tmp_path, "random", run, [4, 6], [0.5, 0.6])
+        write_run(tmp_path, "bald", run, [4, 6], [0.5, 0.6] if run == 0 else [0.55, 0.7])
+    assert main([str(tmp_path)]) == 0
+    assert "smallest Holm-adjusted p any row could reach is 0.062" in capsys.readouterr().err
+
+
+def test_region_runs_pair_only_with_the_same_initial_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for run in (0, 1):
+        write_run(tmp_path, "random", run, [4, 6, 8], [0.5, 0.6, 0.7])
+        write_run(tmp_path, "bald-region", run, [2, 3, 4], [0.4, 0.55, 0.65])
+        for name, fractions in (("random", [0.1, 0.15, 0.2]), ("bald-region", [0.05, 0.1, 0.2])):
+            path = tmp_path / f"{name}_{run}.json"
+            record = json.loads(path.read_text())
+            unit = "region" if "region" in name else "image"
+            path.write_text(
+                json.dumps({**record, "label_unit": unit, "labelled_fraction": fractions})
+            )
+    assert main([str(tmp_path)]) == 2
+    _assert_one_line_error(capsys, "bald-region_0 labelled [2] images", "random_0 [4]")
+
+
 def test_runs_on_other_label_schedules_do_not_pair(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -135,9 +135,13 @@ def test_weights_that_do_not_load_are_trained_afresh_from_the_seeded_start(
     suggest(folder, tmp_path / "a")
     said = capsys.readouterr().out
     assert "reusing" not in said and "(model.pt does not load: " in said, said
+    assert "Missing key(s)" in said.split("does not load: ")[1].splitlines()[0]
     assert read_rows(tmp_path / "a" / "suggest" / "suggestions.csv") == read_rows(
         tmp_path / "b" / "suggest" / "suggestions.csv"
     )
+    weights.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")  # not a torch file
+    suggest(folder, tmp_path / "a")
+    assert "(model.pt does not load: " in capsys.readouterr().out
     (tmp_path / "a" / "suggest" / "model.json").write_text('{"fingerprint": ')
     with pytest.raises(SystemExit):
         suggest(folder, tmp_path / "a")

@@ -13,6 +13,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from utils.errors import UserError
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -50,10 +52,18 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     return path
 
 
+class FolderLinkError(UserError, OSError):
+    """A folder to replace whole is a symbolic link."""
+
+
 def replace_folder(staged: Path, final: Path) -> None:
     """Move the folder ``staged`` to ``final``, replacing the folder there by two renames, so
     that readers never see a mix of old and new files. A crash between the renames leaves the
     old folder as ``.NAME.old`` beside it, which the next call removes."""
+    if final.is_symlink():  # renaming the link would put the data beside it, not behind it
+        raise FolderLinkError(
+            f"{final} is a symbolic link; name the folder it points to ({final.resolve()})"
+        )
     old = final.with_name(f".{final.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import math
+import pickle
 import shutil
 from dataclasses import asdict, replace
 from functools import partial
@@ -332,11 +333,12 @@ def _trained_model(
             initial = {k: v.clone() for k, v in model.state_dict().items()}
             try:
                 model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
-            except (OSError, RuntimeError, ValueError, EOFError) as err:
+            except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as err:
                 # A failed load may have copied some tensors: train from the seeded start.
                 model.load_state_dict(initial)
-                lines = str(err).strip().splitlines() or [type(err).__name__]
-                why, reuse = f"{weights.name} does not load: {lines[0]}", False
+                lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+                reason = " ".join(lines[:2]) or type(err).__name__
+                why, reuse = f"{weights.name} does not load: {reason}", False
         if reuse:
             _say(f"labels and settings unchanged: reusing {weights}")
             # Training here would give other weights, hence other suggestions than a fresh run
@@ -404,8 +406,8 @@ def write_suggestions(
     the original images' pixels (``original_sizes``: ``(height, width)`` by name).
 
     The overlays and GeoJSON are written into a staging folder and each folder replaces the
-    last call's whole, the table last: a call cut short leaves the last call's files as they
-    were, not a table beside another call's overlays.
+    last call's whole, the table last: a call cut short while it computes leaves the last
+    call's files as they were.
     """
     staged = out / ".staged"
     shutil.rmtree(staged, ignore_errors=True)

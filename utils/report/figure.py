@@ -150,7 +150,7 @@ def _plot_differences(
             elinewidth=1.0,
             capsize=2,
         )
-        shown += list(lo) + list(hi)
+        shown += list(mean) + list(lo) + list(hi)  # a point of one pair has no interval
     ax.axhline(0.0, color="black", linewidth=1.0)
     ax.axhspan(
         -summary.margin,

@@ -79,14 +79,15 @@ def add_pixel_counts(
         if record.get("labelled_fraction"):
             continue
         config = record["config"]
-        try:
-            key = (
-                data_path or config["data_path"],
-                splits_path or config["splits_path"],
-                float(config["image_scale"]),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise PixelCountError(f"{path}: config has no usable {err}") from None
+        missing = [k for k in ("data_path", "splits_path", "image_scale") if k not in config]
+        if missing or isinstance(config["image_scale"], bool | str):
+            what = f"no {missing[0]!r}" if missing else "a non-numeric 'image_scale'"
+            raise PixelCountError(f"{path}: its config has {what}; it was not written by active.py")
+        key = (
+            data_path or config["data_path"],
+            splits_path or config["splits_path"],
+            float(config["image_scale"]),
+        )
         if key not in pools:
             updates = {"data_path": key[0], "splits_path": key[1], "image_scale": key[2]}
             cfg = ExperimentConfig.from_mapping({**config, **updates})

@@ -16,6 +16,7 @@ from utils.runs.records import RunRecord
 
 __all__ = [
     "MIN_WILCOXON_PAIRS",
+    "ROUNDING",
     "aulc",
     "holm_adjust",
     "labels_to_reach",

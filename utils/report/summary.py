@@ -15,6 +15,7 @@ import numpy as np
 
 from utils.report.stats import (
     MIN_WILCOXON_PAIRS,
+    ROUNDING,
     aulc,
     holm_adjust,
     labels_to_reach,
@@ -126,7 +127,7 @@ class Summary:
         """One sentence when no row could be 'different' at ``ALPHA`` with so few pairs."""
         if self.holm_floor is None or self.holm_floor < ALPHA:
             return None
-        tested = sum(row.p_vs_random is not None for row in self.rows)
+        tested = sum(row.p_holm is not None for row in self.rows)
         needed = math.floor(math.log2(2 * tested / ALPHA)) + 1  # tested * 2 / 2**n < ALPHA
         return (
             f"with these pairs and {tested} tested row(s), the smallest Holm-adjusted p any row "
@@ -217,8 +218,9 @@ def pair_aulcs(
     alike keep their whole-curve AULC.
 
     On the image axis the two runs must have labelled the same numbers of images at those
-    cycles: AULCs over different ranges of labels (another ``n_label_start`` or ``n_label``)
-    do not compare. On the pixel axis fractions differ with what each run picked.
+    cycles: AULCs over different ranges of labels (another ``n_label_start`` or
+    ``n_data_to_label``) do not compare. On the pixel axis fractions differ with what each run
+    picked, and only the initial sets must match.
     """
     theirs = {r.run: r for r in baseline}
     mine, other = {}, {}
@@ -227,12 +229,14 @@ def pair_aulcs(
         if pair is None:
             continue
         n = min(len(record.dice), len(pair.dice))
-        if not pixel_axis and not np.array_equal(record.n_labelled[:n], pair.n_labelled[:n]):
+        # On the pixel axis fractions differ with the picks, but the initial set must match.
+        schedule = slice(0, 1) if pixel_axis else slice(0, n)
+        if not np.array_equal(record.n_labelled[schedule], pair.n_labelled[schedule]):
             raise ReportError(
-                f"{record.heuristic}_{record.run} labelled {record.n_labelled[:n].tolist()} "
-                f"images but its pair {pair.heuristic}_{pair.run} "
-                f"{pair.n_labelled[:n].tolist()}; runs on other label schedules do not pair: "
-                "report them from separate folders"
+                f"{record.heuristic}_{record.run} labelled "
+                f"{record.n_labelled[schedule].tolist()} images but its pair "
+                f"{pair.heuristic}_{pair.run} {pair.n_labelled[schedule].tolist()}; runs on "
+                "other label schedules do not pair: report them from separate folders"
             )
         mine[record.run] = aulc(axis(record, pixel_axis)[:n], record.dice[:n])
         other[record.run] = aulc(axis(pair, pixel_axis)[:n], pair.dice[:n])
@@ -381,8 +385,10 @@ def summarise(
         p_value = None if pair is None else paired_p_value(mine, theirs)
         diffs = paired_differences(mine, theirs)
         diff, diff_low, diff_high, tost_p, runs_needed = paired_columns(diffs, margin)
-        if p_value is not None:  # the t-test below MIN_WILCOXON_PAIRS has no floor
-            floors.append(2.0 / 2 ** diffs.size if diffs.size >= MIN_WILCOXON_PAIRS else 0.0)
+        if p_value is not None and math.isfinite(p_value):
+            # Wilcoxon drops zero differences; the t-test below MIN_WILCOXON_PAIRS has no floor.
+            signed = int(np.sum(np.abs(diffs) > ROUNDING))
+            floors.append(2.0 / 2**signed if diffs.size >= MIN_WILCOXON_PAIRS else 0.0)
         drop_share, sd_second_diff = noise_figures([r.dice for r in runs])
         rows.append(
             SummaryRow(
