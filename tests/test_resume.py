@@ -122,6 +122,10 @@ def test_finished_run_is_reported_not_redone(
     assert "bald_0 is already complete" in capsys.readouterr().out
     assert (tmp_path / "bald_0.npy").stat().st_mtime_ns == before
     record = json.loads((tmp_path / "bald_0.json").read_text())
+    # A record without the flag is complete, as the report reads it.
+    atomic_save_json(tmp_path / "bald_0.json", {k: v for k, v in record.items() if k != "complete"})
+    ex.run(config_updates=config)
+    assert "bald_0 is already complete" in capsys.readouterr().out
     atomic_save_json(tmp_path / "bald_0.json", {**record, "complete": False})
     ex.run(config_updates=config)
     assert "already complete" not in capsys.readouterr().out
@@ -243,8 +247,13 @@ def test_results_without_a_state_are_this_runs_only_if_their_record_says_so(
     config = {"heuristic": "bald", "epochs": 2}
     # Killed after writing cycle 0's results, before its state: start afresh.
     atomic_save_npy(paths.npy, np.array([0.5]))
-    atomic_save_json(paths.json, {"config": config})
+    atomic_save_json(paths.json, {"config": config, "complete": False})
     assert load_state(paths, config, overwrite=False) is None
+    # Without the flag the record is a finished run's, and one that lacks its history is named.
+    atomic_save_json(paths.json, {"config": config})
+    with pytest.raises(ResumeError, match="bald_0.json has no 'n_labelled' to rebuild"):
+        load_state(paths, config, overwrite=False)
+    atomic_save_json(paths.json, {"config": config, "complete": False})
     # Another run's results, or results with no record: refused.
     with pytest.raises(ResumeError, match="has no bald_0.state.json"):
         load_state(paths, {**config, "epochs": 3}, overwrite=False)

@@ -194,7 +194,16 @@ def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunS
                 f"{paths.npy} exists but has no {paths.state.name} to check it against; "
                 "use another results_dir or pass overwrite=True to replace it"
             )
-        return _finished_from_record(saved) if saved.get("complete") else None
+        # As the report reads it: records from before the flag were written by finished runs.
+        if not saved.get("complete", True):
+            return None
+        try:
+            return _finished_from_record(saved)
+        except KeyError as err:
+            raise ResumeError(
+                f"{paths.json} has no {err} to rebuild the finished run from; restore the file, "
+                "or pass overwrite=True to run it afresh"
+            ) from None
     if overwrite:
         return None  # before reading: an unreadable state is what overwrite is for
     try:
