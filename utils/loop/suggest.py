@@ -278,9 +278,10 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
         return None
     try:
         saved = json.loads(manifest.read_text())
-    except (OSError, ValueError) as err:
-        saved = err
-    if not isinstance(saved, dict):
+        readable = isinstance(saved, dict)
+    except (OSError, ValueError):
+        readable = False
+    if not readable:
         raise DataError(f"{manifest} is unreadable; delete {out} to suggest afresh")
     return saved
 

@@ -188,7 +188,7 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
         ):
             raise ReportError(
                 f"{json_path}: 'labelled_fraction' must have one number per cycle and increase; "
-                "rewrite it with python -m utils.report.pixel_counts RESULTS_DIR"
+                "the record is damaged: rerun the run, or move its .npy and .json out of the folder"
             )
     elif label_unit == "region":
         raise ReportError(f"malformed JSON in {json_path}: a region run needs 'labelled_fraction'")
