@@ -307,6 +307,42 @@ def test_the_teacher_averages_each_images_own_noisy_passes() -> None:
     assert torch.equal(again.probs, out.probs)
 
 
+def test_the_teachers_threshold_and_weight_ramp_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """UA-MT's schedule: the certainty threshold grows from 3/4 of its final value, and the
+    consistency weight from 0, with the ramp."""
+    from types import SimpleNamespace
+
+    thresholds = []
+
+    def half_everywhere(module, images, passes, threshold, generator) -> TeacherOutput:
+        thresholds.append(threshold)
+        probs = torch.full((len(images), 2, *images.shape[2:]), 0.5)
+        return TeacherOutput(probs, torch.ones(len(images), *images.shape[2:], dtype=torch.bool))
+
+    monkeypatch.setattr(training, "teacher_predict", half_everywhere)
+    pool = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    crops = SimpleNamespace(batch=lambda n, generator: (pool[:n], torch.zeros(n, 8, 8).long()))
+    semi = training.SemiTraining("mean_teacher", crops, weight=0.1, threshold=0.6)
+    model = nn.Conv2d(3, 2, 1)  # per pixel: the pool's logits do not depend on the batch
+    images, masks = torch.rand(2, 3, 8, 8), torch.ones(2, 8, 8).long()
+    consistency = consistency_loss(model(pool), half_everywhere(None, pool, 0, 0.6, None))
+    thresholds.clear()
+    for ramp in (0.0, 0.5, 1.0):
+        _, extra = training._semi_losses(
+            model,
+            SimpleNamespace(module=model),
+            semi,
+            images,
+            masks,
+            torch.device("cpu"),
+            None,
+            torch.Generator().manual_seed(0),
+            ramp,
+        )
+        assert extra.item() == pytest.approx(0.1 * ramp * consistency.item(), rel=1e-5)
+    assert thresholds == pytest.approx([0.45, 0.525, 0.6])
+
+
 def test_sigmoid_rampup_golden_values() -> None:
     assert sigmoid_rampup(0, 10) == pytest.approx(math.exp(-5))
     assert sigmoid_rampup(5, 10) == pytest.approx(math.exp(-1.25))
