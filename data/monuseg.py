@@ -31,7 +31,7 @@ from sklearn.model_selection import train_test_split  # noqa: E402
 from data.folder import VAL_SIZE, save_png, write_folder_splits  # noqa: E402
 from data.segmentation import DataError, open_image  # noqa: E402
 from utils.errors import UserError  # noqa: E402
-from utils.io import replace_folder  # noqa: E402
+from utils.io import replace_folder, staging  # noqa: E402
 
 TRAIN_IMAGES = Path("MoNuSegTrainingData/Tissue_Images")
 TRAIN_MASKS = Path("MoNuSegTrainingData/Binary_masks")
@@ -108,14 +108,9 @@ def convert(source: Path, out: Path, seed: int = 0) -> dict[str, list[str]]:
             f"--out {out} exists and is not an earlier conversion ({MARKER} is missing); name "
             "a new folder, or empty this one"
         )
-    final, out = out, out.with_name(f".{out.name}.partial")
-    shutil.rmtree(out, ignore_errors=True)
-    try:
-        splits = _write(source, out, train_names, test_names, seed)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    replace_folder(out, final)
+    with staging(out.with_name(f".{out.name}.partial")) as partial:
+        splits = _write(source, partial, train_names, test_names, seed)
+    replace_folder(partial, out)
     return splits
 
 

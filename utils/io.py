@@ -7,7 +7,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -50,6 +51,19 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+@contextmanager
+def staging(path: Path) -> Iterator[Path]:
+    """A fresh, empty folder at ``path`` to write a whole set of outputs into before
+    ``replace_folder`` publishes it; removed again when the block raises (or is interrupted)."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    try:
+        yield path
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 class FolderLinkError(UserError, OSError):

@@ -17,7 +17,6 @@ import io
 import json
 import math
 import pickle
-import shutil
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -41,6 +40,7 @@ from utils.io import (
     atomic_write_bytes,
     atomic_write_text,
     replace_folder,
+    staging,
 )
 from utils.loop.acquisition import AcquisitionSettings, acquire, pass_heuristic
 from utils.loop.device import describe_machine, pick_device, resolve_precision, samples_per_pass
@@ -410,13 +410,34 @@ def write_suggestions(
     last call's whole, the table last: a call cut short while it computes leaves the last
     call's files as they were.
     """
-    staged = out / ".staged"
-    shutil.rmtree(staged, ignore_errors=True)
-    try:
-        lines = _stage_suggestions(cfg, staged, store, picks, mc_model, mc_settings, original_sizes)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        raise
+    regions = cfg.label_unit == "region"
+    position = {name: i for i, name in enumerate(store.names)}
+    header = ["rank", "image", "score"] + (["region", "y0", "y1", "x0", "x1"] if regions else [])
+    lines, features = [header], {}
+    digits = max(2, len(str(len(picks))))  # file names sort by rank, also past 99
+    maps = {
+        name: _maps(mc_model, store.images[position[name]], cfg.heuristic, mc_settings)
+        for name in dict.fromkeys(pick["name"] for pick in picks)
+    }
+    # One scale for every overlay of the call, so a darker panel means a less uncertain image.
+    top = max((float(uncertainty.max()) for _, uncertainty in maps.values()), default=0.0)
+    with staging(out / ".staged") as staged:
+        for folder in ("overlays", "geojson"):
+            (staged / folder).mkdir()
+        for rank, pick in enumerate(picks, start=1):
+            name = pick["name"]
+            image = store.images[position[name]]
+            height, width = image.shape[1:]
+            box = pick.get("box", [0, height, 0, width])
+            full = _original_box(box, (height, width), original_sizes[name])  # y0, y1, x0, x1
+            score = "" if pick["score"] is None else f"{pick['score']:.6g}"
+            lines.append([rank, name, score] + ([pick["region"], *full] if regions else []))
+            path = staged / "overlays" / f"{rank:0{digits}d}_{name}.png"
+            _save_overlay(path, image, maps[name], box, top)
+            features.setdefault(name, []).append(_geojson_box(full, rank, pick["score"]))
+        for name, items in features.items():
+            collection = {"type": "FeatureCollection", "features": items}
+            atomic_save_json(staged / "geojson" / f"{name}.geojson", collection)
     for folder in ("overlays", "geojson"):
         replace_folder(staged / folder, out / folder)
     staged.rmdir()
@@ -425,59 +446,22 @@ def write_suggestions(
     atomic_write_text(out / "suggestions.csv", buffer.getvalue())
 
 
-def _stage_suggestions(
-    cfg: ExperimentConfig,
-    staged: Path,
-    store: ImageStore,
-    picks: list[dict[str, Any]],
-    mc_model: torch.nn.Module,
-    mc_settings: MCSettings,
-    original_sizes: dict[str, tuple[int, int]],
-) -> list[list[Any]]:
-    """Write the overlays and GeoJSON into ``staged``; return the table's lines."""
-    regions = cfg.label_unit == "region"
-    position = {name: i for i, name in enumerate(store.names)}
-    header = ["rank", "image", "score"] + (["region", "y0", "y1", "x0", "x1"] if regions else [])
-    lines, features = [header], {}
-    digits = max(2, len(str(len(picks))))  # file names sort by rank, also past 99
-    for folder in ("overlays", "geojson"):
-        (staged / folder).mkdir(parents=True)
-    maps = {
-        name: _maps(mc_model, store.images[position[name]], cfg.heuristic, mc_settings)
-        for name in dict.fromkeys(pick["name"] for pick in picks)
+def _geojson_box(box: list[int], rank: int, score: float | None) -> dict[str, Any]:
+    """A suggestion's ``[y0, y1, x0, x1]`` box as a QuPath annotation (x, y vertices)."""
+    y0, y1, x0, x1 = box
+    return {
+        "type": "Feature",
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]],
+        },
+        "properties": {
+            "objectType": "annotation",
+            "name": f"suggestion {rank}",
+            "rank": rank,
+            "score": score,
+        },
     }
-    # One scale for every overlay of the call, so a darker panel means a less uncertain image.
-    top = max((float(uncertainty.max()) for _, uncertainty in maps.values()), default=0.0)
-    for rank, pick in enumerate(picks, start=1):
-        name = pick["name"]
-        image = store.images[position[name]]
-        height, width = image.shape[1:]
-        box = pick.get("box", [0, height, 0, width])
-        full = _original_box(box, (height, width), original_sizes[name])  # y0, y1, x0, x1
-        score = "" if pick["score"] is None else f"{pick['score']:.6g}"
-        lines.append([rank, name, score] + ([pick["region"], *full] if regions else []))
-        path = staged / "overlays" / f"{rank:0{digits}d}_{name}.png"
-        _save_overlay(path, image, maps[name], box, top)
-        y0, y1, x0, x1 = full
-        features.setdefault(name, []).append(
-            {
-                "type": "Feature",
-                "geometry": {
-                    "type": "Polygon",
-                    "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]],
-                },
-                "properties": {
-                    "objectType": "annotation",
-                    "name": f"suggestion {rank}",
-                    "rank": rank,
-                    "score": pick["score"],
-                },
-            }
-        )
-    for name, items in features.items():
-        collection = {"type": "FeatureCollection", "features": items}
-        atomic_save_json(staged / "geojson" / f"{name}.geojson", collection)
-    return lines
 
 
 def _original_box(box: list[int], scaled: tuple[int, int], original: tuple[int, int]) -> list[int]:
