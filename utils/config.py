@@ -225,7 +225,7 @@ class ExperimentConfig:
     results_dir: str = _key("results", "where results, records, run states and locks go")
     tag: str = _key(
         "",
-        "extra part of the result names, `{heuristic}@{tag}_{run}`; `sweep.py --grid` sets it to "
+        "extra part of the result names, `{name}@{tag}_{run}`; `sweep.py --grid` sets it to "
         "the swept values",
         rule=(
             lambda v: TAG_PATTERN.fullmatch(v) is not None,

@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "results_dir",
         type=Path,
         nargs="+",
-        help="folder(s) with {heuristic}_{run}.npy/.json; several pool their runs",
+        help="folder(s) with {name}_{run}.npy/.json; several pool their runs",
     )
     parser.add_argument(
         "--out",

@@ -132,7 +132,7 @@ def render_markdown(summary: Summary, title: str) -> str:
         "empty.",
         "- `val_labels`: labelled validation images the runs used to choose their weights "
         "(`model_selection=val`), on top of the labelled training images of the curve; 0 with "
-        "`model_selection=last`; – where the records do not say.",
+        "`model_selection=last` or `ema`; – where the records do not say.",
         "",
         f"Compared with the baseline {base} (`--baseline`) of the same grid point over shared "
         f"runs (– for {base} itself, without it, or with fewer than 2 shared runs); "
