@@ -95,35 +95,36 @@ def select_for_labelling(
     return np.array(sorted(chosen, key=lambda i: -scores[i]), dtype=np.int64)
 
 
-def _quota(selection: Selection) -> list[tuple[np.ndarray, int]]:
-    """(pool indices of a grade, how many to pick there); one group without ``balance``.
+def _quota(selection: Selection) -> tuple[list[tuple[np.ndarray, int]], int]:
+    """(pool indices of a grade, how many to pick there) per grade, and the gap left to fill.
 
-    Mirrors ``select_for_labelling``: ``n_per_step`` per grade, a short grade's gap filled by
-    the next grades in order, the whole pool when it is smaller than the request.
+    Mirrors ``select_for_labelling``: ``n_per_step`` per grade (one group without ``balance``);
+    the gap that short grades leave, up to ``n_per_step`` for each of the split's ``n_groups``,
+    is filled from all the grades' remaining items together, so that no grade takes it by its
+    place in the order. The whole pool when it is smaller than the request.
     """
     n = len(selection.grades)
     if not selection.balance:
-        return [(np.arange(n), min(selection.n_per_step, n))]
+        return [(np.arange(n), min(selection.n_per_step, n))], 0
     classes = np.unique(selection.grades)
     wanted = min(n, selection.n_per_step * max(len(classes), selection.n_groups))
     groups = [np.flatnonzero(selection.grades == c) for c in classes]
     counts = [min(selection.n_per_step, len(g)) for g in groups]
-    short = wanted - sum(counts)
-    for i, group in enumerate(groups):
-        extra = min(short, len(group) - counts[i])
-        counts[i] += extra
-        short -= extra
-    return list(zip(groups, counts, strict=True))
+    return list(zip(groups, counts, strict=True)), wanted - sum(counts)
 
 
 def _per_grade(
     selection: Selection, pick: Callable[[np.ndarray, int, list[int]], list[int]]
 ) -> np.ndarray:
-    """Run ``pick(group, k, chosen_so_far)`` per grade group and join the picks."""
+    """Run ``pick(group, k, chosen_so_far)`` per grade group, then once over the rest for a gap."""
     chosen: list[int] = []
-    for group, k in _quota(selection):
+    quota, gap = _quota(selection)
+    for group, k in quota:
         if k > 0:
             chosen += pick(group, k, list(chosen))
+    if gap > 0:
+        rest = np.setdiff1d(np.arange(len(selection.grades)), chosen)
+        chosen += pick(rest, gap, list(chosen))
     return np.asarray(chosen, dtype=np.int64)
 
 

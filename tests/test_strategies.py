@@ -304,3 +304,18 @@ def test_a_step_keeps_every_groups_quota_after_one_group_runs_out(name: str) -> 
     assert len(picked) == 3 and {0, 1} <= set(grades[picked].tolist())
     two = STRATEGIES[name].select(Selection(scores, grades, 1, True, rng, n_groups=2))
     assert len(two) == 2
+
+
+@pytest.mark.parametrize("name", ["random", "power", "softrank"])
+def test_a_missing_groups_quota_goes_to_no_grade_by_its_place_in_the_order(name: str) -> None:
+    # Group 2 is missing, so one pick of three fills its gap: drawn from both grades' rest,
+    # as topk takes the best of the rest, not always from grade 0.
+    grades = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.full(6, 0.5)
+    gap_grades = []
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        picked = STRATEGIES[name].select(Selection(scores, grades, 1, True, rng, n_groups=3))
+        assert len(set(picked.tolist())) == 3
+        gap_grades.append(np.bincount(grades[picked], minlength=2).argmax())
+    assert set(gap_grades) == {0, 1}
