@@ -14,8 +14,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from utils.config import validate
 from utils.runs.lock import run_lock
-from utils.sweep.plan import Job, SweepError, parse_config_tokens, parse_grid, parse_runs, plan_jobs
+from utils.runs.state import run_record_config
+from utils.sweep.plan import (
+    Job,
+    SweepError,
+    check_resumable,
+    parse_config_tokens,
+    parse_grid,
+    parse_runs,
+    plan_jobs,
+)
 from utils.sweep.slurm import make_executor, submission_error, submit
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -518,6 +528,29 @@ def test_a_grid_over_strategies_shares_one_full_supervision_reference(
     # Values that differ only in characters a result name cannot hold share its tag.
     with pytest.raises(SweepError, match="differ in data_path; their --grid values give the same"):
         plan_jobs(["entropy"], [0], named, updates, parse_grid(["data_path=a/b,a-b"]))
+
+
+def test_a_later_grid_in_another_order_reuses_the_full_supervision_reference(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    from dataclasses import asdict
+
+    from utils.runs.state import History, RunState
+
+    named, updates = parse_config_tokens(demo_tokens(synthetic_root, tmp_path))
+    first = plan_jobs(
+        ["entropy"], [0], named, updates, parse_grid(["strategy=power,softmax"]), True
+    )
+    full = next(job for job in first if job.stem == "full_0")
+    config = run_record_config(validate(full.config))
+    state = RunState(config, [1] * 4, History(), cycles_done=1, finished=True)
+    full.paths.state.write_text(json.dumps(asdict(state)))
+    for grid in ("strategy=softmax,power", "label_unit=region,image", "semi=pseudo"):
+        later = plan_jobs(["entropy"], [0], named, updates, parse_grid([grid]), True)
+        assert check_resumable(later)["full_0"].finished, grid
+    # Keys that change what full supervision computes still refuse it.
+    with pytest.raises(SweepError, match="full_0 with another config .lr: "):
+        check_resumable(plan_jobs(["entropy"], [0], named, {**updates, "lr": 0.5}, None, True))
 
 
 def test_a_run_starting_while_the_sweep_probes_its_lock_still_starts(tmp_path: Path) -> None:

@@ -84,6 +84,11 @@ class RunPaths:
         return self.results_dir / f"{self.stem}.pseudo-{cycle}.npz"
 
 
+# Keys that the result name shows by itself. Full supervision selects nothing and learns from no
+# pool, so its name shows none of them, and a sweep's grid over them shares one full_{run}.
+IN_RESULT_NAME = frozenset({"strategy", "reduction", "label_unit", "region_shape", "semi"})
+
+
 def result_name(config: Mapping[str, Any]) -> str:
     """The name a run's files and its report row carry, before ``_{run}``.
 
@@ -136,9 +141,13 @@ def run_record_config(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys whose values differ. A key the saved run does not know (added to the config since)
-    counts as equal when the new value is its default: the old run computed exactly that."""
+    counts as equal when the new value is its default: the old run computed exactly that. Two
+    full-supervision configs differ in no key of ``IN_RESULT_NAME``: a grid point shares the
+    reference that another point, first in an earlier sweep, trained."""
     known = jsonable(defaults())
     keys = (set(old) | set(new)) - IGNORED_FOR_RESUME
+    if old.get("heuristic") == new.get("heuristic") == FULL_SUPERVISION_NAME:
+        keys -= IN_RESULT_NAME
     return sorted(k for k in keys if old.get(k, known.get(k, "<absent>")) != new.get(k, "<absent>"))
 
 

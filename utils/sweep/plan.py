@@ -31,6 +31,7 @@ from utils.config import (
 from utils.errors import UserError
 from utils.runs.lock import is_locked
 from utils.runs.state import (
+    IN_RESULT_NAME,
     ResumeError,
     RunPaths,
     config_differences,
@@ -48,10 +49,6 @@ NOT_GRIDDABLE = {
     "results_dir": "a single results_dir after --",
     "tag": "the swept values themselves",
 }
-
-
-# Keys that the result name shows by itself (see utils.runs.state.result_name).
-IN_RESULT_NAME = frozenset({"strategy", "reduction", "label_unit", "region_shape", "semi"})
 
 
 class SweepError(UserError, ValueError):
@@ -259,8 +256,9 @@ def plan_jobs(
         if paths.stem in planned:
             differing = config_differences(planned[paths.stem], record)
             # Random under every strategy of a grid is one baseline; full supervision
-            # selects nothing, so grid points that differ only in selection share it too.
-            if not differing or (full and set(differing) <= IN_RESULT_NAME):
+            # selects nothing, so grid points that differ only in selection share it too
+            # (config_differences leaves those keys out for it).
+            if not differing:
                 continue
             in_grid = set(differing) <= set(point)
             if in_grid and not set(differing) & IN_RESULT_NAME:
