@@ -589,6 +589,27 @@ def test_more_jobs_at_once_than_cores_is_a_warning(
     assert err.count("\n") == 1 and f"--parallel {cores + 1} on {cores} CPU cores" in err, err
 
 
+class ThreadsJob(QuickJob):
+    """A job that writes the OpenMP thread count it was given."""
+
+    script = "import os; open({mark}, 'w').write(os.environ['OMP_NUM_THREADS'])"
+
+
+def test_a_local_sweep_in_a_slurm_allocation_splits_its_cpus_not_the_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from utils.sweep.local import run_local
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(128)), raising=False)
+    job = ThreadsJob("x_0", (), {"results_dir": str(tmp_path)}, 1)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
+    assert run_local([job], parallel=2, progress=False) == []
+    assert (tmp_path / "x_0.ran").read_text() == "4"
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert run_local([job], parallel=2, progress=False) == []
+    assert (tmp_path / "x_0.ran").read_text() == "64"
+
+
 class MarkJob(QuickJob):
     """A job that only leaves a mark that it ran."""
 

@@ -35,10 +35,14 @@ def _die_with_parent() -> None:
 
 
 def available_cpus() -> int:
+    """This process's CPU cores; inside a SLURM allocation at most the CPUs it was given, since
+    without CPU binding (``TaskPlugin=task/none``) the affinity mask is the whole node."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    allocated = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(cores, int(allocated)) if allocated.isdigit() and int(allocated) > 0 else cores
 
 
 @dataclass
