@@ -553,6 +553,22 @@ def test_a_later_grid_in_another_order_reuses_the_full_supervision_reference(
         check_resumable(plan_jobs(["entropy"], [0], named, {**updates, "lr": 0.5}, None, True))
 
 
+def test_a_result_name_too_long_for_its_files_is_refused_before_anything_runs(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    from utils.io import atomic_save_json
+    from utils.runs.state import MAX_STEM_BYTES
+
+    named, updates = parse_config_tokens(demo_tokens(synthetic_root, tmp_path))
+    # The longest name the runs write is the stem and 30 bytes: at the limit, that file works.
+    fits = "t" * (MAX_STEM_BYTES - len("bald+pseudo@_0"))
+    stem = plan_jobs(["bald"], [0], named, {**updates, "semi": "pseudo", "tag": fits})[0].stem
+    assert len(stem) == MAX_STEM_BYTES
+    atomic_save_json(tmp_path / f"{stem}.pseudo-1000.npz", {})
+    with pytest.raises(SweepError, match=r"^invalid config after --: the result name bald.* is "):
+        plan_jobs(["bald"], [0], named, {**updates, "semi": "pseudo", "tag": fits + "t"})
+
+
 def test_a_run_starting_while_the_sweep_probes_its_lock_still_starts(tmp_path: Path) -> None:
     import fcntl
     import threading

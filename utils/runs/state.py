@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from heuristics import RANDOM
-from utils.config import IGNORED_FOR_RESUME, ExperimentConfig, defaults
+from utils.config import IGNORED_FOR_RESUME, ConfigError, ExperimentConfig, defaults
 from utils.errors import UserError
 from utils.io import atomic_save_json, atomic_save_npy
 
@@ -118,10 +118,22 @@ def jsonable(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(config), default=str))
 
 
+# A file name holds 255 bytes, and the longest a run writes, the temporary of a cycle's
+# pseudo-labels (".{stem}.pseudo-{cycle}.npz.XXXXXXXX.tmp"), is the stem and 30 more.
+MAX_STEM_BYTES = 220
+
+
 def run_paths(cfg: ExperimentConfig) -> RunPaths:
     """Where the run with this config (``validate``d: canonical heuristic) keeps its files."""
     config = run_record_config(cfg)
-    return RunPaths(Path(cfg.results_dir), f"{result_name(config)}_{cfg.run}")
+    stem = f"{result_name(config)}_{cfg.run}"
+    if len(stem.encode()) > MAX_STEM_BYTES:
+        raise ConfigError(
+            f"the result name {stem[:40]}... is {len(stem.encode())} bytes long, over the "
+            f"{MAX_STEM_BYTES} that its files' names leave room for: shorten tag (or the values "
+            "that sweep.py --grid puts in it)"
+        )
+    return RunPaths(Path(cfg.results_dir), stem)
 
 
 def run_record_config(cfg: ExperimentConfig) -> dict[str, Any]:

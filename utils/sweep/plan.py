@@ -249,9 +249,9 @@ def plan_jobs(
         job = Job("", named_configs, job_updates, 0, str(workdir))
         try:
             cfg = validate(job.config)
+            paths = run_paths(cfg)
         except ConfigError as err:
             raise SweepError(f"invalid config after --: {err}") from None
-        paths = run_paths(cfg)
         record = run_record_config(cfg)
         if paths.stem in planned:
             differing = config_differences(planned[paths.stem], record)
