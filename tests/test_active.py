@@ -413,6 +413,28 @@ def test_results_on_a_file_system_without_locks_end_the_run_in_one_line(
     assert not (tmp_path / "bald_0.npy").exists()
 
 
+def test_another_users_lock_file_ends_the_run_in_one_line(
+    synthetic_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    real_open = os.open
+    lock = tmp_path / "bald_0.lock"
+
+    def owned_by_someone_else(path, flags, *args):  # what a 0644 file of another user gives
+        if Path(path) == lock and flags & os.O_RDWR:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real_open(path, flags, *args)
+
+    config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path)
+    monkeypatch.setattr(os, "open", owned_by_someone_else)
+    expect_exit(config, capsys, f"cannot write the lock {lock}: it belongs to another user")
+    assert not (tmp_path / "bald_0.npy").exists()
+
+
 def test_model_selection_last_never_reads_the_validation_split(
     glas_copy: tuple[Path, Path], tmp_path: Path
 ) -> None:

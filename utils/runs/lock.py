@@ -45,6 +45,22 @@ def _flock(fd: int, operation: int, path: Path) -> None:
         ) from None
 
 
+class LockPermissionError(UserError, PermissionError):
+    """The lock file is another user's and this one may not write it."""
+
+
+def _open_for_locking(path: Path) -> int:
+    """The lock file open for writing, created if absent; in a folder shared between users,
+    someone else's lock file is named in one line."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        raise LockPermissionError(
+            f"cannot write the lock {path}: it belongs to another user; use a results_dir of your "
+            "own, or have its owner make it group-writable"
+        ) from None
+
+
 def _holder(path: Path) -> str:
     try:
         text = path.read_text().strip()
@@ -73,7 +89,7 @@ def _take(fd: int, grace_s: float, path: Path) -> bool:
 @contextmanager
 def run_lock(path: Path) -> Iterator[None]:
     """Hold the lock at ``path`` for the duration; ``RunLockedError`` if another process has it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _open_for_locking(path)
     try:
         if not _take(fd, PROBE_GRACE_S, path):
             raise RunLockedError(
@@ -106,7 +122,7 @@ def is_locked(path: Path) -> str | None:
 def waiting_lock(path: Path) -> Iterator[None]:
     """Hold the lock at ``path``, waiting for another holder to finish first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = _open_for_locking(path)
     try:
         _flock(fd, fcntl.LOCK_EX, path)
         yield
