@@ -81,6 +81,30 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(
     assert machine["cycles"] == [0, 3]
 
 
+def test_resume_refuses_a_train_split_that_changed_since_the_run_began(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+
+    from tests.test_active import expect_exit
+
+    splits = tmp_path / "splits"
+    shutil.copytree(synthetic_root / "splits", splits)
+    results = tmp_path / "results"
+    config = tiny_config(synthetic_root / "GlaS", splits, results, al_cycles=1, epochs=1)
+    ex.run(config_updates=config)
+    state_path = results / "bald_0.state.json"
+    state = json.loads(state_path.read_text())
+    state_path.write_text(json.dumps({**state, "finished": False}))  # as if killed before the end
+    # Swap two train images: labelled_map, by position, would now label other images.
+    header, first, second, *rest = (splits / "train.csv").read_text().splitlines()
+    (splits / "train.csv").write_text("\n".join([header, second, first, *rest]) + "\n")
+    expect_exit(config, capsys, "bald_0: the train split is not the one this run began on")
+    (splits / "train.csv").write_text("\n".join([header, first, second, *rest]) + "\n")
+    ex.run(config_updates=config)  # the same split resumes
+    assert json.loads((results / "bald_0.json").read_text())["complete"]
+
+
 def test_finished_run_is_reported_not_redone(
     synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -45,6 +45,7 @@ from utils.runs.state import (
     RunState,
     load_state,
     machine_changes,
+    names_digest,
     note_machine,
     note_unknown_machine,
     run_paths,
@@ -172,6 +173,7 @@ class RunSetup:
     acquisition: AcquisitionSettings
     pseudo: PseudoLabelBank | None = None  # semi=pseudo: the last acquisition pass's labels
     machine: dict[str, Any] = field(default_factory=dict)  # where it runs (describe_machine)
+    split_files: dict[str, Path] = field(default_factory=dict)  # split -> where its rows came from
 
     @property
     def train_store(self) -> ImageStore:
@@ -297,6 +299,7 @@ def build_run(cfg: ExperimentConfig, paths: RunPaths) -> RunSetup:
         ),
         pseudo=PseudoLabelBank(cfg.pseudo_threshold) if cfg.semi == "pseudo" else None,
         machine=describe_machine(device, amp_dtype),
+        split_files=data.split_files,
     )
 
 
@@ -337,6 +340,7 @@ def start_state(
 ) -> RunState:
     """Label the run's first images (all of them under full supervision)."""
     state = RunState(config=config, labelled_map=[], history=History(), validation_images=n_val)
+    state.train_digest = names_digest(setup.train_store.names)
     al_set = setup.unit.al_set
     if cfg.full_supervision:
         al_set.label(list(range(len(setup.train_store))))
@@ -349,6 +353,14 @@ def start_state(
 
 def restore_state(state: RunState, setup: RunSetup, paths: RunPaths) -> None:
     """Put back what an interrupted run had labelled, and the pool's pseudo-labels."""
+    # States from before the digest existed lack it; their split is taken on trust.
+    if state.train_digest and state.train_digest != names_digest(setup.train_store.names):
+        where = setup.split_files.get("train", "its split file")
+        raise ResumeError(
+            f"{paths.stem}: the train split is not the one this run began on (other images, or "
+            f"in another order, in {where}); restore that split, or pass overwrite=True to start "
+            "afresh"
+        )
     setup.unit.al_set.labelled_map = np.asarray(state.labelled_map, dtype=int)
     if setup.pseudo is not None:
         path = paths.pseudo_labels(state.cycles_done - 1)

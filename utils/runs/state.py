@@ -7,8 +7,9 @@ three are written atomically, so an interrupted run loses at most the cycle in p
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ class RunState:
     validation_images: int = 0  # labelled validation images used for model selection
     labelled_regions: dict[str, list[int]] = field(default_factory=dict)  # name -> tiles
     regions_digest: str = ""  # superpixels' fingerprint (data.regions.RegionLabels.digest)
+    # The train split's image names in order (names_digest): labelled_map is by position.
+    train_digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,11 @@ def result_name(config: Mapping[str, Any]) -> str:
         name += f"+{config['semi']}"
     tag = config.get("tag", "")
     return f"{name}@{tag}" if tag else name
+
+
+def names_digest(names: Sequence[str]) -> str:
+    """A short fingerprint of image names in their order."""
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
 def jsonable(config: dict[str, Any]) -> dict[str, Any]:
