@@ -48,7 +48,8 @@ class PartialMaskDataset(Dataset):
             for mask in (labels.region_mask(image, index) for image, index in regions)
         ]
         self.annotated = {
-            image: torch.from_numpy(labels.annotated(image)) for image, _ in self.tiles
+            image: torch.from_numpy(labels.annotated(image))
+            for image in labels.images_with_labels()
         }
         self.length = max(1, round(float(self.weights.sum()) / mean_image_pixels))
 

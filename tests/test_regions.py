@@ -281,6 +281,25 @@ def test_training_crops_hold_annotation_and_hide_unannotated_labels(synthetic_ro
         assert (mask_a != IGNORE).any()  # no crop without annotation
 
 
+def test_training_data_builds_each_images_annotation_once(
+    synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from data.glas import ImageStore, read_split
+    from data.partial_masks import PartialMaskDataset
+
+    store = ImageStore(synthetic_root / "GlaS", read_split(synthetic_root / "splits", "train"))
+    labels = RegionLabels([tuple(im.shape[1:]) for im in store.images], (16, 16))
+    labels.label([(0, 0), (0, 1), (0, 7), (2, 5), (2, 6)])
+    built = []
+    real = RegionLabels.annotated
+    monkeypatch.setattr(
+        RegionLabels, "annotated", lambda self, image: built.append(image) or real(self, image)
+    )
+    data = PartialMaskDataset(store, labels, (24, 24), None, 3072)
+    assert sorted(built) == [0, 2] and set(data.annotated) == {0, 2}
+    assert torch.equal(data.annotated[0], torch.from_numpy(real(labels, 0)))
+
+
 def region_config(root: Path, results: Path, **updates) -> dict:
     return tiny_config(
         root / "GlaS",
