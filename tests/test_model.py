@@ -70,6 +70,21 @@ def test_soft_dice_loss_golden_values() -> None:
     assert soft_dice_loss(uniform, target, eps=0.0).item() == pytest.approx(expected)
 
 
+def test_soft_dice_loss_sums_over_the_batch_and_the_per_image_loss_does_not() -> None:
+    from utils.loop.metrics import soft_dice_loss_per_image
+
+    uniform = torch.zeros(2, 2, 1, 1)  # p = 0.5 everywhere
+    target = torch.tensor([[[0]], [[1]]])  # one pixel of class 0, one of class 1
+    # Over the batch, each class: 2*0.5 / (1 + 1) = 1/2. Per image, the present class scores
+    # 2*0.5 / (0.5 + 1) = 2/3 and the absent one 0: loss 1 - 1/3 each.
+    assert soft_dice_loss(uniform, target, eps=0.0).item() == pytest.approx(0.5)
+    per_image = soft_dice_loss_per_image(uniform, target, eps=0.0)
+    torch.testing.assert_close(per_image, torch.tensor([2 / 3, 2 / 3]))
+    for i in range(2):
+        alone = soft_dice_loss(uniform[i : i + 1], target[i : i + 1], eps=0.0)
+        torch.testing.assert_close(per_image[i], alone)
+
+
 def test_mc_probabilities_match_sequential_passes() -> None:
     from utils.loop.inference import MCSettings, mc_mean_probabilities, mc_probabilities
 

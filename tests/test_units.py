@@ -143,6 +143,44 @@ def acquisition_settings(maps_dir: Path) -> AcquisitionSettings:
     )
 
 
+def test_acquisition_settings_carry_every_selection_key_of_the_config(tmp_path: Path) -> None:
+    from utils.config import ExperimentConfig, validate
+
+    cfg = validate(
+        ExperimentConfig(
+            heuristic="bald",
+            strategy="power",
+            reduction="topq",
+            topq_percent=7.0,
+            foreground_band=20,
+            image_scale=0.5,
+            balance_al=False,
+            run=3,
+            al_cycles=5,
+            temperature=0.7,
+            suggestive_factor=3,
+            save_uncerts=True,
+            progress=False,
+        )
+    )
+    settings = AcquisitionSettings.from_config(cfg, torch.device("cpu"), None, tmp_path)
+    assert (settings.heuristic, settings.strategy, settings.reduction) == (
+        "bald",
+        STRATEGIES["power"],
+        "topq",
+    )
+    # The band is in pixels of the loaded (here half-size) images.
+    assert settings.reduction_settings == ReductionSettings(topq_percent=7.0, foreground_band=10)
+    assert (settings.balance, settings.run, settings.n_cycles) == (False, 3, 5)
+    assert (settings.temperature, settings.suggestive_factor) == (0.7, 3)
+    assert (settings.save_maps, settings.save_uncerts, settings.progress) == (False, True, False)
+    # heuristic=random selects at random whatever strategy is set.
+    random = AcquisitionSettings.from_config(
+        replace(cfg, heuristic="random"), torch.device("cpu"), None, tmp_path
+    )
+    assert random.strategy == STRATEGIES["random"]
+
+
 @pytest.mark.parametrize("kind", ["image", "region"])
 def test_one_acquire_serves_both_units(kind: str, tmp_path: Path) -> None:
     image, region = units([0, 1])
@@ -160,6 +198,7 @@ def test_one_acquire_serves_both_units(kind: str, tmp_path: Path) -> None:
         on_probs=lambda index, probs: probs_seen.append(index),
     )
     assert sorted(probs_seen) == [2, 3, 4, 5]  # every pool image, by train index
+    assert unit.n_labelled() == 4  # what acquire picked is labelled
     # Image i's foreground logit is 4 * (10 i / 255): entropy falls as i grows, so the most
     # uncertain image of each group is the lowest-numbered one left, 2 (group 0) and 3 (1).
     assert {a["name"] for a in acquired} == {"img_2", "img_3"}
@@ -169,6 +208,70 @@ def test_one_acquire_serves_both_units(kind: str, tmp_path: Path) -> None:
         p = 1 / (1 + math.exp(-4 * 10 * int(pick["name"][4:]) / 255))
         entropy = -(p * math.log(p) + (1 - p) * math.log(1 - p))
         assert pick["score"] == pytest.approx(entropy, rel=1e-5)
+
+
+class CentreModel(ConstantModel):
+    """ConstantModel's foreground logit plus |row - 12| / 4 + |col - 12| / 4: every tile of an
+    image scores differently from the tiles that mirror it, the uncertain ones near (12, 12)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = (torch.arange(x.shape[2]) - 12).abs()[:, None] / 4
+        cols = (torch.arange(x.shape[3]) - 12).abs()[None, :] / 4
+        logits = super().forward(x)
+        return torch.cat([logits[:, :1], logits[:, 1:] + rows + cols], 1)
+
+
+def test_region_acquire_picks_each_grades_best_tiles_with_their_own_scores(
+    tmp_path: Path,
+) -> None:
+    def tile_entropy(image: int, box: list[int]) -> float:  # CentreModel's entropy, by hand
+        y0, y1, x0, x1 = box
+        rows, cols = np.abs(np.arange(y0, y1) - 12) / 4, np.abs(np.arange(x0, x1) - 12) / 4
+        p = 1 / (1 + np.exp(-(4 * 10 * image / 255 + rows[:, None] + cols[None, :])))
+        return float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))
+
+    _, region = units([0, 1])
+    expected = {  # every tile of images 2-5
+        (image, tile): tile_entropy(image, list(region.regions.boxes[image][tile]))
+        for image, tile in region.regions.pool()
+    }
+    acquired = acquire(
+        region,
+        acquisition_settings(tmp_path),
+        CentreModel(),
+        CentreModel(),
+        MCSettings(2, 1, torch.device("cpu"), None),
+        cycle=0,
+    )
+    for pick in acquired:
+        image = int(pick["name"][4:])
+        assert pick["score"] == pytest.approx(expected[(image, pick["region"])], rel=1e-5)
+        assert pick["box"] == list(region.regions.boxes[image][pick["region"]])
+        assert region.annotated(image)[pick["box"][0], pick["box"][2]]  # now labelled
+    for grade in (0, 1):
+        ranked = sorted((s for (i, _), s in expected.items() if i % 2 == grade), reverse=True)
+        taken = [a["score"] for a in acquired if int(a["name"][4:]) % 2 == grade]
+        assert taken and sorted(taken, reverse=True) == pytest.approx(ranked[: len(taken)])
+
+
+def test_the_configured_reduction_scores_each_pool_image(tmp_path: Path) -> None:
+    image, _ = units([0, 1])
+    settings = replace(
+        acquisition_settings(tmp_path),
+        reduction="topq",
+        reduction_settings=ReductionSettings(topq_percent=10.0),
+    )
+    mc = MCSettings(2, 1, torch.device("cpu"), None)
+    acquired = acquire(image, settings, CentreModel(), CentreModel(), mc, cycle=0)
+    for pick in acquired:
+        index = int(pick["name"][4:])
+        height, width = SHAPES[index]
+        rows, cols = np.abs(np.arange(height) - 12) / 4, np.abs(np.arange(width) - 12) / 4
+        p = 1 / (1 + np.exp(-(4 * 10 * index / 255 + rows[:, None] + cols[None, :])))
+        entropy = np.sort(-(p * np.log(p) + (1 - p) * np.log(1 - p)), axis=None)[::-1]
+        top = entropy[: round(height * width / 10)].mean()  # the 10 % most uncertain pixels
+        assert pick["score"] == pytest.approx(top, rel=1e-5)
+        assert pick["score"] > entropy.mean() * 1.01  # not the mean reduction's score
 
 
 class NoisyModel(ConstantModel):
