@@ -171,6 +171,30 @@ def test_augmentation_moves_image_and_mask_together() -> None:
         assert torch.equal(image.mean(0) > 0.47, crop.bool())
 
 
+def test_quarter_turns_only_for_square_patches() -> None:
+    from torchvision import tv_tensors
+
+    from data.transforms import RandomRot90
+
+    def turns(height: int, width: int) -> set[int]:
+        image = tv_tensors.Image(torch.arange(height * width).reshape(1, height, width))
+        seen = set()
+        torch.manual_seed(0)
+        for _ in range(40):
+            turned = RandomRot90()(image)
+            seen |= {
+                k
+                for k in range(4)
+                if torch.equal(
+                    turned, torch.rot90(image, k, dims=(-2, -1)).as_subclass(type(turned))
+                )
+            }
+        return seen
+
+    assert turns(4, 4) == {0, 1, 2, 3}
+    assert turns(4, 6) == {0, 2}  # a quarter turn would make a 6x4 crop that cannot batch
+
+
 def test_effective_patch_size_fits_smallest_image() -> None:
     assert effective_patch_size((416, 416), (522, 775)) == (416, 416)
     assert effective_patch_size((416, 416), (130, 194)) == (130, 130)
@@ -256,3 +280,18 @@ def test_early_data_folder_check_says_what_the_opener_says(tmp_path: Path, datas
         open_dataset(cfg, SPLITS)
     assert str(early.value) == str(opened.value)
     assert str(early.value).startswith(f"data folder {tmp_path / 'nowhere'} does not exist; ")
+
+
+def test_a_stratified_split_keeps_each_groups_share_on_both_sides() -> None:
+    from data.splitting import stratified_split
+
+    names = [f"img_{i}" for i in range(20)]
+    groups = {name: i % 2 for i, name in enumerate(names)}
+    for seed in range(10):
+        kept, out = stratified_split(names, 4, groups, seed)
+        assert sorted(kept + out) == sorted(names) and len(out) == 4
+        assert sorted(groups[n] for n in out) == [0, 0, 1, 1]  # 10/10 -> 2/2, every seed
+    # A group of one image cannot be on both sides: a plain draw, not a refusal.
+    lonely = {**groups, "img_0": 2}
+    kept, out = stratified_split(names, 4, lonely, 0)
+    assert sorted(kept + out) == sorted(names) and len(out) == 4

@@ -319,3 +319,22 @@ def test_a_missing_groups_quota_goes_to_no_grade_by_its_place_in_the_order(name:
         assert len(set(picked.tolist())) == 3
         gap_grades.append(np.bincount(grades[picked], minlength=2).argmax())
     assert set(gap_grades) == {0, 1}
+
+
+def test_the_initial_set_spreads_over_the_grades_and_fills_from_the_rest() -> None:
+    from heuristics.strategies import initial_labelled
+
+    grades = np.array([0, 0, 0, 0, 0, 0, 1, 2, 2, 2])
+    picked = initial_labelled(grades, 5, np.random.default_rng(0))
+    # Shares 2, 2, 1 (the remainder to the first grades); grade 1 has one image, so the
+    # missing one comes from the rest of the pool.
+    assert len(set(picked.tolist())) == 5 and picked.tolist() == sorted(picked.tolist())
+    counts = np.bincount(grades[picked], minlength=3)
+    assert counts[1] == 1 and counts[0] >= 2 and counts[2] >= 1 and counts.sum() == 5
+    odd = initial_labelled(np.array([0] * 5 + [1] * 5), 3, np.random.default_rng(1))
+    assert np.bincount(np.array([0] * 5 + [1] * 5)[odd]).tolist() == [2, 1]
+    # The run's seed alone fixes the set: every arm of a run starts from the same images.
+    again = initial_labelled(grades, 5, np.random.default_rng(0))
+    assert again.tolist() == picked.tolist()
+    other = {tuple(initial_labelled(grades, 5, np.random.default_rng(s))) for s in range(20)}
+    assert len(other) > 1
