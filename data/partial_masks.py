@@ -72,7 +72,8 @@ class PartialMaskDataset(Dataset):
         top = int(torch.randint(max(0, py - ph + 1), min(py, height - ph) + 1, ()))
         left = int(torch.randint(max(0, px - pw + 1), min(px, width - pw) + 1, ()))
         crop = (slice(top, top + ph), slice(left, left + pw))
-        mask = self.store.masks[image_index][crop].long()
+        # A copy, always: IGNORE is written into it, never into the store's ground truth.
+        mask = self.store.masks[image_index][crop].to(torch.int64, copy=True)
         mask[~self.annotated[image_index][crop]] = IGNORE
         picture = tv_tensors.Image(image[:, crop[0], crop[1]])
         label = tv_tensors.Mask(mask)

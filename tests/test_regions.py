@@ -300,6 +300,24 @@ def test_training_data_builds_each_images_annotation_once(
     assert torch.equal(data.annotated[0], torch.from_numpy(real(labels, 0)))
 
 
+def test_training_crops_never_write_into_the_stores_masks(synthetic_root: Path) -> None:
+    import copy
+
+    from data.glas import ImageStore, read_split
+    from data.partial_masks import PartialMaskDataset
+
+    store = ImageStore(synthetic_root / "GlaS", read_split(synthetic_root / "splits", "train"))
+    wide = copy.copy(store)  # masks of a loader that keeps int64, where .long() is no copy
+    wide.masks = [m.to(torch.int64) for m in store.masks]
+    labels = RegionLabels([tuple(im.shape[1:]) for im in store.images], (16, 16))
+    labels.label([(0, 0)])
+    data = PartialMaskDataset(wide, labels, (24, 24), None, 3072)
+    torch.manual_seed(0)
+    _, mask, *_ = data[0]
+    assert (mask == IGNORE).any()  # the crop hides unannotated pixels...
+    assert torch.equal(wide.masks[0], store.masks[0].to(torch.int64))  # ...in its own copy
+
+
 def region_config(root: Path, results: Path, **updates) -> dict:
     return tiny_config(
         root / "GlaS",

@@ -185,6 +185,13 @@ def test_ema_selection_averages_the_last_quarter_of_the_steps(
     assert not torch.equal(final["head.weight"], snapshots[-1]["head.weight"])
 
 
+def test_ema_and_a_validation_set_together_are_refused() -> None:
+    settings = TrainSettings(1, 2, 0.05, 0.9, True, 0.0, 100, 0.1, 1)
+    with pytest.raises(ValueError, match="ema and val_set choose the weights two ways"):
+        train_model(UNet(3, 2, 4), FourCrops(), FourCrops(), settings, torch.device("cpu"),
+                    None, torch.Generator(), progress=False, ema=True)  # fmt: skip
+
+
 def test_val_selection_restores_the_weights_of_the_best_epoch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

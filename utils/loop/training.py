@@ -167,6 +167,8 @@ def train_model(
     With an ``augmenter`` the batches are cropped and augmented on the device from its images
     (the i-th labelled image of ``train_set`` is its i-th), instead of in a DataLoader.
     """
+    if ema and val_set is not None:
+        raise ValueError("ema and val_set choose the weights two ways; pass one of them")
     sampler = RandomSampler(
         train_set, num_samples=settings.repeats_per_epoch * len(train_set), generator=generator
     )
