@@ -298,6 +298,44 @@ def test_the_configured_heuristic_scores_the_pool(kind: str, tmp_path: Path) -> 
     assert scores("bald") != entropy
 
 
+class SampleModel(CentreModel):
+    """CentreModel's logits shifted by a known amount at each MC sample t (its call count mod
+    T): MC probabilities that a test can rebuild exactly, without any random draw."""
+
+    shifts = (-1.0, 0.5, 1.5, -0.25)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shift = self.shifts[self.calls % len(self.shifts)]
+        self.calls += 1
+        logits = super().forward(x)
+        return torch.cat([logits[:, :1], logits[:, 1:] + shift], 1)
+
+
+@pytest.mark.parametrize("heuristic", ["bald", "entropy", "variance", "variance_edt"])
+def test_each_heuristic_scores_the_pool_with_its_own_pixel_map(
+    heuristic: str, tmp_path: Path
+) -> None:
+    from heuristics import PIXEL_MAPS
+
+    image, _ = units([0, 1])
+    settings = replace(acquisition_settings(tmp_path), heuristic=heuristic)
+    mc = MCSettings(len(SampleModel.shifts), 1, torch.device("cpu"), None)
+    acquired = acquire(image, settings, SampleModel(), SampleModel(), mc, cycle=0)
+    for pick in acquired:
+        index = int(pick["name"][4:])
+        height, width = SHAPES[index]
+        logit = CentreModel()(torch.full((1, 3, height, width), 10 * index / 255))[:, 1]
+        foreground = torch.stack([logit + s for s in SampleModel.shifts], -1)  # [1, H, W, T]
+        probs = torch.stack([1 - foreground.sigmoid(), foreground.sigmoid()], 1)
+        expected = PIXEL_MAPS[heuristic](probs).mean().item()  # [1, 2, H, W, T] -> map -> mean
+        assert pick["score"] == pytest.approx(expected, rel=1e-4, abs=1e-7)
+        assert pick["score"] > 0
+
+
 class NonFiniteModel(ConstantModel):
     """Logits that overflowed: NaN for every pixel of every image."""
 
