@@ -28,6 +28,7 @@ from utils.report.stats import (
     paired_differences,
     paired_p_value,
     pairs_for_power,
+    pixels_to_reach,
     tost_paired,
 )
 from utils.runs.records import ReportError, RunRecord, load_results
@@ -80,6 +81,11 @@ def test_labels_to_reach() -> None:
     assert labels_to_reach(n, mean, 0.81) is None
     # The first crossing counts even if the curve dips afterwards.
     assert labels_to_reach(n, np.array([0.5, 0.77, 0.70, 0.80]), 0.76) == 6
+    # On the pixel axis the same rule gives a fraction.
+    fraction = np.array([0.05, 0.125, 0.2, 0.3])
+    assert pixels_to_reach(fraction, mean, 0.95 * 0.80) == 0.2
+    assert pixels_to_reach(fraction, np.array([0.5, 0.77, 0.70, 0.80]), 0.76) == 0.125
+    assert pixels_to_reach(fraction, mean, 0.81) is None
 
 
 def test_paired_t_test_by_hand() -> None:

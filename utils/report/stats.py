@@ -58,16 +58,18 @@ def aulc(n_labelled: np.ndarray, dice: np.ndarray) -> float:
     return float(area / width)
 
 
-def labels_to_reach(n_labelled: np.ndarray, mean_dice: np.ndarray, target: float) -> int | None:
-    """Smallest number of labelled images at which ``mean_dice`` reaches ``target``, else None.
+def _first_reaching(x: np.ndarray, mean_dice: np.ndarray, target: float) -> float | None:
+    """The first ``x`` (increasing) at which ``mean_dice`` reaches ``target``, else None. A tiny
+    tolerance keeps a curve that hits the target exactly from being missed through
+    floating-point rounding of ``0.95 * reference``."""
+    reached = np.flatnonzero(np.asarray(mean_dice, dtype=float) >= target - 1e-12)
+    return float(np.asarray(x)[reached[0]]) if reached.size else None
 
-    ``n_labelled`` must be increasing. A tiny tolerance keeps a curve that hits the target
-    exactly from being missed through floating-point rounding of ``0.95 * reference``.
-    """
-    n = np.asarray(n_labelled)
-    d = np.asarray(mean_dice, dtype=float)
-    reached = np.flatnonzero(d >= target - 1e-12)
-    return int(n[reached[0]]) if reached.size else None
+
+def labels_to_reach(n_labelled: np.ndarray, mean_dice: np.ndarray, target: float) -> int | None:
+    """Smallest number of labelled images at which ``mean_dice`` reaches ``target``, else None."""
+    first = _first_reaching(n_labelled, mean_dice, target)
+    return None if first is None else int(first)
 
 
 # Relative size of float rounding in AULC values: differences this small are equal.
@@ -139,8 +141,7 @@ def mean_curve(
 
 def pixels_to_reach(fraction: np.ndarray, mean_dice: np.ndarray, target: float) -> float | None:
     """Smallest labelled fraction at which ``mean_dice`` reaches ``target``, else None."""
-    reached = np.flatnonzero(np.asarray(mean_dice, dtype=float) >= target - 1e-12)
-    return float(fraction[reached[0]]) if reached.size else None
+    return _first_reaching(fraction, mean_dice, target)
 
 
 def paired_differences(a: Mapping[int, float], b: Mapping[int, float]) -> np.ndarray:
