@@ -73,6 +73,38 @@ def test_colour_jitter_changes_colour_images_within_the_ranges() -> None:
     assert (red - 200 / 255).abs().max() < 0.2
 
 
+def test_colour_jitter_equals_torchvisions_adjustments_in_order(monkeypatch) -> None:
+    from torchvision.transforms.v2 import functional as TF
+
+    import data.device_augment as device_augment
+
+    factors = iter(
+        [
+            torch.tensor([0.8, 1.15]),  # brightness
+            torch.tensor([1.2, 0.85]),  # contrast
+            torch.tensor([0.9, 1.1]),  # saturation
+            torch.tensor([0.03, -0.04]),  # hue
+        ]
+    )
+    monkeypatch.setattr(device_augment, "_uniform", lambda *_: next(factors))
+    images = torch.rand(2, 3, 6, 5, generator=torch.Generator().manual_seed(0))
+    augmenter = DeviceAugmenter(
+        [torch.zeros(3, 8, 8, dtype=torch.uint8)],
+        [torch.zeros(8, 8, dtype=torch.uint8)],
+        (8, 8),
+        torch.device("cpu"),
+        torch.Generator(),
+    )
+    jittered = augmenter.jitter(images)
+    for i, (b, c, s, h) in enumerate(
+        zip([0.8, 1.15], [1.2, 0.85], [0.9, 1.1], [0.03, -0.04], strict=True)
+    ):
+        expected = TF.adjust_hue(
+            TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(images[i], b), c), s), h
+        )
+        torch.testing.assert_close(jittered[i], expected, atol=1e-6, rtol=0)
+
+
 def test_a_run_with_device_augmentation_completes(synthetic_root: Path, tmp_path: Path) -> None:
     config = tiny_config(
         synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, augment_on="device"
