@@ -326,7 +326,19 @@ def test_full_supervision_trains_once_on_everything(synthetic_root: Path, tmp_pa
     n_train = len(read_split(synthetic_root / "splits", "train"))
     assert record["n_labelled"] == [n_train] and record["acquired"] == [[]]
     assert np.load(tmp_path / "full_0.npy").shape == (1,)
+    # What the labels cost, from the image files themselves.
+    pixels = {
+        row.name: math.prod(Image.open(synthetic_root / "GlaS" / row.image).size)
+        for row in read_split(synthetic_root / "splits", "train")
+    }
+    assert record["labelled_pixels"] == [sum(pixels.values())]
+    assert record["labelled_fraction"] == [1.0]
     run({**config, "al_cycles": 1})
+    bald = json.loads((tmp_path / "bald_0.json").read_text())
+    added = sum(pixels[a["name"]] for a in bald["acquired"][0])
+    assert bald["labelled_pixels"][1] - bald["labelled_pixels"][0] == added
+    fractions = [p / sum(pixels.values()) for p in bald["labelled_pixels"]]
+    assert bald["labelled_fraction"] == pytest.approx(fractions, rel=1e-12)
     write_report(tmp_path)
     assert "full supervision" in (tmp_path / "summary.md").read_text().lower()
 
