@@ -105,7 +105,19 @@ def test_colour_jitter_equals_torchvisions_adjustments_in_order(monkeypatch) -> 
         torch.testing.assert_close(jittered[i], expected, atol=1e-6, rtol=0)
 
 
-def test_a_run_with_device_augmentation_completes(synthetic_root: Path, tmp_path: Path) -> None:
+def test_a_run_with_device_augmentation_trains_on_the_labelled_images(
+    synthetic_root: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import utils.loop.run
+
+    given = []  # the images each cycle's augmenter crops from
+
+    class Recording(DeviceAugmenter):
+        def __init__(self, images, masks, *args) -> None:
+            given.append(len(images))
+            super().__init__(images, masks, *args)
+
+    monkeypatch.setattr(utils.loop.run, "DeviceAugmenter", Recording)
     config = tiny_config(
         synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, augment_on="device"
     )
@@ -113,3 +125,4 @@ def test_a_run_with_device_augmentation_completes(synthetic_root: Path, tmp_path
     record = json.loads((tmp_path / "bald_0.json").read_text())
     assert record["complete"] and np.all(np.isfinite(record["test_dice"]))
     assert all(np.isfinite(t["last_train_loss"]) for t in record["train"])
+    assert given == record["n_labelled"] == [4, 6, 8]  # the labelled set, not the pool
