@@ -13,7 +13,7 @@ import torch
 
 from active import ex
 from data.regions import IGNORE, RegionLabels, superpixel_segments
-from heuristics.reductions import REDUCTIONS, ReductionSettings, pool_regions
+from heuristics.reductions import REDUCTIONS, ReductionSettings, context_margin, pool_regions
 from tests.conftest import tiny_config
 
 
@@ -97,6 +97,20 @@ def test_pooling_over_a_superpixel_sees_only_its_pixels() -> None:
     inner = [5.0, 6.0, 9.0, 10.0]
     ring = [v for v in range(16) if v not in inner]
     np.testing.assert_allclose(scores, [np.mean(ring), np.mean(inner)])
+    # With a margin (foreground's band) the reduction sees around the box, yet still scores
+    # only the superpixel's own pixels: band 1 around a gland predicted at pixel 15 covers
+    # 11, 14 and 15 of the ring and 10 of the square.
+    probs[0, :, 3, 3] = torch.tensor([[0.1], [0.9]])
+    band = ReductionSettings(foreground_band=1)
+    banded = pool_regions(
+        pixel_map,
+        probs,
+        labels.boxes[0],
+        lambda m, p, mask=None: REDUCTIONS["foreground"](m, p, band, mask=mask),
+        masks,
+        margin=context_margin("foreground", band),
+    )
+    np.testing.assert_allclose(banded, [np.mean([11.0, 14.0, 15.0]), 10.0])
 
 
 def test_training_crops_of_superpixels_hide_everything_else(synthetic_root: Path) -> None:
