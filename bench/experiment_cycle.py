@@ -48,9 +48,10 @@ from bench._common import active_defaults, machine_summary  # noqa: E402
 from data.create_splits import write_splits  # noqa: E402
 from data.glas import read_split  # noqa: E402
 from data.synthetic import generate_synthetic_glas  # noqa: E402
-from utils.config import ExperimentConfig  # noqa: E402
+from utils.config import ExperimentConfig, check_config, validate  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402
 from utils.loop.run import run_active_learning  # noqa: E402
+from utils.runs.state import run_paths  # noqa: E402
 
 
 def parse_override(text: str) -> tuple[str, object]:
@@ -130,6 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.profile is not None and args.profile.exists() and not args.profile.is_dir():
         parser.error(f"--profile {args.profile} is a file; give a folder for top10.txt")
+    overrides = dict(parse_override(s) for s in args.set)
+    try:
+        check_config(overrides)  # a misspelt key would otherwise measure the defaults
+    except ValueError as err:
+        parser.error(f"--set: {err}")
+    if overrides.get("label_unit", "image") != "image":
+        parser.error("--set label_unit: the projection plans whole-image cycles only")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             write_splits(data_path, splits_path, seed=0)
         config = active_defaults()
-        config.update(dict(parse_override(s) for s in args.set))
+        config.update(overrides)
         planned_cycles = config["al_cycles"]
         config.update(
             data_path=str(data_path),
@@ -151,9 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             al_cycles=args.cycles - 1,
             progress=False,
         )
+        cfg = validate(ExperimentConfig.from_mapping(config))
         with profiler(args.profile is not None) as profile:
-            run_active_learning(ExperimentConfig.from_mapping(config))
-        record = json.loads((tmp_path / "results" / f"{config['heuristic']}_0.json").read_text())
+            run_active_learning(cfg)
+        record = json.loads(run_paths(cfg).json.read_text())
         train_size = len(read_split(splits_path, "train"))
 
     config.update(al_cycles=planned_cycles)

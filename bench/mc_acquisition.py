@@ -40,7 +40,7 @@ with the project's own ``train_model`` on random crops of the pool, so that its 
 structure rather than pure MC noise (a random-weight UNet's BALD ranking changed from seed to
 seed, ``bench/README.md``). The trained weights are saved to a temp file that every worker loads.
 
-Three correctness checks; a missed target makes the script exit with status 1:
+Four correctness checks; a missed target makes the script exit with status 1:
 
 * ``precision``: the project path in bf16 against the project path in fp32, same weights, same
   seed, so the same masks; only the arithmetic differs. ``precision_spearman`` is the Spearman
@@ -54,11 +54,14 @@ Three correctness checks; a missed target makes the script exit with status 1:
   mask per pass from the same seeded generator, so they draw the same masks and
   ``dropout_max_rel_err`` must also be rounding (target <= 1e-4). With samples stacked (a GPU's
   default) the masks are drawn in another order, and the check is ``nan``.
+* ``region``: the region path's tile scores recombined by area against the project path's image
+  scores, same seed and masks: ``region_max_rel_err`` (target <= 1e-4).
 
 Last line: ``RESULT speedup_vs_naive=.. speedup_vs_baal=.. peak_rss_ratio_vs_naive=..
 precision_spearman=.. pipeline_max_rel_err=.. dropout_max_rel_err=.. region_time_ratio=..
 region_max_rel_err=..`` (throughput ratios project/naive and project/baal, peak-RSS ratio
-project/naive, the three checks above, and the region path against the project path).
+project/naive, the first three checks above, the region path's time over the project path's,
+and the region check).
 """
 
 from __future__ import annotations
@@ -497,6 +500,8 @@ CHECK_TARGETS = {
     "precision_spearman": (">=", 0.99),
     "pipeline_max_rel_err": ("<=", 1e-4),
     "dropout_max_rel_err": ("<=", 1e-4),
+    # Tile scores recombined by area equal the image's mean score (the bench's reduction).
+    "region_max_rel_err": ("<=", 1e-4),
 }
 
 
@@ -590,6 +595,7 @@ def print_table(
             "precision_spearman": precision_spearman,
             "pipeline_max_rel_err": pipeline_err,
             "dropout_max_rel_err": dropout_err,
+            "region_max_rel_err": region_err,
         }
     )
 

@@ -69,7 +69,7 @@ def run_slurm(results: Path, args: argparse.Namespace, cpus: int) -> tuple[float
     print(f"SLURM: CPU busy before {busy_cpu_percent():.0f}%", flush=True)
     started = time.monotonic()
     answer = sweep(options, results, args)
-    found = re.search(r"\(array (\d+)", answer)
+    found = re.search(r"\((?:array|job) (\d+)", answer)  # one run is a job, not an array
     if found is None:
         raise SystemExit(f"error: sweep.py submitted no array:\n{answer}")
     try:

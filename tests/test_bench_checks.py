@@ -15,8 +15,12 @@ def test_a_check_on_the_wrong_side_of_its_target_is_named() -> None:
         "precision_spearman": 0.99,
         "pipeline_max_rel_err": 1e-4,
         "dropout_max_rel_err": 1e-4,
+        "region_max_rel_err": 1e-4,
     }
     assert missed_targets(at_bounds) == []
+    assert missed_targets({**at_bounds, "region_max_rel_err": 3e-3}) == [
+        "region_max_rel_err=0.003 (target <= 0.0001)"
+    ]
     assert missed_targets({**at_bounds, "precision_spearman": 0.98}) == [
         "precision_spearman=0.98 (target >= 0.99)"
     ]

@@ -45,3 +45,19 @@ def test_the_profile_table_names_the_operators_that_ran() -> None:
     assert mm_row.split()[-1] == "3"  # the row's call count
     with profiler(enabled=False) as nothing:
         assert nothing is None
+
+
+def test_overrides_that_would_measure_something_else_are_refused_before_any_cycle(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from bench.experiment_cycle import main
+
+    for override, message in (
+        ("epoch=10", "unknown config key 'epoch'; did you mean 'epochs'?"),
+        ("epochs=ten", "epochs must be an integer"),
+        ("label_unit=region", "the projection plans whole-image cycles only"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--set", override])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
