@@ -35,9 +35,11 @@ def take_within_budget(
     """Per grade (one group without ``balance``), the longest prefix of ``picks`` whose cost
     stays within ``budget``.
 
-    As image mode's quota does, a balanced step spends ``budget`` for each of the split's
-    ``n_groups`` grades even when some are missing from the pool or run out in it: that spare
-    budget extends the other grades' prefixes, in grade order, after each has spent its own.
+    As in image mode, a balanced step spends ``budget`` for each of the split's ``n_groups``
+    grades even when some are missing from the pool or run out in it. Unlike image mode, which
+    fills such a gap from all grades' remaining items at once, that spare budget extends the
+    other grades' prefixes in grade order, after each has spent its own: with three or more
+    grades and one missing, the first grade gets first call on it.
 
     A grade whose first pick costs more than all the budget it may spend still gets that pick
     (a widened edge tile or a large superpixel against a budget of one tile): a cycle that

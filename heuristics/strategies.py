@@ -100,8 +100,9 @@ def _quota(selection: Selection) -> tuple[list[tuple[np.ndarray, int]], int]:
 
     Mirrors ``select_for_labelling``: ``n_per_step`` per grade (one group without ``balance``);
     the gap that short grades leave, up to ``n_per_step`` for each of the split's ``n_groups``,
-    is filled from all the grades' remaining items together, so that no grade takes it by its
-    place in the order. The whole pool when it is smaller than the request.
+    goes to the one grade with items left if there is one (a single draw there), else is filled
+    from all those grades' remaining items together, so that no grade takes it by its place in
+    the order. The whole pool when it is smaller than the request.
     """
     n = len(selection.grades)
     if not selection.balance:
@@ -110,7 +111,12 @@ def _quota(selection: Selection) -> tuple[list[tuple[np.ndarray, int]], int]:
     wanted = min(n, selection.n_per_step * max(len(classes), selection.n_groups))
     groups = [np.flatnonzero(selection.grades == c) for c in classes]
     counts = [min(selection.n_per_step, len(g)) for g in groups]
-    return list(zip(groups, counts, strict=True)), wanted - sum(counts)
+    gap = wanted - sum(counts)
+    with_more = [i for i, g in enumerate(groups) if len(g) > counts[i]]
+    if gap and len(with_more) == 1:  # e.g. a folder without groups.csv: one grade
+        counts[with_more[0]] += gap
+        gap = 0
+    return list(zip(groups, counts, strict=True)), gap
 
 
 def _per_grade(

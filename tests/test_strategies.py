@@ -338,3 +338,14 @@ def test_the_initial_set_spreads_over_the_grades_and_fills_from_the_rest() -> No
     assert again.tolist() == picked.tolist()
     other = {tuple(initial_labelled(grades, 5, np.random.default_rng(s))) for s in range(20)}
     assert len(other) > 1
+
+
+def test_one_grade_takes_its_missing_partners_share_in_one_draw() -> None:
+    # A folder without groups.csv has one grade; a step still labels n_per_step for each of
+    # two groups, drawn at once, as one sampler call for 2 * n_per_step items.
+    grades = np.zeros(10, dtype=np.int64)
+    picked = STRATEGIES["random"].select(
+        Selection(np.full(10, 0.5), grades, 2, True, np.random.default_rng(0), n_groups=2)
+    )
+    expected = np.random.default_rng(0).choice(np.arange(10), 4, replace=False)
+    assert picked.tolist() == expected.tolist()
