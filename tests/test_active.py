@@ -343,6 +343,24 @@ def test_full_supervision_trains_once_on_everything(synthetic_root: Path, tmp_pa
     assert "full supervision" in (tmp_path / "summary.md").read_text().lower()
 
 
+def test_full_supervision_trains_alike_under_any_label_unit(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    # A sweep over label units shares one full_{run}: it must not depend on the unit.
+    for unit in ("image", "region"):
+        config = tiny_config(
+            synthetic_root / "GlaS",
+            synthetic_root / "splits",
+            tmp_path / unit,
+            epochs=1,
+            label_unit=unit,
+            region_size=[16, 16],
+        )
+        run(config, named_configs=("full_supervision",))
+    image, region = (np.load(tmp_path / unit / "full_0.npy") for unit in ("image", "region"))
+    assert image.tobytes() == region.tobytes()
+
+
 def test_command_line_bad_input_prints_exactly_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys
