@@ -71,7 +71,7 @@ def run_slurm(results: Path, args: argparse.Namespace, cpus: int) -> tuple[float
     answer = sweep(options, results, args)
     found = re.search(r"\((?:array|job) (\d+)", answer)  # one run is a job, not an array
     if found is None:
-        raise SystemExit(f"error: sweep.py submitted no array:\n{answer}")
+        raise SystemExit(f"error: sweep.py submitted no job:\n{answer}")
     try:
         wait_for(found[1])
     finally:  # an interrupted benchmark leaves no jobs behind

@@ -2,8 +2,8 @@
 
 The Warwick GlaS release is one flat folder of ``NAME.bmp`` images with ``NAME_anno.bmp`` instance
 masks (0 = background, 1..K = glands) and a ``Grade.csv`` with bare-CR line endings and a space
-after every comma. Everything here fails loudly on a missing or mismatched file: a silently
-skipped image would change the pool and make runs incomparable.
+after every comma but the first. Everything here fails loudly on a missing or mismatched file:
+a silently skipped image would change the pool and make runs incomparable.
 """
 
 from __future__ import annotations

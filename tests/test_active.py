@@ -462,7 +462,9 @@ def test_another_users_lock_file_ends_the_run_in_one_line(
 
     config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path)
     monkeypatch.setattr(os, "open", owned_by_someone_else)
-    expect_exit(config, capsys, f"cannot write the lock {lock}: it belongs to another user")
+    expect_exit(config, capsys, f"cannot create a lock in {tmp_path}: permission denied")
+    lock.touch()
+    expect_exit(config, capsys, f"cannot write the lock {lock}: permission denied")
     assert not (tmp_path / "bald_0.npy").exists()
 
 

@@ -557,16 +557,21 @@ def test_a_result_name_too_long_for_its_files_is_refused_before_anything_runs(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
     from utils.io import atomic_save_json
-    from utils.runs.state import MAX_STEM_BYTES
+    from utils.runs.state import max_stem_bytes
 
     named, updates = parse_config_tokens(demo_tokens(synthetic_root, tmp_path))
-    # The longest name the runs write is the stem and 30 bytes: at the limit, that file works.
-    fits = "t" * (MAX_STEM_BYTES - len("bald+pseudo@_0"))
-    stem = plan_jobs(["bald"], [0], named, {**updates, "semi": "pseudo", "tag": fits})[0].stem
-    assert len(stem) == MAX_STEM_BYTES
-    atomic_save_json(tmp_path / f"{stem}.pseudo-1000.npz", {})
-    with pytest.raises(SweepError, match=r"^invalid config after --: the result name bald.* is "):
-        plan_jobs(["bald"], [0], named, {**updates, "semi": "pseudo", "tag": fits + "t"})
+    for semi, longest in (("none", ".state.json"), ("pseudo", ".pseudo-{cycles}.npz")):
+        config = {**updates, "semi": semi}
+        cfg = validate(plan_jobs(["bald"], [0], named, config)[0].config)
+        limit = max_stem_bytes(cfg)
+        base = len(f"bald{'+pseudo' if semi == 'pseudo' else ''}@_0")
+        fits = "t" * (limit - base)
+        stem = plan_jobs(["bald"], [0], named, {**config, "tag": fits})[0].stem
+        assert len(stem) == limit
+        # At the limit, the longest file a run writes (through its temporary) still works.
+        atomic_save_json(tmp_path / (stem + longest.format(cycles=cfg.al_cycles)), {})
+        with pytest.raises(SweepError, match=r"^invalid config after --: the result name bald"):
+            plan_jobs(["bald"], [0], named, {**config, "tag": fits + "t"})
 
 
 def test_a_run_starting_while_the_sweep_probes_its_lock_still_starts(tmp_path: Path) -> None:
@@ -618,10 +623,14 @@ def test_a_local_sweep_in_a_slurm_allocation_splits_its_cpus_not_the_nodes(
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(128)), raising=False)
     job = ThreadsJob("x_0", (), {"results_dir": str(tmp_path)}, 1)
+    monkeypatch.setenv("SLURM_CPUS_ON_NODE", "12")
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
     assert run_local([job], parallel=2, progress=False) == []
     assert (tmp_path / "x_0.ran").read_text() == "4"
-    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")  # an allocation without --cpus-per-task
+    assert run_local([job], parallel=2, progress=False) == []
+    assert (tmp_path / "x_0.ran").read_text() == "6"
+    monkeypatch.delenv("SLURM_CPUS_ON_NODE")
     assert run_local([job], parallel=2, progress=False) == []
     assert (tmp_path / "x_0.ran").read_text() == "64"
 

@@ -355,8 +355,12 @@ def start_state(
 
 def restore_state(state: RunState, setup: RunSetup, paths: RunPaths) -> None:
     """Put back what an interrupted run had labelled, and the pool's pseudo-labels."""
-    # States from before the digest existed lack it; their split is taken on trust.
-    if state.train_digest and state.train_digest != names_digest(setup.train_store.names):
+    # States from before the digest existed lack it: their split is taken on trust, and the
+    # digest is recorded from here on.
+    digest = names_digest(setup.train_store.names)
+    if not state.train_digest:
+        state.train_digest = digest
+    if state.train_digest != digest:
         where = setup.split_files.get("train", "its split file")
         raise ResumeError(
             f"{paths.stem}: the train split is not the one this run began on (other images, or "

@@ -46,18 +46,19 @@ def _flock(fd: int, operation: int, path: Path) -> None:
 
 
 class LockPermissionError(UserError, PermissionError):
-    """The lock file is another user's and this one may not write it."""
+    """This user may not write the lock file, or create it in its folder."""
 
 
 def _open_for_locking(path: Path) -> int:
-    """The lock file open for writing, created if absent; in a folder shared between users,
-    someone else's lock file is named in one line."""
+    """The lock file open for writing, created if absent; a lock file or folder that this user
+    may not write (someone else's, in a folder shared between users) is named in one line."""
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     except PermissionError:
+        what = f"write the lock {path}" if path.exists() else f"create a lock in {path.parent}"
         raise LockPermissionError(
-            f"cannot write the lock {path}: it belongs to another user; use a results_dir of your "
-            "own, or have its owner make it group-writable"
+            f"cannot {what}: permission denied (another user's?); work in a folder of your own, "
+            "or have its owner make it group-writable"
         ) from None
 
 

@@ -126,20 +126,27 @@ def jsonable(config: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(config), default=str))
 
 
-# A file name holds 255 bytes, and the longest a run writes, the temporary of a cycle's
-# pseudo-labels (".{stem}.pseudo-{cycle}.npz.XXXXXXXX.tmp"), is the stem and 30 more.
-MAX_STEM_BYTES = 220
+# A file name holds 255 bytes, and a run writes each file through a temporary 14 bytes longer
+# (utils.io.atomic_write: ".{name}.XXXXXXXX.tmp").
+NAME_MAX_BYTES, TEMPORARY_EXTRA_BYTES = 255, 14
+
+
+def max_stem_bytes(cfg: ExperimentConfig) -> int:
+    """The longest ``{name}_{run}`` whose files' names all fit: the longest file a run writes is
+    its state, or with ``semi=pseudo`` the last cycle's pseudo-labels."""
+    longest = max(len(".state.json"), len(f".pseudo-{cfg.al_cycles}.npz") * (cfg.semi == "pseudo"))
+    return NAME_MAX_BYTES - TEMPORARY_EXTRA_BYTES - longest
 
 
 def run_paths(cfg: ExperimentConfig) -> RunPaths:
     """Where the run with this config (``validate``d: canonical heuristic) keeps its files."""
     config = run_record_config(cfg)
     stem = f"{result_name(config)}_{cfg.run}"
-    if len(stem.encode()) > MAX_STEM_BYTES:
+    if len(stem.encode()) > max_stem_bytes(cfg):
         raise ConfigError(
             f"the result name {stem[:40]}... is {len(stem.encode())} bytes long, over the "
-            f"{MAX_STEM_BYTES} that its files' names leave room for: shorten tag (or the values "
-            "that sweep.py --grid puts in it)"
+            f"{max_stem_bytes(cfg)} that its files' names leave room for: shorten tag (or the "
+            "values that sweep.py --grid puts in it)"
         )
     return RunPaths(Path(cfg.results_dir), stem)
 

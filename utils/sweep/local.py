@@ -35,14 +35,18 @@ def _die_with_parent() -> None:
 
 
 def available_cpus() -> int:
-    """This process's CPU cores; inside a SLURM allocation at most the CPUs it was given, since
-    without CPU binding (``TaskPlugin=task/none``) the affinity mask is the whole node."""
+    """This process's CPU cores; inside a SLURM allocation at most the CPUs it was given (per
+    task with ``--cpus-per-task``, else on this node), since without CPU binding
+    (``TaskPlugin=task/none``) the affinity mask is the whole node."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count() or 1
-    allocated = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    return min(cores, int(allocated)) if allocated.isdigit() and int(allocated) > 0 else cores
+    for variable in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        allocated = os.environ.get(variable, "")
+        if allocated.isdigit() and int(allocated) > 0:
+            return min(cores, int(allocated))
+    return cores
 
 
 @dataclass
