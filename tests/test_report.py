@@ -793,6 +793,25 @@ def test_each_grid_point_is_measured_against_its_own_full_supervision(tmp_path: 
     assert "at grid point `s=b`: test Dice 0.5000" in text
 
 
+def test_a_grid_point_without_its_own_full_supervision_uses_no_other_points(
+    tmp_path: Path,
+) -> None:
+    # Mid-sweep: point a's reference is in, point b's is not (full runs are queued last).
+    results = tmp_path / "results"
+    results.mkdir()
+    write_run(results, "full@s=a", 0, [12], [0.5])
+    write_run(results, "bald@s=a", 0, [4, 6, 8], [0.3, 0.46, 0.85])
+    write_run(results, "bald@s=b", 0, [4, 6, 8], [0.3, 0.46, 0.7])
+    assert main([str(results)]) == 0
+    rows = {r["heuristic"]: r for r in csv.DictReader((results / "summary.csv").open())}
+    # a: 95 % of 0.5 = 0.475, reached at 8. b: not a's 0.475 (which it reaches at 8) but 95 %
+    # of the best final mean Dice, 0.85 -> 0.8075, never reached.
+    assert rows["bald@s=a"]["labels_to_95"] == "8" and rows["bald@s=b"]["labels_to_95"] == ""
+    text = (results / "summary.md").read_text()
+    assert "for rows without one (bald@s=b) the best final mean Dice" in text
+    assert "i.e. Dice ≥" not in text  # the rows do not share one target
+
+
 def test_console_header_names_the_baseline_of_each_tag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -95,12 +95,14 @@ def plot_learning_curves(
             ax.fill_between(n, band_lo, band_hi, color=colour, alpha=0.18, linewidth=0)
             shown += list(band_lo) + list(band_hi)
     if summary.full_dice is not None:
+        tag = next(iter(summary.full_by_tag))
+        only_tag = f" @{tag}" if tag else ""  # another grid point's rows may share the panel
         ax.axhline(
             summary.full_dice,
             color="black",
             linestyle="--",
             linewidth=1.2,
-            label=f"full supervision ({summary.full_dice:.3f})",
+            label=f"full supervision{only_tag} ({summary.full_dice:.3f})",
         )
         shown.append(summary.full_dice)
     unit = "labelled fraction of the pool's pixels" if summary.pixel_axis else "labelled images"

@@ -105,7 +105,7 @@ class Summary:
     """Summary table plus what is needed to explain it (full-supervision Dice, 95 % target)."""
 
     rows: list[SummaryRow]
-    target: float  # 95 % of the reference every row shares (see target_basis)
+    target: float  # 95 % of the reference every row shares (see target_basis); nan if none
     target_basis: str
     # Grid point tag ('' untagged) -> (mean final Dice, runs) of its full-supervision runs. A
     # sweep over settings that change the model (say image_scale) has one reference per point.
@@ -362,23 +362,31 @@ def summarise(
     }
     best_final = max(mean for mean, _ in finals.values())
 
-    def reference(name: str) -> float:
-        own = full_by_tag.get(_tag(name))
-        if own is None and len(full_by_tag) == 1:
-            own = next(iter(full_by_tag.values()))
-        return best_final if own is None else own[0]
+    def reference(name: str) -> float | None:
+        # Its own grid point's, else the untagged one; another point's trained another model.
+        own = full_by_tag.get(_tag(name), full_by_tag.get(""))
+        return None if own is None else own[0]
 
-    if len(full_by_tag) == 1:
-        basis = "the full-supervision Dice"
-    elif full_by_tag:
-        basis = "the full-supervision Dice of the row's own grid point"
-    else:
+    without = [name for name in heuristics if reference(name) is None]
+    if not full_by_tag:
         basis = "the best final mean Dice (no full-supervision result)"
+    elif without:
+        basis = (
+            "the full-supervision Dice of the row's own grid point, or for rows without one ("
+            + ", ".join(without)
+            + ") the best final mean Dice"
+        )
+    elif len(full_by_tag) == 1:
+        basis = "the full-supervision Dice"
+    else:
+        basis = "the full-supervision Dice of the row's own grid point"
 
-    rows, floors = [], []
+    rows, floors, targets = [], [], set()
     for name, runs in heuristics.items():
         x, mean, _, _ = curve(runs, pixel_axis)
-        row_target = TARGET_FRACTION * reference(name)
+        own = reference(name)
+        row_target = TARGET_FRACTION * (best_final if own is None else own)
+        targets.add(row_target)
         aulc_mean, aulc_std = _mean_std(list(aulcs[name].values()))
         pair = paired_with(name, aulcs, baseline)
         mine, theirs = ({}, {}) if pair is None else pair_aulcs(runs, heuristics[pair], pixel_axis)
@@ -420,7 +428,7 @@ def summarise(
     return Summary(
         pixel_axis=pixel_axis,
         rows=rows,
-        target=TARGET_FRACTION * reference(""),
+        target=targets.pop() if len(targets) == 1 else math.nan,
         target_basis=basis,
         full_by_tag=full_by_tag,
         unfinished=tuple(

@@ -118,7 +118,7 @@ def render_markdown(summary: Summary, title: str) -> str:
         "it lies in [0, 1]; mean and sample standard deviation over runs. Rows are sorted by it.",
         f"- `labels_to_95`: fewest labelled images at which the heuristic's mean curve reaches "
         f"95 % of {summary.target_basis}"
-        + (f", i.e. Dice ≥ {summary.target:.4f}" if len(summary.full_by_tag) < 2 else "")
+        + (f", i.e. Dice ≥ {summary.target:.4f}" if math.isfinite(summary.target) else "")
         + "; – if never reached.",
         f"- `p_vs_random`: two-sided paired test of per-run AULC against the baseline {base} "
         "over the runs both share, each pair's AULC over the cycles both of its runs reached: "
