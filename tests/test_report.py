@@ -385,6 +385,7 @@ def test_end_to_end(results_dir: Path, capsys: pytest.CaptureFixture[str]) -> No
         "p_vs_random",
         "val_labels",
         "pixels_to_95",
+        "n_pairs",
         "aulc_diff",
         "aulc_diff_ci_low",
         "aulc_diff_ci_high",
@@ -500,6 +501,7 @@ def test_summary_paired_columns_by_hand(
     rows = _summary_rows(results_dir)
     bald = rows["bald"]
     assert bald["aulc_diff"] == f"{FIXTURE_MEAN:.4f}" == "0.1078"
+    assert bald["n_pairs"] == "3" and rows["random"]["n_pairs"] == ""  # the baseline: none
     # 95 % interval: 0.10778 ± t(0.975, 2) * se = 0.10778 ± 4.302653 * 0.014699 = ± 0.063243.
     assert bald["aulc_diff_ci_low"] == "0.0445" and bald["aulc_diff_ci_high"] == "0.1710"
     # One row has a p-value, so Holm leaves it as it is. t = 0.10778 / se = 7.3325 with 2
@@ -810,6 +812,22 @@ def test_a_grid_point_without_its_own_full_supervision_uses_no_other_points(
     text = (results / "summary.md").read_text()
     assert "for rows without one (bald@s=b) the best final mean Dice" in text
     assert "i.e. Dice ≥" not in text  # the rows do not share one target
+
+
+def test_n_pairs_counts_the_runs_the_paired_columns_cover(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    for run in (0, 1, 2):
+        write_run(results, "bald", run, [4, 6], [0.5, 0.7 + 0.01 * run])
+    for run in (0, 1):  # the baseline's third run has not finished yet
+        write_run(results, "random", run, [4, 6], [0.5, 0.6])
+    assert main([str(results)]) == 0
+    bald = next(
+        r for r in csv.DictReader((results / "summary.csv").open()) if r["heuristic"] == "bald"
+    )
+    assert bald["n_runs"] == "3" and bald["n_pairs"] == "2"
+    # Over its two pairs: (0.5 + 0.7)/2 - 0.55 and (0.5 + 0.71)/2 - 0.55.
+    assert float(bald["aulc_diff"]) == pytest.approx(0.0525)
 
 
 def test_console_header_names_the_baseline_of_each_tag(

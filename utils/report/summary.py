@@ -59,6 +59,7 @@ CSV_COLUMNS = (
     "p_vs_random",
     "val_labels",
     "pixels_to_95",
+    "n_pairs",
     "aulc_diff",
     "aulc_diff_ci_low",
     "aulc_diff_ci_high",
@@ -88,6 +89,7 @@ class SummaryRow:
     pixels_to_95: float | None = None
     # Paired against the baseline (random unless --baseline says otherwise) over shared runs;
     # None for the baseline itself, without it, or with fewer than 2 pairs.
+    n_pairs: int | None = None  # runs shared with the baseline: what the paired columns cover
     aulc_diff: float | None = None  # mean of (row - baseline) AULC, a pair over shared cycles
     aulc_diff_ci_low: float | None = None  # 95 % t-interval of that mean
     aulc_diff_ci_high: float | None = None
@@ -410,6 +412,7 @@ def summarise(
                 p_vs_random=p_value,
                 val_labels=_validation_images(runs),
                 pixels_to_95=pixels_to_reach(x, mean, row_target) if pixel_axis else None,
+                n_pairs=None if diff is None else int(diffs.size),
                 aulc_diff=diff,
                 aulc_diff_ci_low=diff_low,
                 aulc_diff_ci_high=diff_high,

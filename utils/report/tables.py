@@ -138,6 +138,8 @@ def render_markdown(summary: Summary, title: str) -> str:
         f"runs (– for {base} itself, without it, or with fewer than 2 shared runs); "
         f"equivalence margin ±{summary.margin:g} AULC, level {ALPHA:g}:",
         "",
+        "- `n_pairs`: the runs the row shares with the baseline, which the columns below (and "
+        "`p_vs_random`) cover; `n_runs` and the means above cover all the row's runs.",
         "- `aulc_diff`, `aulc_diff_ci_low`, `aulc_diff_ci_high`: mean paired AULC difference "
         f"(row minus {base}, run by run, each pair over the cycles both runs reached) and its "
         "95 % t-interval.",
