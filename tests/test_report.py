@@ -830,6 +830,18 @@ def test_n_pairs_counts_the_runs_the_paired_columns_cover(tmp_path: Path) -> Non
     assert float(bald["aulc_diff"]) == pytest.approx(0.0525)
 
 
+def test_p_values_are_never_rounded_across_alpha_or_to_zero() -> None:
+    from utils.report.tables import _format_cell, _p_text
+
+    assert _format_cell(0.04996, p_value=True) == "0.04996"  # not 0.0500 beside "different"
+    assert _format_cell(0.05004, p_value=True) == "0.0500"  # 0.05 is not below alpha either
+    assert _format_cell(0.0181, p_value=True) == "0.0181"
+    assert _format_cell(3e-5, p_value=True) == "0.00003"
+    assert _format_cell(0.04996) == "0.0500"  # other columns keep four decimals
+    assert _p_text(0.04996) == "0.04996" and _p_text(0.0431) == "0.043"
+    assert _p_text(0.0004) == "<0.001"
+
+
 def test_console_header_names_the_baseline_of_each_tag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -25,26 +25,40 @@ from utils.report.summary import (
 )
 from utils.runs.records import RunRecord
 
+P_COLUMNS = ("p_vs_random", "p_holm", "tost_p")
 
-def _format_cell(value: float | int | str | None) -> str:
-    """CSV/Markdown cell text: floats with 4 decimals, ``None`` as an empty string."""
+
+def _p_decimals(p: float, decimals: int) -> str:
+    """``p`` to ``decimals`` decimals, or more where fewer would round it onto the other side
+    of ``ALPHA`` (0.04996 is not "0.0500" beside a verdict of "different") or to zero."""
+    for digits in range(decimals, 16):
+        text = f"{p:.{digits}f}"
+        if (float(text) < ALPHA) == (p < ALPHA) and (float(text) > 0 or p == 0):
+            return text
+    return f"{p:.3g}"
+
+
+def _format_cell(value: float | int | str | None, p_value: bool = False) -> str:
+    """CSV/Markdown cell text: floats with 4 decimals (p-values with more where those would
+    mislead), ``None`` as an empty string."""
     if value is None:
         return ""
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return _p_decimals(value, 4) if p_value and math.isfinite(value) else f"{value:.4f}"
     return str(value)
 
 
 def _row_cells(row: SummaryRow) -> list[str]:
     """The cells of one row, in ``CSV_COLUMNS`` order."""
-    return [_format_cell(getattr(row, column)) for column in CSV_COLUMNS]
+    return [_format_cell(getattr(row, c), c in P_COLUMNS) for c in CSV_COLUMNS]
 
 
 def _p_text(p: float | None) -> str:
-    """A p-value to three decimals, ``<0.001`` below that; empty for none."""
+    """A p-value to three decimals (more where three would round it onto the other side of
+    ``ALPHA``), ``<0.001`` below that; empty for none."""
     if p is None:
         return ""
-    return f"{p:.3f}" if p >= 0.001 else "<0.001"
+    return _p_decimals(p, 3) if p >= 0.001 else "<0.001"
 
 
 def render_console(summary: Summary) -> str:
