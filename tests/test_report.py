@@ -742,10 +742,13 @@ def test_runs_csv_holds_each_runs_aulc_and_final_dice(results_dir: Path) -> None
         ("bald", 0),
         ("bald", 1),
         ("bald", 2),
+        ("full", 0),
         ("random", 0),
         ("random", 1),
         ("random", 2),
     ]
+    assert rows[-1]["heuristic"] == "full"  # the reference last, with no curve to integrate
+    assert by_run["full", 0]["aulc"] == "" and by_run["full", 0]["final_dice"] == "0.8000"
     # bald run 2 stopped at 8 images: trapezoids (0.38+0.58) + (0.58+0.74), over the 4-image span.
     assert by_run["bald", 2]["aulc"] == f"{(0.96 + 1.32) / 4:.4f}"
     assert by_run["bald", 2]["final_dice"] == "0.7400"

@@ -167,7 +167,7 @@ def _tag(name: str) -> str:
     return name.partition("@")[2]
 
 
-def _is_full(name: str) -> bool:
+def is_full(name: str) -> bool:
     return name.split("@")[0] == FULL
 
 
@@ -341,7 +341,7 @@ def summarise(
     """
     if not (math.isfinite(margin) and margin > 0):
         raise ReportError(f"--margin must be a number > 0, got {margin}")
-    heuristics = {name: runs for name, runs in results.items() if not _is_full(name) and runs}
+    heuristics = {name: runs for name, runs in results.items() if not is_full(name) and runs}
     if not heuristics:
         raise ReportError("no active-learning runs found, only full-supervision results")
     known = set(heuristics) | {name.split("@")[0] for name in heuristics}
@@ -353,7 +353,7 @@ def summarise(
     full_by_tag = {
         _tag(name): (float(np.mean([r.dice[-1] for r in runs])), len(runs))
         for name, runs in results.items()
-        if _is_full(name) and runs
+        if is_full(name) and runs
     }
 
     finals = {name: _mean_std([r.dice[-1] for r in runs]) for name, runs in heuristics.items()}

@@ -21,6 +21,7 @@ from utils.report.summary import (
     SummaryRow,
     curve,
     difference_curve,
+    is_full,
     paired_with,
 )
 from utils.runs.records import RunRecord
@@ -278,18 +279,21 @@ def machines_cell(record: RunRecord) -> str:
 
 def render_runs_csv(results: Mapping[str, Sequence[RunRecord]], summary: Summary) -> str:
     """Each run's AULC over its whole curve (on the report's axis; what the paired test pairs
-    when both runs reached the same cycle) and final Dice, and where it ran."""
+    when both runs reached the same cycle) and final Dice, and where it ran; full-supervision
+    runs last, with no AULC (one point is no curve)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(RUN_COLUMNS)
-    for row in summary.rows:
-        for record in results[row.heuristic]:
-            area = summary.run_aulcs[row.heuristic][record.run]
+    names = [row.heuristic for row in summary.rows]
+    names += sorted(name for name in results if is_full(name) and name not in names)
+    for name in names:
+        for record in results[name]:
+            area = summary.run_aulcs.get(name, {}).get(record.run)
             cells = [
-                f"{area:.4f}",
+                "" if area is None else f"{area:.4f}",
                 f"{record.dice[-1]:.4f}",
                 str(record.complete).lower(),
                 machines_cell(record),
             ]
-            writer.writerow([row.heuristic, record.run, *cells])
+            writer.writerow([name, record.run, *cells])
     return buffer.getvalue()
