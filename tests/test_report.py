@@ -973,6 +973,15 @@ def test_npy_without_json_names_the_file(
     _assert_one_line_error(capsys, "entropy_0.npy", "entropy_0.json")
 
 
+def test_json_without_npy_names_the_file(
+    results_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Half of a run moved out: leaving the rest in would drop it from the table unseen.
+    (results_dir / "bald_2.npy").unlink()
+    assert main([str(results_dir)]) == 2
+    _assert_one_line_error(capsys, "bald_2.json", "bald_2.npy", "move the .json out")
+
+
 def test_length_mismatch_names_the_file(
     results_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

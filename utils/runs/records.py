@@ -23,6 +23,7 @@ from utils.runs.lock import is_locked
 __all__ = ["ReportError", "RunRecord", "folder_paths", "load_results"]
 
 _RUN_FILE = re.compile(r"^(?P<heuristic>.+)_(?P<run>\d+)\.npy$")
+_RECORD_FILE = re.compile(r"^(?P<heuristic>.+)_(?P<run>\d+)\.json$")
 _NO_RESULTS_HINT = (
     "expected {heuristic}_{run}.npy files written by active.py; run python active.py first"
 )
@@ -268,9 +269,10 @@ def load_results(
         Heuristic name -> its runs, sorted by run number; heuristics sorted by name.
 
     Raises:
-        ReportError: missing directory, no results, a ``.npy`` without its JSON, the same run in
-            two folders or under two file names, a Dice that is not finite, or a malformed or
-            inconsistent record (the message names the file).
+        ReportError: missing directory, no results, a ``.npy`` without its JSON or a run's JSON
+            without its ``.npy``, the same run in two folders or under two file names, a Dice
+            that is not finite, or a malformed or inconsistent record (the message names the
+            file).
     """
     grouped: dict[str, list[RunRecord]] = {}
     origin: dict[tuple[str, int], Path] = {}  # ``random_7.npy`` and ``random_07.npy`` are one run
@@ -279,6 +281,14 @@ def load_results(
             raise ReportError(f"results directory {results_dir} does not exist")
         found = False
         for path in sorted(results_dir.iterdir()):
+            if path.name.startswith("."):
+                continue
+            if _RECORD_FILE.match(path.name) and not path.with_suffix(".npy").exists():
+                # Half a run: leaving it out without a word would change the table unseen.
+                raise ReportError(
+                    f"{path} has no matching {path.with_suffix('.npy').name}: restore it, or "
+                    "move the .json out of the folder too"
+                )
             match = _RUN_FILE.match(path.name)
             if path.name.startswith(".") or match is None or not path.is_file():
                 continue
