@@ -845,6 +845,30 @@ def test_p_values_are_never_rounded_across_alpha_or_to_zero() -> None:
     assert _p_text(0.0004) == "<0.001"
 
 
+def test_a_pair_run_under_another_protocol_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    for run in (0, 1):
+        write_run(results, "random", run, [4, 6], [0.5, 0.6])
+        write_run(results, "bald", run, [4, 6], [0.5, 0.7])
+    for name, run, changes in (
+        ("random", 1, {"image_scale": 0.5, "strategy": "random"}),
+        ("bald", 1, {"image_scale": 0.25, "strategy": "topk", "data_path": "elsewhere"}),
+        ("bald", 0, {"strategy": "topk"}),  # the arm itself may differ
+    ):
+        path = results / f"{name}_{run}.json"
+        record = json.loads(path.read_text())
+        record["config"].update(changes)
+        path.write_text(json.dumps(record))
+    assert main([str(results)]) == 0
+    err = capsys.readouterr().err
+    assert "1 pair(s) ran under configs that differ in more than their arm" in err
+    assert "(bald_1 / random_1 (image_scale))" in err
+    assert "bald_1 / random_1 (image_scale)" in (results / "summary.md").read_text()
+
+
 def test_console_header_names_the_baseline_of_each_tag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

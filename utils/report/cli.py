@@ -75,6 +75,13 @@ def write_report(
             "of a pair on one machine with the same settings",
             file=sys.stderr,
         )
+    if summary.other_protocols:
+        print(
+            f"warning: {len(summary.other_protocols)} pair(s) ran under configs that differ in "
+            f"more than their arm ({'; '.join(summary.other_protocols)}), so their AULC "
+            "differences hold that too; pair runs of one protocol",
+            file=sys.stderr,
+        )
     if summary.holm_out_of_reach:
         print(f"warning: {summary.holm_out_of_reach}", file=sys.stderr)
     print(render_console(summary), flush=True)

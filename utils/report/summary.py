@@ -30,6 +30,7 @@ from utils.report.stats import (
     tost_paired,
 )
 from utils.runs.records import ReportError, RunRecord
+from utils.runs.state import config_differences
 
 __all__ = [
     "CSV_COLUMNS",
@@ -117,6 +118,8 @@ class Summary:
     # "{name}_{run} / {pair}_{run}" of pairs with a cycle run under different machines or
     # settings (threads, precision, versions)
     mixed_machines: tuple[str, ...] = ()
+    # "{name}_{run} / {pair}_{run} (keys)" of pairs run under different protocols
+    other_protocols: tuple[str, ...] = ()
     run_aulcs: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # whole curves
     margin: float = DEFAULT_MARGIN  # equivalence margin of tost_p and runs_needed, in AULC
     baseline: str = RANDOM  # the row every other row is paired against (per sweep tag)
@@ -209,6 +212,40 @@ def mixed_machine_pairs(
             if any(a is not None and b is not None and a != b for a, b in cycles):
                 mixed.append(f"{name}_{record.run} / {pair}_{record.run}")
     return tuple(mixed)
+
+
+# Keys in which a row's runs may differ from their baseline's: what the arm is (how it selects,
+# what it labels, what it learns from), and where a run reads and writes.
+ARM_KEYS = frozenset(
+    {
+        "heuristic", "strategy", "reduction", "topq_percent", "foreground_band", "temperature",
+        "suggestive_factor", "label_unit", "region_size", "region_shape", "semi",
+        "pseudo_threshold", "pseudo_weight", "consistency_weight", "tag", "run", "seed",
+        "data_path", "splits_path", "device", "num_workers", "mc_samples_per_pass", "n_suggest",
+    }
+)  # fmt: skip
+
+
+def protocol_differences(
+    results: Mapping[str, Sequence[RunRecord]], baseline: str = RANDOM
+) -> tuple[str, ...]:
+    """``"{name}_{run} / {pair}_{run} (keys)"`` for each pair whose configs differ in a key of
+    the protocol (say ``image_scale`` or ``epochs``): its difference is not the arms' alone.
+    Keys a record lacks count as their defaults, as on resuming."""
+    found = []
+    for name, runs in results.items():
+        pair = paired_with(name, results, baseline)
+        if pair is None:
+            continue
+        theirs = {r.run: r for r in results[pair]}
+        for record in runs:
+            other = theirs.get(record.run)
+            if other is None or not record.config or not other.config:
+                continue
+            keys = [k for k in config_differences(other.config, record.config) if k not in ARM_KEYS]
+            if keys:
+                found.append(f"{name}_{record.run} / {pair}_{record.run} ({', '.join(keys)})")
+    return tuple(found)
 
 
 def pair_aulcs(
@@ -438,6 +475,7 @@ def summarise(
             f"{r.heuristic}_{r.run}" for runs in results.values() for r in runs if not r.complete
         ),
         mixed_machines=mixed_machine_pairs(heuristics, baseline),
+        other_protocols=protocol_differences(heuristics, baseline),
         run_aulcs=aulcs,
         margin=margin,
         baseline=baseline,

@@ -195,6 +195,13 @@ def render_markdown(summary: Summary, title: str) -> str:
         ]
     if summary.holm_out_of_reach:
         lines += ["", summary.holm_out_of_reach[0].upper() + summary.holm_out_of_reach[1:] + "."]
+    if summary.other_protocols:
+        lines += [
+            "",
+            f"{len(summary.other_protocols)} pair(s) ran under configs that differ in more "
+            "than their arm, so their AULC differences hold that too: "
+            f"{'; '.join(summary.other_protocols)}.",
+        ]
     if summary.mixed_machines:
         lines += [
             "",

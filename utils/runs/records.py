@@ -11,9 +11,10 @@ import json
 import os
 import re
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,6 +48,7 @@ class RunRecord:
     complete: bool = True  # False: the run stopped before its planned cycles (killed, cut off)
     # Each cycle's machine and settings (machine_label), None where the record does not say.
     machine_per_cycle: tuple[str | None, ...] = ()
+    config: Mapping[str, Any] = field(default_factory=dict)  # the record's; empty if it has none
 
 
 def _read_json(path: Path) -> dict:
@@ -223,6 +225,7 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
         labelled_fraction=fraction,
         complete=complete,
         machine_per_cycle=_machine_per_cycle(record, dice.size, json_path),
+        config=config if isinstance(config := record.get("config"), dict) else {},
     )
 
 
