@@ -867,6 +867,19 @@ def test_a_pair_run_under_another_protocol_is_named(
     assert "1 pair(s) ran under configs that differ in more than their arm" in err
     assert "(bald_1 / random_1 (image_scale))" in err
     assert "bald_1 / random_1 (image_scale)" in (results / "summary.md").read_text()
+    # Against another grid point's baseline, the key its tag sweeps is the arm.
+    other = tmp_path / "other"
+    other.mkdir()
+    for name, selection in (("random@model_selection=last", "last"), ("bald", "val")):
+        write_run(other, name, 0, [4, 6], [0.5, 0.6])
+        write_run(other, name, 1, [4, 6], [0.5, 0.65])
+        for run in (0, 1):
+            path = other / f"{name}_{run}.json"
+            record = json.loads(path.read_text())
+            record["config"]["model_selection"] = selection
+            path.write_text(json.dumps(record))
+    assert main([str(other), "--baseline", "random@model_selection=last"]) == 0
+    assert "differ in more than their arm" not in capsys.readouterr().err
 
 
 def test_console_header_names_the_baseline_of_each_tag(

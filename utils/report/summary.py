@@ -231,18 +231,21 @@ def protocol_differences(
 ) -> tuple[str, ...]:
     """``"{name}_{run} / {pair}_{run} (keys)"`` for each pair whose configs differ in a key of
     the protocol (say ``image_scale`` or ``epochs``): its difference is not the arms' alone.
-    Keys a record lacks count as their defaults, as on resuming."""
+    Keys a record lacks count as their defaults, as on resuming; keys swept in either result
+    name's tag (``--baseline`` may name another grid point) are part of the arm."""
     found = []
     for name, runs in results.items():
         pair = paired_with(name, results, baseline)
         if pair is None:
             continue
+        swept = {item.partition("=")[0] for n in (name, pair) for item in _tag(n).split(",")}
         theirs = {r.run: r for r in results[pair]}
         for record in runs:
             other = theirs.get(record.run)
             if other is None or not record.config or not other.config:
                 continue
-            keys = [k for k in config_differences(other.config, record.config) if k not in ARM_KEYS]
+            differing = config_differences(other.config, record.config)
+            keys = [k for k in differing if k not in ARM_KEYS and k not in swept]
             if keys:
                 found.append(f"{name}_{record.run} / {pair}_{record.run} ({', '.join(keys)})")
     return tuple(found)
