@@ -134,8 +134,8 @@ NAME_MAX_BYTES, TEMPORARY_EXTRA_BYTES = 255, 14
 def max_stem_bytes(cfg: ExperimentConfig) -> int:
     """The longest ``{name}_{run}`` whose files' names all fit: the longest file a run writes is
     its state, or with ``semi=pseudo`` the last cycle's pseudo-labels."""
-    longest = max(len(".state.json"), len(f".pseudo-{cfg.al_cycles}.npz") * (cfg.semi == "pseudo"))
-    return NAME_MAX_BYTES - TEMPORARY_EXTRA_BYTES - longest
+    suffixes = [".state.json"] + ([f".pseudo-{cfg.al_cycles}.npz"] if cfg.semi == "pseudo" else [])
+    return NAME_MAX_BYTES - TEMPORARY_EXTRA_BYTES - max(map(len, suffixes))
 
 
 def run_paths(cfg: ExperimentConfig) -> RunPaths:
