@@ -28,9 +28,12 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 from utils.config import NAMED_CONFIGS  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.runs.lock import waiting_lock  # noqa: E402
 from utils.sweep.local import run_local  # noqa: E402
 from utils.sweep.mps import mps_daemon  # noqa: E402
 from utils.sweep.plan import (  # noqa: E402
+    Job,
+    JobStatus,
     SweepError,
     check_resumable,
     parse_config_tokens,
@@ -39,6 +42,7 @@ from utils.sweep.plan import (  # noqa: E402
     plan_jobs,
 )
 from utils.sweep.slurm import (  # noqa: E402
+    SUBMIT_LOCK,
     forget_submissions,
     last_error,
     make_executor,
@@ -175,7 +179,64 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
         executor = make_executor("slurm", results_dir / "slurm" / "%j", parameters)
 
     slurm_logs = results_dir / "slurm"
-    submitted = read_submissions(slurm_logs) if executor is not None else {}
+    # Two sweeps of one results_dir on SLURM at once would each find a run not yet submitted and
+    # submit it; the second waits here, then finds the first one's submissions.
+    with waiting_lock(slurm_logs / SUBMIT_LOCK) if executor is not None else nullcontext():
+        todo, refusals = runs_to_start(jobs, statuses, slurm_logs if executor else None)
+        print(
+            f"sweep: {len(jobs)} runs in {results_dir}, "
+            f"{len(jobs) - len(todo) - len(refusals)} finished or running elsewhere, "
+            + (f"{len(refusals)} refused, " if refusals else "")
+            + f"{len(todo)} to run",
+            flush=True,
+        )
+        if executor is not None and todo:
+            handles = submit(executor, todo)
+            record_submission(slurm_logs, todo, handles)
+            ids = ", ".join(sorted({str(h.job_id).split("_")[0] for h in handles})) or "none"
+            # submitit sends a single job without --array, so it has a plain job id.
+            jobs_text = "1 job" if len(handles) == 1 else f"{len(handles)} jobs"
+            kind = "job" if len(handles) == 1 else "array"
+            print(
+                f"submitted {jobs_text} to SLURM ({kind} {ids}; {args.gpus_per_job} GPUs and "
+                f"{args.cpus_per_job} CPUs each); logs in {slurm_logs}; run this command again "
+                "when they end to write the report",
+                flush=True,
+            )
+            return 0
+
+        finished = sum(statuses[job.stem].finished for job in jobs)
+        running = len(jobs) - len(todo) - len(refusals) - finished
+        if executor is not None and running:
+            print(
+                f"{running} runs still queued or running; run this command again when they end",
+                flush=True,
+            )
+            return 0
+        if refusals:
+            # Reported once, with the report: the next run of this command, once their cause is
+            # fixed, submits them again.
+            forget_submissions(slurm_logs, list(refusals))
+    failed = list(refusals)
+    if todo:
+        with mps_daemon() if args.mps else nullcontext(None) as extra_env:
+            failed = run_local(
+                todo, args.parallel, progress=not args.no_progress, extra_env=extra_env
+            )
+    check_stop()  # before the report, if a stop was lost while the last job ended
+    if refusals:
+        where = f"{slurm_logs}; fix their cause and run this command again to submit them"
+    else:
+        where = str(results_dir / "logs")
+    return write_report(results_dir, failed, where)
+
+
+def runs_to_start(
+    jobs: list[Job], statuses: dict[str, JobStatus], slurm_logs: Path | None
+) -> tuple[list[Job], dict[str, str]]:
+    """The jobs to run or submit, and the runs whose SLURM job ended on their own lasting
+    refusal (stem -> its line). ``slurm_logs``: the sweep's SLURM folder, None for a local one."""
+    submitted = read_submissions(slurm_logs) if slurm_logs is not None else {}
     queue = queued_jobs() if submitted else {}
     if queue is None:
         print(
@@ -217,53 +278,7 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
                 flush=True,
             )
         todo.append(job)
-    print(
-        f"sweep: {len(jobs)} runs in {results_dir}, "
-        f"{len(jobs) - len(todo) - len(refusals)} finished or running elsewhere, "
-        + (f"{len(refusals)} refused, " if refusals else "")
-        + f"{len(todo)} to run",
-        flush=True,
-    )
-
-    if executor is not None and todo:
-        handles = submit(executor, todo)
-        record_submission(slurm_logs, todo, handles)
-        ids = ", ".join(sorted({str(h.job_id).split("_")[0] for h in handles})) or "none"
-        # submitit sends a single job without --array, so it has a plain job id.
-        jobs_text = "1 job" if len(handles) == 1 else f"{len(handles)} jobs"
-        kind = "job" if len(handles) == 1 else "array"
-        print(
-            f"submitted {jobs_text} to SLURM ({kind} {ids}; {args.gpus_per_job} GPUs and "
-            f"{args.cpus_per_job} CPUs each); logs in {results_dir / 'slurm'}; run this command "
-            "again when they end to write the report",
-            flush=True,
-        )
-        return 0
-
-    finished = sum(statuses[job.stem].finished for job in jobs)
-    running = len(jobs) - len(todo) - len(refusals) - finished
-    if executor is not None and running:
-        print(
-            f"{running} runs still queued or running; run this command again when they end",
-            flush=True,
-        )
-        return 0
-    if refusals:
-        # Reported once, with the report: the next run of this command, once their cause is
-        # fixed, submits them again.
-        forget_submissions(slurm_logs, list(refusals))
-    failed = list(refusals)
-    if todo:
-        with mps_daemon() if args.mps else nullcontext(None) as extra_env:
-            failed = run_local(
-                todo, args.parallel, progress=not args.no_progress, extra_env=extra_env
-            )
-    check_stop()  # before the report, if a stop was lost while the last job ended
-    if refusals:
-        where = f"{slurm_logs}; fix their cause and run this command again to submit them"
-    else:
-        where = str(results_dir / "logs")
-    return write_report(results_dir, failed, where)
+    return todo, refusals
 
 
 def write_report(results_dir: Path, failed: list[str], logs: str) -> int:

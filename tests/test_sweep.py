@@ -215,6 +215,40 @@ def test_slurm_array_carries_partition_gpus_time_and_parallelism(
     assert script.index(f"export PYTHONPATH={ROOT}${{PYTHONPATH:+") < script.index("srun")
 
 
+def test_two_slurm_sweeps_started_together_submit_each_run_once(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    bin_dir, calls, started = tmp_path / "bin", tmp_path / "sbatch_calls", tmp_path / "started"
+    bin_dir.mkdir()
+    tools = {
+        # Slow enough that the second sweep asks before the first has recorded its array.
+        "sbatch": f"echo call >> {calls}\ntouch {started}\nsleep 10\n"
+        'echo "Submitted batch job 4242"',
+        "squeue": 'for task in 0 1 2 3; do echo "4242_$task PENDING"; done',
+        "srun": "exit 0",
+    }
+    for tool, body in tools.items():
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    tokens = demo_tokens(synthetic_root, tmp_path / "results")
+    command = sweep_command(tokens, "--executor", "slurm", "--gpus-per-job", "0")
+    first = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not started.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = run_sweep(command, env=env)
+    out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert "submitted 4 jobs to SLURM (array 4242" in out
+    assert second.returncode == 0, second.stderr
+    assert "skipping bald_0: SLURM job 4242_0 is PENDING" in second.stdout
+    assert "0 to run" in second.stdout
+    assert calls.read_text().splitlines() == ["call"]
+
+
 @pytest.mark.parametrize(
     ("listing", "partition", "gpus"),
     [
@@ -305,7 +339,9 @@ def test_a_refused_submission_is_one_line_and_loses_nothing(
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
     assert "(gres) specification; the partition has no GPUs" in done.stderr
-    assert _snapshot(clean_sweep) == before  # finished runs kept, nothing of the refused array left
+    after = _snapshot(clean_sweep)
+    assert after.pop("slurm/submit.lock") == b""  # the empty lock that submissions are made under
+    assert after == before  # finished runs kept, nothing of the refused array left
 
 
 def _with_sbatch(tmp_path: Path, body: str) -> dict[str, str]:

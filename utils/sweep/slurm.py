@@ -238,6 +238,8 @@ def _remove_new(folder: Path, existing: set[Path]) -> None:
 # Which SLURM job last ran each run, so that a rerun of the sweep can tell a queued run from a
 # failed one: ``{stem: job id}`` (``"266_0"`` for an array task, ``"267"`` for a single job).
 SUBMITTED_FILE = "submitted.json"
+# Held from reading that file to recording a submission in it.
+SUBMIT_LOCK = "submit.lock"
 
 
 def record_submission(folder: Path, jobs: Sequence[Job], handles: Sequence[Any]) -> None:
