@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -107,6 +108,20 @@ def _group_key(value: str) -> tuple[int, int | str]:
     return (0, int(value)) if value.lstrip("-").isdigit() else (1, value)
 
 
+def _csv_rows(path: Path) -> Iterator[list[str]]:
+    """``path``'s rows, as ``csv.reader`` gives them; a file that is not UTF-8 (Excel's plain
+    "CSV" on Windows is cp1252) is refused in one line rather than misread."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}); save "
+            "it as UTF-8 (in Excel: 'CSV UTF-8')"
+        ) from None
+    return csv.reader(io.StringIO(text, newline=""))
+
+
 def read_groups(
     root: Path, names: list[str], required: list[str] | None = None
 ) -> tuple[dict[str, int], tuple[str, ...], dict[str, str] | None]:
@@ -122,46 +137,45 @@ def read_groups(
     raw: dict[str, str] = {}
     patients: dict[str, str] = {}
     lines: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        if header[:2] != ["image", "group"]:
+    reader = _csv_rows(path)
+    header = [h.strip() for h in next(reader, [])]
+    if header[:2] != ["image", "group"]:
+        raise DataError(
+            f"{path}: header must start 'image,group' (a 'patient' column may follow), got "
+            f"{','.join(header)!r}"
+        )
+    # Other columns are the lab's own and are ignored, except one that looks meant to keep
+    # a patient's images together: ignoring it would let them leak across splits.
+    named = [i for i, h in enumerate(header) if i >= 2 and h.lower() == "patient"]
+    near = [h for h in header[2:] if _squeezed(h) in PATIENT_ID_NAMES]
+    if near and not named:
+        raise DataError(
+            f"{path}: column {near[0]!r} is not read; name it 'patient' to keep each "
+            "patient's images in one split, or rename it if it means something else"
+        )
+    used = [0, 1] + named[:1]
+    columns = ",".join(header[i] for i in used)
+    for line_no, fields in enumerate(reader, start=2):
+        if not any(f.strip() for f in fields):
+            continue
+        fields = [f.strip() for f in fields]
+        if len(fields) <= max(used) or not all(fields[i] for i in used):
+            raise DataError(f"{path} line {line_no}: expected '{columns}', got {fields}")
+        name = _stem(fields[0])
+        if name not in names:
             raise DataError(
-                f"{path}: header must start 'image,group' (a 'patient' column may follow), got "
-                f"{','.join(header)!r}"
+                f"{path} line {line_no}: no image {name!r} in {root / 'images'}; fix the "
+                "name or remove the row"
             )
-        # Other columns are the lab's own and are ignored, except one that looks meant to keep
-        # a patient's images together: ignoring it would let them leak across splits.
-        named = [i for i, h in enumerate(header) if i >= 2 and h.lower() == "patient"]
-        near = [h for h in header[2:] if _squeezed(h) in PATIENT_ID_NAMES]
-        if near and not named:
+        if name in lines:
             raise DataError(
-                f"{path}: column {near[0]!r} is not read; name it 'patient' to keep each "
-                "patient's images in one split, or rename it if it means something else"
+                f"{path} line {line_no}: {name!r} is listed again (first on line "
+                f"{lines[name]}); keep one row per image"
             )
-        used = [0, 1] + named[:1]
-        columns = ",".join(header[i] for i in used)
-        for line_no, fields in enumerate(reader, start=2):
-            if not any(f.strip() for f in fields):
-                continue
-            fields = [f.strip() for f in fields]
-            if len(fields) <= max(used) or not all(fields[i] for i in used):
-                raise DataError(f"{path} line {line_no}: expected '{columns}', got {fields}")
-            name = _stem(fields[0])
-            if name not in names:
-                raise DataError(
-                    f"{path} line {line_no}: no image {name!r} in {root / 'images'}; fix the "
-                    "name or remove the row"
-                )
-            if name in lines:
-                raise DataError(
-                    f"{path} line {line_no}: {name!r} is listed again (first on line "
-                    f"{lines[name]}); keep one row per image"
-                )
-            lines[name] = line_no
-            raw[name] = fields[1]
-            if len(used) == 3:
-                patients[name] = fields[used[2]]
+        lines[name] = line_no
+        raw[name] = fields[1]
+        if len(used) == 3:
+            patients[name] = fields[used[2]]
     missing = [n for n in (names if required is None else required) if n not in raw]
     if missing:
         raise DataError(
@@ -248,32 +262,31 @@ def read_folder_splits(splits_path: Path, index: FolderIndex) -> dict[str, list[
     seen: dict[str, str] = {}
     for split in SPLITS:
         path = splits_path / f"{split}.csv"
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            header = [h.strip() for h in next(reader, [])]
-            if "image" not in header:
+        reader = _csv_rows(path)
+        header = [h.strip() for h in next(reader, [])]
+        if "image" not in header:
+            raise DataError(
+                f"{path}: no column 'image' in its header {header}; write the image stems "
+                "under a header 'image', or delete the split files to have them written"
+            )
+        column = header.index("image")
+        names = []
+        for line_no, fields in enumerate(reader, start=2):
+            if not any(f.strip() for f in fields):
+                continue
+            name = _stem(fields[column].strip()) if column < len(fields) else ""
+            if name not in index.images:
                 raise DataError(
-                    f"{path}: no column 'image' in its header {header}; write the image stems "
-                    "under a header 'image', or delete the split files to have them written"
+                    f"{path} line {line_no}: no image {name!r} in {index.root / 'images'}; "
+                    "fix the name, or delete the split files to have them written"
                 )
-            column = header.index("image")
-            names = []
-            for line_no, fields in enumerate(reader, start=2):
-                if not any(f.strip() for f in fields):
-                    continue
-                name = _stem(fields[column].strip()) if column < len(fields) else ""
-                if name not in index.images:
-                    raise DataError(
-                        f"{path} line {line_no}: no image {name!r} in {index.root / 'images'}; "
-                        "fix the name, or delete the split files to have them written"
-                    )
-                if name in seen:
-                    raise DataError(
-                        f"{path} line {line_no}: {name} is also in {seen[name]}.csv; an image "
-                        "may be in one split only"
-                    )
-                seen[name] = split
-                names.append(name)
+            if name in seen:
+                raise DataError(
+                    f"{path} line {line_no}: {name} is also in {seen[name]}.csv; an image "
+                    "may be in one split only"
+                )
+            seen[name] = split
+            names.append(name)
         if not names:
             raise DataError(f"{path} lists no images; add some or delete the split files")
         splits[split] = names
@@ -349,6 +362,12 @@ def _mask_array(path: Path) -> np.ndarray:
     if mask.mode == "P":  # palette PNGs: the indices are the classes, not the colours
         values = np.asarray(mask)
     elif mask.mode in ("RGB", "RGBA"):
+        if mask.mode == "RGBA" and np.asarray(mask.getchannel("A")).min() < 255:
+            # A transparent pixel's colour is whatever the editor left there, often 0.
+            raise DataError(
+                f"{path} has transparent pixels, which hold no class; flatten it and save it "
+                "without transparency, every pixel a class index (or unannotated_value)"
+            )
         rgb = np.asarray(mask.convert("RGB"))
         if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
             raise DataError(

@@ -61,6 +61,11 @@ def open_image(path: Path, mode: str | None, missing_fix: str) -> Image.Image:
         with Image.open(path) as im:
             im.load()
             image = im.copy()
+    except Image.DecompressionBombError as err:
+        raise DataError(
+            f"{path} is larger than Pillow opens ({err}); cut it into tiles of a few thousand "
+            "pixels a side, each its own image"
+        ) from None
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise DataError(
             f"{path} cannot be decoded ({err}); the file is corrupt or truncated, replace it"

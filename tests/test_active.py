@@ -257,6 +257,7 @@ def test_missing_and_broken_splits(
         ({"n_label_start": 99}, ("n_label_start=99", "train split")),
         ({"epochs": "many"}, ("epochs must be an integer",)),
         ({"results_dir": "/proc/nope"}, ("results_dir=/proc/nope cannot be created",)),
+        ({"device": "cuda:99"}, ("device=cuda:99, but torch sees ", "use device=auto, cpu")),
         (
             {"image_scale": 0.001},
             (

@@ -414,6 +414,26 @@ def break_folder(folder: Path, how: str) -> str:
         for path in (folder / "images").iterdir():
             path.unlink()
         return "images holds no images"
+    if how == "mask with transparent pixels":
+        # Painted on a transparent layer: unpainted pixels are (0, 0, 0) and fully transparent.
+        mask = np.asarray(Image.open(folder / "masks" / "img_03.png"))
+        rgba = np.zeros((*mask.shape, 4), np.uint8)
+        rgba[..., :3] = mask[..., None]
+        rgba[:16, :16, 3] = 255
+        Image.fromarray(rgba, "RGBA").save(folder / "masks" / "img_03.png")
+        return "masks/img_03.png has transparent pixels"
+    if how in ("groups.csv not UTF-8", "split file not UTF-8"):
+        # As Excel's plain "CSV" writes it on Windows: cp1252, where é is the byte 0xe9.
+        groups = "".join(f"img_{i:02d},Adénome\n" for i in range(6))
+        (folder / "groups.csv").write_bytes(("image,group\n" + groups).encode("cp1252"))
+        if how == "groups.csv not UTF-8":
+            return "groups.csv is not UTF-8 text (byte 21 is 0xe9); save it as UTF-8"
+        (folder / "groups.csv").write_text("image,group\n" + groups)
+        (folder / "splits").mkdir()
+        for split, names in (("train", "00,01,02"), ("val", "03,04"), ("test", "05")):
+            rows = "".join(f"img_{n},é\n" for n in names.split(","))
+            (folder / "splits" / f"{split}.csv").write_bytes(f"image,note\n{rows}".encode("cp1252"))
+        return "splits/train.csv is not UTF-8 text (byte 18 is 0xe9)"
     raise ValueError(how)
 
 
@@ -429,6 +449,9 @@ def break_folder(folder: Path, how: str) -> str:
         "image of another format",
         "16-bit grey image",
         "empty folder",
+        "mask with transparent pixels",
+        "groups.csv not UTF-8",
+        "split file not UTF-8",
     ],
 )
 def test_bad_input_is_one_line_naming_the_file(tmp_path: Path, how: str) -> None:
@@ -439,6 +462,19 @@ def test_bad_input_is_one_line_naming_the_file(tmp_path: Path, how: str) -> None
             open_folder(folder, folder / "splits", num_classes=2).store(split)
     message = str(error.value)
     assert "\n" not in message and fragment in message, message
+
+
+def test_an_image_over_pillows_size_limit_is_one_line_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = make_folder(tmp_path / "f", n=6)
+    # Pillow refuses images over twice its limit; 48x64 images stand in for a 20k x 20k slide.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(DataError) as error:
+        open_folder(folder, folder / "splits", num_classes=2).store("train")
+    message = str(error.value)
+    assert "\n" not in message and "/images/img_" in message, message
+    assert "is larger than Pillow opens" in message and "cut it into tiles" in message
 
 
 def test_the_command_line_refuses_in_one_line(

@@ -140,6 +140,30 @@ def test_auto_precision_takes_bf16_only_where_the_gpu_has_it(
     assert resolve_precision("bf16", torch.device("cuda")) == torch.bfloat16  # asked for: given
 
 
+@pytest.mark.parametrize(
+    ("available", "count", "device", "refusal"),
+    [
+        (False, 0, "cuda", "device=cuda, but torch sees no CUDA GPU on this machine"),
+        (True, 1, "cuda:1", "device=cuda:1, but torch sees 1 CUDA GPU on this machine"),
+        (True, 2, "cuda:1", None),
+        (False, 0, "cpu", None),
+    ],
+)
+def test_a_gpu_the_machine_lacks_is_refused_in_one_line(
+    available: bool, count: int, device: str, refusal: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from utils.config import ConfigError
+    from utils.loop.device import pick_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    if refusal is None:
+        assert pick_device(device) == torch.device(device)
+        return
+    with pytest.raises(ConfigError, match=refusal):
+        pick_device(device)
+
+
 class TwoMinds(nn.Module):
     """Two kinds of pass that disagree by blocks of two columns: gland probability 0.9, 0.2,
     0.6, 0.3 in odd passes and 0.2, 0.9, 0.3, 0.6 in even ones."""

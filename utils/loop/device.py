@@ -10,11 +10,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from utils.config import ConfigError
+from utils.text import counted
+
 
 def pick_device(device: str = "auto") -> torch.device:
+    """``device`` as torch's; a GPU that this machine does not have is refused in one line."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    chosen = torch.device(device)
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (chosen.index or 0) >= count:
+            has = counted(count, "CUDA GPU") if count else "no CUDA GPU"
+            raise ConfigError(
+                f"device={device}, but torch sees {has} on this machine; use device=auto, cpu, or "
+                "a GPU it has"
+            )
+    return chosen
 
 
 def cpu_has_fast_bf16() -> bool:

@@ -45,7 +45,13 @@ from utils.io import (
 from utils.loop.acquisition import AcquisitionSettings, acquire, pass_heuristic
 from utils.loop.device import describe_machine, pick_device, resolve_precision, samples_per_pass
 from utils.loop.inference import MCSettings, mc_probabilities
-from utils.loop.run import check_scaled_size, make_regions, seed_cycle, train_settings
+from utils.loop.run import (
+    check_scaled_size,
+    make_regions,
+    make_results_dir,
+    seed_cycle,
+    train_settings,
+)
 from utils.loop.training import train_model
 from utils.loop.units import ImageUnit, LabellingUnit, RegionUnit
 from utils.runs.lock import run_lock
@@ -61,7 +67,6 @@ OVERLAY_TITLES = ("image", "P(foreground)", "uncertainty (white: highest of this
 # label unit and region settings are not among them: they decide which annotated pixels train.
 SCORING_KEYS = frozenset(
     {
-        "heuristic",
         "reduction",
         "topq_percent",
         "foreground_band",
@@ -144,7 +149,9 @@ def suggest(cfg: ExperimentConfig) -> Path:
         )
     if not pool and cfg.unannotated_value < 0:
         raise DataError(f"every image in {index.root / 'images'} has a mask; nothing to suggest")
+    device = pick_device(cfg.device)  # before the images load, which can take minutes
     out = Path(cfg.results_dir) / "suggest"
+    make_results_dir(out)
     _check_same_folder(out, index.root)
     rows = [SplitRow(index.images[n], index.masks[n], index.groups[n]) for n in labelled]
     rows += [SplitRow(index.images[n], "", index.groups[n]) for n in pool]
@@ -153,13 +160,13 @@ def suggest(cfg: ExperimentConfig) -> Path:
     check_scaled_size({"all": store}, cfg.image_scale)
     partly = [i for i in range(len(labelled)) if bool((store.masks[i] == UNANNOTATED).any())]
     _check_partial_masks(cfg, index.root, [rows[i] for i in partly], pool)
-    out.mkdir(parents=True, exist_ok=True)
     with run_lock(out / "suggest.lock"):  # one call at a time writes the folder
-        return _train_and_rank(cfg, out, index, store, rows, len(labelled), partly)
+        return _train_and_rank(cfg, device, out, index, store, rows, len(labelled), partly)
 
 
 def _train_and_rank(
     cfg: ExperimentConfig,
+    device: torch.device,
     out: Path,
     index: FolderIndex,
     store: ImageStore,
@@ -168,7 +175,6 @@ def _train_and_rank(
     partly: list[int],
 ) -> Path:
     """Train (or reuse the weights), score the pool and write the suggestions into ``out``."""
-    device = pick_device(cfg.device)
     amp_dtype = resolve_precision(cfg.precision, device)
     patch = effective_patch_size(tuple(cfg.patch_size), store.min_size)
     al_set = ActiveLearningDataset(
