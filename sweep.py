@@ -320,7 +320,10 @@ def _unwind_on(signum: int, _frame: object) -> None:
 
 if __name__ == "__main__":
     for stop in STOP_SIGNALS:
-        signal.signal(stop, _unwind_on)
+        # One ignored from the start (SIGHUP under nohup, SIGINT in a script's background job)
+        # stays ignored, here and in the jobs, which inherit it.
+        if signal.getsignal(stop) is not signal.SIG_IGN:
+            signal.signal(stop, _unwind_on)
     code = main()
     check_stop()
     raise SystemExit(code)

@@ -132,6 +132,27 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_sweep(
     assert (tmp_path / "summary.csv").exists()
 
 
+def test_a_sweep_under_nohup_outlives_its_terminal(synthetic_root: Path, tmp_path: Path) -> None:
+    command = sweep_command(demo_tokens(synthetic_root, tmp_path), heuristics=("random",), runs="0")
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),  # what nohup does
+    )
+    deadline = time.monotonic() + 120
+    lock = tmp_path / "random_0.lock"
+    while not _lock_held(lock) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGHUP)  # the terminal closes: the sweep and its run get it
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert json.loads((tmp_path / "random_0.json").read_text())["complete"] is True
+
+
 def _lock_held(path: Path) -> bool:
     from utils.runs.lock import is_locked
 
@@ -339,6 +360,7 @@ def test_a_refused_submission_is_one_line_and_loses_nothing(
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
     assert "(gres) specification; the partition has no GPUs" in done.stderr
+    before.pop("slurm/submit.lock", None)  # there already when another SLURM test ran first
     after = _snapshot(clean_sweep)
     assert after.pop("slurm/submit.lock") == b""  # the empty lock that submissions are made under
     assert after == before  # finished runs kept, nothing of the refused array left
