@@ -904,18 +904,35 @@ def test_a_cycle_being_saved_by_a_running_run_is_read_once_saved(tmp_path: Path)
 
     from utils.runs.lock import run_lock
 
-    write_run(tmp_path, "random", 0, [4, 6], [0.5, 0.6])
-    np.save(tmp_path / "random_0.npy", np.array([0.5, 0.6, 0.7]))  # cycle 2, its record not yet
+    write_run(tmp_path, "random", 0, [4, 6, 8], [0.5, 0.6, 0.7])
+    np.save(tmp_path / "random_0.npy", np.array([0.5, 0.6]))  # cycle 2's record, not its .npy
     with pytest.raises(ReportError, match="random_0"):
         load_results(tmp_path)  # no run holds it: the files disagree for good
     with run_lock(tmp_path / "random_0.lock"):
-        record = threading.Timer(
-            0.2, write_run, (tmp_path, "random", 0, [4, 6, 8], [0.5, 0.6, 0.7])
+        results = threading.Timer(
+            0.2, np.save, (tmp_path / "random_0.npy", np.array([0.5, 0.6, 0.7]))
         )
-        record.start()
+        results.start()
         (run,) = load_results(tmp_path)["random"]
-        record.join()
+        results.join()
     assert run.dice.tolist() == [0.5, 0.6, 0.7]
+
+
+def test_a_first_cycle_being_saved_is_read_once_saved(tmp_path: Path) -> None:
+    import threading
+
+    from utils.runs.lock import run_lock
+
+    write_run(tmp_path, "random", 0, [4], [0.5])
+    (tmp_path / "random_0.npy").unlink()  # its record is written, its .npy not yet
+    with pytest.raises(ReportError, match="random_0.json has no matching random_0.npy"):
+        load_results(tmp_path)  # no run holds it: half a run for good
+    with run_lock(tmp_path / "random_0.lock"):
+        results = threading.Timer(0.2, np.save, (tmp_path / "random_0.npy", np.array([0.5])))
+        results.start()
+        (run,) = load_results(tmp_path)["random"]
+        results.join()
+    assert run.dice.tolist() == [0.5]
 
 
 def _split_study(tmp_path: Path) -> tuple[Path, Path]:

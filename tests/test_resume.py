@@ -283,8 +283,40 @@ def test_results_without_a_state_are_this_runs_only_if_their_record_says_so(
     with pytest.raises(ResumeError, match="has no bald_0.state.json"):
         load_state(paths, {**config, "epochs": 3}, overwrite=False)
     paths.json.unlink()
-    with pytest.raises(ResumeError, match="has no bald_0.state.json"):
+    with pytest.raises(ResumeError, match="has no bald_0.state.json .* delete it and bald_0.json"):
         load_state(paths, config, overwrite=False)
+
+
+def test_a_run_killed_while_saving_its_first_cycle_starts_afresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import utils.runs.state as state_module
+    from utils.runs.state import History, RunPaths, RunState, load_state, save_cycle
+
+    paths = RunPaths(tmp_path, "bald_0")
+    config = {"heuristic": "bald", "run": 0, "epochs": 2}
+    history = History(
+        n_labelled=[4], test_dice=[0.5], acquired=[[]], test_dice_per_image=[{}], train=[{}]
+    )
+    state = RunState(config=config, labelled_map=[], history=history, cycles_done=1)
+    writes = []
+
+    def killed_after_one_write(write):
+        def written(*args):
+            if writes:
+                raise KeyboardInterrupt  # the kill, between the cycle's first file and the next
+            writes.append(write(*args))
+
+        return written
+
+    for name in ("atomic_save_npy", "atomic_save_json"):
+        monkeypatch.setattr(state_module, name, killed_after_one_write(getattr(state_module, name)))
+    with pytest.raises(KeyboardInterrupt):
+        save_cycle(paths, state)
+    monkeypatch.undo()
+    assert len(writes) == 1 and not paths.state.exists()
+    # Not refused: the run, and every sweep it is in, starts it again.
+    assert load_state(paths, config, overwrite=False) is None
 
 
 def test_nan_loss_stops_and_keeps_last_good_cycle(

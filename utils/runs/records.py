@@ -229,8 +229,17 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
     )
 
 
-# A running run writes its .npy, then its record: read in between, they differ by a cycle.
+# A running run writes its record, then its .npy: read in between, they differ by a cycle (or,
+# in its first cycle, the .npy is not there yet).
 SETTLE_S = 1.0
+
+
+def _running(npy_path: Path) -> bool:
+    """Whether a process holds the run's lock (False where that cannot be told)."""
+    try:
+        return is_locked(npy_path.with_suffix(".lock")) is not None
+    except OSError:  # no locks there, or another user's lock file
+        return False
 
 
 def _load_settled(npy_path: Path, heuristic: str, run: int) -> RunRecord:
@@ -239,14 +248,20 @@ def _load_settled(npy_path: Path, heuristic: str, run: int) -> RunRecord:
     try:
         return _load_run(npy_path, heuristic, run)
     except ReportError:
-        try:
-            running = is_locked(npy_path.with_suffix(".lock")) is not None
-        except OSError:  # no locks there, or another user's lock file: cannot tell
-            running = False
-        if not running:
+        if not _running(npy_path):
             raise
     time.sleep(SETTLE_S)
     return _load_run(npy_path, heuristic, run)
+
+
+def _half_run(json_path: Path) -> bool:
+    """A run's record without its ``.npy``, also after ``SETTLE_S`` if the run is saving it."""
+    npy_path = json_path.with_suffix(".npy")
+    if npy_path.exists():
+        return False
+    if _running(npy_path):
+        time.sleep(SETTLE_S)
+    return not npy_path.exists()
 
 
 def folder_paths(
@@ -284,14 +299,14 @@ def load_results(
             raise ReportError(f"results directory {results_dir} does not exist")
         found = False
         for path in sorted(results_dir.iterdir()):
-            if path.name.startswith("."):
-                continue
-            if _RECORD_FILE.match(path.name) and not path.with_suffix(".npy").exists():
+            if not path.name.startswith(".") and _RECORD_FILE.match(path.name) and _half_run(path):
                 # Half a run: leaving it out without a word would change the table unseen.
                 raise ReportError(
                     f"{path} has no matching {path.with_suffix('.npy').name}: restore it, or "
                     "move the .json out of the folder too"
                 )
+        # Listed again: a running run may have saved its first .npy meanwhile.
+        for path in sorted(results_dir.iterdir()):
             match = _RUN_FILE.match(path.name)
             if path.name.startswith(".") or match is None or not path.is_file():
                 continue

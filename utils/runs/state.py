@@ -227,8 +227,8 @@ def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunS
         saved = _matching_record(paths, config)
         if saved is None:
             raise ResumeError(
-                f"{paths.npy} exists but has no {paths.state.name} to check it against; "
-                "use another results_dir or pass overwrite=True to replace it"
+                f"{paths.npy} exists but has no {paths.state.name} to check it against; delete "
+                f"it and {paths.json.name} to run {paths.stem} afresh, or use another results_dir"
             )
         # As the report reads it: records from before the flag were written by finished runs.
         if not saved.get("complete", True):
@@ -327,7 +327,12 @@ def machine_changes(machines: list[dict[str, Any]], machine: dict[str, Any]) -> 
 
 
 def save_cycle(paths: RunPaths, state: RunState) -> None:
-    """Write results, record and state; the state goes last so it never runs ahead of them."""
-    atomic_save_npy(paths.npy, np.asarray(state.history.test_dice, dtype=np.float64))
+    """Write record, results and state; the state goes last so it never runs ahead of them.
+
+    The record goes first: a run killed after it in its first cycle leaves a record without
+    results, which starts afresh, whereas results without a record could not be checked against
+    the config and would hold up the run (and its sweep) until deleted by hand.
+    """
     atomic_save_json(paths.json, record(state))
+    atomic_save_npy(paths.npy, np.asarray(state.history.test_dice, dtype=np.float64))
     atomic_save_json(paths.state, asdict(state))
