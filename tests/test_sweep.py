@@ -668,6 +668,28 @@ def test_more_jobs_at_once_than_cores_is_a_warning(
     assert err.count("\n") == 1 and f"--parallel {cores + 1} on {cores} CPU cores" in err, err
 
 
+class RefusedJob(QuickJob):
+    """A job that ends on a run's refusal: another process holds it, or its data is missing."""
+
+    script = (
+        "import sys; sys.exit('error: ' + ("
+        "'x_0 is already running in process 7 on node (lock x_0.lock); wait for it' "
+        "if {mark}.endswith('x_0.ran') else 'data/GlaS/train_1.bmp is missing; restore it'))"
+    )
+
+
+def test_a_run_another_sweep_started_meanwhile_is_skipped_not_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from utils.sweep.local import run_local
+
+    jobs = [RefusedJob(f"x_{i}", (), {"results_dir": str(tmp_path)}, 1) for i in (0, 1)]
+    assert run_local(jobs, parallel=1, progress=False) == ["x_1"]
+    out = capsys.readouterr().out
+    assert "skipping x_0: x_0 is already running in process 7 on node" in out
+    assert "x_1 failed (exit 1): error: data/GlaS/train_1.bmp is missing" in out
+
+
 class ThreadsJob(QuickJob):
     """A job that writes the OpenMP thread count it was given."""
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from utils.runs.lock import is_locked
+from utils.runs.lock import ALREADY_RUNNING, is_locked
 from utils.sweep.plan import Job, cycles_done
 from utils.sweep.stopping import check_stop, release_stop_signals, stop_signals_held
 
@@ -170,9 +170,13 @@ def run_local(
                 if code is None:
                     continue
                 del running[stem]
-                if code != 0:
+                line = _last_line(log_path)
+                if code != 0 and line.startswith("error:") and ALREADY_RUNNING in line:
+                    # Another sweep started it between the check above and the job's own lock.
+                    display.bar.write(f"skipping {stem}: {line.removeprefix('error: ')}")
+                elif code != 0:
                     failed.append(stem)
-                    display.bar.write(f"{stem} failed (exit {code}): {_last_line(log_path)}")
+                    display.bar.write(f"{stem} failed (exit {code}): {line}")
             display.update([job for job, _, _ in running.values()])
             if running:
                 time.sleep(poll_s)
