@@ -28,6 +28,7 @@ warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
 
 from utils.config import NAMED_CONFIGS  # noqa: E402
 from utils.errors import UserError  # noqa: E402
+from utils.io import make_results_dir  # noqa: E402
 from utils.runs.lock import waiting_lock  # noqa: E402
 from utils.sweep.local import run_local  # noqa: E402
 from utils.sweep.mps import mps_daemon  # noqa: E402
@@ -163,8 +164,9 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
             "every finished run each time this command is run to write the report; delete the "
             "old runs' files, or use another results_dir"
         )
-    statuses = check_resumable(jobs)
     results_dir = jobs[0].results_dir
+    make_results_dir(results_dir)
+    statuses = check_resumable(jobs)
     executor = None
     if args.executor == "slurm":
         if args.gpus_per_job is None:

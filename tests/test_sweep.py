@@ -445,6 +445,19 @@ def test_bad_input_is_one_line_before_any_job_starts(
     assert not list(results.glob("*.npy")) and not (results / "logs").exists()
 
 
+def test_a_results_dir_that_cannot_be_made_is_one_line_before_any_job(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import sweep
+
+    (tmp_path / "a_file").write_text("not a folder")
+    results = tmp_path / "a_file" / "results"
+    argv = ["--heuristics", "random", "--runs", "0", "--no-progress", "--"]
+    assert sweep.main([*argv, *demo_tokens(synthetic_root, results)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: results_dir={results} cannot be"), err
+
+
 @pytest.mark.parametrize(
     ("text", "runs"),
     [("0-4", [0, 1, 2, 3, 4]), ("5,2,0", [0, 2, 5]), ("0-2,7,1", [0, 1, 2, 7]), ("3", [3])],

@@ -14,6 +14,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from utils.config import ConfigError
 from utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -113,3 +114,17 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = FIGURE_DPI) -> Path:
         return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi))
     finally:
         plt.close(fig)
+
+
+def make_results_dir(results_dir: Path) -> None:
+    """Create ``results_dir`` if absent and check that this user can write in it."""
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        probe = results_dir / f".write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"results_dir={results_dir} cannot be created or written ({err.strerror}); "
+            "choose a writable folder"
+        ) from None

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from data.transforms import effective_patch_size, train_transform
 from heuristics.strategies import initial_labelled
 from models import UNet, mc_dropout_copy
 from utils.config import ConfigError, ExperimentConfig, validate
+from utils.io import make_results_dir
 from utils.loop.acquisition import AcquisitionSettings, acquire
 from utils.loop.device import describe_machine, pick_device, resolve_precision, samples_per_pass
 from utils.loop.inference import MCSettings, evaluate_bma
@@ -138,19 +138,6 @@ def run_active_learning(
     make_results_dir(paths.results_dir)
     with run_lock(paths.lock):
         return _run_locked(cfg, paths, log_scalar, add_artifact)
-
-
-def make_results_dir(results_dir: Path) -> None:
-    try:
-        results_dir.mkdir(parents=True, exist_ok=True)
-        probe = results_dir / f".write-test-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as err:
-        raise ConfigError(
-            f"results_dir={results_dir} cannot be created or written ({err.strerror}); "
-            "choose a writable folder"
-        ) from None
 
 
 @dataclass

@@ -39,6 +39,7 @@ from utils.io import (
     atomic_write,
     atomic_write_bytes,
     atomic_write_text,
+    make_results_dir,
     replace_folder,
     staging,
 )
@@ -48,7 +49,6 @@ from utils.loop.inference import MCSettings, mc_probabilities
 from utils.loop.run import (
     check_scaled_size,
     make_regions,
-    make_results_dir,
     seed_cycle,
     train_settings,
 )
@@ -67,6 +67,7 @@ OVERLAY_TITLES = ("image", "P(foreground)", "uncertainty (white: highest of this
 # label unit and region settings are not among them: they decide which annotated pixels train.
 SCORING_KEYS = frozenset(
     {
+        "heuristic",
         "reduction",
         "topq_percent",
         "foreground_band",
