@@ -55,7 +55,12 @@ from utils.sweep.slurm import (  # noqa: E402
     slurm_parameters,
     submit,
 )
-from utils.sweep.stopping import STOP_SIGNALS, check_stop, stop_for  # noqa: E402
+from utils.sweep.stopping import (  # noqa: E402
+    STOP_SIGNALS,
+    check_stop,
+    stop_for,
+    stop_signals_held,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,8 +198,11 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
             flush=True,
         )
         if executor is not None and todo:
-            handles = submit(executor, todo)
-            record_submission(slurm_logs, todo, handles)
+            # A stop while sbatch answers waits until its job ids are recorded: an array queued
+            # but not recorded would be submitted again by the next run of this command.
+            with stop_signals_held():
+                handles = submit(executor, todo)
+                record_submission(slurm_logs, todo, handles)
             ids = ", ".join(sorted({str(h.job_id).split("_")[0] for h in handles})) or "none"
             # submitit sends a single job without --array, so it has a plain job id.
             jobs_text = "1 job" if len(handles) == 1 else f"{len(handles)} jobs"

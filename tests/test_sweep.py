@@ -236,6 +236,34 @@ def test_slurm_array_carries_partition_gpus_time_and_parallelism(
     assert script.index(f"export PYTHONPATH={ROOT}${{PYTHONPATH:+") < script.index("srun")
 
 
+def test_a_stop_while_sbatch_answers_still_records_the_array(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import contextlib
+    from types import SimpleNamespace
+
+    import sweep
+
+    _fake_slurm(tmp_path / "bin", tmp_path / "submitted.sh")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    handles = [SimpleNamespace(job_id=f"4242_{task}") for task in range(4)]
+    monkeypatch.setattr(sweep, "submit", lambda executor, jobs: handles)
+
+    @contextlib.contextmanager
+    def stop_as_the_hold_ends():  # where a signal held while sbatch ran is delivered
+        yield
+        raise SystemExit(130)
+
+    monkeypatch.setattr(sweep, "stop_signals_held", stop_as_the_hold_ends)
+    results = tmp_path / "results"
+    argv = ["--executor", "slurm", "--gpus-per-job", "0", "--heuristics", "bald", "random"]
+    with pytest.raises(SystemExit):
+        sweep.main([*argv, "--runs", "0-1", "--", *demo_tokens(synthetic_root, results)])
+    submitted = json.loads((results / "slurm" / "submitted.json").read_text())
+    assert sorted(submitted) == ["bald_0", "bald_1", "random_0", "random_1"]
+    assert sorted(submitted.values()) == [f"4242_{task}" for task in range(4)]
+
+
 def test_two_slurm_sweeps_started_together_submit_each_run_once(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
