@@ -39,9 +39,14 @@ def bald_map(probs: torch.Tensor) -> torch.Tensor:
 
 
 def variance_map(probs: torch.Tensor) -> torch.Tensor:
-    """MC variance: per pixel, the variance over the T samples of the probability of the class
-    predicted by the MC mean (Gal et al. 2017's "variation" family; the "MC" heuristic of
-    Lubrano di Scandalea et al. 2019, arXiv 1907.05143). Population variance (ddof=0).
+    """MC variance: per pixel, the variance over the T samples of the softmax probability of the
+    class predicted by the MC mean. Population variance (ddof=0).
+
+    This is the MC-dropout variance of the "MC" heuristic of Lubrano di Scandalea et al. 2019
+    (arXiv 1907.05143) and, for C = 2 (where both classes' probabilities vary alike), baal's
+    ``Variance`` (the variance over samples, averaged over classes). It is neither of Gal et al.
+    2017's: Variation Ratios is the share of samples off the modal class, and Mean STD
+    averages the classes' standard deviations (for C = 2 this map is its square, pixel by pixel).
     """
     predicted = probs.mean(-1).argmax(1, keepdim=True)  # [N, 1, H, W]
     index = predicted.unsqueeze(-1).expand(-1, -1, -1, -1, probs.shape[-1])  # [N, 1, H, W, T]

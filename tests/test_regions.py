@@ -201,6 +201,17 @@ def test_a_grade_that_runs_out_last_passes_its_budget_back() -> None:
     assert chosen == [0, 1, 2, 3] and not short
 
 
+def test_a_grade_pays_from_the_spare_budget_only_what_exceeds_its_own() -> None:
+    # Three grades in the split, two in the pool: 6 spare pixels. Grade 0 takes 4 of its own 6,
+    # then its second 4 with 2 own and 2 spare pixels; grade 1 takes 5 of its own 6, then 5 more
+    # with its last own pixel and 4 spare. Charging grade 0 all 4 to the spare would leave 2,
+    # too few for grade 1's next pick.
+    grades = np.array([0, 0, 1, 1, 1, 1])
+    costs = np.array([4.0, 4, 5, 5, 5, 5])
+    chosen = take_within_budget(np.arange(6), grades, costs, 6, True, n_groups=3)
+    assert chosen == ([0, 1, 2, 3], False)
+
+
 def test_a_balanced_step_spends_every_grade_of_the_split() -> None:
     # A folder without groups.csv: one grade in the pool, two of the split counted (as image
     # mode's n_groups), so a region step spends two images' worth, as an image step labels two.

@@ -6,6 +6,7 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -280,6 +281,16 @@ def test_consistency_is_masked_by_the_teachers_certainty() -> None:
     assert consistency_loss(student, nothing).item() == 0.0
 
 
+def test_consistency_is_the_mean_over_classes_and_certain_pixels() -> None:
+    student = torch.zeros(1, 3, 1, 2)  # logits: softmax 1/3 for each of 3 classes
+    teacher = TeacherOutput(
+        probs=torch.tensor([[[[1.0, 0.2]], [[0.0, 0.3]], [[0.0, 0.5]]]]),  # [1, 3, 1, 2]
+        certain=torch.tensor([[[True, False]]]),
+    )
+    # First pixel only: ((1/3 - 1)^2 + (1/3)^2 + (1/3)^2) / (3 classes * 1 pixel) = (6/9) / 3.
+    assert consistency_loss(student, teacher).item() == pytest.approx(2 / 9)
+
+
 class PassTable(nn.Module):
     """A teacher whose foreground probability is ``table[pass][image]`` at every pixel; it keeps
     the batch it was given."""
@@ -317,8 +328,6 @@ def test_the_teacher_averages_each_images_own_noisy_passes() -> None:
 def test_the_teachers_threshold_and_weight_ramp_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """UA-MT's schedule: the certainty threshold grows from 3/4 of its final value, and the
     consistency weight from 0, with the ramp."""
-    from types import SimpleNamespace
-
     thresholds = []
 
     def half_everywhere(module, images, passes, threshold, generator) -> TeacherOutput:
@@ -348,6 +357,101 @@ def test_the_teachers_threshold_and_weight_ramp_up(monkeypatch: pytest.MonkeyPat
         )
         assert extra.item() == pytest.approx(0.1 * ramp * consistency.item(), rel=1e-5)
     assert thresholds == pytest.approx([0.45, 0.525, 0.6])
+
+
+def train_mean_teacher(monkeypatch: pytest.MonkeyPatch, epochs: int) -> dict[str, list]:
+    """A mean-teacher ``train_model`` of ``epochs`` x 2 steps (4 crops, batch 2) with EMA decay 0,
+    so that the teacher is a copy of the student's weights at its last update. Records, per
+    step, the threshold and the teacher's weights given to ``teacher_predict``, and the student's
+    weights after each optimiser step."""
+    record: dict[str, list] = {"thresholds": [], "teachers": [], "students": []}
+
+    def certain_half(module, images, passes, threshold, generator) -> TeacherOutput:
+        record["thresholds"].append(threshold)
+        record["teachers"].append({k: v.clone() for k, v in module.state_dict().items()})
+        probs = torch.full((len(images), 2, *images.shape[2:]), 0.5)
+        return TeacherOutput(probs, torch.ones(len(images), *images.shape[2:], dtype=torch.bool))
+
+    make = training.make_optimizer
+
+    def recording(model: nn.Module, settings: TrainSettings):
+        optimizer, scheduler = make(model, settings)
+        optimizer.register_step_post_hook(
+            lambda *_: record["students"].append(
+                {k: v.clone() for k, v in model.state_dict().items()}
+            )
+        )
+        return optimizer, scheduler
+
+    monkeypatch.setattr(training, "teacher_predict", certain_half)
+    monkeypatch.setattr(training, "make_optimizer", recording)
+    pool = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    crops = SimpleNamespace(batch=lambda n, generator: (pool[:n], torch.zeros(n, 32, 32).long()))
+    semi = training.SemiTraining("mean_teacher", crops, weight=1.0, threshold=0.6)
+    torch.manual_seed(0)
+    model = UNet(3, 2, 4, dropout=0.1)
+    record["initial"] = [{k: v.clone() for k, v in model.state_dict().items()}]
+    settings = TrainSettings(epochs, 2, 0.05, 0.9, True, 0.0, 100, 0.1, 1, ema_decay=0.0)
+    train_model(model, FourCrops(), None, settings, torch.device("cpu"), None,
+                torch.Generator().manual_seed(1), progress=False, semi=semi)  # fmt: skip
+    return record
+
+
+def test_the_teachers_threshold_ramps_up_over_the_steps_of_the_cycle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    thresholds = train_mean_teacher(monkeypatch, epochs=3)["thresholds"]
+    # 3 epochs of 2 steps: at step s of 6 the threshold is (0.75 + 0.25 exp(-5 (1 - s/6)^2)) * 0.6,
+    # step by step (an epoch-based ramp would repeat each value twice and end at 0.53606).
+    expected = [(0.75 + 0.25 * math.exp(-5 * (1 - s / 6) ** 2)) * 0.6 for s in range(6)]
+    by_hand = [0.45101, 0.45466, 0.46626, 0.49298, 0.53606, 0.58055]
+    assert expected == pytest.approx(by_hand, abs=1e-5)
+    assert thresholds == pytest.approx(expected, rel=1e-12)
+
+
+def test_the_teacher_is_updated_after_every_optimiser_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    record = train_mean_teacher(monkeypatch, epochs=2)
+    teachers, students = record["teachers"], record["students"]
+    assert len(teachers) == len(students) == 4
+    # With decay 0, the teacher of step s is the student after step s - 1 (the initial weights
+    # at step 0): also within an epoch, which an update once per epoch would miss.
+    for teacher, student in zip(teachers, record["initial"] + students[:-1], strict=True):
+        assert teacher.keys() == student.keys()
+        for key, value in student.items():
+            torch.testing.assert_close(teacher[key], value, rtol=0, atol=0)
+    assert not torch.equal(teachers[1]["head.weight"], teachers[0]["head.weight"])
+
+
+def test_the_pseudo_label_loss_is_against_the_pool_crops_labels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    targets, given = [], []
+
+    def recording(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        targets.append(target.clone())
+        return soft_dice_loss(logits, target)
+
+    def batch(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        # Background left of a column that moves with each batch, the rest left out; the
+        # labelled crops are a square of foreground.
+        masks = torch.full((n, 32, 32), IGNORE, dtype=torch.long)
+        masks[:, :, : 4 + len(given)] = 0
+        given.append(masks.clone())
+        return torch.rand(n, 3, 32, 32, generator=generator), masks
+
+    monkeypatch.setattr(training, "soft_dice_loss", recording)
+    semi = training.SemiTraining("pseudo", SimpleNamespace(batch=batch), 1.0)
+    torch.manual_seed(0)
+    settings = TrainSettings(2, 2, 0.05, 0.9, True, 0.0, 100, 0.1, 1)
+    train_model(UNet(3, 2, 4, dropout=0.1), FourCrops(), None, settings, torch.device("cpu"),
+                None, torch.Generator().manual_seed(1), progress=False, semi=semi)  # fmt: skip
+    # Per step: the labelled loss on the labelled masks, then the pool crops' pseudo-labels.
+    assert len(targets) == 2 * len(given) == 8
+    for labelled, pseudo, pool in zip(targets[::2], targets[1::2], given, strict=True):
+        assert torch.equal(labelled, FourCrops().masks[:2])
+        assert torch.equal(pseudo, pool)
 
 
 def test_sigmoid_rampup_golden_values() -> None:

@@ -54,8 +54,13 @@ def test_stratified_power_is_topk_at_the_last_cycle() -> None:
         ("softrank", lambda s: 1.0 / stats.rankdata(-s)),
     ],
 )
-def test_single_draw_frequencies_follow_the_distribution(name: str, weights_of) -> None:
-    scores = np.array([0.1, 0.2, 0.3, 0.4, 1.0])
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_single_draw_frequencies_follow_the_distribution(
+    name: str, weights_of, scale: float
+) -> None:
+    # A maximum other than 1 tells apart dividing the scores by it, which power may do (it is
+    # scale-free) and softmax must not (it is not).
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 1.0]) * scale
     expected = weights_of(scores) / weights_of(scores).sum()
     rng = np.random.default_rng(12345)
     draws = 20_000

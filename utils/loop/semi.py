@@ -241,7 +241,11 @@ def teacher_predict(
 ) -> TeacherOutput:
     """The teacher's MC-dropout average over ``passes`` noisy copies of ``images`` (UA-MT):
     each copy gets Gaussian noise, clipped, and its own dropout masks (one batch of B * passes).
-    ``teacher`` must have dropout on and BatchNorm in eval mode (``models.mc_dropout_copy``)."""
+    ``teacher`` must have dropout on and BatchNorm in eval mode (``models.mc_dropout_copy``).
+
+    Unlike UA-MT, the consistency target is this MC mean too, not one separate noisy pass of a
+    teacher in train mode (BatchNorm on batch statistics) with the MC passes kept for the
+    uncertainty alone: the mean of ``passes`` samples is a smoother target than any one of them."""
     std, clip = TEACHER_NOISE
     batch = images.repeat(passes, 1, 1, 1)  # [passes * B, 3, H, W]
     noise = torch.randn(batch.shape, generator=generator).to(batch.device) * std
@@ -252,11 +256,15 @@ def teacher_predict(
 
 
 def consistency_loss(student_logits: torch.Tensor, teacher: TeacherOutput) -> torch.Tensor:
-    """UA-MT's masked consistency: squared softmax distance on the teacher's certain pixels,
-    ``sum(mask * (p_s - p_t)^2) / (2 * sum(mask) + 1e-16)`` (zero when none is certain)."""
+    """UA-MT's masked consistency: the squared softmax distance averaged over the classes and the
+    teacher's certain pixels, ``sum(mask * (p_s - p_t)^2) / (C * sum(mask) + 1e-16)`` (zero when
+    none is certain). UA-MT writes ``2 * sum(mask)``: its class count, as Tarvainen & Valpola's
+    ``softmax_mse_loss`` divides by the number of classes."""
     distance = (student_logits.float().softmax(1) - teacher.probs) ** 2  # [B, C, H, W]
     mask = teacher.certain.unsqueeze(1).to(distance.dtype)  # [B, 1, H, W]
-    return (distance * mask).sum() / (2.0 * mask.sum() + 1e-16)
+    # C * sum(mask) is exact in float (a count times a small integer), so for C = 2 the loss is
+    # bitwise the same as with UA-MT's literal 2.
+    return (distance * mask).sum() / (distance.shape[1] * mask.sum() + 1e-16)
 
 
 __all__ = [
