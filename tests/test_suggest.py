@@ -1,6 +1,7 @@
 """``active.py suggest``: a folder with half its masks removed gets ranked suggestions, overlays,
-QuPath GeoJSON and reusable weights; seeded; a new mask retrains; boxes end on the original
-edges; one results folder serves one data folder; bad input is refused in one line."""
+QuPath GeoJSON and reusable weights; seeded; a new mask or training setting retrains, a scoring
+setting only rescores; boxes end on the original edges; one results folder serves one data
+folder; bad input is refused in one line."""
 
 from __future__ import annotations
 
@@ -101,6 +102,26 @@ def test_suggestions_are_written_seeded_and_reuse_the_weights(
     assert "wrote 4 suggestions to" in last and "(n_suggest=10, but the pool holds no more)" in last
 
 
+def test_scoring_settings_rescore_and_training_settings_retrain(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder, _ = half_masked(tmp_path / "slides")
+    suggest(folder, tmp_path / "a")
+    out = tmp_path / "a" / "suggest"
+    capsys.readouterr()
+    scoring = {"heuristic": "entropy", "n_suggest": 2, "mc_iters": 3, "reduction": "topq"}
+    suggest(folder, tmp_path / "a", **scoring)
+    said = capsys.readouterr().out
+    assert f"labels and settings unchanged: reusing {out / 'model.pt'}" in said, said
+    assert "training for" not in said
+    assert len(read_rows(out / "suggestions.csv")) == 2  # rescored with the new settings
+    changed = "(the masks, images or training settings changed)"
+    for training in ({"epochs": 3}, {"epochs": 3, "lr": 0.05}):  # each change retrains
+        suggest(folder, tmp_path / "a", **scoring, **training)
+        said = capsys.readouterr().out
+        assert "reusing" not in said and f"training for 3 epochs {changed}" in said, said
+
+
 def test_a_pool_image_that_changes_training_retrains_as_a_fresh_folder_would(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -115,6 +136,26 @@ def test_a_pool_image_that_changes_training_retrains_as_a_fresh_folder_would(
     capsys.readouterr()
     suggest(folder, tmp_path / "a", **options)
     assert "reusing" not in capsys.readouterr().out
+    suggest(folder, tmp_path / "b", **options)
+    assert read_rows(tmp_path / "a" / "suggest" / "suggestions.csv") == read_rows(
+        tmp_path / "b" / "suggest" / "suggestions.csv"
+    )
+
+
+def test_a_larger_pool_image_retrains_in_region_mode_as_a_fresh_folder_would(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder, _ = half_masked(tmp_path / "slides")
+    options = {"patch_size": [40, 40], "label_unit": "region", "region_size": [16, 16]}
+    suggest(folder, tmp_path / "a", **options)
+    # Larger than the others: the crops stay 40 x 40, but the mean image size that sets the
+    # length of a region epoch grows.
+    rng = np.random.default_rng(1)
+    save_png(folder / "images" / "img_new.png", rng.integers(0, 255, (96, 128, 3), np.uint8))
+    capsys.readouterr()
+    suggest(folder, tmp_path / "a", **options)
+    said = capsys.readouterr().out
+    assert "reusing" not in said and "(the masks, images or training settings changed)" in said
     suggest(folder, tmp_path / "b", **options)
     assert read_rows(tmp_path / "a" / "suggest" / "suggestions.csv") == read_rows(
         tmp_path / "b" / "suggest" / "suggestions.csv"
@@ -187,6 +228,42 @@ def test_a_call_cut_short_or_running_beside_another_leaves_the_last_files_whole(
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "suggest is already running in process" in lines[0], lines
     assert files() == before
+
+
+def test_a_call_cut_short_while_scoring_keeps_the_new_weights_and_the_last_suggestions(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, pool = half_masked(tmp_path / "slides")
+    suggest(folder, tmp_path / "a")
+    out = tmp_path / "a" / "suggest"
+    last = {
+        str(path.relative_to(out)): path.read_bytes()
+        for path in sorted(out.rglob("*"))
+        if path.is_file() and path.parts[-2] in ("overlays", "geojson")
+    }
+    last["suggestions.csv"] = (out / "suggestions.csv").read_bytes()
+    new = pool[0]  # outlined: the next call retrains
+    (tmp_path / "slides" / f"{new}.mask.png").rename(folder / "masks" / f"{new}.png")
+
+    def interrupted(*args: object) -> None:
+        raise KeyboardInterrupt  # cut short once the weights are trained and saved
+
+    monkeypatch.setattr(suggest_module, "acquire", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        suggest(folder, tmp_path / "a")
+    monkeypatch.undo()
+    assert new in json.loads((out / "model.json").read_text())["labelled"]
+    assert {name: (out / name).read_bytes() for name in last} == last
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == sorted(
+        name.split("/")[1] for name in last if name.startswith("overlays/")
+    )
+    capsys.readouterr()
+    suggest(folder, tmp_path / "a")  # the saved weights are those of the new labels
+    assert "reusing" in capsys.readouterr().out
+    suggest(folder, tmp_path / "b")
+    rows = read_rows(out / "suggestions.csv")
+    assert new not in {r["image"] for r in rows}
+    assert rows == read_rows(tmp_path / "b" / "suggest" / "suggestions.csv")
 
 
 def test_suggest_refuses_semi_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -284,6 +361,21 @@ def test_boxes_at_a_reduced_scale_end_on_the_original_edges(tmp_path: Path) -> N
         )
         ring = geojson["features"][0]["geometry"]["coordinates"][0]
         assert ring == [[0, 0], [101, 0], [101, 75], [0, 75], [0, 0]]
+    # Regions of 32 x 32 original pixels, 16 x 16 on the scaled image: every tile suggested.
+    regions = {"label_unit": "region", "region_size": [32, 32], "n_suggest": 100}
+    suggest(folder, tmp_path / "r", image_scale=0.5, **regions)
+    out = tmp_path / "r" / "suggest"
+    rows = read_rows(out / "suggestions.csv")
+    rings = {
+        feature["properties"]["rank"]: feature["geometry"]["coordinates"][0]
+        for path in (out / "geojson").iterdir()
+        for feature in json.loads(path.read_text())["features"]
+    }
+    assert len(rows) == len(rings) == 6 * len(pool)  # 2 x 3 tiles of each 38 x 50 image
+    for row in rows:  # the table's box is the GeoJSON's, in the original image's pixels
+        y0, y1, x0, x1 = (int(row[k]) for k in ("y0", "y1", "x0", "x1"))
+        assert rings[int(row["rank"])] == [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+    assert max(int(r["y1"]) for r in rows) == 75 and max(int(r["x1"]) for r in rows) == 101
 
 
 def test_a_box_on_the_scaled_edge_maps_to_the_original_edge() -> None:
