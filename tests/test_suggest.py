@@ -431,6 +431,21 @@ def test_fewer_region_suggestions_than_asked_are_explained(
     assert f"wrote {len(rows)} suggestion{'' if len(rows) == 1 else 's'} to" in out
 
 
+def test_a_results_dir_that_cannot_be_made_is_one_line_before_any_image_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder, _ = half_masked(tmp_path / "slides")
+    (tmp_path / "a_file").write_text("not a folder")
+    loaded = []
+    monkeypatch.setattr(suggest_module, "ImageStore", lambda *args: loaded.append(1))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        suggest(folder, tmp_path / "a_file")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "a_file/suggest cannot be created or written" in lines[0], lines
+    assert not loaded
+
+
 def test_another_folder_keeps_its_suggestions(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -414,8 +414,8 @@ def write_suggestions(
     the original images' pixels (``original_sizes``: ``(height, width)`` by name).
 
     The overlays and GeoJSON are written into a staging folder and each folder replaces the
-    last call's whole, the table last: a call cut short while it computes leaves the last
-    call's files as they were.
+    last call's whole, the table last: a call cut short while it computes them leaves the last
+    call's suggestions as they were (the weights, saved before scoring, are this call's).
     """
     regions = cfg.label_unit == "region"
     position = {name: i for i, name in enumerate(store.names)}
