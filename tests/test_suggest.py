@@ -122,36 +122,22 @@ def test_scoring_settings_rescore_and_training_settings_retrain(
         assert "reusing" not in said and f"training for 3 epochs {changed}" in said, said
 
 
+@pytest.mark.parametrize(
+    "size",
+    [
+        (36, 52),  # smaller than the others: the crops shrink to fit it
+        (96, 128),  # larger: the crops stay, but the mean image size that sets a region epoch grows
+    ],
+    ids=["smaller", "larger"],
+)
 def test_a_pool_image_that_changes_training_retrains_as_a_fresh_folder_would(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    size: tuple[int, int], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     folder, _ = half_masked(tmp_path / "slides")
     options = {"patch_size": [40, 40], "label_unit": "region", "region_size": [16, 16]}
     suggest(folder, tmp_path / "a", **options)
-    # A smaller unannotated image: the crops shrink to fit it (and regions' epochs change).
     rng = np.random.default_rng(1)
-    save_png(folder / "images" / "img_new.png", rng.integers(0, 255, (36, 52, 3), np.uint8))
-    with (folder / "groups.csv").open("a") as groups:
-        groups.write("img_new,a\n")
-    capsys.readouterr()
-    suggest(folder, tmp_path / "a", **options)
-    assert "reusing" not in capsys.readouterr().out
-    suggest(folder, tmp_path / "b", **options)
-    assert read_rows(tmp_path / "a" / "suggest" / "suggestions.csv") == read_rows(
-        tmp_path / "b" / "suggest" / "suggestions.csv"
-    )
-
-
-def test_a_larger_pool_image_retrains_in_region_mode_as_a_fresh_folder_would(
-    tmp_path: Path, capsys: pytest.CaptureFixture
-) -> None:
-    folder, _ = half_masked(tmp_path / "slides")
-    options = {"patch_size": [40, 40], "label_unit": "region", "region_size": [16, 16]}
-    suggest(folder, tmp_path / "a", **options)
-    # Larger than the others: the crops stay 40 x 40, but the mean image size that sets the
-    # length of a region epoch grows.
-    rng = np.random.default_rng(1)
-    save_png(folder / "images" / "img_new.png", rng.integers(0, 255, (96, 128, 3), np.uint8))
+    save_png(folder / "images" / "img_new.png", rng.integers(0, 255, (*size, 3), np.uint8))
     capsys.readouterr()
     suggest(folder, tmp_path / "a", **options)
     said = capsys.readouterr().out
