@@ -153,6 +153,42 @@ def test_a_sweep_under_nohup_outlives_its_terminal(synthetic_root: Path, tmp_pat
     assert json.loads((tmp_path / "random_0.json").read_text())["complete"] is True
 
 
+def test_a_sweep_killed_alone_takes_its_running_job_with_it(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    import contextlib
+
+    # Far longer than the wait below: the job must not end by itself and release its lock.
+    tokens = [t for t in demo_tokens(synthetic_root, tmp_path) if t != "epochs=2"]
+    command = sweep_command([*tokens, "epochs=5000"], heuristics=("random",), runs="0", parallel=1)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    lock = tmp_path / "random_0.lock"
+    try:
+        deadline = time.monotonic() + 120
+        while not _lock_held(lock) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _lock_held(lock), "the run must hold its lock for this test to mean anything"
+        # The sweep alone, as the OOM killer would: no handler runs to kill its jobs, only the
+        # parent-death signal each job asked the kernel for.
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        deadline = time.monotonic() + 10
+        while _lock_held(lock) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _lock_held(lock), "the job outlived its sweep and still holds the run's lock"
+        assert not (tmp_path / "random_0.json").exists()  # released by dying, not by finishing
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # a job left behind, on wrong code
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def _lock_held(path: Path) -> bool:
     from utils.runs.lock import is_locked
 
@@ -296,6 +332,65 @@ def test_two_slurm_sweeps_started_together_submit_each_run_once(
     assert "skipping bald_0: SLURM job 4242_0 is PENDING" in second.stdout
     assert "0 to run" in second.stdout
     assert calls.read_text().splitlines() == ["call"]
+
+
+def _slurm_bin(tmp_path: Path, record: Path, squeue: str) -> str:
+    """A PATH whose ``sbatch`` keeps the script it is given and answers job 4343, and whose
+    ``squeue`` runs ``squeue``: a real SLURM, where there is one, is not asked."""
+    env = _with_sbatch(tmp_path, f'/bin/cp "$1" {record}\necho "Submitted batch job 4343"')
+    (tmp_path / "bin" / "squeue").write_text(f"#!/bin/sh\n{squeue}\n")
+    (tmp_path / "bin" / "squeue").chmod(0o755)
+    return env["PATH"]
+
+
+def test_a_slurm_sweep_does_not_submit_a_run_running_elsewhere(
+    synthetic_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import sweep
+
+    record, results = tmp_path / "submitted.sh", tmp_path / "results"
+    monkeypatch.setenv("PATH", _slurm_bin(tmp_path, record, "exit 0"))  # an empty queue
+    results.mkdir()
+    argv = ["--executor", "slurm", "--gpus-per-job", "0", "--heuristics", "bald", "--runs", "0-1"]
+    # Held by this process, as by a local sweep or an interactive active.py on the login node:
+    # nothing but the sweep's own check keeps SLURM from starting it a second time.
+    with run_lock(results / "bald_0.lock"):
+        assert sweep.main([*argv, "--", *demo_tokens(synthetic_root, results)]) == 0
+    out = capsys.readouterr().out
+    assert f"skipping bald_0: already running in process {os.getpid()}" in out
+    assert "1 finished or running elsewhere, 1 to run" in out
+    # bald_1 alone: submitit sends a single job, without --array.
+    assert "#SBATCH --array" not in record.read_text()
+    submitted = json.loads((results / "slurm" / "submitted.json").read_text())
+    assert submitted == {"bald_1": "4343"}
+
+
+def test_a_squeue_outage_does_not_submit_again_the_runs_submitted_before(
+    synthetic_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import sweep
+    from utils.sweep.slurm import SUBMITTED_FILE
+
+    record, results = tmp_path / "submitted.sh", tmp_path / "results"
+    outage = 'echo "slurm_load_jobs error: Unable to contact slurm controller" >&2; exit 1'
+    monkeypatch.setenv("PATH", _slurm_bin(tmp_path, record, outage))
+    (results / "slurm").mkdir(parents=True)
+    # bald_0 was submitted by an earlier run of the command, and may be queued still.
+    (results / "slurm" / SUBMITTED_FILE).write_text(json.dumps({"bald_0": "4242_0"}))
+    argv = ["--executor", "slurm", "--gpus-per-job", "0", "--heuristics", "bald", "--runs", "0-1"]
+    assert sweep.main([*argv, "--", *demo_tokens(synthetic_root, results)]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: squeue does not answer, so runs submitted before" in err
+    assert "1 finished or running elsewhere, 1 to run" in out
+    assert "#SBATCH --array" not in record.read_text()  # one job: bald_1
+    submitted = json.loads((results / "slurm" / SUBMITTED_FILE).read_text())
+    assert submitted == {"bald_0": "4242_0", "bald_1": "4343"}
 
 
 @pytest.mark.parametrize(
