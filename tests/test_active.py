@@ -427,6 +427,30 @@ def test_second_process_on_the_same_run_is_refused_naming_the_first(
     assert np.load(tmp_path / "bald_0.npy").shape == (3,)
 
 
+def test_a_forked_child_does_not_keep_a_run_lock_past_its_holder(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from utils.runs.lock import is_locked, run_lock
+
+    lock = tmp_path / "bald_0.lock"
+    started, signal_start = os.pipe()
+    with run_lock(lock):
+        child = os.fork()  # as a DataLoader worker is forked from the run that holds the lock
+        if child == 0:
+            os.write(signal_start, b"1")
+            time.sleep(30)
+            os._exit(0)
+        os.read(started, 1)  # the child runs
+    try:
+        assert is_locked(lock) is None  # released with its holder, the child still alive
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        os.close(started)
+        os.close(signal_start)
+
+
 def test_results_on_a_file_system_without_locks_end_the_run_in_one_line(
     synthetic_root: Path,
     tmp_path: Path,

@@ -70,6 +70,23 @@ def _holder(path: Path) -> str:
     return text or "another process"
 
 
+# The descriptors of the locks this process holds. A forked child (a DataLoader worker) would
+# share each lock with it and keep it past its death, so the child closes its copies at once.
+_HELD: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 # ``is_locked`` holds a shared lock for an instant; a run starting in that instant waits it out.
 PROBE_GRACE_S = 1.0
 
@@ -99,8 +116,10 @@ def run_lock(path: Path) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"process {os.getpid()} on {socket.gethostname()}".encode())
+        _HELD.add(fd)
         yield
     finally:
+        _HELD.discard(fd)
         os.close(fd)  # closing the descriptor releases the lock
 
 
@@ -126,6 +145,8 @@ def waiting_lock(path: Path) -> Iterator[None]:
     fd = _open_for_locking(path)
     try:
         _flock(fd, fcntl.LOCK_EX, path)
+        _HELD.add(fd)
         yield
     finally:
+        _HELD.discard(fd)
         os.close(fd)
