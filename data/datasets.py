@@ -85,7 +85,8 @@ def _prepare_synthetic(cfg: ExperimentConfig, data_path: Path) -> None:
         "rare_fraction": cfg.synthetic_rare_fraction,
     }
     manifest = data_path / "synthetic.json"
-    if not (data_path / "Grade.csv").exists():
+    fresh = not (data_path / "Grade.csv").exists()
+    if fresh:
         generate_synthetic_glas(data_path, **settings)
         atomic_save_json(manifest, settings)
         print(f"generated synthetic GlaS in {data_path}", flush=True)
@@ -94,6 +95,7 @@ def _prepare_synthetic(cfg: ExperimentConfig, data_path: Path) -> None:
             f"{data_path} holds a synthetic GlaS generated with other settings "
             f"({manifest.read_text().strip()}); delete it or choose another data_path"
         )
-    if not all(split_csv_path(cfg.splits_path, s).exists() for s in SPLITS):
+    # New data gets new splits: those of the data it replaces would name other images.
+    if fresh or not all(split_csv_path(cfg.splits_path, s).exists() for s in SPLITS):
         write_splits(data_path, cfg.splits_path, seed=0)
         print(f"wrote splits to {cfg.splits_path}", flush=True)

@@ -164,11 +164,20 @@ def open_glas(
     data_path: str | Path, splits_path: str | Path, splits: tuple[str, ...]
 ) -> SegmentationData:
     """GlaS as the loop's dataset: ``Grade.csv`` checked, the rows of ``splits`` read."""
-    read_grades(data_path)  # fails early, with instructions, when GlaS is not there
+    grades = read_grades(data_path)  # fails early, with instructions, when GlaS is not there
     rows = {split: read_split(splits_path, split) for split in splits}
     seen: dict[str, str] = {}
     for split, split_rows in rows.items():
         for row in split_rows:
+            # Splits written for another GlaS (a regenerated synthetic one): the labels that the
+            # initial set and balanced acquisition stratify by would be wrong.
+            if grades.get(row.name, row.label) != row.label:
+                raise DataError(
+                    f"{split_csv_path(splits_path, split)} gives {row.name} the label "
+                    f"{row.label} but {Path(data_path) / 'Grade.csv'} grades it "
+                    f"{grades[row.name]}; the splits are another GlaS's: rerun "
+                    "data/create_splits.py"
+                )
             other = seen.setdefault(row.name, split)
             if other != split:  # a hand-edited or stale file: the test Dice would be of seen images
                 raise DataError(

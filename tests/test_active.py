@@ -250,6 +250,38 @@ def test_missing_and_broken_splits(
     expect_exit(config, capsys, "create_splits.py")
 
 
+def test_splits_whose_labels_are_not_grade_csvs_are_refused(
+    glas_copy: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data, splits = glas_copy
+    lines = (splits / "train.csv").read_text().splitlines()
+    name, mask, label = lines[1].split(",")
+    lines[1] = f"{name},{mask},{1 - int(label)}"  # as another GlaS's splits would grade it
+    (splits / "train.csv").write_text("\n".join(lines) + "\n")
+    fragments = (f"gives {name.removesuffix('.bmp')} the label {1 - int(label)} but", "Grade.csv")
+    expect_exit(tiny_config(data, splits, tmp_path / "r"), capsys, *fragments, "create_splits")
+
+
+def test_a_regenerated_synthetic_glas_gets_its_own_splits(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from data.datasets import prepare_synthetic
+    from data.glas import SPLITS, open_glas, read_grades, read_split
+    from utils.config import ExperimentConfig
+
+    settings = {"synthetic": True, "synthetic_size": [48, 64], "synthetic_counts": [8, 2, 2]}
+    data, splits = tmp_path / "GlaS", tmp_path / "splits"
+    config = ExperimentConfig(data_path=str(data), splits_path=str(splits), **settings)
+    prepare_synthetic(config)
+    shutil.rmtree(data)  # the fix that the refusal of other settings names
+    prepare_synthetic(replace(config, synthetic_counts=[12, 2, 2]))
+    grades = read_grades(data)
+    rows = [row for split in SPLITS for row in read_split(splits, split)]
+    assert sorted(row.name for row in rows) == sorted(grades)  # every image, in one split
+    assert all(grades[row.name] == row.label for row in rows)
+    open_glas(data, splits, SPLITS)
+
+
 @pytest.mark.parametrize(
     ("updates", "fragments"),
     [

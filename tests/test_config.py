@@ -65,7 +65,7 @@ def test_sweeps_merge_a_config_as_sacred_does() -> None:
         ({"epochs": 2.5}, "epochs must be an integer"),
         ({"synthetic": 1}, "synthetic must be true or false"),
         ({"lr": "fast"}, "lr must be a number"),
-        ({"patch_size": 64}, "patch_size must be a list"),
+        ({"patch_size": 64}, "patch_size must be a list of integers"),
         ({"heuristc": "bald"}, "did you mean 'heuristic'?"),
     ],
 )
@@ -106,6 +106,16 @@ def test_integers_are_accepted_where_numbers_are_expected() -> None:
         ({"momentum": 0.0}, "nesterov=True needs momentum > 0"),
         ({"mc_iters": 1}, "bald measures disagreement between MC-dropout samples"),
         ({"mc_iters": 1, "heuristic": "mc"}, "variance measures disagreement"),
+        (
+            {"dropout": 0.0},
+            "bald measures disagreement between MC-dropout samples, which is zero with dropout=0",
+        ),
+        (
+            {"synthetic_counts": [40, 10]},
+            "synthetic_counts must be [train, testA, testB], each >= 1",
+        ),
+        ({"synthetic_size": [96]}, "synthetic_size must be [height, width], each >= 1"),
+        ({"patch_size": ["64", "64"]}, "patch_size must be a list of integers"),
     ],
 )
 def test_validate_refuses_a_bad_value_in_one_line(updates: dict, message: str) -> None:
@@ -117,6 +127,7 @@ def test_validate_refuses_a_bad_value_in_one_line(updates: dict, message: str) -
 def test_one_sample_or_no_momentum_is_fine_where_it_means_something() -> None:
     validate(ExperimentConfig(mc_iters=1, heuristic="entropy"))
     validate(ExperimentConfig(mc_iters=1, heuristic="random"))
+    validate(ExperimentConfig(dropout=0.0, heuristic="entropy"))
     validate(ExperimentConfig(momentum=0.0, nesterov=False))
     validate(ExperimentConfig(device="cuda:1"))
 

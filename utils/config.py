@@ -53,6 +53,10 @@ def pair_of_at_least(low: int) -> Rule:
     return (lambda v: len(v) == 2 and min(v) >= low), f"[height, width] with both >= {low}"
 
 
+def positive_ints(length: int, what: str) -> Rule:
+    return (lambda v: len(v) == length and min(v) >= 1), f"{what}, each >= 1"
+
+
 def _key(
     default: Any, help: str, *, choices: tuple[str, ...] = (), rule: Rule | None = None
 ) -> Any:
@@ -99,8 +103,16 @@ class ExperimentConfig:
     synthetic: bool = _key(
         False, "generate a synthetic GlaS and its splits at `data_path` when absent"
     )
-    synthetic_size: list[int] = _key([96, 128], "synthetic images' usual `[height, width]`")
-    synthetic_counts: list[int] = _key([16, 6, 4], "synthetic train, testA, testB image counts")
+    synthetic_size: list[int] = _key(
+        [96, 128],
+        "synthetic images' usual `[height, width]`",
+        rule=positive_ints(2, "[height, width]"),
+    )
+    synthetic_counts: list[int] = _key(
+        [16, 6, 4],
+        "synthetic train, testA, testB image counts",
+        rule=positive_ints(3, "[train, testA, testB]"),
+    )
     synthetic_rare_fraction: float = _key(
         0.0,
         "share of synthetic train images in a rare tissue style (half the test images get it "
@@ -340,7 +352,14 @@ def _kind(default: Any) -> tuple[str, Any]:
         return "a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)
     if isinstance(default, str):
         return "a string", lambda v: isinstance(v, str)
-    return "a list", lambda v: isinstance(v, list | tuple)
+    # Every list key holds whole numbers (sizes and counts).
+    return (
+        "a list of integers",
+        lambda v: (
+            isinstance(v, list | tuple)
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+        ),
+    )
 
 
 def unknown_key(key: str) -> str | None:
@@ -417,6 +436,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         (
             cfg.momentum > 0 or not cfg.nesterov,
             "nesterov=True needs momentum > 0; set momentum (0.9 is the default) or nesterov=False",
+        ),
+        (
+            cfg.dropout > 0 or heuristic not in NEEDS_SAMPLES,
+            f"{heuristic} measures disagreement between MC-dropout samples, which is zero with "
+            "dropout=0; set dropout > 0 (0.1 is the default)",
         ),
         (
             cfg.mc_iters >= 2 or heuristic not in NEEDS_SAMPLES,
