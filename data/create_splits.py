@@ -77,6 +77,13 @@ def make_splits(
     else:
         # scikit-learn's count for a fractional test_size, so GlaS's splits stay as they were.
         n_val = math.ceil(val_size * len(train_names))
+        if n_val == len(train_names):
+            # Rounded down, so that its own ceil leaves an image in train.
+            largest = math.floor(100 * (len(train_names) - 1) / len(train_names)) / 100
+            raise DataError(
+                f"--val-size {val_size} puts all {len(train_names)} train images in val and "
+                f"leaves none to train on; use at most {largest:g}"
+            )
         fit_names, val_names = stratified_split(train_names, n_val, grades, seed)
     names = {
         "train": sorted(fit_names, key=_natural_key),
@@ -109,9 +116,17 @@ def write_splits(
 ) -> dict[str, list[SplitRow]]:
     splits = make_splits(data_path, seed=seed, val_size=val_size, by_patient=by_patient)
     splits_path = Path(splits_path)
-    splits_path.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
-        atomic_write_text(splits_path / f"{split}.csv", _to_csv(splits[split]))
+    if splits_path.exists() and not splits_path.is_dir():
+        raise DataError(f"--splits-path {splits_path} is a file; name a folder for the split CSVs")
+    try:
+        splits_path.mkdir(parents=True, exist_ok=True)
+        for split in SPLITS:
+            atomic_write_text(splits_path / f"{split}.csv", _to_csv(splits[split]))
+    except OSError as err:
+        raise DataError(
+            f"--splits-path {splits_path} cannot be written ({err.strerror or err}: "
+            f"{err.filename or splits_path}); name a folder you can write to"
+        ) from None
     return splits
 
 

@@ -108,9 +108,17 @@ def convert(source: Path, out: Path, seed: int = 0) -> dict[str, list[str]]:
             f"--out {out} exists and is not an earlier conversion ({MARKER} is missing); name "
             "a new folder, or empty this one"
         )
-    with staging(out.with_name(f".{out.name}.partial")) as partial:
-        splits = _write(source, partial, train_names, test_names, seed)
-    replace_folder(partial, out)
+    try:
+        with staging(out.with_name(f".{out.name}.partial")) as partial:
+            splits = _write(source, partial, train_names, test_names, seed)
+        replace_folder(partial, out)
+    except UserError:
+        raise
+    except OSError as err:
+        raise DataError(
+            f"--out {out} cannot be written ({err.strerror or err}: {err.filename or out}); name "
+            "a folder whose parent you can write to, on a disk with room for the dataset"
+        ) from None
     return splits
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import shutil
 import sys
 from pathlib import Path
 
@@ -40,21 +39,31 @@ def prescale_glas(data_path: str | Path, scale: float, out: str | Path) -> int:
     if out.resolve() == data_path.resolve():
         raise DataError(f"--out {out} is the data folder itself; name a new folder")
     names = sorted(read_grades(data_path))
-    out.mkdir(parents=True, exist_ok=True)
-    # Grade.csv marks a complete copy: one from an earlier pass (another scale) must go before
-    # this pass overwrites any image, or a pass cut off part-way would leave a mixed copy.
-    (out / "Grade.csv").unlink(missing_ok=True)
-    for name in names:
-        row = SplitRow(f"{name}.bmp", f"{name}_anno.bmp", 0)
-        image, mask = load_pair(data_path, row, scale)
-        atomic_write_bytes(out / row.image, _bmp_bytes(Image.fromarray(image, "RGB")))
-        atomic_write_bytes(out / row.mask, _bmp_bytes(Image.fromarray(mask * 255, "L")))
-    # Grade.csv last: a copy cut off part-way has none, so the loader refuses it in one line.
-    shutil.copyfile(data_path / "Grade.csv", out / "Grade.csv")
+    grade_csv = (data_path / "Grade.csv").read_bytes()
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file; name a folder for the copy")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        # Grade.csv marks a complete copy: one from an earlier pass (another scale) must go
+        # before this pass overwrites any image, or a pass cut off part-way would leave a mix.
+        (out / "Grade.csv").unlink(missing_ok=True)
+        for name in names:
+            row = SplitRow(f"{name}.bmp", f"{name}_anno.bmp", 0)
+            image, mask = load_pair(data_path, row, scale)
+            atomic_write_bytes(out / row.image, _bmp_bytes(Image.fromarray(image, "RGB")))
+            atomic_write_bytes(out / row.mask, _bmp_bytes(Image.fromarray(mask * 255, "L")))
+        # Grade.csv last, and whole: a copy cut off part-way, even within Grade.csv itself (a
+        # cut at a row boundary would read as a shorter list), has none and is refused.
+        atomic_write_bytes(out / "Grade.csv", grade_csv)
+    except OSError as err:
+        raise DataError(
+            f"--out {out} cannot be written ({err.strerror or err}: {err.filename or out}); "
+            "name a folder you can write to, on a disk with room for the copy"
+        ) from None
     return len(names)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-path", required=True, help="GlaS as distributed")
     parser.add_argument("--scale", type=float, required=True, help="e.g. 0.5 or 0.25")
@@ -63,9 +72,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         count = prescale_glas(args.data_path, args.scale, args.out)
     except DataError as err:
-        sys.exit(f"prescale: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(f"prescale: wrote {count} images and masks at scale {args.scale} to {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

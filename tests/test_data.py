@@ -127,6 +127,45 @@ def test_create_splits_runs_as_a_script(synthetic_root: Path, tmp_path: Path) ->
     assert (tmp_path / "test.csv").exists() and "train" in result.stdout
 
 
+def test_create_splits_refuses_a_splits_path_it_cannot_write_in_one_line(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    file = tmp_path / "file"
+    file.write_text("not a folder")
+    data = ["--data-path", str(synthetic_root / "GlaS")]
+    done = subprocess.run(
+        [sys.executable, "data/create_splits.py", *data, "--splits-path", str(file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr == f"error: --splits-path {file} is a file; name a folder for the split CSVs\n"
+    )
+    # A folder under a file fails in mkdir itself (NotADirectoryError), as an unwritable one does.
+    assert create_splits_main([*data, "--splits-path", str(file / "splits")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --splits-path {file / 'splits'} cannot be written (")
+    assert err.count("\n") == 1
+
+
+def test_a_val_size_that_leaves_no_train_image_is_refused_in_one_line(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    data, out = ["--data-path", str(synthetic_root / "GlaS")], ["--splits-path", str(tmp_path)]
+    assert create_splits_main([*data, *out, "--val-size", "0.99"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "error: --val-size 0.99 puts all 12 train images in val and leaves none to train on; "
+        "use at most 0.91\n"
+    )
+    assert not list(tmp_path.iterdir())
+    # The largest fraction it names leaves one.
+    assert create_splits_main([*data, *out, "--val-size", "0.91"]) == 0
+    assert len(read_split(tmp_path, "train")) == 1
+
+
 def test_dataset_items_have_documented_types(synthetic_root: Path) -> None:
     rows = read_split(synthetic_root / "splits", "test")
     dataset = GlasDataset(ImageStore(synthetic_root / "GlaS", rows))
@@ -154,6 +193,26 @@ def test_image_scale_resizes_image_and_mask(synthetic_root: Path) -> None:
         binary = Image.fromarray(((np.asarray(annotation) > 0) * 255).astype(np.uint8))
         nearest = np.asarray(binary.resize(size, Image.Resampling.NEAREST)) > 0
         assert torch.equal(mask, torch.from_numpy(nearest.astype(np.int64)))
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.35, 0.01])
+def test_image_scale_resamples_images_bilinearly_and_masks_by_nearest(
+    synthetic_root: Path, scale: float
+) -> None:
+    # Pins the filters themselves: committed results were computed on images resized so, and
+    # another filter (nearest, bicubic) would change every pixel value the model sees. 0.35
+    # rounds the size up where int() would not; 0.01 keeps one pixel a side.
+    rows = read_split(synthetic_root / "splits", "train")[:2]
+    store = ImageStore(synthetic_root / "GlaS", rows, image_scale=scale)
+    for row, image, mask in zip(rows, store.images, store.masks, strict=True):
+        original = Image.open(synthetic_root / "GlaS" / row.image).convert("RGB")
+        size = (max(1, round(original.width * scale)), max(1, round(original.height * scale)))
+        bilinear = np.asarray(original.resize(size, Image.Resampling.BILINEAR))
+        assert np.array_equal(image.permute(1, 2, 0).numpy(), bilinear)
+        annotation = np.asarray(Image.open(synthetic_root / "GlaS" / row.mask)) > 0
+        binary = Image.fromarray(annotation.astype(np.uint8))
+        nearest = np.asarray(binary.resize(size, Image.Resampling.NEAREST))
+        assert np.array_equal(mask.numpy(), nearest)
 
 
 def test_augmentation_moves_image_and_mask_together() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +113,23 @@ def test_a_damaged_archive_or_vertex_is_refused_in_one_line(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "region '1' has a vertex without numeric X and Y" in err
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_an_out_whose_parent_cannot_be_written_is_refused_in_one_line(tmp_path: Path) -> None:
+    # A parent that is a file fails in staging's mkdir (NotADirectoryError), as an unwritable
+    # one does (PermissionError), which a test run as root cannot bring about.
+    source = fake_monuseg(tmp_path / "src")
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / "file" / "MoNuSeg"
+    done = subprocess.run(
+        [sys.executable, "data/monuseg.py", "--source", str(source), "--out", str(out)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: --out {out} cannot be written (Not a directory: ")
+    assert done.stderr.count("\n") == 1
 
 
 def test_a_conversion_replaces_its_own_folder_whole_and_nothing_else(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
+import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,27 +44,91 @@ def test_scale_out_of_range_is_refused(synthetic_root: Path, tmp_path: Path, sca
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_names_a_missing_data_folder(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
-    done = subprocess.run(
-        [
-            sys.executable,
-            "data/prescale.py",
-            "--data-path",
-            str(tmp_path / "nope"),
-            "--scale",
-            "0.5",
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        cwd=root,
+def run_cli(data: Path, out: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "data/prescale.py", "--data-path", str(data), "--scale", "0.5"]
+        + ["--out", str(out)],
+        cwd=Path(__file__).resolve().parents[1],
         capture_output=True,
         text=True,
     )
-    assert done.returncode != 0
+
+
+def test_cli_names_a_missing_data_folder(tmp_path: Path) -> None:
+    done = run_cli(tmp_path / "nope", tmp_path / "out")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: data folder") and done.stderr.count("\n") == 1
+
+
+def test_cli_refuses_an_out_it_cannot_make_a_folder_in_one_line(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    done = run_cli(synthetic_root / "GlaS", tmp_path / "file")
+    assert done.returncode == 2, done.stderr
     assert (
-        done.stderr.strip().startswith("prescale: data folder") and "\n" not in done.stderr.strip()
+        done.stderr == f"error: --out {tmp_path / 'file'} is a file; name a folder for the copy\n"
     )
+    # A folder under a file fails in mkdir itself (NotADirectoryError), as an unwritable one does.
+    out = tmp_path / "file" / "copy"
+    args = ["--data-path", str(synthetic_root / "GlaS"), "--scale", "0.5", "--out", str(out)]
+    assert data.prescale.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {out} cannot be written (") and err.count("\n") == 1
+
+
+def disk_filling_up(monkeypatch: pytest.MonkeyPatch, target: Path, room: int, data: bytes) -> None:
+    """From now on a file written in ``target``'s folder under ``target``'s name (or a temporary
+    name holding it) takes ``room`` bytes of ``data`` and then fails, as on a full disk."""
+
+    class Full(io.RawIOBase):
+        def __init__(self, file: io.BufferedWriter) -> None:
+            self.file = file
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, chunk: bytes) -> int:
+            assert bytes(chunk) == data, "Grade.csv is written in one piece"
+            self.file.write(bytes(chunk)[:room])
+            self.file.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def fileno(self) -> int:  # nor may shutil's sendfile write past the full disk
+            raise io.UnsupportedOperation("fileno")
+
+        def close(self) -> None:
+            self.file.close()
+            super().close()
+
+    real_open = io.open
+
+    def opening(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        handle = real_open(file, mode, *args, **kwargs)
+        path = Path(os.readlink(f"/proc/self/fd/{file}") if isinstance(file, int) else file)
+        if "w" in mode and path.parent == target.parent and target.name in path.name:
+            return Full(handle)
+        return handle
+
+    monkeypatch.setattr(builtins, "open", opening)  # shutil.copyfile opens with it
+    monkeypatch.setattr(io, "open", opening)  # os.fdopen, as atomic_write uses, opens with it
+
+
+def test_a_copy_cut_off_within_grade_csv_is_refused(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grade_csv = (synthetic_root / "GlaS" / "Grade.csv").read_bytes()
+    # Cut after the third row: the rows before it read as a complete, shorter list of images.
+    room = [i for i, byte in enumerate(grade_csv) if byte == ord("\r")][3] + 1
+    assert 0 < room < len(grade_csv)
+    out = tmp_path / "copy"
+    disk_filling_up(monkeypatch, out / "Grade.csv", room, grade_csv)
+    with pytest.raises(DataError, match="No space left on device"):
+        prescale_glas(synthetic_root / "GlaS", 0.5, out)
+    monkeypatch.undo()
+    assert (out / "train_1.bmp").exists()  # the images were written before the cut
+    with pytest.raises(DataError, match="Grade.csv is missing"):
+        read_grades(out)
 
 
 def test_a_new_pass_cut_off_part_way_leaves_no_usable_copy(
