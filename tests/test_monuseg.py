@@ -37,7 +37,7 @@ XML = """<Annotations MicronsPerPixel="0.252700">
 </Annotations>
 """
 
-# Interior and outline: every pixel whose centre lies in or on the polygon.
+# Interior and outline: with whole-pixel vertices, every pixel whose centre lies in or on it.
 EXPECTED = np.array(
     [
         [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
@@ -59,6 +59,15 @@ def test_polygons_rasterise_pixel_exactly(tmp_path: Path) -> None:
     shapes = polygons(xml)
     assert shapes == [[(2, 2), (5, 2), (5, 5), (2, 5)], [(10, 2), (14, 6), (10, 6)]]
     assert np.array_equal(rasterise(shapes, (16, 8)), EXPECTED)
+
+
+def test_fractional_vertices_are_taken_at_the_whole_pixel_below() -> None:
+    # The committed MoNuSeg test masks were drawn this way; a pixel-centre rule would fill
+    # rows and columns 2-4 only.
+    square = [(1.5, 1.5), (4.8, 1.5), (4.8, 4.8), (1.5, 4.8)]
+    expected = np.zeros((7, 7), np.uint8)
+    expected[1:5, 1:5] = 1
+    assert np.array_equal(rasterise([square], (7, 7)), expected)
 
 
 def fake_monuseg(root: Path, n_train: int = 5) -> Path:
