@@ -113,18 +113,21 @@ def write_splits(
     seed: int = 0,
     val_size: float = 0.2,
     by_patient: bool = False,
+    option: str = "--splits-path ",
 ) -> dict[str, list[SplitRow]]:
+    """Write the three split CSVs; ``option`` is how a refusal names ``splits_path`` (the
+    command's flag, or ``splits_path=`` for a run)."""
     splits = make_splits(data_path, seed=seed, val_size=val_size, by_patient=by_patient)
     splits_path = Path(splits_path)
     if splits_path.exists() and not splits_path.is_dir():
-        raise DataError(f"--splits-path {splits_path} is a file; name a folder for the split CSVs")
+        raise DataError(f"{option}{splits_path} is a file; name a folder for the split CSVs")
     try:
         splits_path.mkdir(parents=True, exist_ok=True)
         for split in SPLITS:
             atomic_write_text(splits_path / f"{split}.csv", _to_csv(splits[split]))
     except OSError as err:
         raise DataError(
-            f"--splits-path {splits_path} cannot be written ({err.strerror or err}: "
+            f"{option}{splits_path} cannot be written ({err.strerror or err}: "
             f"{err.filename or splits_path}); name a folder you can write to"
         ) from None
     return splits

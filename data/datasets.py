@@ -86,6 +86,13 @@ def _prepare_synthetic(cfg: ExperimentConfig, data_path: Path) -> None:
     }
     manifest = data_path / "synthetic.json"
     fresh = not (data_path / "Grade.csv").exists()
+    splits_path = Path(cfg.splits_path)
+    present = all(split_csv_path(splits_path, s).exists() for s in SPLITS)
+    if present and fresh and not _splits_of(splits_path, data_path):
+        raise DataError(
+            f"splits_path={splits_path} holds splits that were not written for the synthetic "
+            f"GlaS at {data_path}; set splits_path to another folder, or delete those splits"
+        )
     if fresh:
         generate_synthetic_glas(data_path, **settings)
         atomic_save_json(manifest, settings)
@@ -96,6 +103,21 @@ def _prepare_synthetic(cfg: ExperimentConfig, data_path: Path) -> None:
             f"({manifest.read_text().strip()}); delete it or choose another data_path"
         )
     # New data gets new splits: those of the data it replaces would name other images.
-    if fresh or not all(split_csv_path(cfg.splits_path, s).exists() for s in SPLITS):
-        write_splits(data_path, cfg.splits_path, seed=0)
-        print(f"wrote splits to {cfg.splits_path}", flush=True)
+    if fresh or not present:
+        write_splits(data_path, splits_path, seed=0, option="splits_path=")
+        atomic_save_json(splits_path / SPLITS_MARKER, {"data_path": str(data_path.resolve())})
+        print(f"wrote splits to {splits_path}", flush=True)
+
+
+# Beside the splits written for a synthetic GlaS: which data folder they are of, so that new
+# data there replaces them and never the splits of another dataset.
+SPLITS_MARKER = "synthetic_data.json"
+
+
+def _splits_of(splits_path: Path, data_path: Path) -> bool:
+    """Whether ``splits_path`` holds the splits written for the synthetic GlaS at ``data_path``."""
+    try:
+        written_for = json.loads((splits_path / SPLITS_MARKER).read_text())["data_path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return written_for == str(data_path.resolve())

@@ -282,6 +282,25 @@ def test_a_regenerated_synthetic_glas_gets_its_own_splits(tmp_path: Path) -> Non
     open_glas(data, splits, SPLITS)
 
 
+def test_a_new_synthetic_glas_leaves_another_datasets_splits_alone(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    from data.datasets import prepare_synthetic
+    from data.segmentation import DataError
+    from utils.config import ExperimentConfig
+
+    splits = tmp_path / "splits"
+    shutil.copytree(synthetic_root / "splits", splits)  # a GlaS's own splits, made by hand
+    before = {p.name: p.read_bytes() for p in splits.iterdir()}
+    settings = {"synthetic": True, "synthetic_size": [48, 64], "synthetic_counts": [8, 2, 2]}
+    data = tmp_path / "GlaS"
+    config = ExperimentConfig(data_path=str(data), splits_path=str(splits), **settings)
+    with pytest.raises(DataError, match=f"splits_path={splits} holds splits that were not"):
+        prepare_synthetic(config)
+    assert {p.name: p.read_bytes() for p in splits.iterdir()} == before
+    assert not data.exists()  # refused before generating anything
+
+
 @pytest.mark.parametrize(
     ("updates", "fragments"),
     [

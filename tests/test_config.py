@@ -110,10 +110,9 @@ def test_integers_are_accepted_where_numbers_are_expected() -> None:
             {"dropout": 0.0},
             "bald measures disagreement between MC-dropout samples, which is zero with dropout=0",
         ),
-        (
-            {"synthetic_counts": [40, 10]},
-            "synthetic_counts must be [train, testA, testB], each >= 1",
-        ),
+        ({"synthetic_counts": [40, 10]}, "synthetic_counts must be [train, testA, testB] with"),
+        ({"synthetic_counts": [3, 1, 1]}, "synthetic_counts must be [train, testA, testB] with"),
+        ({"synthetic_counts": [8, 0, 0]}, "synthetic_counts must be [train, testA, testB] with"),
         ({"synthetic_size": [96]}, "synthetic_size must be [height, width], each >= 1"),
         ({"patch_size": ["64", "64"]}, "patch_size must be a list of integers"),
     ],
@@ -128,6 +127,7 @@ def test_one_sample_or_no_momentum_is_fine_where_it_means_something() -> None:
     validate(ExperimentConfig(mc_iters=1, heuristic="entropy"))
     validate(ExperimentConfig(mc_iters=1, heuristic="random"))
     validate(ExperimentConfig(dropout=0.0, heuristic="entropy"))
+    validate(ExperimentConfig(synthetic_counts=[4, 1, 0]))
     validate(ExperimentConfig(momentum=0.0, nesterov=False))
     validate(ExperimentConfig(device="cuda:1"))
 

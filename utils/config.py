@@ -53,10 +53,6 @@ def pair_of_at_least(low: int) -> Rule:
     return (lambda v: len(v) == 2 and min(v) >= low), f"[height, width] with both >= {low}"
 
 
-def positive_ints(length: int, what: str) -> Rule:
-    return (lambda v: len(v) == length and min(v) >= 1), f"{what}, each >= 1"
-
-
 def _key(
     default: Any, help: str, *, choices: tuple[str, ...] = (), rule: Rule | None = None
 ) -> Any:
@@ -106,12 +102,15 @@ class ExperimentConfig:
     synthetic_size: list[int] = _key(
         [96, 128],
         "synthetic images' usual `[height, width]`",
-        rule=positive_ints(2, "[height, width]"),
+        rule=((lambda v: len(v) == 2 and min(v) >= 1), "[height, width], each >= 1"),
     )
     synthetic_counts: list[int] = _key(
         [16, 6, 4],
         "synthetic train, testA, testB image counts",
-        rule=positive_ints(3, "[train, testA, testB]"),
+        rule=(
+            lambda v: len(v) == 3 and v[0] >= 4 and min(v[1:]) >= 0 and v[1] + v[2] >= 1,
+            "[train, testA, testB] with train >= 4 (split into train and val) and a test image",
+        ),
     )
     synthetic_rare_fraction: float = _key(
         0.0,
