@@ -189,6 +189,8 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
     # Two sweeps of one results_dir on SLURM at once would each find a run not yet submitted and
     # submit it; the second waits here, then finds the first one's submissions.
     with waiting_lock(slurm_logs / SUBMIT_LOCK) if executor is not None else nullcontext():
+        if executor is not None:  # read again: runs may have ended while another sweep submitted
+            statuses = check_resumable(jobs)
         todo, refusals = runs_to_start(jobs, statuses, slurm_logs if executor else None)
         print(
             f"sweep: {len(jobs)} runs in {results_dir}, "

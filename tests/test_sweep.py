@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,6 +148,7 @@ def test_a_sweep_under_nohup_outlives_its_terminal(synthetic_root: Path, tmp_pat
     lock = tmp_path / "random_0.lock"
     while not _lock_held(lock) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert _lock_held(lock), "the run must be running for this test to mean anything"
     os.killpg(process.pid, signal.SIGHUP)  # the terminal closes: the sweep and its run get it
     _, err = process.communicate(timeout=300)
     assert process.returncode == 0, err
@@ -366,6 +368,33 @@ def test_a_slurm_sweep_does_not_submit_a_run_running_elsewhere(
     assert "#SBATCH --array" not in record.read_text()
     submitted = json.loads((results / "slurm" / "submitted.json").read_text())
     assert submitted == {"bald_1": "4343"}
+
+
+def test_a_run_that_ends_while_the_sweep_waits_to_submit_is_not_submitted(
+    synthetic_root: Path,
+    clean_sweep: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import contextlib
+
+    import sweep
+
+    record, results = tmp_path / "submitted.sh", tmp_path / "results"
+    monkeypatch.setenv("PATH", _slurm_bin(tmp_path, record, "exit 0"))
+
+    @contextlib.contextmanager
+    def another_sweep_submitting(path: Path):  # bald_0 finishes while this sweep waits
+        for suffix in (".json", ".npy", ".state.json"):
+            shutil.copyfile(clean_sweep / f"bald_0{suffix}", results / f"bald_0{suffix}")
+        yield
+
+    monkeypatch.setattr(sweep, "waiting_lock", another_sweep_submitting)
+    argv = ["--executor", "slurm", "--gpus-per-job", "0", "--heuristics", "bald", "--runs", "0-1"]
+    assert sweep.main([*argv, "--", *demo_tokens(synthetic_root, results)]) == 0
+    assert "1 finished or running elsewhere, 1 to run" in capsys.readouterr().out
+    assert json.loads((results / "slurm" / "submitted.json").read_text()) == {"bald_1": "4343"}
 
 
 def test_a_squeue_outage_does_not_submit_again_the_runs_submitted_before(
