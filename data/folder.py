@@ -111,13 +111,15 @@ def _group_key(value: str) -> tuple[int, int | str]:
 def _csv_rows(path: Path) -> Iterator[list[str]]:
     """``path``'s rows, as ``csv.reader`` gives them; a file that is not UTF-8 (Excel's plain
     "CSV" on Windows is cp1252) is refused in one line rather than misread."""
+    raw = path.read_bytes()
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            text = f.read()
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
+        # The decoder counts from after a byte-order mark; the message counts in the file.
+        at = err.start + (len(raw) - len(err.object))
         raise DataError(
-            f"{path} is not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}); save "
-            "it as UTF-8 (in Excel: 'CSV UTF-8')"
+            f"{path} is not UTF-8 text (byte {at} is {raw[at]:#04x}); save it as UTF-8 (in "
+            "Excel: 'CSV UTF-8')"
         ) from None
     return csv.reader(io.StringIO(text, newline=""))
 

@@ -422,12 +422,16 @@ def break_folder(folder: Path, how: str) -> str:
         rgba[:16, :16, 3] = 255
         Image.fromarray(rgba, "RGBA").save(folder / "masks" / "img_03.png")
         return "masks/img_03.png has transparent pixels"
-    if how in ("groups.csv not UTF-8", "split file not UTF-8"):
+    if how in ("groups.csv not UTF-8", "split file not UTF-8", "groups.csv not UTF-8 after a BOM"):
         # As Excel's plain "CSV" writes it on Windows: cp1252, where é is the byte 0xe9.
         groups = "".join(f"img_{i:02d},Adénome\n" for i in range(6))
         (folder / "groups.csv").write_bytes(("image,group\n" + groups).encode("cp1252"))
         if how == "groups.csv not UTF-8":
             return "groups.csv is not UTF-8 text (byte 21 is 0xe9); save it as UTF-8"
+        if how == "groups.csv not UTF-8 after a BOM":  # the byte is counted in the file
+            path = folder / "groups.csv"
+            path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+            return "groups.csv is not UTF-8 text (byte 24 is 0xe9)"
         (folder / "groups.csv").write_text("image,group\n" + groups)
         (folder / "splits").mkdir()
         for split, names in (("train", "00,01,02"), ("val", "03,04"), ("test", "05")):
@@ -451,6 +455,7 @@ def break_folder(folder: Path, how: str) -> str:
         "empty folder",
         "mask with transparent pixels",
         "groups.csv not UTF-8",
+        "groups.csv not UTF-8 after a BOM",
         "split file not UTF-8",
     ],
 )

@@ -428,7 +428,8 @@ def test_a_results_dir_that_cannot_be_made_is_one_line_before_any_image_loads(
     with pytest.raises(SystemExit):
         suggest(folder, tmp_path / "a_file")
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "a_file/suggest cannot be created or written" in lines[0], lines
+    fragment = f"results_dir={tmp_path / 'a_file'} cannot be created or written"
+    assert len(lines) == 1 and fragment in lines[0], lines
     assert not loaded
 
 

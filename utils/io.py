@@ -14,7 +14,6 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from utils.config import ConfigError
 from utils.errors import UserError
 
 if TYPE_CHECKING:
@@ -116,6 +115,10 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = FIGURE_DPI) -> Path:
         plt.close(fig)
 
 
+class ResultsDirError(UserError, OSError):
+    """``results_dir`` cannot be created, or this user cannot write in it."""
+
+
 def make_results_dir(results_dir: Path) -> None:
     """Create ``results_dir`` if absent and check that this user can write in it."""
     try:
@@ -124,7 +127,7 @@ def make_results_dir(results_dir: Path) -> None:
         probe.touch()
         probe.unlink()
     except OSError as err:
-        raise ConfigError(
+        raise ResultsDirError(
             f"results_dir={results_dir} cannot be created or written ({err.strerror}); "
             "choose a writable folder"
         ) from None

@@ -46,12 +46,7 @@ from utils.io import (
 from utils.loop.acquisition import AcquisitionSettings, acquire, pass_heuristic
 from utils.loop.device import describe_machine, pick_device, resolve_precision, samples_per_pass
 from utils.loop.inference import MCSettings, mc_probabilities
-from utils.loop.run import (
-    check_scaled_size,
-    make_regions,
-    seed_cycle,
-    train_settings,
-)
+from utils.loop.run import check_scaled_size, make_regions, seed_cycle, train_settings
 from utils.loop.training import train_model
 from utils.loop.units import ImageUnit, LabellingUnit, RegionUnit
 from utils.runs.lock import run_lock
@@ -151,6 +146,7 @@ def suggest(cfg: ExperimentConfig) -> Path:
     if not pool and cfg.unannotated_value < 0:
         raise DataError(f"every image in {index.root / 'images'} has a mask; nothing to suggest")
     device = pick_device(cfg.device)  # before the images load, which can take minutes
+    make_results_dir(Path(cfg.results_dir))
     out = Path(cfg.results_dir) / "suggest"
     make_results_dir(out)
     _check_same_folder(out, index.root)

@@ -71,20 +71,20 @@ def _holder(path: Path) -> str:
 
 
 # The descriptors of the locks this process holds. A forked child (a DataLoader worker) would
-# share each lock with it and keep it past its death, so the child closes its copies at once.
+# share each lock with it and keep it past its death, so the child drops its copies at once:
+# each becomes /dev/null, and the number stays valid for whatever closes it later.
 _HELD: set[int] = set()
 
 
-def _close_held_in_child() -> None:
+def _drop_held_in_child() -> None:
+    null = os.open(os.devnull, os.O_RDONLY)
     for fd in _HELD:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+        os.dup2(null, fd, inheritable=False)
+    os.close(null)
     _HELD.clear()
 
 
-os.register_at_fork(after_in_child=_close_held_in_child)
+os.register_at_fork(after_in_child=_drop_held_in_child)
 
 
 # ``is_locked`` holds a shared lock for an instant; a run starting in that instant waits it out.
