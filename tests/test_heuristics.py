@@ -1,18 +1,25 @@
-"""Heuristics: golden values on tiny tensors, equality with baal, and acquisition rules."""
+"""Heuristics: golden values on tiny tensors, equality with baal, acquisition rules, and the loop
+scoring the pool with the MC-dropout copy."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from baal.active.heuristics import BALD, Entropy
+from baal.bayesian.dropout import Dropout2d
 
+import utils.loop.run
+from active import ex
 from heuristics import ALIASES, PIXEL_MAPS, resolve_heuristic
 from heuristics.reductions import ReductionSettings, mean_reduction
 from heuristics.strategies import select_for_labelling
 from heuristics.uncertainty import border_distance_weight
+from tests.conftest import tiny_config
 
 
 def image_score(name: str, probs: torch.Tensor) -> torch.Tensor:
@@ -138,3 +145,36 @@ def test_selection_takes_whole_pool_when_smaller_than_request() -> None:
     assert sorted(chosen.tolist()) == [0, 1]
     with pytest.raises(ValueError, match="n_data_to_label"):
         select_for_labelling(np.array([0.3]), np.array([0]), 0, balance=False)
+
+
+@pytest.mark.parametrize("heuristic", ["bald", "variance"])
+def test_the_loop_scores_the_pool_with_the_mc_dropout_copy(
+    heuristic: str, synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scored with the deterministic model, every MC sample is the same: BALD and variance are
+    # then 0 up to rounding, still finite, so nothing else in a run notices. The tiny model's
+    # true scores are about 1e-4.
+    real_acquire = utils.loop.run.acquire
+    scorers = []
+
+    def noting_the_scorer(unit, settings, model, mc_model, *args):
+        scorers.append((model, mc_model))
+        return real_acquire(unit, settings, model, mc_model, *args)
+
+    monkeypatch.setattr(utils.loop.run, "acquire", noting_the_scorer)
+    config = tiny_config(
+        synthetic_root / "GlaS",
+        synthetic_root / "splits",
+        tmp_path,
+        heuristic=heuristic,
+        al_cycles=1,
+        epochs=1,
+    )
+    ex.run(config_updates=config)
+    ((model, mc_model),) = scorers
+    assert mc_model is not model, "the pool was scored with the deterministic model"
+    assert not mc_model.training
+    assert any(isinstance(m, Dropout2d) for m in mc_model.modules())
+    (acquired, _) = json.loads((tmp_path / f"{heuristic}_0.json").read_text())["acquired"]
+    scores = [pick["score"] for pick in acquired]
+    assert min(scores) > 1e-6

@@ -81,7 +81,7 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(
     assert machine["cycles"] == [0, 3]
 
 
-def test_resume_refuses_a_train_split_that_changed_since_the_run_began(
+def test_resume_refuses_a_split_that_changed_since_the_run_began(
     synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     import shutil
@@ -96,11 +96,14 @@ def test_resume_refuses_a_train_split_that_changed_since_the_run_began(
     state_path = results / "bald_0.state.json"
     state = json.loads(state_path.read_text())
     state_path.write_text(json.dumps({**state, "finished": False}))  # as if killed before the end
-    # Swap two train images: labelled_map, by position, would now label other images.
-    header, first, second, *rest = (splits / "train.csv").read_text().splitlines()
-    (splits / "train.csv").write_text("\n".join([header, second, first, *rest]) + "\n")
-    expect_exit(config, capsys, "bald_0: the train split is not the one this run began on")
-    (splits / "train.csv").write_text("\n".join([header, first, second, *rest]) + "\n")
+    # Swap two train images: labelled_map, by position, would now label other images; two
+    # validation or test images: the cycles to come would select or test on other terms.
+    for split in ("train", "val", "test"):
+        original = (splits / f"{split}.csv").read_text()
+        header, first, second, *rest = original.splitlines()
+        (splits / f"{split}.csv").write_text("\n".join([header, second, first, *rest]) + "\n")
+        expect_exit(config, capsys, f"bald_0: the {split} split is not the one this run began on")
+        (splits / f"{split}.csv").write_text(original)
     capsys.readouterr()
     ex.run(config_updates=config)
     assert "resuming bald_0 after cycle 1" in capsys.readouterr().out  # the same split resumes
@@ -134,10 +137,13 @@ def test_finished_run_is_reported_not_redone(
         moved / "bald_0.state.json",
         {**state, "history": history, "cycles_done": 1, "finished": False},
     )
-    ex.run(config_updates={**config, "results_dir": str(moved)})
+    # Figures asked for only now: the record says so, as it says where the run now is (the last
+    # cycle acquires nothing, so none are drawn).
+    ex.run(config_updates={**config, "results_dir": str(moved), "save_maps": True})
     assert "resuming bald_0 after cycle 0" in capsys.readouterr().out
     record = json.loads((moved / "bald_0.json").read_text())
     assert record["complete"] and record["config"]["results_dir"] == str(moved)
+    assert record["config"]["save_maps"] is True
     assert np.load(moved / "bald_0.npy").tolist() == np.load(tmp_path / "bald_0.npy").tolist()
     # Published without its state (as docs/results holds runs), it is still complete, not redone;
     # an unfinished one starts afresh.
@@ -317,6 +323,84 @@ def test_a_run_killed_while_saving_its_first_cycle_starts_afresh(
     assert len(writes) == 1 and not paths.state.exists()
     # Not refused: the run, and every sweep it is in, starts it again.
     assert load_state(paths, config, overwrite=False) is None
+
+
+def test_a_record_left_without_results_is_removed_when_the_run_starts_afresh(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tiny_config(
+        synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, al_cycles=0, epochs=1
+    )
+    # What a kill between the first cycle's record and its results leaves: no .npy, no state.
+    record = tmp_path / "bald_0.json"
+    atomic_save_json(record, {"config": config, "complete": False})
+    real_cycle = utils.loop.run.run_cycle
+    seen = []
+
+    def noting_the_record(cfg, setup, cycle, *args):
+        seen.append((cycle, record.exists()))
+        return real_cycle(cfg, setup, cycle, *args)
+
+    monkeypatch.setattr(utils.loop.run, "run_cycle", noting_the_record)
+    ex.run(config_updates=config)
+    assert seen == [(0, False)], "the report refuses the folder while the stale record is there"
+    assert json.loads(record.read_text())["complete"]
+
+
+def test_a_finished_runs_deleted_results_or_record_are_rewritten_from_its_state(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    config = tiny_config(
+        synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, al_cycles=0, epochs=1
+    )
+    ex.run(config_updates=config)
+    npy, record = tmp_path / "bald_0.npy", tmp_path / "bald_0.json"
+    results, written = npy.read_bytes(), json.loads(record.read_text())
+    for deleted in (npy, record):
+        deleted.unlink()
+        capsys.readouterr()
+        ex.run(config_updates=config)
+        out = capsys.readouterr().out
+        assert f"bald_0: rewrote {deleted.name} from bald_0.state.json" in out
+        assert "bald_0 is already complete" in out
+        assert npy.read_bytes() == results  # JSON keeps every float64 exactly
+        assert json.loads(record.read_text()) == written
+    assert len(load_results(tmp_path)["bald"]) == 1
+
+
+class Killed(Exception):
+    """A kill, raised where a test needs one."""
+
+
+def test_pseudo_labels_a_kill_left_behind_are_removed(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tiny_config(
+        synthetic_root / "GlaS", synthetic_root / "splits", tmp_path, epochs=1, semi="pseudo"
+    )
+    real_save = utils.loop.run.save_cycle
+
+    def killed_after_saving_cycle_1(paths, state):
+        real_save(paths, state)
+        if state.cycles_done == 2:
+            raise Killed  # before cycle 0's pseudo-labels are deleted
+
+    monkeypatch.setattr(utils.loop.run, "save_cycle", killed_after_saving_cycle_1)
+    with pytest.raises(Killed):
+        ex.run(config_updates=config)
+    stem = "bald+pseudo_0"
+    left = sorted(p.name for p in tmp_path.glob("*.npz"))
+    assert left == [f"{stem}.pseudo-0.npz", f"{stem}.pseudo-1.npz"]
+    monkeypatch.setattr(utils.loop.run, "save_cycle", real_save)
+    another_run = tmp_path / f"{stem}1.pseudo-0.npz"
+    another_run.write_bytes(b"")
+    ex.run(config_updates=config)  # resumes from cycle 1's, and ends
+    assert cycles_done(tmp_path, stem) == 3
+    assert sorted(tmp_path.glob("*.npz")) == [another_run]
+    # A finished run killed before deleting its last pseudo-labels: removed when it is rerun.
+    (tmp_path / f"{stem}.pseudo-1.npz").write_bytes(b"")
+    ex.run(config_updates=config)
+    assert sorted(tmp_path.glob("*.npz")) == [another_run]
 
 
 def test_nan_loss_stops_and_keeps_last_good_cycle(

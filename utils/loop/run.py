@@ -197,6 +197,13 @@ def _run_locked(
         check_data_folder(cfg)
         raise
     if state is not None and state.finished:
+        missing = [path.name for path in (paths.npy, paths.json) if not path.exists()]
+        if missing:
+            # Deleted by hand: without them the report refuses the folder or leaves the run out.
+            save_cycle(paths, state)
+            _say(f"{paths.stem}: rewrote {' and '.join(missing)} from {paths.state.name}")
+        if cfg.semi == "pseudo":
+            remove_pseudo_labels(paths, keep=None)  # left by a kill before the last removal
         _say(f"{paths.stem} is already complete in {paths.results_dir}: {paths.npy}")
         return np.load(paths.npy)
 
@@ -209,6 +216,10 @@ def _run_locked(
         f"model selection {cfg.model_selection}"
     )
     if state is None:
+        if paths.json.exists() and not paths.npy.exists():
+            # A run killed between its first record and results: the report would refuse the
+            # folder over that record until this run saves its first cycle.
+            paths.json.unlink()
         state = start_state(cfg, config, setup, n_val)
     else:
         restore_state(state, setup, paths)
@@ -233,7 +244,7 @@ def _run_locked(
             setup.pseudo.save(paths.pseudo_labels(cycle))  # before the state that needs it
         save_cycle(paths, state)
         if setup.pseudo is not None:
-            paths.pseudo_labels(cycle - 1).unlink(missing_ok=True)
+            remove_pseudo_labels(paths, keep=None if result.finished else cycle)
         _say(cycle_summary(cycle, result, setup.unit))
         if result.finished:
             break
@@ -241,6 +252,14 @@ def _run_locked(
     for path in (paths.npy, paths.json):
         add_artifact(path)
     return np.load(paths.npy)
+
+
+def remove_pseudo_labels(paths: RunPaths, keep: int | None) -> None:
+    """Delete the run's pseudo-labels but cycle ``keep``'s, which its state resumes from: not
+    only the previous cycle's, since a run killed before deleting them leaves them behind."""
+    for path in paths.all_pseudo_labels():
+        if keep is None or path != paths.pseudo_labels(keep):
+            path.unlink(missing_ok=True)
 
 
 def build_run(cfg: ExperimentConfig, paths: RunPaths) -> RunSetup:
@@ -329,7 +348,8 @@ def start_state(
 ) -> RunState:
     """Label the run's first images (all of them under full supervision)."""
     state = RunState(config=config, labelled_map=[], history=History(), validation_images=n_val)
-    state.train_digest = names_digest(setup.train_store.names)
+    for split, store in setup.stores.items():
+        setattr(state, f"{split}_digest", names_digest(store.names))
     al_set = setup.unit.al_set
     if cfg.full_supervision:
         al_set.label(list(range(len(setup.train_store))))
@@ -342,18 +362,19 @@ def start_state(
 
 def restore_state(state: RunState, setup: RunSetup, paths: RunPaths) -> None:
     """Put back what an interrupted run had labelled, and the pool's pseudo-labels."""
-    # States from before the digest existed lack it: their split is taken on trust, and the
-    # digest is recorded from here on.
-    digest = names_digest(setup.train_store.names)
-    if not state.train_digest:
-        state.train_digest = digest
-    if state.train_digest != digest:
-        where = setup.split_files.get("train", "its split file")
-        raise ResumeError(
-            f"{paths.stem}: the train split is not the one this run began on (other images, or "
-            f"in another order, in {where}); restore that split, or pass overwrite=True to start "
-            "afresh"
-        )
+    # States from before a split's digest existed lack it: that split is taken on trust, and
+    # its digest is recorded from here on.
+    for split, store in setup.stores.items():
+        digest, key = names_digest(store.names), f"{split}_digest"
+        if not getattr(state, key):
+            setattr(state, key, digest)
+        if getattr(state, key) != digest:
+            where = setup.split_files.get(split, "its split file")
+            raise ResumeError(
+                f"{paths.stem}: the {split} split is not the one this run began on (other "
+                f"images, or in another order, in {where}); restore that split, or pass "
+                "overwrite=True to start afresh"
+            )
     setup.unit.al_set.labelled_map = np.asarray(state.labelled_map, dtype=int)
     if setup.pseudo is not None:
         path = paths.pseudo_labels(state.cycles_done - 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -59,6 +60,10 @@ class RunState:
     regions_digest: str = ""  # superpixels' fingerprint (data.regions.RegionLabels.digest)
     # The train split's image names in order (names_digest): labelled_map is by position.
     train_digest: str = ""
+    # The same of the test split, and of the validation split when model selection reads it:
+    # the cycles before and after a resume must be tested and selected on the same images.
+    val_digest: str = ""
+    test_digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,11 @@ class RunPaths:
     def pseudo_labels(self, cycle: int) -> Path:
         """The pool's pseudo-labels made by ``cycle``'s acquisition pass (``semi=pseudo``)."""
         return self.results_dir / f"{self.stem}.pseudo-{cycle}.npz"
+
+    def all_pseudo_labels(self) -> list[Path]:
+        """Every ``pseudo_labels`` file of this run in the folder, whichever cycle made it."""
+        name = re.compile(re.escape(self.stem) + r"\.pseudo-\d+\.npz")
+        return sorted(p for p in self.results_dir.iterdir() if name.fullmatch(p.name))
 
 
 # Keys that the result name shows by itself. Full supervision selects nothing and learns from no
@@ -259,7 +269,9 @@ def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunS
             f"{paths.results_dir} already holds {paths.stem} with another config ({details}); "
             "use the same config to resume, another results_dir, or overwrite=True"
         )
-    state.config["results_dir"] = jsonable(config).get("results_dir")  # where it is now
+    # What resume ignores is this process's to say: where the files are now, and what it draws.
+    current = jsonable(config)
+    state.config.update({k: current[k] for k in sorted(IGNORED_FOR_RESUME) if k in current})
     return state
 
 
