@@ -26,6 +26,7 @@ from data.glas import (  # noqa: E402
     SplitRow,
     read_grade_table,
 )
+from data.segmentation import written_to  # noqa: E402
 from data.splitting import patient_split, stratified_split  # noqa: E402
 from utils.io import atomic_write_text  # noqa: E402
 
@@ -121,15 +122,10 @@ def write_splits(
     splits_path = Path(splits_path)
     if splits_path.exists() and not splits_path.is_dir():
         raise DataError(f"{option}{splits_path} is a file; name a folder for the split CSVs")
-    try:
+    with written_to(f"{option}{splits_path}", splits_path, "name a folder you can write to"):
         splits_path.mkdir(parents=True, exist_ok=True)
         for split in SPLITS:
             atomic_write_text(splits_path / f"{split}.csv", _to_csv(splits[split]))
-    except OSError as err:
-        raise DataError(
-            f"{option}{splits_path} cannot be written ({err.strerror or err}: "
-            f"{err.filename or splits_path}); name a folder you can write to"
-        ) from None
     return splits
 
 

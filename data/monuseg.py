@@ -29,7 +29,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 from data.folder import VAL_SIZE, save_png, write_folder_splits  # noqa: E402
-from data.segmentation import DataError, open_image  # noqa: E402
+from data.segmentation import DataError, open_image, written_to  # noqa: E402
 from utils.errors import UserError  # noqa: E402
 from utils.io import replace_folder, staging  # noqa: E402
 
@@ -111,17 +111,11 @@ def convert(source: Path, out: Path, seed: int = 0) -> dict[str, list[str]]:
             f"--out {out} exists and is not an earlier conversion ({MARKER} is missing); name "
             "a new folder, or empty this one"
         )
-    try:
+    fix = "name a folder whose parent you can write to, on a disk with room for the dataset"
+    with written_to(f"--out {out}", out, fix):
         with staging(out.with_name(f".{out.name}.partial")) as partial:
             splits = _write(source, partial, train_names, test_names, seed)
         replace_folder(partial, out)
-    except UserError:
-        raise
-    except OSError as err:
-        raise DataError(
-            f"--out {out} cannot be written ({err.strerror or err}: {err.filename or out}); name "
-            "a folder whose parent you can write to, on a disk with room for the dataset"
-        ) from None
     return splits
 
 

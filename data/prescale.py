@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a script: make the project's packages im
 from PIL import Image  # noqa: E402
 
 from data.glas import DataError, SplitRow, load_pair, read_grades  # noqa: E402
+from data.segmentation import written_to  # noqa: E402
 from utils.io import atomic_write_bytes  # noqa: E402
 
 
@@ -42,7 +43,9 @@ def prescale_glas(data_path: str | Path, scale: float, out: str | Path) -> int:
     grade_csv = (data_path / "Grade.csv").read_bytes()
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; name a folder for the copy")
-    try:
+    with written_to(
+        f"--out {out}", out, "name a folder you can write to, on a disk with room for the copy"
+    ):
         out.mkdir(parents=True, exist_ok=True)
         # Grade.csv marks a complete copy: one from an earlier pass (another scale) must go
         # before this pass overwrites any image, or a pass cut off part-way would leave a mix.
@@ -55,11 +58,6 @@ def prescale_glas(data_path: str | Path, scale: float, out: str | Path) -> int:
         # Grade.csv last, and whole: a copy cut off part-way, even within Grade.csv itself (a
         # cut at a row boundary would read as a shorter list), has none and is refused.
         atomic_write_bytes(out / "Grade.csv", grade_csv)
-    except OSError as err:
-        raise DataError(
-            f"--out {out} cannot be written ({err.strerror or err}: {err.filename or out}); "
-            "name a folder you can write to, on a disk with room for the copy"
-        ) from None
     return len(names)
 
 

@@ -7,7 +7,8 @@ of class indices, and the names of its classes. ``data/glas.py`` reads GlaS as d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,20 @@ def require_folder(path: str | Path, fix: str) -> None:
     """``DataError`` naming ``fix`` when the data folder ``path`` does not exist."""
     if not Path(path).is_dir():
         raise DataError(f"data folder {path} does not exist; {fix}")
+
+
+@contextmanager
+def written_to(what: str, fallback: Path, fix: str) -> Iterator[None]:
+    """Turn a failed write into one line: ``{what} cannot be written (reason: file); {fix}``
+    (``fallback`` names the file when the error does not)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except OSError as err:
+        raise DataError(
+            f"{what} cannot be written ({err.strerror or err}: {err.filename or fallback}); {fix}"
+        ) from None
 
 
 def open_image(path: Path, mode: str | None, missing_fix: str) -> Image.Image:
