@@ -433,19 +433,36 @@ def test_a_results_dir_that_cannot_be_made_is_one_line_before_any_image_loads(
     assert not loaded
 
 
-def test_another_folder_keeps_its_suggestions(
+def test_another_folder_keeps_its_suggestions_and_a_moved_one_is_the_same(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     first, _ = half_masked(tmp_path / "first")
-    second, _ = half_masked(tmp_path / "second", seed=1)
+    second, _ = half_masked(tmp_path / "second", seed=1)  # the same names, other pixels
+    out = tmp_path / "results/suggest"
     suggest(first, tmp_path / "results")
-    written = (tmp_path / "results/suggest/suggestions.csv").read_bytes()
-    capsys.readouterr()
-    with pytest.raises(SystemExit):
-        suggest(second, tmp_path / "results")
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    written = (out / "suggestions.csv").read_bytes()
+    weights = (out / "model.pt").stat().st_mtime_ns
+
+    def refused(folder: Path) -> list[str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit):
+            suggest(folder, tmp_path / "results")
+        return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+    lines = refused(second)
     assert len(lines) == 1 and f"holds the suggestions for {first.resolve()}" in lines[0], lines
-    assert (tmp_path / "results/suggest/suggestions.csv").read_bytes() == written
+    assert (out / "suggestions.csv").read_bytes() == written
+
+    moved = first.rename(tmp_path / "renamed")
+    lines = refused(second)  # the first folder is gone, but these are not its images
+    assert len(lines) == 1 and f"holds the suggestions for {first.resolve()}" in lines[0], lines
+    suggest(moved, tmp_path / "results")
+    said = capsys.readouterr().out
+    assert f"{first.resolve()} is gone and {moved} holds its labelled images" in said
+    assert "reusing" in said
+    assert (out / "model.pt").stat().st_mtime_ns == weights
+    assert (out / "suggestions.csv").read_bytes() == written
+    assert json.loads((out / "model.json").read_text())["data_path"] == str(moved.resolve())
 
 
 def test_an_image_too_small_for_the_scale_is_named(

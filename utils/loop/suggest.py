@@ -115,14 +115,18 @@ def _fingerprint(
     in region mode the mean image size that sets an epoch's length)."""
     hasher = hashlib.sha256()
     settings = {k: v for k, v in asdict(cfg).items() if k not in SCORING_KEYS}
-    settings["data_path"] = str(root.resolve())  # "slides", "slides/" and "/abs/slides" are one
+    del settings["data_path"]  # the files' names and bytes are hashed: a moved folder is the same
     settings["derived"] = derived
     hasher.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for row in rows:
         for name in (row.image, row.mask):
             hasher.update(name.encode())
-            hasher.update(hashlib.sha256((root / name).read_bytes()).digest())
+            hasher.update(_digest(root / name).encode())
     return hasher.hexdigest()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def suggest(cfg: ExperimentConfig) -> Path:
@@ -149,7 +153,7 @@ def suggest(cfg: ExperimentConfig) -> Path:
     make_results_dir(Path(cfg.results_dir))
     out = Path(cfg.results_dir) / "suggest"
     make_results_dir(out)
-    _check_same_folder(out, index.root)
+    _check_same_folder(out, index)
     rows = [SplitRow(index.images[n], index.masks[n], index.groups[n]) for n in labelled]
     rows += [SplitRow(index.images[n], "", index.groups[n]) for n in pool]
     load = partial(_pool_pair, index.root, cfg.num_classes, cfg.mask_kind, cfg.unannotated_value)
@@ -289,17 +293,33 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
     return saved
 
 
-def _check_same_folder(out: Path, root: Path) -> None:
-    """One results folder serves one data folder: another folder's suggestions are kept."""
+def _check_same_folder(out: Path, index: FolderIndex) -> None:
+    """One results folder serves one data folder: another folder's suggestions are kept.
+
+    A folder that was moved or renamed is the same one: its saved path is gone, and every image
+    labelled there is in ``index`` with the same bytes (masks may have changed since)."""
     saved = _read_manifest(out)
     if saved is None:
         return
     other = saved.get("data_path")
-    if other is not None and other != str(root.resolve()):
+    if other is None or other == str(index.root.resolve()):
+        return
+    before = saved.get("labelled_images")
+    moved = (
+        not Path(other).exists()
+        and isinstance(before, dict)
+        and bool(before)
+        and all(
+            name in index.images and _digest(index.root / index.images[name]) == digest
+            for name, digest in before.items()
+        )
+    )
+    if not moved:
         raise ConfigError(
             f"{out} holds the suggestions for {other}; set results_dir to another folder for "
-            f"{root}, or delete {out}"
+            f"{index.root}, or delete {out}"
         )
+    _say(f"{other} is gone and {index.root} holds its labelled images: taking it as moved there")
 
 
 def _original_size(path: Path) -> tuple[int, int]:
@@ -325,7 +345,8 @@ def _trained_model(
     derived: dict[str, Any] = {"patch": list(patch)}
     if isinstance(unit, RegionUnit):
         derived["image_pixels"] = [int(store.pixels.sum()), len(store)]
-    fingerprint = _fingerprint(cfg, Path(cfg.data_path), labelled_rows, derived)
+    root = Path(cfg.data_path)
+    fingerprint = _fingerprint(cfg, root, labelled_rows, derived)
     weights, manifest = out / "model.pt", out / "model.json"
     machine = describe_machine(device, amp_dtype)
     why = f"no {manifest.name} beside {weights.name}" if weights.exists() else "no saved weights"
@@ -345,6 +366,8 @@ def _trained_model(
                 why, reuse = f"{weights.name} does not load: {reason}", False
         if reuse:
             _say(f"labels and settings unchanged: reusing {weights}")
+            if saved.get("data_path") != str(root.resolve()):  # the folder moved
+                atomic_save_json(manifest, {**saved, "data_path": str(root.resolve())})
             # Training here would give other weights, hence other suggestions than a fresh run
             # on this machine; weights saved before manifests named their machine are not judged.
             before = saved.get("machine")
@@ -389,8 +412,9 @@ def _trained_model(
         manifest,
         {
             "fingerprint": fingerprint,
-            "data_path": str(Path(cfg.data_path).resolve()),
+            "data_path": str(root.resolve()),
             "labelled": [r.name for r in labelled_rows],
+            "labelled_images": {r.name: _digest(root / r.image) for r in labelled_rows},
             "regions_of_partial_masks": taken,
             "machine": machine,
         },
