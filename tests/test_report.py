@@ -121,6 +121,11 @@ def test_wilcoxon_with_a_zero_or_a_tie_is_exact() -> None:
     # Six positive differences, two of them tied: still only all-alike is as extreme.
     tied = {0: 0.51, 1: 0.51, 2: 0.52, 3: 0.53, 4: 0.54, 5: 0.55}
     assert paired_p_value(tied, b) == pytest.approx(2 / 64)
+    # A tie across signs: |differences| ranked 1, 2.5, 2.5, 4, 5, 6 with one 2.5 negative, so
+    # W- = 2.5. The sign patterns with a negative-rank sum <= 2.5 are {}, {1}, {2.5}, {2.5'}:
+    # p = 2 * 4 / 64. Untied ranks would give 6/64 or 10/64, the normal approximation 0.093.
+    across = {0: 0.51, 1: 0.52, 2: 0.48, 3: 0.53, 4: 0.54, 5: 0.55}
+    assert paired_p_value(across, b) == pytest.approx(8 / 64)
 
 
 def test_paired_p_value_edge_cases() -> None:
