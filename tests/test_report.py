@@ -98,6 +98,13 @@ def test_paired_t_test_by_hand() -> None:
     assert paired_p_value(a, b) == pytest.approx(expected, rel=1e-10)
     # Symmetric in its arguments.
     assert paired_p_value(b, a) == pytest.approx(expected, rel=1e-10)
+    # Five pairs are still the t-test's, which Wilcoxon (2 / 32 here, all positive) is not.
+    a = {run: 0.5 + 0.01 * (run + 1) for run in range(5)}
+    b = {run: 0.5 for run in range(5)}
+    # Differences 0.01..0.05: mean 0.03, variance 0.001 / 4, t = 4.243 with 4 degrees of freedom.
+    t_stat = 0.03 / (math.sqrt(0.001 / 4) / math.sqrt(5))
+    assert paired_p_value(a, b) == pytest.approx(2 * stats.t.sf(t_stat, df=4), rel=1e-6)
+    assert paired_p_value(a, b) == pytest.approx(0.01324, abs=1e-5)
 
 
 def test_wilcoxon_branch_exact_values() -> None:
@@ -126,6 +133,14 @@ def test_wilcoxon_with_a_zero_or_a_tie_is_exact() -> None:
     # p = 2 * 4 / 64. Untied ranks would give 6/64 or 10/64, the normal approximation 0.093.
     across = {0: 0.51, 1: 0.52, 2: 0.48, 3: 0.53, 4: 0.54, 5: 0.55}
     assert paired_p_value(across, b) == pytest.approx(8 / 64)
+    # Sizes equal up to float rounding tie too: 0.30 - 0.25 and 0.60 - 0.65 are 0.05 apart from
+    # each other's mirror by 5e-17. Ranks 1..4 and 5.5, 5.5 with one 5.5 negative, W- = 5.5:
+    # {}, four singletons below 5, two 5.5s and {1,2}, {1,3}, {1,4}, {2,3}: p = 2 * 11 / 64.
+    # Ranked 5 and 6 apart, the negative would be 6 (2 * 14 / 64) or 5 (2 * 10 / 64).
+    a = {0: 0.30, 1: 0.60, 2: 0.51, 3: 0.52, 4: 0.53, 5: 0.54}
+    b = {0: 0.25, 1: 0.65, 2: 0.50, 3: 0.50, 4: 0.50, 5: 0.50}
+    assert a[0] - b[0] != b[1] - a[1]
+    assert paired_p_value(a, b) == pytest.approx(22 / 64)
 
 
 def test_paired_p_value_edge_cases() -> None:
@@ -269,6 +284,7 @@ def test_tost_without_spread_and_edge_cases() -> None:
     assert tost_paired(np.array([0.003, 0.003]), 0.01) == (0.0, True)
     assert tost_paired(np.array([-0.02, -0.02]), 0.01) == (1.0, False)
     assert tost_paired(np.array([0.01, 0.01]), 0.01) == (1.0, False)  # on the margin: not inside
+    assert tost_paired(np.array([-0.01, -0.01]), 0.01) == (1.0, False)  # on the other one
     assert tost_paired(np.array([0.003]), 0.01) is None
     with pytest.raises(ValueError):
         tost_paired(DIFFS, 0.0)
@@ -281,8 +297,11 @@ def test_pairs_for_power_golden_values() -> None:
     assert pairs_for_power(0.02, 0.01) == 34
     # margin / sd = 2: 5 pairs (4 would do with n instead of n - 1 degrees of freedom).
     assert pairs_for_power(0.005, 0.01) == 5
-    # Zero spread: the fewest pairs a t-test takes; a tiny spread gives the same.
-    assert pairs_for_power(0.0, 0.01) == 2
+    # Zero spread: the exact sign-flip test that paired_p_value then takes needs 2 / 2**n
+    # below alpha, six pairs at 0.05 (2 / 64 = 0.031, 2 / 32 = 0.0625), and seven at 0.02. A
+    # tiny spread is the t-test's, which two pairs suffice for.
+    assert pairs_for_power(0.0, 0.01) == 6
+    assert pairs_for_power(0.0, 0.01, alpha=0.02) == 7
     assert pairs_for_power(1e-9, 0.01) == 2
     with pytest.raises(ValueError):
         pairs_for_power(0.01, -0.01)
@@ -1104,8 +1123,14 @@ def test_a_table_whose_rows_cannot_reach_holm_significance_says_so(
     assert main([str(tmp_path)]) == 0
     err = capsys.readouterr().err
     assert "the smallest Holm-adjusted p any row could reach is 0.062" in err
-    assert "that needs 7 pairs or more" in err and err.count("\n") == 1
-    assert "no row can be 'different' whatever the data" in (tmp_path / "summary.md").read_text()
+    assert "that needs 7 pairs or more whose AULCs differ" in err and err.count("\n") == 1
+    assert "no row can be 'different'" in (tmp_path / "summary.md").read_text()
+    with open(tmp_path / "summary.csv", newline="") as handle:
+        table = {row["heuristic"]: row for row in csv.DictReader(handle)}
+    for heuristic in ("bald", "entropy"):  # raw p 0.031 and Holm 0.0625: not 'different'
+        assert float(table[heuristic]["p_vs_random"]) == pytest.approx(2 / 64, abs=1e-4)
+        assert float(table[heuristic]["p_holm"]) == pytest.approx(4 / 64, abs=1e-4)
+        assert table[heuristic]["verdict"] == "inconclusive"
     for heuristic in ("random", "bald", "entropy"):  # a seventh pair: now within reach
         write_run(
             tmp_path, heuristic, 6, [4, 6], [0.5, 0.6] if heuristic == "random" else [0.6, 0.7]
@@ -1122,7 +1147,21 @@ def test_the_holm_floor_counts_only_signed_differences(
         write_run(tmp_path, "random", run, [4, 6], [0.5, 0.6])
         write_run(tmp_path, "bald", run, [4, 6], [0.5, 0.6] if run == 0 else [0.55, 0.7])
     assert main([str(tmp_path)]) == 0
-    assert "smallest Holm-adjusted p any row could reach is 0.062" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "smallest Holm-adjusted p any row could reach is 0.062" in err
+    assert "that needs 6 pairs or more whose AULCs differ" in err  # five of the six do
+
+
+def test_rows_under_the_t_test_have_no_holm_floor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Five pairs take the paired t-test, whose p has no floor: 0.0003 here, nothing to warn of.
+    for run in range(5):
+        write_run(tmp_path, "random", run, [4, 6], [0.5, 0.6])
+        write_run(tmp_path, "bald", run, [4, 6], [0.55, 0.65 + 0.002 * run])
+    assert main([str(tmp_path)]) == 0
+    assert "smallest Holm-adjusted" not in capsys.readouterr().err
+    assert "no row can be 'different'" not in (tmp_path / "summary.md").read_text()
 
 
 def test_region_runs_pair_only_with_the_same_initial_set(

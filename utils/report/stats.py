@@ -102,7 +102,9 @@ def paired_p_value(a: Mapping[int, float], b: Mapping[int, float]) -> float | No
         # Both tests are undefined (0/0); no evidence of a difference.
         return 1.0
     if len(shared) >= MIN_WILCOXON_PAIRS:
-        return float(stats.wilcoxon(diff, alternative="two-sided").pvalue)
+        # Sizes equal up to rounding share a rank, as scipy's documentation advises.
+        ranked = np.round(diff / rounding) * rounding
+        return float(stats.wilcoxon(ranked, alternative="two-sided").pvalue)
     if np.ptp(diff) <= rounding:
         return 2.0 / 2 ** len(shared)
     return float(stats.ttest_rel(x, y, alternative="two-sided").pvalue)
@@ -233,14 +235,16 @@ def pairs_for_power(sd: float, margin: float, alpha: float = 0.05, power: float 
     ``±t(1 - alpha / 2, n - 1)``, and it grows with n, so a bisection finds the fewest n. The
     normal approximation ``((z(1 - alpha / 2) + z(power)) * sd / margin) ** 2`` is a close lower
     bound (it ignores the uncertainty of the estimated sd) and starts the search. With
-    ``sd == 0`` any difference is detected: the answer is 2, the fewest pairs a t-test accepts.
+    ``sd == 0`` the t statistic is undefined and ``paired_p_value`` falls back on the exact
+    sign-flip test, whose p with n pairs all alike is ``2 / 2**n``: the answer is the fewest
+    pairs for which that is below alpha (6 at 0.05).
     """
     if not margin > 0:
         raise ValueError(f"margin must be > 0, got {margin}")
     if not sd >= 0:
         raise ValueError(f"sd must be >= 0, got {sd}")
     if sd == 0:
-        return 2
+        return math.floor(math.log2(2 / alpha)) + 1
 
     def enough(n: int) -> bool:
         if n < 2:

@@ -123,8 +123,9 @@ class Summary:
     run_aulcs: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # whole curves
     margin: float = DEFAULT_MARGIN  # equivalence margin of tost_p and runs_needed, in AULC
     baseline: str = RANDOM  # the row every other row is paired against (per sweep tag)
-    # The smallest Holm-adjusted p any row could reach with its number of pairs, whatever the
-    # data: an exact Wilcoxon over n pairs gives at least 2 / 2**n. None without a test.
+    # The smallest Holm-adjusted p any row could reach with its number of non-zero paired
+    # differences, whatever their sizes and signs: an exact Wilcoxon, which drops the zeros,
+    # gives at least 2 / 2**n over n of them. None without a test.
     holm_floor: float | None = None
 
     @property
@@ -137,7 +138,7 @@ class Summary:
         return (
             f"with these pairs and {tested} tested row(s), the smallest Holm-adjusted p any row "
             f"could reach is {self.holm_floor:.3f}, not below {ALPHA:g}, so no row can be "
-            f"'different' whatever the data; that needs {needed} pairs or more"
+            f"'different'; that needs {needed} pairs or more whose AULCs differ"
         )
 
     @property
