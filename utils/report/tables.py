@@ -168,7 +168,8 @@ def render_markdown(summary: Summary, title: str) -> str:
         f"`p_holm` < {ALPHA:g}, else `{INCONCLUSIVE}` (more runs needed to tell).",
         f"- `runs_needed`: paired runs for {POWER:.0%} power to detect an AULC difference of "
         f"{summary.margin:g} (two-sided paired t-test at {ALPHA:g}, noncentral t), given the "
-        "observed standard deviation of the paired differences.",
+        "observed standard deviation of the paired differences; before Holm's adjustment, so "
+        "a row among several needs more.",
         "",
         "Training noise of each row's curves (test Dice per cycle, all its runs):",
         "",
