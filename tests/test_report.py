@@ -1191,6 +1191,19 @@ def test_runs_on_other_label_schedules_do_not_pair(
     _assert_one_line_error(capsys, "bald_0", "[2, 4, 6]", "random_0", "[4, 6, 8]")
 
 
+def test_runs_of_one_row_on_other_label_schedules_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A rerun with n_label_start=2 left beside the others: its AULC spans other labels, and the
+    # mean curve would mix runs at each count. A run cut short on the same schedule is fine.
+    write_run(tmp_path, "bald", 0, [4, 6, 8], [0.5, 0.6, 0.7])
+    write_run(tmp_path, "bald", 1, [4, 6], [0.5, 0.62])
+    assert main([str(tmp_path)]) == 0
+    write_run(tmp_path, "bald", 2, [2, 4, 6], [0.4, 0.55, 0.65])
+    assert main([str(tmp_path)]) == 2
+    _assert_one_line_error(capsys, "bald_2", "[2, 4, 6]", "bald_0", "[4, 6, 8]", "average")
+
+
 def test_one_run_under_two_file_names_is_refused(
     results_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -272,18 +272,26 @@ def pair_aulcs(
         if pair is None:
             continue
         n = min(len(record.dice), len(pair.dice))
-        # On the pixel axis fractions differ with the picks, but the initial set must match.
-        schedule = slice(0, 1) if pixel_axis else slice(0, n)
-        if not np.array_equal(record.n_labelled[schedule], pair.n_labelled[schedule]):
-            raise ReportError(
-                f"{record.heuristic}_{record.run} labelled "
-                f"{record.n_labelled[schedule].tolist()} images but its pair "
-                f"{pair.heuristic}_{pair.run} {pair.n_labelled[schedule].tolist()}; runs on "
-                "other label schedules do not pair: report them from separate folders"
-            )
+        check_same_schedule(record, pair, pixel_axis, "its pair ", "pair")
         mine[record.run] = aulc(axis(record, pixel_axis)[:n], record.dice[:n])
         other[record.run] = aulc(axis(pair, pixel_axis)[:n], pair.dice[:n])
     return mine, other
+
+
+def check_same_schedule(
+    record: RunRecord, other: RunRecord, pixel_axis: bool, role: str, verb: str
+) -> None:
+    """Refuse two runs that labelled different numbers of images at the cycles both reached
+    (on the pixel axis, whose fractions differ with the picks, different initial sets)."""
+    n = min(len(record.dice), len(other.dice))
+    schedule = slice(0, 1) if pixel_axis else slice(0, n)
+    if not np.array_equal(record.n_labelled[schedule], other.n_labelled[schedule]):
+        raise ReportError(
+            f"{record.heuristic}_{record.run} labelled {record.n_labelled[schedule].tolist()} "
+            f"images but {role}{other.heuristic}_{other.run} "
+            f"{other.n_labelled[schedule].tolist()}; runs on other label schedules do not "
+            f"{verb}: report them from separate folders"
+        )
 
 
 def uses_pixel_axis(results: Mapping[str, Sequence[RunRecord]]) -> bool:
@@ -399,6 +407,9 @@ def summarise(
 
     finals = {name: _mean_std([r.dice[-1] for r in runs]) for name, runs in heuristics.items()}
     pixel_axis = uses_pixel_axis(heuristics)
+    for runs in heuristics.values():  # a row's mean curve and AULCs need one schedule
+        for record in runs[1:]:
+            check_same_schedule(record, runs[0], pixel_axis, "", "average")
     aulcs = {
         name: {r.run: aulc(axis(r, pixel_axis), r.dice) for r in runs}
         for name, runs in heuristics.items()
