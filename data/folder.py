@@ -333,6 +333,15 @@ def folder_splits(index: FolderIndex, splits_path: str | Path) -> dict[str, list
             file=sys.stderr,
             flush=True,
         )
+    unmasked = sorted(set(index.images) - set(index.masks) - {n for s in names.values() for n in s})
+    if unmasked:
+        print(
+            f"warning: {len(unmasked)} image(s) of {index.root / 'images'} have no mask and are "
+            f"in no split (e.g. {unmasked[0]}), so a simulated run does not use them; "
+            "`active.py suggest` ranks such images for annotation",
+            file=sys.stderr,
+            flush=True,
+        )
     return {
         split: [index.row(n, f"{splits_path / split}.csv") for n in split_names]
         for split, split_names in names.items()

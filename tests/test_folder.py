@@ -152,7 +152,7 @@ def test_split_files_that_split_a_patient_are_refused(tmp_path: Path) -> None:
     assert where[first] != where[second]
 
 
-def test_masks_added_after_the_splits_are_named_not_used_silently(
+def test_images_added_after_the_splits_are_named_not_used_silently(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     folder = make_folder(tmp_path / "f", n=6)
@@ -165,6 +165,12 @@ def test_masks_added_after_the_splits_are_named_not_used_silently(
     assert sum(len(data.splits[s]) for s in SPLITS) == 6
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "warning: 2 masked image(s)" in err and "img_06" in err, err
+    shutil.copy(folder / "images" / "img_00.png", folder / "images" / "img_08.png")  # no mask
+    data = open_folder(folder, folder / "splits", num_classes=2)
+    assert sum(len(data.splits[s]) for s in SPLITS) == 6
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "warning: 1 image(s)" in err[1] and "no mask" in err[1], err
+    assert "img_08" in err[1], err
 
 
 def test_runs_started_together_see_the_splits_whole(

@@ -123,8 +123,9 @@ def render_markdown(summary: Summary, title: str) -> str:
         "Columns:",
         "",
         "- `heuristic`: the result name: heuristic, then strategy and reduction where they are "
-        "not `topk` and `mean`, then `@` and the swept values of a sweep's grid (`random` is "
-        "the uniform-sampling baseline).",
+        "not `topk` and `mean`, `-region` or `-superpixel` for region labelling, `+METHOD` for "
+        "semi-supervision, then `@` and the swept values of a sweep's grid (`random` is the "
+        "uniform-sampling baseline).",
         "- `n_runs`: number of independent runs (seeds) aggregated.",
         "- `final_dice_mean`, `final_dice_std`: mean and sample standard deviation (ddof = 1; "
         "0 with a single run) of each run's test Dice at its last cycle.",
