@@ -141,6 +141,10 @@ def test_wilcoxon_with_a_zero_or_a_tie_is_exact() -> None:
     b = {0: 0.25, 1: 0.65, 2: 0.50, 3: 0.50, 4: 0.50, 5: 0.50}
     assert a[0] - b[0] != b[1] - a[1]
     assert paired_p_value(a, b) == pytest.approx(22 / 64)
+    # Sizes 2e-13 apart tie however they sit (a grid of 1e-12 steps would part these two).
+    a = {**a, 0: 0.55 + 4e-13, 1: 0.45 - 6e-13}
+    b = {**b, 0: 0.5, 1: 0.5}
+    assert paired_p_value(a, b) == pytest.approx(22 / 64)
 
 
 def test_paired_p_value_edge_cases() -> None:
@@ -303,6 +307,12 @@ def test_pairs_for_power_golden_values() -> None:
     assert pairs_for_power(0.0, 0.01) == 6
     assert pairs_for_power(0.0, 0.01, alpha=0.02) == 7
     assert pairs_for_power(1e-9, 0.01) == 2
+    # The report's column takes differences equal up to rounding as without spread, as its
+    # p-value does: np.std of six 0.05s is 7.6e-18, and 0.3 - 0.25 differs from 0.05 in the
+    # 17th digit; either would otherwise make it 2.
+    assert float(np.std(np.full(6, 0.05), ddof=1)) > 0
+    assert report.paired_columns(np.full(6, 0.05), 0.01)[4] == 6
+    assert report.paired_columns(np.array([0.3 - 0.25, 0.05, 0.05]), 0.01)[4] == 6
     with pytest.raises(ValueError):
         pairs_for_power(0.01, -0.01)
     # Extremes end at once: a noncentrality where nct.sf gives nan, and a tiny margin.
@@ -1202,6 +1212,11 @@ def test_runs_of_one_row_on_other_label_schedules_are_refused(
     write_run(tmp_path, "bald", 2, [2, 4, 6], [0.4, 0.55, 0.65])
     assert main([str(tmp_path)]) == 2
     _assert_one_line_error(capsys, "bald_2", "[2, 4, 6]", "bald_0", "[4, 6, 8]", "average")
+    # The first run cut short after cycle 0 does not hide the others' disagreement.
+    write_run(tmp_path, "bald", 0, [4], [0.5])
+    write_run(tmp_path, "bald", 2, [4, 8, 12], [0.5, 0.65, 0.7])
+    assert main([str(tmp_path)]) == 2
+    _assert_one_line_error(capsys, "bald_1", "[4, 6]", "bald_2", "[4, 8]", "average")
 
 
 def test_one_run_under_two_file_names_is_refused(

@@ -76,6 +76,19 @@ def labels_to_reach(n_labelled: np.ndarray, mean_dice: np.ndarray, target: float
 ROUNDING = 1e-12
 
 
+def _sizes_tied_within(diff: np.ndarray, rounding: float) -> np.ndarray:
+    """``diff`` with each size that lies within ``rounding`` above a smaller one made equal to
+    it, so that they share a Wilcoxon rank (scipy's documentation advises rounding first)."""
+    order = np.argsort(np.abs(diff), kind="stable")
+    sizes = np.abs(diff)[order]
+    for i in range(1, sizes.size):
+        if sizes[i] - sizes[i - 1] <= rounding:
+            sizes[i] = sizes[i - 1]
+    tied = np.empty_like(sizes)
+    tied[order] = sizes
+    return np.sign(diff) * tied
+
+
 def paired_p_value(a: Mapping[int, float], b: Mapping[int, float]) -> float | None:
     """Two-sided paired test of ``a`` against ``b`` over the run numbers both contain.
 
@@ -102,8 +115,7 @@ def paired_p_value(a: Mapping[int, float], b: Mapping[int, float]) -> float | No
         # Both tests are undefined (0/0); no evidence of a difference.
         return 1.0
     if len(shared) >= MIN_WILCOXON_PAIRS:
-        # Sizes equal up to rounding share a rank, as scipy's documentation advises.
-        ranked = np.round(diff / rounding) * rounding
+        ranked = _sizes_tied_within(diff, rounding)
         return float(stats.wilcoxon(ranked, alternative="two-sided").pvalue)
     if np.ptp(diff) <= rounding:
         return 2.0 / 2 ** len(shared)

@@ -356,7 +356,9 @@ def paired_columns(
     tost = tost_paired(diffs, margin, ALPHA)
     if interval is None or tost is None:
         return None, None, None, None, None
-    runs = pairs_for_power(float(np.std(diffs, ddof=1)), margin, ALPHA, POWER)
+    # Differences equal up to float rounding have no spread, as for paired_p_value.
+    sd = 0.0 if np.ptp(diffs) <= ROUNDING else float(np.std(diffs, ddof=1))
+    runs = pairs_for_power(sd, margin, ALPHA, POWER)
     return *interval, tost[0], runs
 
 
@@ -408,8 +410,9 @@ def summarise(
     finals = {name: _mean_std([r.dice[-1] for r in runs]) for name, runs in heuristics.items()}
     pixel_axis = uses_pixel_axis(heuristics)
     for runs in heuristics.values():  # a row's mean curve and AULCs need one schedule
-        for record in runs[1:]:
-            check_same_schedule(record, runs[0], pixel_axis, "", "average")
+        longest = max(runs, key=lambda r: len(r.dice))  # each run must follow it as far as it went
+        for record in runs:
+            check_same_schedule(record, longest, pixel_axis, "", "average")
     aulcs = {
         name: {r.run: aulc(axis(r, pixel_axis), r.dice) for r in runs}
         for name, runs in heuristics.items()
