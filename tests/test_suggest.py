@@ -462,7 +462,13 @@ def test_another_folder_keeps_its_suggestions_and_a_moved_one_is_the_same(
     assert "reusing" in said
     assert (out / "model.pt").stat().st_mtime_ns == weights
     assert (out / "suggestions.csv").read_bytes() == written
-    assert json.loads((out / "model.json").read_text())["data_path"] == str(moved.resolve())
+    saved = json.loads((out / "model.json").read_text())
+    assert saved["data_path"] == str(moved.resolve())
+    # A manifest from before the images' digests is not taken for changed labels.
+    del saved["labelled_images"]
+    (out / "model.json").write_text(json.dumps({**saved, "fingerprint": "0" * 64}))
+    suggest(moved, tmp_path / "results")
+    assert "(model.json was written by an older version of suggest)" in capsys.readouterr().out
 
 
 def test_an_image_too_small_for_the_scale_is_named(

@@ -353,6 +353,8 @@ def _trained_model(
     saved = _read_manifest(out)
     if weights.exists() and saved is not None:
         why = "the masks, images or training settings changed"
+        if "labelled_images" not in saved:  # its fingerprint still holds the folder's path
+            why = f"{manifest.name} was written by an older version of suggest"
         reuse = saved.get("fingerprint") == fingerprint
         if reuse:
             initial = {k: v.clone() for k, v in model.state_dict().items()}
