@@ -107,21 +107,19 @@ def _pool_pair(
     return pixels, np.zeros(pixels.shape[:2], dtype=np.uint8)
 
 
-def _fingerprint(
-    cfg: ExperimentConfig, root: Path, rows: list[SplitRow], derived: dict[str, Any]
-) -> str:
-    """What the weights depend on: the training settings, the labelled files' bytes, and what
-    training reads from the pool too (``derived``: the patch, fitted to the smallest image, and
-    in region mode the mean image size that sets an epoch's length)."""
+def _fingerprint(cfg: ExperimentConfig, files: dict[str, str], derived: dict[str, Any]) -> str:
+    """What the weights depend on: the training settings, the labelled files (``files``: their
+    SHA-256 by name, images and masks), and what training reads from the pool too
+    (``derived``: the patch, fitted to the smallest image, and in region mode the mean image
+    size that sets an epoch's length)."""
     hasher = hashlib.sha256()
     settings = {k: v for k, v in asdict(cfg).items() if k not in SCORING_KEYS}
     del settings["data_path"]  # the files' names and bytes are hashed: a moved folder is the same
     settings["derived"] = derived
     hasher.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    for row in rows:
-        for name in (row.image, row.mask):
-            hasher.update(name.encode())
-            hasher.update(_digest(root / name).encode())
+    for name, digest in files.items():
+        hasher.update(name.encode())
+        hasher.update(digest.encode())
     return hasher.hexdigest()
 
 
@@ -346,7 +344,8 @@ def _trained_model(
     if isinstance(unit, RegionUnit):
         derived["image_pixels"] = [int(store.pixels.sum()), len(store)]
     root = Path(cfg.data_path)
-    fingerprint = _fingerprint(cfg, root, labelled_rows, derived)
+    files = {name: _digest(root / name) for r in labelled_rows for name in (r.image, r.mask)}
+    fingerprint = _fingerprint(cfg, files, derived)
     weights, manifest = out / "model.pt", out / "model.json"
     machine = describe_machine(device, amp_dtype)
     why = f"no {manifest.name} beside {weights.name}" if weights.exists() else "no saved weights"
@@ -416,7 +415,7 @@ def _trained_model(
             "fingerprint": fingerprint,
             "data_path": str(root.resolve()),
             "labelled": [r.name for r in labelled_rows],
-            "labelled_images": {r.name: _digest(root / r.image) for r in labelled_rows},
+            "labelled_images": {r.name: files[r.image] for r in labelled_rows},
             "regions_of_partial_masks": taken,
             "machine": machine,
         },

@@ -272,15 +272,13 @@ def pair_aulcs(
         if pair is None:
             continue
         n = min(len(record.dice), len(pair.dice))
-        check_same_schedule(record, pair, pixel_axis, "its pair ", "pair")
+        check_same_schedule(record, pair, pixel_axis, "pair")
         mine[record.run] = aulc(axis(record, pixel_axis)[:n], record.dice[:n])
         other[record.run] = aulc(axis(pair, pixel_axis)[:n], pair.dice[:n])
     return mine, other
 
 
-def check_same_schedule(
-    record: RunRecord, other: RunRecord, pixel_axis: bool, role: str, verb: str
-) -> None:
+def check_same_schedule(record: RunRecord, other: RunRecord, pixel_axis: bool, verb: str) -> None:
     """Refuse two runs that labelled different numbers of images at the cycles both reached
     (on the pixel axis, whose fractions differ with the picks, different initial sets)."""
     n = min(len(record.dice), len(other.dice))
@@ -288,7 +286,7 @@ def check_same_schedule(
     if not np.array_equal(record.n_labelled[schedule], other.n_labelled[schedule]):
         raise ReportError(
             f"{record.heuristic}_{record.run} labelled {record.n_labelled[schedule].tolist()} "
-            f"images but {role}{other.heuristic}_{other.run} "
+            f"images but {other.heuristic}_{other.run} "
             f"{other.n_labelled[schedule].tolist()}; runs on other label schedules do not "
             f"{verb}: report them from separate folders"
         )
@@ -412,7 +410,7 @@ def summarise(
     for runs in heuristics.values():  # a row's mean curve and AULCs need one schedule
         longest = max(runs, key=lambda r: len(r.dice))  # each run must follow it as far as it went
         for record in runs:
-            check_same_schedule(record, longest, pixel_axis, "", "average")
+            check_same_schedule(record, longest, pixel_axis, "average")
     aulcs = {
         name: {r.run: aulc(axis(r, pixel_axis), r.dice) for r in runs}
         for name, runs in heuristics.items()
