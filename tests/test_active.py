@@ -395,22 +395,40 @@ def test_full_supervision_trains_once_on_everything(synthetic_root: Path, tmp_pa
     assert "full supervision" in (tmp_path / "summary.md").read_text().lower()
 
 
-def test_full_supervision_trains_alike_under_any_label_unit(
+def test_full_supervision_trains_alike_whatever_the_keys_it_ignores(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
-    # A sweep over label units shares one full_{run}: it must not depend on the unit.
-    for unit in ("image", "region"):
-        config = tiny_config(
-            synthetic_root / "GlaS",
-            synthetic_root / "splits",
-            tmp_path / unit,
-            epochs=1,
-            label_unit=unit,
-            region_size=[16, 16],
-        )
-        run(config, named_configs=("full_supervision",))
-    image, region = (np.load(tmp_path / unit / "full_0.npy") for unit in ("image", "region"))
-    assert image.tobytes() == region.tobytes()
+    from utils.config import defaults
+    from utils.runs.state import FULL_SUPERVISION_IGNORES
+
+    # A sweep over these keys shares one full_{run}, so none of them may change it.
+    others = {
+        "strategy": "power",
+        "reduction": "topq",
+        "label_unit": "region",
+        "region_shape": "superpixel",
+        "semi": "mean_teacher",
+        "n_label_start": 2,
+        "al_cycles": 1,
+        "n_data_to_label": 3,
+        "balance_al": False,
+        "n_suggest": 5,
+        "topq_percent": 5.0,
+        "foreground_band": 4,
+        "temperature": 3.0,
+        "suggestive_factor": 4,
+        "region_size": [16, 16],
+        "pseudo_threshold": 0.3,
+        "pseudo_weight": 0.5,
+        "consistency_weight": 2.0,
+    }
+    assert set(others) == FULL_SUPERVISION_IGNORES
+    assert all(value != defaults()[key] for key, value in others.items())
+    for name, updates in (("default", {}), ("others", others)):
+        config = tiny_config(synthetic_root / "GlaS", synthetic_root / "splits", tmp_path / name)
+        run({**config, **updates, "epochs": 1}, named_configs=("full_supervision",))
+    default, changed = (np.load(tmp_path / name / "full_0.npy") for name in ("default", "others"))
+    assert default.tobytes() == changed.tobytes()
 
 
 def test_command_line_bad_input_prints_exactly_one_line(tmp_path: Path) -> None:

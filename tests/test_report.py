@@ -832,6 +832,25 @@ def test_each_grid_point_is_measured_against_its_own_full_supervision(tmp_path: 
     assert "at grid point `s=b`: test Dice 0.5000" in text
 
 
+def test_a_grid_point_shares_the_full_supervision_of_the_keys_it_reads(tmp_path: Path) -> None:
+    # A sweep over lr x temperature trains full supervision once per lr: it selects nothing.
+    results = tmp_path / "results"
+    results.mkdir()
+    write_run(results, "full@lr=0.1", 0, [12], [0.5])
+    write_run(results, "full@temperature=2", 0, [12], [0.9])  # trained at another lr
+    for temperature in (1, 2):
+        write_run(results, f"bald@lr=0.1,temperature={temperature}", 0, [4, 6, 8], [0.3, 0.48, 0.6])
+    write_run(results, "bald@lr=0.2,temperature=2", 0, [4, 6, 8], [0.3, 0.46, 0.85])
+    assert main([str(results)]) == 0
+    rows = {r["heuristic"]: r for r in csv.DictReader((results / "summary.csv").open())}
+    # 95 % of lr=0.1's 0.5 is 0.475, reached at 6; the lr=0.2 point has no reference of its
+    # own (not temperature=2's, trained at the default lr), so its target is 95 % of the best
+    # final mean Dice, 0.85 -> 0.8075, reached at 8.
+    assert rows["bald@lr=0.1,temperature=1"]["labels_to_95"] == "6"
+    assert rows["bald@lr=0.1,temperature=2"]["labels_to_95"] == "6"
+    assert rows["bald@lr=0.2,temperature=2"]["labels_to_95"] == "8"
+
+
 def test_a_grid_point_without_its_own_full_supervision_uses_no_other_points(
     tmp_path: Path,
 ) -> None:

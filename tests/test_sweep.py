@@ -746,6 +746,14 @@ def test_a_grid_over_strategies_shares_one_full_supervision_reference(
         "full_0",
         "random_0",
     ]
+    # A key that changes selection only gets one reference per value of the other keys.
+    grid = parse_grid(["lr=0.1,0.01", "temperature=1,2"])
+    jobs = plan_jobs(["entropy"], [0], named, {**updates, "strategy": "power"}, grid, True)
+    assert [job.stem for job in jobs if job.stem.startswith("full")] == [
+        "full@lr=0.1_0",
+        "full@lr=0.01_0",
+    ]
+    assert len(jobs) == 6
     with pytest.raises(SweepError, match="differ in region_shape; that does not change such a"):
         plan_jobs(["entropy"], [0], named, updates, parse_grid(["region_shape=tile,superpixel"]))
     # Values that differ only in characters a result name cannot hold share its tag.
@@ -768,7 +776,7 @@ def test_a_later_grid_in_another_order_reuses_the_full_supervision_reference(
     config = run_record_config(validate(full.config))
     state = RunState(config, [1] * 4, History(), cycles_done=1, finished=True)
     full.paths.state.write_text(json.dumps(asdict(state)))
-    for grid in ("strategy=softmax,power", "label_unit=region,image", "semi=pseudo"):
+    for grid in ("strategy=softmax,power", "label_unit=region,image", "semi=pseudo", "al_cycles=3"):
         later = plan_jobs(["entropy"], [0], named, updates, parse_grid([grid]), True)
         assert check_resumable(later)["full_0"].finished, grid
     # Keys that change what full supervision computes still refuse it.

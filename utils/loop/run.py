@@ -313,7 +313,7 @@ def make_unit(
     cfg: ExperimentConfig, store: ImageStore, al_set: ActiveLearningDataset
 ) -> LabellingUnit:
     # Full supervision labels every image whole, so it trains the same under either unit: a
-    # sweep's grid over label units shares its one reference (utils.runs.state.IN_RESULT_NAME).
+    # sweep's grid over label units shares its one reference (FULL_SUPERVISION_IGNORES).
     if cfg.label_unit == "region" and not cfg.full_supervision:
         return RegionUnit(store, al_set, make_regions(cfg, store), cfg.n_data_to_label)
     return ImageUnit(store, al_set, cfg.n_data_to_label)

@@ -30,7 +30,7 @@ from utils.report.stats import (
     tost_paired,
 )
 from utils.runs.records import ReportError, RunRecord
-from utils.runs.state import config_differences
+from utils.runs.state import FULL_SUPERVISION_IGNORES, config_differences
 
 __all__ = [
     "CSV_COLUMNS",
@@ -169,6 +169,13 @@ def _validation_images(runs: Sequence[RunRecord]) -> int | None:
 
 def _tag(name: str) -> str:
     return name.partition("@")[2]
+
+
+def full_supervision_tag(tag: str) -> str:
+    """The tag of the full-supervision run that ``sweep.py --full-supervision`` trains for the
+    grid point ``tag``: without the swept keys that full supervision ignores."""
+    parts = tag.split(",") if tag else []
+    return ",".join(p for p in parts if p.partition("=")[0] not in FULL_SUPERVISION_IGNORES)
 
 
 def is_full(name: str) -> bool:
@@ -380,8 +387,9 @@ def summarise(
 
     The ``full`` runs are not a row: their mean final Dice is the reference for
     ``labels_to_95``, per grid point when a sweep ran one per point (``full@{tag}`` for the
-    rows tagged ``@{tag}``). Without them the reference is the best final mean Dice of any
-    heuristic. Rows are sorted by mean AULC, best first (ties by name, for a stable order).
+    rows tagged ``@{tag}``, less the keys full supervision ignores). Without them the reference
+    is the best final mean Dice of any heuristic. Rows are sorted by mean AULC, best first
+    (ties by name, for a stable order).
     ``margin`` (AULC, > 0) is the equivalence margin of ``tost_p`` and ``runs_needed``.
     ``baseline`` is the row the paired columns compare with (see ``paired_with``): ``random``,
     or another result name, for example ``random+pseudo`` to ask whether a strategy adds to
@@ -419,8 +427,10 @@ def summarise(
 
     def reference(name: str) -> float | None:
         # Its own grid point's, else the untagged one; another point's trained another model.
-        own = full_by_tag.get(_tag(name), full_by_tag.get(""))
-        return None if own is None else own[0]
+        for tag in (_tag(name), full_supervision_tag(_tag(name)), ""):
+            if tag in full_by_tag:
+                return full_by_tag[tag][0]
+        return None
 
     without = [name for name in heuristics if reference(name) is None]
     if not full_by_tag:

@@ -101,6 +101,27 @@ class RunPaths:
 # pool, so its name shows none of them, and a sweep's grid over them shares one full_{run}.
 IN_RESULT_NAME = frozenset({"strategy", "reduction", "label_unit", "region_shape", "semi"})
 
+# Keys a full-supervision run never reads: it labels every train image at once, trains once and
+# selects nothing. Runs that differ only in them share one full_{run}: a sweep's grid over them
+# trains one reference, and the report measures each of its points against it.
+FULL_SUPERVISION_IGNORES = IN_RESULT_NAME | frozenset(
+    {
+        "n_label_start",
+        "al_cycles",
+        "n_data_to_label",
+        "balance_al",
+        "n_suggest",
+        "topq_percent",
+        "foreground_band",
+        "temperature",
+        "suggestive_factor",
+        "region_size",
+        "pseudo_threshold",
+        "pseudo_weight",
+        "consistency_weight",
+    }
+)
+
 
 def result_name(config: Mapping[str, Any]) -> str:
     """The name a run's files and its report row carry, before ``_{run}``.
@@ -179,12 +200,12 @@ def run_record_config(cfg: ExperimentConfig) -> dict[str, Any]:
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Keys whose values differ. A key the saved run does not know (added to the config since)
     counts as equal when the new value is its default: the old run computed exactly that. Two
-    full-supervision configs differ in no key of ``IN_RESULT_NAME``: a grid point shares the
-    reference that another point, first in an earlier sweep, trained."""
+    full-supervision configs differ in no key of ``FULL_SUPERVISION_IGNORES``: a grid point
+    shares the reference that another point, first in an earlier sweep, trained."""
     known = jsonable(defaults())
     keys = (set(old) | set(new)) - IGNORED_FOR_RESUME
     if old.get("heuristic") == new.get("heuristic") == FULL_SUPERVISION_NAME:
-        keys -= IN_RESULT_NAME
+        keys -= FULL_SUPERVISION_IGNORES
     return sorted(k for k in keys if old.get(k, known.get(k, "<absent>")) != new.get(k, "<absent>"))
 
 

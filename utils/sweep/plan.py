@@ -31,6 +31,7 @@ from utils.config import (
 from utils.errors import UserError
 from utils.runs.lock import is_locked
 from utils.runs.state import (
+    FULL_SUPERVISION_IGNORES,
     IN_RESULT_NAME,
     ResumeError,
     RunPaths,
@@ -208,7 +209,8 @@ def plan_jobs(
 ) -> list[Job]:
     """Every job of the sweep, each validated as ``active.py`` would validate it.
 
-    ``full_supervision`` adds one reference run per grid point, with the first run index.
+    ``full_supervision`` adds one reference run per grid point, with the first run index; grid
+    points that differ only in keys it ignores (``FULL_SUPERVISION_IGNORES``) share one.
     Relative paths in the config are relative to ``workdir`` (default: the current folder).
     """
     workdir = Path.cwd() if workdir is None else Path(workdir)
@@ -240,6 +242,8 @@ def plan_jobs(
     if full_supervision:
         specs += [(p, "random", runs[0], True) for p in points]
     for point, heuristic, run, full in specs:
+        if full:  # grid points that differ only in keys full supervision ignores share it
+            point = {k: v for k, v in point.items() if k not in FULL_SUPERVISION_IGNORES}
         # Keys that are part of the result name already need no tag.
         tagged = {k: v for k, v in point.items() if k not in IN_RESULT_NAME}
         tag = ",".join(t for t in (updates.get("tag", ""), grid_tag(tagged)) if t)
@@ -255,9 +259,7 @@ def plan_jobs(
         record = run_record_config(cfg)
         if paths.stem in planned:
             differing = config_differences(planned[paths.stem], record)
-            # Random under every strategy of a grid is one baseline; full supervision
-            # selects nothing, so grid points that differ only in selection share it too
-            # (config_differences leaves those keys out for it).
+            # Random under every strategy of a grid is one baseline.
             if not differing:
                 continue
             in_grid = set(differing) <= set(point)
