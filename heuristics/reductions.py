@@ -30,7 +30,7 @@ def mean_reduction(
     settings: ReductionSettings,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean over all pixels (Gal et al. 2017 and the original study)."""
+    """Mean over all pixels (the original study, Lubrano di Scandalea et al. 2019)."""
     if mask is None:
         return pixel_map.flatten(1).mean(1)  # [N]
     return _masked_mean(pixel_map, mask)
@@ -70,9 +70,10 @@ def foreground_reduction(
     settings: ReductionSettings,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean over predicted-gland pixels and a band of ``foreground_band`` pixels around them,
-    so that open stroma, which is easy and plentiful, does not dilute the score. An image with
-    no predicted gland falls back to its mean over all pixels."""
+    """Mean over predicted-gland pixels and a band of ``foreground_band`` pixels around them (a
+    square neighbourhood: max-pool dilation), so that open stroma, which is easy and plentiful,
+    does not dilute the score. An image, or a region (``mask``), with no pixel in a gland or its
+    band falls back to its mean over all its pixels."""
     gland = (probs.mean(-1).argmax(1) != 0).float().unsqueeze(1)  # [N, 1, H, W]
     band = settings.foreground_band
     if band > 0:

@@ -175,14 +175,22 @@ def _sample_sequentially(weights_of: Callable[[np.ndarray], np.ndarray], n: int,
 
 
 def power_weights(scores: np.ndarray, temperature: float) -> np.ndarray:
-    """p(i) proportional to score_i ** (1 / temperature), as baal's ``PowerSampling``."""
+    """p(i) proportional to score_i ** (1 / temperature), as baal's ``PowerSampling``; uniform
+    when every score is 0, where no item is more informative than another."""
     weights = scores ** (1 / temperature)
-    return weights / weights.sum()
+    total = weights.sum()
+    return weights / total if total > 0 else np.full(len(weights), 1.0 / len(weights))
 
 
 def softmax_weights(scores: np.ndarray, temperature: float) -> np.ndarray:
     """p(i) proportional to exp(score_i / temperature), as baal's ``GibbsSampling``."""
-    return special.softmax(scores / temperature)
+    with np.errstate(over="ignore"):
+        scaled = scores / temperature
+        if not np.isfinite(scaled).all():
+            # A vanishing temperature overflows to inf, and softmax to NaN. Shifted first, only
+            # the items below the maximum overflow, to -inf: the top-k limit.
+            scaled = (scores - scores.max()) / temperature
+    return special.softmax(scaled)
 
 
 def _stochastic(
@@ -217,9 +225,10 @@ def softrank(selection: Selection) -> np.ndarray:
     """Soft-rank acquisition: p(i) proportional to rank_i ** (-1 / temperature), rank 1 = highest
     score, sampled without replacement (Kirsch et al., TMLR 2023, arXiv 2106.12059).
 
-    The ranks are fixed once per grade, as in the paper: baal's ``RankBasedSampling`` re-ranks
-    whatever it is given, which after a draw would promote every item below the pick. Its first
-    draw is baal's distribution, operation for operation. Depends on the order of the scores only.
+    The ranks are fixed once per grade, as in the paper and in baal's ``RankBasedSampling``
+    (which draws without replacement from fixed weights): re-ranking the items left after each
+    draw would promote every item below the pick. Its distribution is baal's, operation for
+    operation. Depends on the order of the scores only.
     """
     beta = 1.0 / selection.temperature
 
@@ -256,7 +265,8 @@ def stratified_power(selection: Selection) -> np.ndarray:
     The key of item i is log(score_i) + tau_c * Gumbel_i and the top keys of each grade are
     taken. At tau = 1 this is exactly power sampling with beta = 1 (the Gumbel-top-k trick);
     at tau = 0 it is top-k. tau decays linearly from ``temperature`` at the first acquisition to
-    0 at the last, so early batches explore (diverse) and late ones exploit (greedy). The linear
+    0 at the last, so early batches explore (diverse) and late ones exploit (greedy); a run of
+    one acquisition (``al_cycles=1``) takes it at ``temperature``. The linear
     schedule over the run's own budget is our choice, fixed before any experiment; ClaSP PE's
     exact schedule is tied to nnActive's budgets.
     """

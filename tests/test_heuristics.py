@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from baal.active.heuristics import BALD, Entropy
+from baal.active.heuristics import BALD, Entropy, Variance
 from baal.bayesian.dropout import Dropout2d
 
 import utils.loop.run
@@ -73,12 +73,18 @@ def test_variance_takes_the_class_the_mean_predicts_among_three() -> None:
     assert image_score("variance", probs).item() == pytest.approx(0.08 / 3, rel=1e-5)
 
 
-def test_scores_are_pixel_means_of_maps() -> None:
+def test_every_pixel_map_has_one_value_per_pixel() -> None:
     probs = random_probs((3, 2, 5, 6, 4))
     for name, pixel_map in PIXEL_MAPS.items():
-        map_ = pixel_map(probs)
-        assert map_.shape == (3, 5, 6)
-        torch.testing.assert_close(image_score(name, probs), map_.mean((1, 2)))
+        assert pixel_map(probs).shape == (3, 5, 6), name
+
+
+def test_variance_matches_baal_with_two_classes() -> None:
+    # With two classes the variance of the predicted class is that of either class, which is
+    # baal's per-pixel variance averaged over the classes.
+    probs = random_probs((4, 2, 7, 5, 6), seed=11)
+    baal_variance = Variance(reduction="mean").get_uncertainties(probs.numpy().astype(np.float64))
+    np.testing.assert_allclose(image_score("variance", probs).numpy(), baal_variance, rtol=1e-4)
 
 
 @pytest.mark.parametrize("n_classes", [2, 3])

@@ -36,6 +36,24 @@ def test_power_at_vanishing_temperature_is_topk() -> None:
         assert sorted(STRATEGIES["power"].select(cold)) == sorted(STRATEGIES["topk"].select(topk))
 
 
+def test_softmax_at_vanishing_temperature_is_topk_without_overflow() -> None:
+    scores = np.array([0.1, 0.3, 0.2, 0.5, 0.45])
+    for temperature in (1e-3, 1e-300, 1e-310):
+        for seed in range(5):
+            cold = selection(scores, n=3, seed=seed, temperature=temperature)
+            with np.errstate(over="raise", invalid="raise", divide="raise"):
+                assert STRATEGIES["softmax"].select(cold).tolist() == [3, 4, 1]
+
+
+def test_power_with_every_score_zero_draws_as_with_equal_scores() -> None:
+    # No item is more informative than another: the draws of equal scores, without a 0 / 0.
+    for seed in range(20):
+        with np.errstate(over="raise", invalid="raise", divide="raise"):
+            zeros = STRATEGIES["power"].select(selection(np.zeros(6), n=3, seed=seed))
+        equal = STRATEGIES["power"].select(selection(np.full(6, 0.4), n=3, seed=seed))
+        assert zeros.tolist() == equal.tolist()
+
+
 def test_stratified_power_is_topk_at_the_last_cycle() -> None:
     rng = np.random.default_rng(4)
     scores, grades = rng.random(20), rng.integers(0, 2, 20)

@@ -185,7 +185,8 @@ class ExperimentConfig:
     label_unit: str = _key(
         "image",
         "what a pathologist labels: `image` (whole images) or `region` (tiles of `region_size`; "
-        "a cycle spends the pixels of `n_data_to_label` average images per grade)",
+        "a cycle spends the pixels of `n_data_to_label` average images, per grade with "
+        "`balance_al`)",
         choices=("image", "region"),
     )
     region_size: list[int] = _key(

@@ -198,8 +198,9 @@ class ImageUnit:
 
 @dataclass
 class RegionUnit:
-    """Regions (tiles or superpixels): a cycle spends a pixel budget, by default that of
-    ``n_per_step`` average images per grade; images are trained on their labelled pixels."""
+    """Regions (tiles or superpixels): a cycle spends a pixel budget, that of ``n_per_step``
+    average images (per grade with ``balance_al``); images are trained on their labelled
+    pixels."""
 
     store: ImageStore
     al_set: ActiveLearningDataset
