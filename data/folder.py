@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,6 +32,7 @@ from data.segmentation import (
     open_image,
     require_folder,
     resize_pair,
+    written_to,
 )
 from data.splitting import patient_split, stratified_split
 from utils.config import MAX_CLASSES
@@ -163,7 +164,7 @@ def read_groups(
         fields = [f.strip() for f in fields]
         if len(fields) <= max(used) or not all(fields[i] for i in used):
             raise DataError(f"{path} line {line_no}: expected '{columns}', got {fields}")
-        name = _stem(fields[0])
+        name = _stem(fields[0], names)
         if name not in names:
             raise DataError(
                 f"{path} line {line_no}: no image {name!r} in {root / 'images'}; fix the "
@@ -198,10 +199,11 @@ def _squeezed(name: str) -> str:
     return "".join(c for c in name.lower() if c not in " _-")
 
 
-def _stem(value: str) -> str:
-    """A file stem, also when the file name is given with its image suffix."""
+def _stem(value: str, known: Collection[str]) -> str:
+    """A file stem, also when the file name is given with its image suffix; a ``known`` stem is
+    taken as it is, also one that ends in such a suffix itself (``x.tif`` of ``x.tif.png``)."""
     path = Path(value)
-    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES else value
+    return path.stem if value not in known and path.suffix.lower() in IMAGE_SUFFIXES else value
 
 
 def index_folder(data_path: str | Path, group_every_image: bool = True) -> FolderIndex:
@@ -216,8 +218,9 @@ def index_folder(data_path: str | Path, group_every_image: bool = True) -> Folde
     orphans = sorted(set(masks) - set(images))
     if orphans:
         raise DataError(
-            f"{root / masks[orphans[0]]} has no image in {root / 'images'}; add the image or "
-            "remove the mask"
+            f"{root / masks[orphans[0]]} has no image of its name in {root / 'images'} (a mask "
+            "is named as its image: images/NAME.jpg, masks/NAME.png); rename it, add the "
+            "image, or remove the mask"
         )
     required = None if group_every_image else sorted(masks)
     groups, group_names, patients = read_groups(root, sorted(images), required)
@@ -276,7 +279,7 @@ def read_folder_splits(splits_path: Path, index: FolderIndex) -> dict[str, list[
         for line_no, fields in enumerate(reader, start=2):
             if not any(f.strip() for f in fields):
                 continue
-            name = _stem(fields[column].strip()) if column < len(fields) else ""
+            name = _stem(fields[column].strip(), index.images) if column < len(fields) else ""
             if name not in index.images:
                 raise DataError(
                     f"{path} line {line_no}: no image {name!r} in {index.root / 'images'}; "
@@ -309,12 +312,19 @@ def folder_splits(index: FolderIndex, splits_path: str | Path) -> dict[str, list
     while the others wait, so none sees them half written.
     """
     splits_path = Path(splits_path)
+    if splits_path.exists() and not splits_path.is_dir():
+        raise DataError(
+            f"splits_path={splits_path} is a file; name a folder for train.csv, val.csv and "
+            "test.csv"
+        )
     present = [s for s in SPLITS if (splits_path / f"{s}.csv").is_file()]
     if len(present) < len(SPLITS):  # none, or a run writing them: a whole set needs no lock
-        with waiting_lock(splits_path.parent / f".{splits_path.name}.lock"):
-            present = [s for s in SPLITS if (splits_path / f"{s}.csv").is_file()]
-            if not present:
-                write_folder_splits(splits_path, make_folder_splits(index))
+        fix = "set splits_path to a folder you can write, or write the split files there"
+        with written_to(f"the split files in {splits_path}", splits_path, fix):
+            with waiting_lock(splits_path.parent / f".{splits_path.name}.lock"):
+                present = [s for s in SPLITS if (splits_path / f"{s}.csv").is_file()]
+                if not present:
+                    write_folder_splits(splits_path, make_folder_splits(index))
     if 0 < len(present) < len(SPLITS):
         absent = next(s for s in SPLITS if s not in present)
         raise DataError(
@@ -370,15 +380,25 @@ def _check_patients(names: dict[str, list[str]], index: FolderIndex, splits_path
 def _mask_array(path: Path) -> np.ndarray:
     """A mask's values as an integer array ``[H, W]``; colour masks only when grey."""
     mask = open_image(path, None, "add it or leave its image out")
-    if mask.mode == "P":  # palette PNGs: the indices are the classes, not the colours
-        values = np.asarray(mask)
-    elif mask.mode in ("RGB", "RGBA"):
-        if mask.mode == "RGBA" and np.asarray(mask.getchannel("A")).min() < 255:
+    if mask.info.get("compression") in ("jpeg", "tiff_jpeg"):
+        # A lossy mask's edges hold values between the labels.
+        raise DataError(
+            f"{path} is JPEG-compressed, which smears the classes at their edges; export it "
+            "again as .png (or as a TIFF without JPEG compression)"
+        )
+    if mask.mode in ("RGBA", "LA", "PA"):
+        if np.asarray(mask.getchannel("A")).min() < 255:
             # A transparent pixel's colour is whatever the editor left there, often 0.
             raise DataError(
                 f"{path} has transparent pixels, which hold no class; flatten it and save it "
                 "without transparency, every pixel a class index (or unannotated_value)"
             )
+        if mask.mode != "RGBA":
+            values = np.asarray(mask)[..., 0]  # the grey level, or the palette index
+            return _palette_indices(path, mask, values) if mask.mode == "PA" else values
+    if mask.mode == "P":  # palette PNGs: the indices are the classes, not the colours
+        return _palette_indices(path, mask, np.asarray(mask))
+    if mask.mode in ("RGB", "RGBA"):
         rgb = np.asarray(mask.convert("RGB"))
         if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
             raise DataError(
@@ -388,6 +408,29 @@ def _mask_array(path: Path) -> np.ndarray:
         values = rgb[..., 0]
     else:
         values = np.asarray(mask)
+    return _integer_values(path, values)
+
+
+def _palette_indices(path: Path, mask: Image.Image, indices: np.ndarray) -> np.ndarray:
+    """A palette mask's indices, which are its classes (the colours only show them). When the
+    colours used are all grey, a reader sees their levels, so those must rise with the index:
+    a 0/255 mask that an optimiser re-saved with white as index 0 would be read inverted."""
+    used = np.unique(indices)
+    palette = np.asarray(mask.getpalette() or [], dtype=np.int64).reshape(-1, 3)
+    if len(palette) > used.max():
+        colours = palette[used]
+        grey = (colours[:, 0] == colours[:, 1]) & (colours[:, 1] == colours[:, 2])
+        if grey.all() and len(used) > 1 and not (np.diff(colours[:, 0]) > 0).all():
+            raise DataError(
+                f"{path} is a palette image whose grey levels do not rise with its indices "
+                f"(index {used[0]} shows as {colours[0, 0]}, index {used[-1]} as "
+                f"{colours[-1, 0]}), so what it shows is not what it holds; save it as a "
+                "greyscale image"
+            )
+    return _integer_values(path, indices.astype(np.int64))
+
+
+def _integer_values(path: Path, values: np.ndarray) -> np.ndarray:
     if values.ndim != 2 or values.dtype.kind not in "biu":
         if values.ndim == 2 and values.dtype.kind == "f" and np.array_equal(values, values // 1):
             return values.astype(np.int64)
@@ -440,14 +483,21 @@ def _check_classes(path: Path, values: np.ndarray, num_classes: int) -> None:
     highest_class = int(values[values != high].max(initial=0))
     only_unannotated = high == MAX_CLASSES and highest_class < num_classes
     fixes = [f"for a two-value mask (0/{high}) set mask_kind=binary"] if two_valued else []
-    if high == MAX_CLASSES:
+    if low < 0:
+        # An "ignore" value such as -1: as instance ids it would become background unseen.
         fixes.append(
-            f"if {high} marks pixels left unannotated, set unannotated_value={high} "
+            f"{low} is no class index: save such pixels as a class, or as {MAX_CLASSES} with "
+            f"unannotated_value={MAX_CLASSES} (active.py suggest with label_unit=region)"
+        )
+    elif high == MAX_CLASSES:
+        more = "" if only_unannotated else f" and num_classes={highest_class + 1}"
+        fixes.append(
+            f"if {high} marks pixels left unannotated, set unannotated_value={high}{more} "
             "(active.py suggest with label_unit=region)"
         )
-    elif low >= 0 and high < MAX_CLASSES:
+    else:
         fixes.append(f"set num_classes={high + 1}")
-    if not two_valued and not only_unannotated:
+    if low >= 0 and not two_valued and not only_unannotated:
         fixes.append("mask_kind=instance for instance ids")
     raise DataError(f"{problem}; {'; or '.join(fixes)}")
 

@@ -76,6 +76,11 @@ def read_grade_table(data_path: str | Path) -> dict[str, tuple[str, int]]:
                 f"{path} line {line_no}: unknown grade {fields[2]!r} for {fields[0]}, expected "
                 f"one of {sorted(GRADE_LABELS)}; fix or restore the file"
             )
+        if fields[0] in grades:
+            raise DataError(
+                f"{path} line {line_no}: {fields[0]} is listed again; use the Grade.csv shipped "
+                "with GlaS"
+            )
         grades[fields[0]] = (fields[1], GRADE_LABELS[grade])
     if not grades:
         raise DataError(f"{path} lists no images; use the Grade.csv shipped with GlaS")
@@ -94,7 +99,8 @@ def read_split(splits_path: str | Path, split: str) -> list[SplitRow]:
             f"split file {path} is missing: run `python data/create_splits.py --data-path "
             f"DATA_PATH --splits-path {splits_path}` first"
         )
-    with path.open(newline="") as f:
+    # UTF-8 with or without a byte-order mark, as a spreadsheet saves a split edited by hand.
+    with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header != SPLIT_HEADER:
@@ -104,6 +110,8 @@ def read_split(splits_path: str | Path, split: str) -> list[SplitRow]:
             )
         rows = []
         for line_no, fields in enumerate(reader, start=2):
+            if not any(f.strip() for f in fields):
+                continue
             if len(fields) != 3 or fields[2] not in ("0", "1"):
                 raise DataError(
                     f"{path} line {line_no}: malformed row {fields}; rerun data/create_splits.py"
@@ -171,7 +179,13 @@ def open_glas(
         for row in split_rows:
             # Splits written for another GlaS (a regenerated synthetic one): the labels that the
             # initial set and balanced acquisition stratify by would be wrong.
-            if grades.get(row.name, row.label) != row.label:
+            if row.name not in grades:
+                raise DataError(
+                    f"{split_csv_path(splits_path, split)} lists {row.name}, which "
+                    f"{Path(data_path) / 'Grade.csv'} does not grade; the splits are another "
+                    "GlaS's: rerun data/create_splits.py"
+                )
+            if grades[row.name] != row.label:
                 raise DataError(
                     f"{split_csv_path(splits_path, split)} gives {row.name} the label "
                     f"{row.label} but {Path(data_path) / 'Grade.csv'} grades it "

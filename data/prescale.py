@@ -32,6 +32,9 @@ def _bmp_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+MARKER = ".prescaled"  # in every copy this writes: what it was made from
+
+
 def prescale_glas(data_path: str | Path, scale: float, out: str | Path) -> int:
     """Write each image of ``Grade.csv`` and its mask at ``scale`` into ``out``; return how many."""
     data_path, out = Path(data_path), Path(out)
@@ -43,10 +46,17 @@ def prescale_glas(data_path: str | Path, scale: float, out: str | Path) -> int:
     grade_csv = (data_path / "Grade.csv").read_bytes()
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file; name a folder for the copy")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        # Another dataset, a full-resolution GlaS say, whose images this would overwrite.
+        raise DataError(
+            f"--out {out} holds files that no run of prescale wrote; name a new folder, or "
+            "empty this one first"
+        )
     with written_to(
         f"--out {out}", out, "name a folder you can write to, on a disk with room for the copy"
     ):
         out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / MARKER, f"{data_path.resolve()} at scale {scale}\n".encode())
         # Grade.csv marks a complete copy: one from an earlier pass (another scale) must go
         # before this pass overwrites any image, or a pass cut off part-way would leave a mix.
         (out / "Grade.csv").unlink(missing_ok=True)

@@ -30,7 +30,8 @@ def _spans(length: int, side: int) -> list[tuple[int, int]]:
 
 def tile_boxes(height: int, width: int, tile: tuple[int, int]) -> list[Box]:
     """The tiles of an ``height x width`` image, row-major. Edge tiles are clipped, or widened by
-    a remainder under half a tile, so every side lies in ``[side / 2, 3 * side / 2)``."""
+    a remainder under half a tile, so every side lies in ``[side / 2, 3 * side / 2)``, but on
+    an image shorter than half a tile, whose one tile is that short too."""
     return [
         (y0, y1, x0, x1) for y0, y1 in _spans(height, tile[0]) for x0, x1 in _spans(width, tile[1])
     ]

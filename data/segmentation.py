@@ -45,6 +45,7 @@ PairLoader = Callable[[SplitRow, float], tuple[np.ndarray, np.ndarray]]
 
 # PIL converts these to RGB by clipping at 255, not by scaling: most of an image would turn white.
 WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+EXIF_ORIENTATION = 0x0112  # 1: stored as shown
 
 
 def require_folder(path: str | Path, fix: str) -> None:
@@ -74,6 +75,7 @@ def open_image(path: Path, mode: str | None, missing_fix: str) -> Image.Image:
         raise DataError(f"{path} is missing; {missing_fix}")
     try:
         with Image.open(path) as im:
+            orientation = im.getexif().get(EXIF_ORIENTATION, 1)
             im.load()
             image = im.copy()
     except Image.DecompressionBombError as err:
@@ -83,8 +85,17 @@ def open_image(path: Path, mode: str | None, missing_fix: str) -> Image.Image:
         ) from None
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise DataError(
-            f"{path} cannot be decoded ({err}); the file is corrupt or truncated, replace it"
+            f"{path} cannot be decoded ({err}); the file is corrupt, truncated, or of a variant "
+            "Pillow does not read (float RGB, say): replace it, or save it as 8-bit RGB"
         ) from err
+    if orientation not in (0, 1):
+        # Viewers and annotation tools show the image turned, its pixels are read as stored:
+        # a mask drawn on what was shown would be read turned against its image.
+        raise DataError(
+            f"{path} is stored turned and shown upright by its EXIF orientation "
+            f"({orientation}); save it upright without the tag (PIL.ImageOps.exif_transpose), "
+            "and check that its mask matches it"
+        )
     if mode == "RGB" and image.mode in WIDE_GREY_MODES:
         raise DataError(
             f"{path} is a {image.mode} image (16-bit or float grey), whose values 8-bit RGB "

@@ -242,10 +242,13 @@ def test_missing_and_broken_splits(
 ) -> None:
     data, splits = glas_copy
     config = tiny_config(data, splits, tmp_path / "r")
+    rows = (splits / "val.csv").read_text()
     (splits / "val.csv").write_text("image,mask,label\n")
     expect_exit(config, capsys, "val.csv is empty")
-    (splits / "val.csv").write_text("image,mask,label\ntrain_999.bmp,train_999_anno.bmp,0\n")
-    expect_exit(config, capsys, "train_999.bmp is missing")
+    (splits / "val.csv").write_text(rows)
+    image = rows.splitlines()[1].split(",")[0]
+    (data / image).unlink()
+    expect_exit(config, capsys, f"{image} is missing")
     shutil.rmtree(splits)
     expect_exit(config, capsys, "create_splits.py")
 

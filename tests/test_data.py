@@ -287,7 +287,11 @@ def test_truncated_bmp_is_reported(glas_copy: tuple[Path, Path]) -> None:
 
 @pytest.mark.parametrize(
     ("line", "message"),
-    [("train_1,3, benign", "malformed row"), ("train_1,3, mild, healthy", "unknown grade 'mild'")],
+    [
+        ("train_1,3, benign", "malformed row"),
+        ("train_1,3, mild, healthy", "unknown grade 'mild'"),
+        ("train_1,3, malignant, adenocarcinomatous", "train_1 is listed again"),
+    ],
 )
 def test_bad_grade_rows_are_named(glas_copy: tuple[Path, Path], line: str, message: str) -> None:
     data, _ = glas_copy
@@ -309,6 +313,25 @@ def test_empty_split_and_missing_split(glas_copy: tuple[Path, Path]) -> None:
     (splits / "val.csv").unlink()
     with pytest.raises(DataError, match="run `python data/create_splits.py"):
         read_split(splits, "val")
+
+
+def test_a_split_edited_in_a_spreadsheet_reads_as_written(glas_copy: tuple[Path, Path]) -> None:
+    _, splits = glas_copy
+    path = splits / "val.csv"
+    rows = read_split(splits, "val")
+    # A byte-order mark in front and a blank line at the end, as spreadsheets save it.
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes() + b"\r\n")
+    assert read_split(splits, "val") == rows
+
+
+def test_a_split_row_that_grade_csv_does_not_grade_is_refused(
+    glas_copy: tuple[Path, Path],
+) -> None:
+    data, splits = glas_copy
+    with (splits / "train.csv").open("a") as f:
+        f.write("train_999.bmp,train_999_anno.bmp,0\n")
+    with pytest.raises(DataError, match="lists train_999, which .*Grade.csv does not grade"):
+        open_glas(data, splits, SPLITS)
 
 
 def test_an_image_in_two_split_files_is_refused(glas_copy: tuple[Path, Path]) -> None:

@@ -205,6 +205,53 @@ def test_runs_started_together_see_the_splits_whole(
     assert errors == []
 
 
+def test_masks_in_the_formats_of_annotation_tools_read_as_their_classes(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "f", n=6, num_classes=3)
+    expected = {path.stem: np.asarray(Image.open(path)) for path in (folder / "masks").iterdir()}
+    masks = sorted((folder / "masks").iterdir())
+    # Opaque grey with alpha (GIMP), a coloured palette (VOC-style), a grey palette ramp shown
+    # brighter than its indices, and a 16-bit TIFF.
+    mask = expected[masks[0].stem]
+    alpha = np.full_like(mask, 255)
+    Image.fromarray(np.stack([mask, alpha], -1), "LA").save(masks[0])
+    for path, palette in (
+        (masks[1], [0, 0, 0, 128, 0, 0, 0, 128, 0]),
+        (masks[2], [0] * 3 + [120] * 3 + [240] * 3),
+    ):
+        paletted = Image.fromarray(expected[path.stem], "P")
+        paletted.putpalette(palette)
+        paletted.save(path)
+    masks[3].unlink()
+    Image.fromarray(expected[masks[3].stem].astype(np.uint16)).save(masks[3].with_suffix(".tif"))
+    data = open_folder(folder, folder / "splits", num_classes=3)
+    for split in SPLITS:
+        store = data.store(split, 1.0)
+        for name, labels in zip(store.names, store.masks, strict=True):
+            np.testing.assert_array_equal(labels.numpy(), expected[name], err_msg=name)
+
+
+def test_names_that_end_in_an_image_suffix_are_read_back(tmp_path: Path) -> None:
+    # What `convert "$f" "$f.png"` leaves: img_00.tif.png, whose stem is img_00.tif.
+    folder = make_folder(tmp_path / "f", n=6, groups=True)
+    for sub in ("images", "masks"):
+        for path in (folder / sub).iterdir():
+            path.rename(path.with_name(f"{path.stem}.tif.png"))
+    groups = folder / "groups.csv"
+    groups.write_text(
+        "\n".join(
+            line if i == 0 else line.replace(",", ".tif,", 1)
+            for i, line in enumerate(groups.read_text().splitlines())
+        )
+        + "\n"
+    )
+    first = open_folder(folder, folder / "splits", num_classes=2).splits
+    again = open_folder(folder, folder / "splits", num_classes=2).splits
+    assert first == again
+    assert sorted(r.image for rows in first.values() for r in rows) == [
+        f"images/img_{i:02d}.tif.png" for i in range(6)
+    ]
+
+
 def test_a_folder_with_its_splits_is_read_without_writing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -220,8 +267,12 @@ def test_a_folder_with_its_splits_is_read_without_writing(
     monkeypatch.setattr(data.folder, "waiting_lock", read_only_folder)
     assert open_folder(folder, folder / "splits", num_classes=2).splits == written
     (folder / "splits" / "val.csv").unlink()  # incomplete: the run must write, so it must lock
-    with pytest.raises(PermissionError):
+    with pytest.raises(DataError, match=r"split files in .* cannot be written \(Permission de"):
         open_folder(folder, folder / "splits", num_classes=2)
+    # A file where the folder should be is named as such.
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataError, match="splits_path=.* is a file; name a folder"):
+        open_folder(folder, tmp_path / "file", num_classes=2)
 
 
 @pytest.mark.parametrize(
@@ -318,7 +369,9 @@ def test_binary_masks_saved_as_0_255_read_as_0_1(tmp_path: Path) -> None:
         # Classes and 255 for "not annotated": no instance ids, or 255 would become foreground.
         ([0, 1, 255], ["if 255 marks pixels left unannotated, set unannotated_value=255"]),
         ([0, 255], ["(0/255) set mask_kind=binary", "unannotated_value=255"]),
-        ([0, 1, 3, 255], ["unannotated_value=255", "mask_kind=instance for instance ids"]),
+        ([0, 1, 3, 255], ["unannotated_value=255 and num_classes=4", "mask_kind=instance for"]),
+        # An "ignore" value below 0 is no instance id: that would make it background.
+        ([-1, 0, 1], ["-1 is no class index: save such pixels as a class, or as 255"]),
         ([0, 1, 2, 7], ["set num_classes=8", "mask_kind=instance for instance ids"]),
     ],
 )
@@ -428,6 +481,31 @@ def break_folder(folder: Path, how: str) -> str:
         rgba[:16, :16, 3] = 255
         Image.fromarray(rgba, "RGBA").save(folder / "masks" / "img_03.png")
         return "masks/img_03.png has transparent pixels"
+    if how == "grey palette mask inverted":
+        # A 0/1 mask re-saved by an optimiser as two palette colours, white first.
+        mask = np.asarray(Image.open(folder / "masks" / "img_03.png"))
+        inverted = Image.fromarray((1 - mask).astype(np.uint8), "P")
+        inverted.putpalette([255, 255, 255, 0, 0, 0])
+        inverted.save(folder / "masks" / "img_03.png")
+        return "masks/img_03.png is a palette image whose grey levels do not rise with its indices"
+    if how == "JPEG-compressed TIFF mask":
+        mask = Image.open(folder / "masks" / "img_03.png").convert("L")
+        (folder / "masks" / "img_03.png").unlink()
+        mask.save(folder / "masks" / "img_03.tif", compression="jpeg")
+        return "masks/img_03.tif is JPEG-compressed, which smears the classes"
+    if how == "image turned by EXIF":
+        image = Image.open(folder / "images" / "img_03.png")
+        exif = Image.Exif()
+        exif[0x0112] = 3  # stored upside down, shown upright
+        (folder / "images" / "img_03.png").unlink()
+        image.save(folder / "images" / "img_03.jpg", exif=exif, quality=95)
+        return "images/img_03.jpg is stored turned and shown upright by its EXIF orientation (3)"
+    if how == "mask with transparent grey":
+        mask = np.asarray(Image.open(folder / "masks" / "img_03.png"))
+        alpha = np.full_like(mask, 255)
+        alpha[0, 0] = 0
+        Image.fromarray(np.stack([mask, alpha], -1), "LA").save(folder / "masks" / "img_03.png")
+        return "masks/img_03.png has transparent pixels"
     if how in ("groups.csv not UTF-8", "split file not UTF-8", "groups.csv not UTF-8 after a BOM"):
         # As Excel's plain "CSV" writes it on Windows: cp1252, where é is the byte 0xe9.
         groups = "".join(f"img_{i:02d},Adénome\n" for i in range(6))
@@ -460,6 +538,10 @@ def break_folder(folder: Path, how: str) -> str:
         "16-bit grey image",
         "empty folder",
         "mask with transparent pixels",
+        "mask with transparent grey",
+        "grey palette mask inverted",
+        "JPEG-compressed TIFF mask",
+        "image turned by EXIF",
         "groups.csv not UTF-8",
         "groups.csv not UTF-8 after a BOM",
         "split file not UTF-8",

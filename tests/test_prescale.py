@@ -6,6 +6,7 @@ import builtins
 import errno
 import io
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,19 @@ def test_scale_out_of_range_is_refused(synthetic_root: Path, tmp_path: Path, sca
     with pytest.raises(DataError, match="--scale must lie in"):
         prescale_glas(synthetic_root / "GlaS", scale, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_another_dataset_at_out_is_left_alone(synthetic_root: Path, tmp_path: Path) -> None:
+    # A full-resolution copy of GlaS, say: its images share the names of the copy's.
+    shutil.copytree(synthetic_root / "GlaS", tmp_path / "full")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "full").iterdir()}
+    with pytest.raises(DataError, match="holds files that no run of prescale wrote"):
+        prescale_glas(synthetic_root / "GlaS", 0.5, tmp_path / "full")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "full").iterdir()} == before
+    # A copy this wrote is written again, at another scale.
+    prescale_glas(synthetic_root / "GlaS", 0.5, tmp_path / "out")
+    n_images = len(read_grades(synthetic_root / "GlaS"))
+    assert prescale_glas(synthetic_root / "GlaS", 0.25, tmp_path / "out") == n_images
 
 
 def run_cli(data: Path, out: Path) -> subprocess.CompletedProcess:
