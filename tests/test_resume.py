@@ -285,8 +285,8 @@ def test_results_without_a_state_are_this_runs_only_if_their_record_says_so(
     with pytest.raises(ResumeError, match="bald_0.json has no 'n_labelled' to rebuild"):
         load_state(paths, config, overwrite=False)
     atomic_save_json(paths.json, {"config": config, "complete": False})
-    # Another run's results, or results with no record: refused.
-    with pytest.raises(ResumeError, match="has no bald_0.state.json"):
+    # Another config's results are refused naming the key, results with no record as such.
+    with pytest.raises(ResumeError, match=r"holds bald_0 with another config \(epochs: 2 -> 3\)"):
         load_state(paths, {**config, "epochs": 3}, overwrite=False)
     paths.json.unlink()
     with pytest.raises(ResumeError, match="has no bald_0.state.json .* delete it and bald_0.json"):

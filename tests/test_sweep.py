@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -92,6 +93,29 @@ def test_rerun_of_a_finished_sweep_runs_nothing(synthetic_root: Path, clean_swee
     assert again.returncode == 0, again.stderr
     assert "4 finished or running elsewhere, 0 to run" in again.stdout
     assert before == {stem: (clean_sweep / f"{stem}.npy").stat().st_mtime_ns for stem in RUNS}
+
+
+def test_a_finished_run_whose_results_were_deleted_gets_them_back(
+    synthetic_root: Path, clean_sweep: Path, tmp_path: Path
+) -> None:
+    for stem in RUNS:
+        for suffix in (".npy", ".json", ".state.json"):
+            shutil.copyfile(clean_sweep / f"{stem}{suffix}", tmp_path / f"{stem}{suffix}")
+    (tmp_path / "bald_0.npy").unlink()
+    (tmp_path / "random_1.json").unlink()
+    again = run_sweep(sweep_command(demo_tokens(synthetic_root, tmp_path)))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 finished or running elsewhere, 2 to run" in again.stdout
+    for stem in RUNS:
+        npy = (tmp_path / f"{stem}.npy").read_bytes()
+        assert npy == (clean_sweep / f"{stem}.npy").read_bytes(), stem
+        # The same record, but for where the files are (a rewritten one says where they are now).
+        records = [json.loads((d / f"{stem}.json").read_text()) for d in (tmp_path, clean_sweep)]
+        for record in records:
+            del record["config"]["results_dir"]
+        assert records[0] == records[1], stem
+    rows = {r["heuristic"]: r for r in csv.DictReader((tmp_path / "summary.csv").open())}
+    assert rows["bald"]["n_runs"] == rows["random"]["n_runs"] == "2"
 
 
 def _cycles_done(results: Path) -> int:

@@ -209,17 +209,30 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in keys if old.get(k, known.get(k, "<absent>")) != new.get(k, "<absent>"))
 
 
-def _matching_record(paths: RunPaths, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The record beside a state-less ``.npy`` when it is this run's, else None. A run killed
-    between writing its first cycle's results and its state leaves such a record, and so does
-    a finished run whose result files were copied without their state (as studies publish
-    them)."""
+def _record_beside(paths: RunPaths) -> dict[str, Any] | None:
+    """The record beside a state-less ``.npy``, None when it is absent or unreadable. A run
+    killed between writing its first cycle's results and its state leaves such a record, and
+    so does a finished run whose result files were copied without their state (as studies
+    publish them)."""
     try:
         saved = json.loads(paths.json.read_text())
-        same = not config_differences(saved["config"], jsonable(config))
-    except (OSError, ValueError, KeyError, TypeError):
+        config_differences(saved["config"], {})  # a config it can be compared with
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return saved if same else None
+    return saved
+
+
+def refuse_other_config(paths: RunPaths, saved: dict[str, Any], config: dict[str, Any]) -> None:
+    """``ResumeError`` naming each key in which ``config`` differs from the run's ``saved``."""
+    differing = config_differences(saved, jsonable(config))
+    if differing:
+        details = ", ".join(
+            f"{k}: {saved.get(k, '<absent>')!r} -> {config.get(k, '<absent>')!r}" for k in differing
+        )
+        raise ResumeError(
+            f"{paths.results_dir} already holds {paths.stem} with another config ({details}); "
+            "use the same config to resume, another results_dir, or overwrite=True"
+        )
 
 
 def _finished_from_record(saved: dict[str, Any]) -> RunState:
@@ -255,12 +268,13 @@ def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunS
     if not paths.state.exists():
         if not paths.npy.exists() or overwrite:
             return None
-        saved = _matching_record(paths, config)
+        saved = _record_beside(paths)
         if saved is None:
             raise ResumeError(
                 f"{paths.npy} exists but has no {paths.state.name} to check it against; delete "
                 f"it and {paths.json.name} to run {paths.stem} afresh, or use another results_dir"
             )
+        refuse_other_config(paths, saved["config"], config)
         # As the report reads it: records from before the flag were written by finished runs.
         if not saved.get("complete", True):
             return None
@@ -280,16 +294,7 @@ def load_state(paths: RunPaths, config: dict[str, Any], overwrite: bool) -> RunS
         raise ResumeError(
             f"{paths.state} is unreadable ({err}); delete it or pass overwrite=True"
         ) from err
-    differing = config_differences(state.config, jsonable(config))
-    if differing:
-        details = ", ".join(
-            f"{k}: {state.config.get(k, '<absent>')!r} -> {config.get(k, '<absent>')!r}"
-            for k in differing
-        )
-        raise ResumeError(
-            f"{paths.results_dir} already holds {paths.stem} with another config ({details}); "
-            "use the same config to resume, another results_dir, or overwrite=True"
-        )
+    refuse_other_config(paths, state.config, config)
     # What resume ignores is this process's to say: where the files are now, and what it draws.
     current = jsonable(config)
     state.config.update({k: current[k] for k in sorted(IGNORED_FOR_RESUME) if k in current})

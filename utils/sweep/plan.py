@@ -295,7 +295,7 @@ def job_status(job: Job) -> JobStatus:
     paths = job.paths
     state = load_state(paths, run_record_config(cfg), cfg.overwrite)
     done = state.cycles_done if state is not None else 0
-    finished = state is not None and state.finished
+    finished = state is not None and state.finished and _results_present(paths)
     return JobStatus(done, finished, None if finished else is_locked(paths.lock))
 
 
@@ -329,6 +329,12 @@ def cycles_done(job: Job, written_since: float | None = None) -> tuple[int, bool
         if written_since is not None and path.stat().st_mtime < written_since:
             return 0, False
         state = json.loads(path.read_text())
-        return int(state["cycles_done"]), bool(state["finished"])
+        return int(state["cycles_done"]), bool(state["finished"]) and _results_present(job.paths)
     except (OSError, ValueError, KeyError):
         return 0, False
+
+
+def _results_present(paths: RunPaths) -> bool:
+    """Whether a run's ``.npy`` and ``.json`` are there: a finished run that lost one (deleted by
+    hand) is run again, and rewrites them from its state in a moment."""
+    return paths.npy.exists() and paths.json.exists()
