@@ -54,6 +54,7 @@ from utils.sweep.slurm import (  # noqa: E402
     refused,
     slurm_parameters,
     submit,
+    submitted_config_differences,
 )
 from utils.sweep.stopping import (  # noqa: E402
     STOP_SIGNALS,
@@ -266,6 +267,16 @@ def runs_to_start(
             print(f"skipping {job.stem}: already running in {status.running_in}", flush=True)
             continue
         job_id = submitted.get(job.stem)
+        if job_id is not None and (queue is None or job_id in queue):
+            # Queued with the config it was submitted with, which the run would refuse later.
+            differing = submitted_config_differences(slurm_logs, job)
+            if differing:
+                raise SweepError(
+                    f"{job.stem} is queued or running as SLURM job {job_id} with another config "
+                    f"(it differs in {', '.join(differing)}); keep its config until it ends, "
+                    f"cancel it (scancel {job_id}) to run the new one, or use another "
+                    "results_dir"
+                )
         if job_id is not None and queue is None:
             continue
         if queue is not None and job_id in queue:  # queued, or started but not yet locked

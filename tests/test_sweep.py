@@ -28,7 +28,7 @@ from utils.sweep.plan import (
     parse_runs,
     plan_jobs,
 )
-from utils.sweep.slurm import make_executor, submission_error, submit
+from utils.sweep.slurm import make_executor, read_submissions, submission_error, submit
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("bald_0", "bald_1", "random_0", "random_1")
@@ -321,7 +321,7 @@ def test_a_stop_while_sbatch_answers_still_records_the_array(
     argv = ["--executor", "slurm", "--gpus-per-job", "0", "--heuristics", "bald", "random"]
     with pytest.raises(SystemExit):
         sweep.main([*argv, "--runs", "0-1", "--", *demo_tokens(synthetic_root, results)])
-    submitted = json.loads((results / "slurm" / "submitted.json").read_text())
+    submitted = read_submissions(results / "slurm")
     assert sorted(submitted) == ["bald_0", "bald_1", "random_0", "random_1"]
     assert sorted(submitted.values()) == [f"4242_{task}" for task in range(4)]
 
@@ -390,8 +390,7 @@ def test_a_slurm_sweep_does_not_submit_a_run_running_elsewhere(
     assert "1 finished or running elsewhere, 1 to run" in out
     # bald_1 alone: submitit sends a single job, without --array.
     assert "#SBATCH --array" not in record.read_text()
-    submitted = json.loads((results / "slurm" / "submitted.json").read_text())
-    assert submitted == {"bald_1": "4343"}
+    assert read_submissions(results / "slurm") == {"bald_1": "4343"}
 
 
 def test_a_run_that_ends_while_the_sweep_waits_to_submit_is_not_submitted(
@@ -418,7 +417,7 @@ def test_a_run_that_ends_while_the_sweep_waits_to_submit_is_not_submitted(
     argv = ["--executor", "slurm", "--gpus-per-job", "0", "--heuristics", "bald", "--runs", "0-1"]
     assert sweep.main([*argv, "--", *demo_tokens(synthetic_root, results)]) == 0
     assert "1 finished or running elsewhere, 1 to run" in capsys.readouterr().out
-    assert json.loads((results / "slurm" / "submitted.json").read_text()) == {"bald_1": "4343"}
+    assert read_submissions(results / "slurm") == {"bald_1": "4343"}
 
 
 def test_a_squeue_outage_does_not_submit_again_the_runs_submitted_before(
@@ -442,8 +441,42 @@ def test_a_squeue_outage_does_not_submit_again_the_runs_submitted_before(
     assert "warning: squeue does not answer, so runs submitted before" in err
     assert "1 finished or running elsewhere, 1 to run" in out
     assert "#SBATCH --array" not in record.read_text()  # one job: bald_1
-    submitted = json.loads((results / "slurm" / SUBMITTED_FILE).read_text())
-    assert submitted == {"bald_0": "4242_0", "bald_1": "4343"}
+    assert read_submissions(results / "slurm") == {"bald_0": "4242_0", "bald_1": "4343"}
+    # The new submission records the config it runs, which a later sweep compares with its own.
+    entry = json.loads((results / "slurm" / SUBMITTED_FILE).read_text())["bald_1"]
+    assert entry["config"]["epochs"] == 2 and entry["config"]["heuristic"] == "bald"
+
+
+def test_a_queued_run_with_another_config_is_refused_before_anything_is_submitted(
+    synthetic_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import sweep
+    from utils.sweep.slurm import SUBMITTED_FILE
+
+    record, results = tmp_path / "submitted.sh", tmp_path / "results"
+    monkeypatch.setenv("PATH", _slurm_bin(tmp_path, record, 'echo "4242_0 PENDING"'))
+    (results / "slurm").mkdir(parents=True)
+    tokens = demo_tokens(synthetic_root, results)
+    named, updates = parse_config_tokens(tokens)
+    [queued] = plan_jobs(["bald"], [0], named, updates)
+    entry = {"job_id": "4242_0", "config": queued.record_config()}
+    (results / "slurm" / SUBMITTED_FILE).write_text(json.dumps({"bald_0": entry}))
+    argv = ["--executor", "slurm", "--gpus-per-job", "0", "--heuristics", "bald", "--runs", "0-1"]
+    # The same config: the queued job is left alone, the other run submitted.
+    assert sweep.main([*argv, "--", *tokens]) == 0
+    assert "skipping bald_0: SLURM job 4242_0 is PENDING" in capsys.readouterr().out
+    # Another config: refused in one line, and nothing submitted.
+    record.unlink()
+    assert sweep.main([*argv, "--", *tokens, "epochs=3", "lr=0.05"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bald_0 is queued or running as SLURM job 4242_0" in err
+    assert (
+        "differs in epochs, lr); keep its config until it ends, cancel it (scancel 4242_0)" in err
+    )
+    assert not record.exists()
 
 
 @pytest.mark.parametrize(

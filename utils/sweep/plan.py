@@ -36,6 +36,7 @@ from utils.runs.state import (
     ResumeError,
     RunPaths,
     config_differences,
+    jsonable,
     load_state,
     run_paths,
     run_record_config,
@@ -77,6 +78,10 @@ class Job:
     @property
     def paths(self) -> RunPaths:
         return RunPaths(self.results_dir, self.stem)
+
+    def record_config(self) -> dict[str, Any]:
+        """The config its run records and resumes by, as it reads back from JSON."""
+        return jsonable(run_record_config(validate(self.config)))
 
     def command(self, python: str = sys.executable) -> list[str]:
         pairs = [f"{k}={_literal(v)}" for k, v in self.updates.items()]

@@ -28,6 +28,7 @@ from typing import Any
 from utils import PROJECT_ROOT
 from utils.io import atomic_save_json
 from utils.runs.lock import ALREADY_RUNNING
+from utils.runs.state import config_differences
 from utils.sweep.local import THREAD_VARIABLES
 from utils.sweep.plan import Job, SweepError
 
@@ -243,19 +244,30 @@ SUBMIT_LOCK = "submit.lock"
 
 
 def record_submission(folder: Path, jobs: Sequence[Job], handles: Sequence[Any]) -> None:
-    """Add the submitted jobs' ids to ``folder/submitted.json`` (``folder``: the sweep's logs)."""
-    submitted = read_submissions(folder)
-    submitted.update({job.stem: str(h.job_id) for job, h in zip(jobs, handles, strict=True)})
+    """Add the submitted jobs' ids, and the configs they run, to ``folder/submitted.json``
+    (``folder``: the sweep's logs)."""
+    submitted = _read_entries(folder)
+    for job, handle in zip(jobs, handles, strict=True):
+        submitted[job.stem] = {"job_id": str(handle.job_id), "config": job.record_config()}
     atomic_save_json(folder / SUBMITTED_FILE, submitted)
 
 
 def forget_submissions(folder: Path, stems: Sequence[str]) -> None:
     """Drop ``stems`` from ``folder/submitted.json``: the next run of the sweep submits them as
     new runs."""
-    submitted = read_submissions(folder)
+    submitted = _read_entries(folder)
     atomic_save_json(
         folder / SUBMITTED_FILE, {k: v for k, v in submitted.items() if k not in stems}
     )
+
+
+def submitted_config_differences(folder: Path, job: Job) -> list[str]:
+    """Keys in which ``job``'s config differs from the one its recorded SLURM job runs; none
+    when they agree, or when the job was recorded without its config."""
+    entry = _read_entries(folder).get(job.stem)
+    if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+        return []
+    return config_differences(entry["config"], job.record_config())
 
 
 def refused(line: str) -> bool:
@@ -266,10 +278,19 @@ def refused(line: str) -> bool:
 
 
 def read_submissions(folder: Path) -> dict[str, str]:
+    """Each recorded run's SLURM job id."""
+    return {
+        stem: str(entry["job_id"] if isinstance(entry, dict) else entry)
+        for stem, entry in _read_entries(folder).items()
+        if not isinstance(entry, dict) or "job_id" in entry
+    }
+
+
+def _read_entries(folder: Path) -> dict[str, Any]:
+    """``submitted.json``: run -> {"job_id", "config"}, or run -> job id as first written."""
     try:
-        return {
-            str(k): str(v) for k, v in json.loads((folder / SUBMITTED_FILE).read_text()).items()
-        }
+        entries = json.loads((folder / SUBMITTED_FILE).read_text())
+        return {str(k): v for k, v in entries.items()}
     except (OSError, ValueError, AttributeError):
         return {}
 
