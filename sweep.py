@@ -150,9 +150,10 @@ def sweep(args: argparse.Namespace, config_tokens: list[str]) -> int:
     if args.parallel < 1:
         raise SweepError(f"--parallel must be >= 1, got {args.parallel}")
     for name in ("gpus_per_job", "cpus_per_job", "time_min", "array_parallelism"):
-        if (getattr(args, name) or 0) < (0 if name == "gpus_per_job" else 1):
+        low = 0 if name == "gpus_per_job" else 1
+        if (getattr(args, name) or 0) < low:
             flag = "--" + name.replace("_", "-")
-            raise SweepError(f"{flag} must be positive, got {getattr(args, name)}")
+            raise SweepError(f"{flag} must be >= {low}, got {getattr(args, name)}")
     if args.mps and args.executor != "local":
         raise SweepError("--mps applies to --executor local; SLURM jobs get a GPU each")
     named, updates = parse_config_tokens(config_tokens)

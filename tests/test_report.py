@@ -1120,6 +1120,8 @@ def test_a_dice_that_is_not_finite_names_the_file(
         ("labelled_fraction", "0.1 0.2 0.3 0.4", ("labelled_fraction", "one number")),
         ("complete", "false", ("'complete'", "true or false")),
         ("validation_images", "x", ("'validation_images'", "count")),
+        # A kill between writing the two files: the run writes both again.
+        ("test_dice", [0.1, 0.2, 0.3, 0.4], ("'test_dice' disagrees with random_2.npy", "rerun")),
     ],
 )
 def test_a_malformed_record_field_names_the_file(

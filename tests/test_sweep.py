@@ -625,6 +625,9 @@ def test_slurm_rerun_after_the_array_ends_writes_the_report(
         ([], ["dmeo"], "unknown named config 'dmeo'"),
         ([], ["image_scale=-1"], "image_scale must be > 0"),
         (["--grid", "run=1,2"], [], "--grid cannot sweep run; use --runs"),
+        (["--grid", "save_maps=True,False"], [], "cannot sweep save_maps; use it after -- for"),
+        (["--gpus-per-job", "-1"], [], "--gpus-per-job must be >= 0, got -1"),
+        (["--cpus-per-job", "0"], [], "--cpus-per-job must be >= 1, got 0"),
         ([], ["seed=3"], "seed after -- would override every job"),
         ([], ["full_supervision"], "full_supervision after -- would override every job"),
         (["--executor", "slurm"], ["overwrite=True"], "overwrite=True on SLURM would start"),
@@ -682,6 +685,7 @@ def test_runs_are_read_as_sorted_indices(text: str, runs: list[int]) -> None:
         ("a", "is not a list of runs"),
         ("-1", "is not a list of runs"),
         ("0,,1", "is not a list of runs"),
+        ("3-", "is not a list of runs"),  # not run 3 alone
     ],
 )
 def test_bad_runs_are_refused(text: str, message: str) -> None:

@@ -206,7 +206,11 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
         if json_dice.shape != dice.shape or not np.allclose(
             json_dice, dice, atol=1e-5, equal_nan=True
         ):
-            raise ReportError(f"{json_path}: 'test_dice' disagrees with {npy_path.name}")
+            # What a run killed between writing the two leaves: its state is a cycle behind.
+            raise ReportError(
+                f"{json_path}: 'test_dice' disagrees with {npy_path.name}; rerun the run, which "
+                "writes both again, or move them out of the folder"
+            )
 
     validation_images = record.get("validation_images")
     if validation_images is not None and not _is_whole(validation_images):

@@ -50,6 +50,11 @@ NOT_GRIDDABLE = {
     "full_supervision": "--full-supervision",
     "results_dir": "a single results_dir after --",
     "tag": "the swept values themselves",
+    # Changing nothing a run computes, they would make runs that compute the same twice.
+    "overwrite": "it after -- for every run",
+    "progress": "it after -- for every run",
+    "save_maps": "it after -- for every run",
+    "save_uncerts": "it after -- for every run",
 }
 
 
@@ -102,9 +107,9 @@ def parse_runs(text: str) -> list[int]:
     """``"0-4"``, ``"0,2,5"`` or ``"0-2,7"`` -> sorted run indices."""
     runs: set[int] = set()
     for part in text.split(","):
-        first, _, last = part.partition("-")
+        first, dash, last = part.partition("-")
         try:
-            start, stop = int(first), int(last or first)
+            start, stop = int(first), int(last if dash else first)
         except ValueError:
             raise SweepError(
                 f"--runs {text!r} is not a list of runs; write e.g. 0-4 or 0,2,5"
