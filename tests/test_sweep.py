@@ -752,6 +752,8 @@ def test_progress_counts_a_run_whose_files_say_finished_as_done_not_running(
     named, updates = parse_config_tokens(demo_tokens(synthetic_root, tmp_path))
     jobs = plan_jobs(["bald", "random"], [0], named, updates)
     state = {"cycles_done": 3, "finished": True}
+    for suffix in (".npy", ".json"):  # a finished run's results, which the state vouches for
+        (tmp_path / f"{jobs[0].stem}{suffix}").touch()
     (tmp_path / f"{jobs[0].stem}.state.json").write_text(json.dumps(state))
     display = Progress(jobs, show=False)
     display.update(jobs)  # both processes still alive; the first has written its last cycle
@@ -825,9 +827,7 @@ def test_a_grid_over_strategies_shares_one_full_supervision_reference(
 def test_a_later_grid_in_another_order_reuses_the_full_supervision_reference(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
-    from dataclasses import asdict
-
-    from utils.runs.state import History, RunState
+    from utils.runs.state import History, RunState, save_cycle
 
     named, updates = parse_config_tokens(demo_tokens(synthetic_root, tmp_path))
     first = plan_jobs(
@@ -836,7 +836,7 @@ def test_a_later_grid_in_another_order_reuses_the_full_supervision_reference(
     full = next(job for job in first if job.stem == "full_0")
     config = run_record_config(validate(full.config))
     state = RunState(config, [1] * 4, History(), cycles_done=1, finished=True)
-    full.paths.state.write_text(json.dumps(asdict(state)))
+    save_cycle(full.paths, state)
     for grid in ("strategy=softmax,power", "label_unit=region,image", "semi=pseudo", "al_cycles=3"):
         later = plan_jobs(["entropy"], [0], named, updates, parse_grid([grid]), True)
         assert check_resumable(later)["full_0"].finished, grid
@@ -963,6 +963,8 @@ def test_a_run_taken_or_finished_by_another_sweep_meanwhile_is_not_started(
     jobs = [MarkJob(f"x_{i}", (), {"results_dir": str(tmp_path)}, 1) for i in range(3)]
     # Both happen after the sweep checked its runs: a second sweep on the same folder.
     (tmp_path / "x_2.state.json").write_text(json.dumps({"cycles_done": 1, "finished": True}))
+    for suffix in (".npy", ".json"):
+        (tmp_path / f"x_2{suffix}").touch()
     with run_lock(tmp_path / "x_1.lock"):
         assert run_local(jobs, parallel=1, progress=False) == []
     assert sorted(p.name for p in tmp_path.glob("*.ran")) == ["x_0.ran"]
