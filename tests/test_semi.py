@@ -50,6 +50,9 @@ def test_pseudo_labels_cover_only_the_pixels_under_the_threshold() -> None:
     assert labels.tolist() == [[1, 0], [IGNORE, IGNORE]]
     # A looser threshold admits the borderline pixel, never the split one.
     assert pseudo_labels(probs, threshold=0.05).tolist() == [[1, 0], [IGNORE, 1]]
+    # Nor a pixel whose probabilities are not numbers: it is no confident prediction.
+    probs[0, :, 0, 0] = float("nan")
+    assert pseudo_labels(probs, threshold=0.05).tolist() == [[IGNORE, 0], [IGNORE, 1]]
 
 
 def test_ignored_pixels_get_no_gradient() -> None:
@@ -279,6 +282,52 @@ def test_consistency_is_masked_by_the_teachers_certainty() -> None:
     assert consistency_loss(student, teacher).item() == pytest.approx(0.16)
     nothing = TeacherOutput(teacher.probs, torch.zeros(1, 1, 2, dtype=torch.bool))
     assert consistency_loss(student, nothing).item() == 0.0
+    # An annotated pixel is learnt from its label: out of the consistency, however certain.
+    annotated_first = torch.tensor([[[False, True]]])
+    assert consistency_loss(student, teacher, annotated_first).item() == 0.0
+    assert consistency_loss(student, teacher, ~annotated_first).item() == pytest.approx(0.16)
+
+
+def test_the_mean_teacher_leaves_out_the_annotated_pixels_of_its_pool() -> None:
+    from tests.test_units import units
+    from utils.loop.run import semi_training
+    from utils.loop.semi import POOL_PIXEL
+
+    _, unit = units([0, 3])
+    unit.label([(1, 0)])  # image 1's first tile: the image stays in the pool, partly labelled
+    cfg = ExperimentConfig(semi="mean_teacher", label_unit="region")
+    setup = SimpleNamespace(train_store=unit.store, unit=unit, patch=(8, 8))
+    semi = semi_training(cfg, setup)
+    assert semi.crops.images == [1, 2, 4, 5] and semi.crops.fill == POOL_PIXEL
+    assert list(semi.crops.masks) == [1]
+    assert torch.equal(semi.crops.masks[1] == IGNORE, unit.annotated(1))
+    assert bool((semi.crops.masks[1] == POOL_PIXEL).any())
+
+
+def test_the_consistency_is_kept_to_the_pool_crops_pool_pixels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    given, seen = [], []
+
+    def batch(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        masks = torch.zeros((n, 32, 32), dtype=torch.long)
+        masks[:, :, : 4 + len(given)] = IGNORE  # annotated, left of a column that moves
+        given.append(masks.clone())
+        return torch.rand(n, 3, 32, 32, generator=generator), masks
+
+    def recording(student, teacher, pool=None):
+        seen.append(pool.clone())
+        return consistency_loss(student, teacher, pool)
+
+    monkeypatch.setattr(training, "consistency_loss", recording)
+    semi = training.SemiTraining("mean_teacher", SimpleNamespace(batch=batch), 0.1, math.log(2))
+    torch.manual_seed(0)
+    settings = TrainSettings(2, 2, 0.05, 0.9, True, 0.0, 100, 0.1, 1)
+    train_model(UNet(3, 2, 4, dropout=0.1), FourCrops(), None, settings, torch.device("cpu"),
+                None, torch.Generator().manual_seed(1), progress=False, semi=semi)  # fmt: skip
+    assert len(seen) == len(given) == 4
+    for pool, masks in zip(seen, given, strict=True):
+        assert torch.equal(pool, masks != IGNORE)
 
 
 def test_consistency_is_the_mean_over_classes_and_certain_pixels() -> None:

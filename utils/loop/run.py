@@ -19,7 +19,7 @@ from baal.active import ActiveLearningDataset
 
 from data.datasets import check_data_folder, open_dataset
 from data.device_augment import DeviceAugmenter
-from data.regions import RegionLabels, superpixel_segments
+from data.regions import IGNORE, RegionLabels, superpixel_segments
 from data.segmentation import (
     SPLITS,
     DataError,
@@ -34,7 +34,7 @@ from utils.io import make_results_dir
 from utils.loop.acquisition import AcquisitionSettings, acquire
 from utils.loop.device import describe_machine, pick_device, resolve_precision, samples_per_pass
 from utils.loop.inference import MCSettings, evaluate_bma
-from utils.loop.semi import PoolCrops, PseudoLabelBank, pseudo_label_quality
+from utils.loop.semi import POOL_PIXEL, PoolCrops, PseudoLabelBank, pseudo_label_quality
 from utils.loop.training import SemiTraining, TrainSettings, train_model
 from utils.loop.units import ImageUnit, LabellingUnit, RegionUnit
 from utils.runs.lock import run_lock
@@ -483,9 +483,15 @@ def semi_training(cfg: ExperimentConfig, setup: RunSetup) -> SemiTraining | None
     pool = unit.unlabelled_images()
     if not pool:
         return None
+    annotated = {image: unit.annotated(image) for image in pool}
+    masks = {
+        image: torch.full(done.shape, POOL_PIXEL, dtype=torch.int64).masked_fill(done, IGNORE)
+        for image, done in annotated.items()
+        if done is not None
+    }
     return SemiTraining(
         "mean_teacher",
-        PoolCrops(store, pool, transform),
+        PoolCrops(store, pool, transform, masks, fill=POOL_PIXEL),
         cfg.consistency_weight,
         threshold=math.log(cfg.num_classes),
     )

@@ -44,6 +44,7 @@ EMA_START = 0.75  # of a cycle's steps, before which model_selection=ema average
 CONSISTENCY_WEIGHT = 0.1
 TEACHER_PASSES = 8
 TEACHER_NOISE = (0.1, 0.2)  # standard deviation, clip
+POOL_PIXEL = 0  # the mean teacher's crop masks: a pixel of the pool (annotated ones are IGNORE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -55,7 +56,8 @@ def pseudo_labels(probs: torch.Tensor, threshold: float) -> torch.Tensor:
     """Class of the MC-mean prediction where its entropy is below ``threshold`` (nats), IGNORE
     elsewhere: ``probs`` ``[1, C, H, W, T]`` -> int64 ``[H, W]``."""
     labels = probs.mean(-1)[0].argmax(0)  # [H, W]
-    uncertain = entropy_map(probs)[0] >= threshold  # [H, W]
+    # Not "entropy >= threshold": a NaN probability is no confident prediction either.
+    uncertain = ~(entropy_map(probs)[0] < threshold)  # [H, W]
     return labels.masked_fill(uncertain, IGNORE)
 
 
@@ -141,9 +143,10 @@ def pseudo_label_quality(
 class PoolCrops(Dataset):
     """Augmented crops of pool images: ``(image float [3, h, w], mask int64 [h, w], -1, name)``.
 
-    ``masks`` maps a train image index to its training mask (pseudo-labels with IGNORE); without
-    it every pixel is IGNORE, so nothing of the real mask can leak into an unlabelled batch.
-    Crops and augmentation draw from torch's generator, which the loop seeds per cycle.
+    ``masks`` maps a train image index to its training mask: pseudo-labels with IGNORE, or for
+    the mean teacher IGNORE on the pixels annotated already. An image without one is ``fill``
+    throughout: IGNORE by default, so nothing of the real mask can leak into an unlabelled
+    batch. Crops and augmentation draw from torch's generator, which the loop seeds per cycle.
     """
 
     def __init__(
@@ -152,10 +155,12 @@ class PoolCrops(Dataset):
         images: list[int],
         transform: v2.Transform,
         masks: dict[int, torch.Tensor] | None = None,
+        fill: int = IGNORE,
     ):
         if not images:
             raise ValueError("PoolCrops needs at least one pool image")
-        self.store, self.images, self.transform, self.masks = store, images, transform, masks
+        self.store, self.images, self.transform = store, images, transform
+        self.masks, self.fill = masks or {}, fill
 
     def __len__(self) -> int:
         return len(self.images)
@@ -163,10 +168,9 @@ class PoolCrops(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int, str]:
         image_index = self.images[index]
         image = self.store.images[image_index]
-        if self.masks is None:
-            mask = torch.full(image.shape[1:], IGNORE, dtype=torch.int64)
-        else:
-            mask = self.masks[image_index]
+        mask = self.masks.get(image_index)
+        if mask is None:
+            mask = torch.full(image.shape[1:], self.fill, dtype=torch.int64)
         picture, label = self.transform(tv_tensors.Image(image), tv_tensors.Mask(mask))
         return (
             picture.as_subclass(torch.Tensor).float().div_(255.0),
@@ -255,13 +259,17 @@ def teacher_predict(
     return TeacherOutput(probs.mean(-1), entropy_map(probs) < threshold)
 
 
-def consistency_loss(student_logits: torch.Tensor, teacher: TeacherOutput) -> torch.Tensor:
+def consistency_loss(
+    student_logits: torch.Tensor, teacher: TeacherOutput, pool: torch.Tensor | None = None
+) -> torch.Tensor:
     """UA-MT's masked consistency: the squared softmax distance averaged over the classes and the
     teacher's certain pixels, ``sum(mask * (p_s - p_t)^2) / (C * sum(mask) + 1e-16)`` (zero when
     none is certain). UA-MT writes ``2 * sum(mask)``: its class count, as Tarvainen & Valpola's
-    ``softmax_mse_loss`` divides by the number of classes."""
+    ``softmax_mse_loss`` divides by the number of classes. ``pool`` (bool ``[B, H, W]``) keeps
+    the mask to the pixels not annotated: the others are learnt from their labels."""
     distance = (student_logits.float().softmax(1) - teacher.probs) ** 2  # [B, C, H, W]
-    mask = teacher.certain.unsqueeze(1).to(distance.dtype)  # [B, 1, H, W]
+    certain = teacher.certain if pool is None else teacher.certain & pool  # [B, H, W]
+    mask = certain.unsqueeze(1).to(distance.dtype)  # [B, 1, H, W]
     # C * sum(mask) is exact in float (a count times a small integer), so for C = 2 the loss is
     # bitwise the same as with UA-MT's literal 2.
     return (distance * mask).sum() / (distance.shape[1] * mask.sum() + 1e-16)
@@ -269,6 +277,7 @@ def consistency_loss(student_logits: torch.Tensor, teacher: TeacherOutput) -> to
 
 __all__ = [
     "CONSISTENCY_WEIGHT",
+    "POOL_PIXEL",
     "EMA_DECAY",
     "EMA_START",
     "PSEUDO_THRESHOLD",

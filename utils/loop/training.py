@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm import tqdm
 
 from data.device_augment import DeviceAugmenter
+from data.regions import IGNORE
 from models import mc_dropout_copy
 from utils.errors import UserError
 from utils.loop.device import autocast
@@ -311,9 +312,10 @@ def _semi_losses(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(supervised loss, weighted unlabelled loss) of one step."""
     pool_images, pool_masks = semi.crops.batch(len(images), generator)
-    both = torch.cat([images.to(pool_images.device), pool_images])  # [2B, 3, h, w]
+    # On the device: a batch augmented there is not copied back to the host and up again.
+    both = torch.cat([to_device(images, device), to_device(pool_images, device)])  # [2B, 3, h, w]
     with autocast(device, amp_dtype):
-        logits = model(to_device(both, device))
+        logits = model(both)
     labelled, unlabelled = logits[: len(images)], logits[len(images) :]
     loss = soft_dice_loss(labelled, masks.to(device, non_blocking=True))
     if semi.method == "pseudo":
@@ -323,4 +325,5 @@ def _semi_losses(
         target = teacher_predict(
             teacher.module, to_device(pool_images, device), TEACHER_PASSES, threshold, generator
         )
-    return loss, semi.weight * ramp * consistency_loss(unlabelled, target)
+    pool = pool_masks.to(device) != IGNORE  # [B, h, w]
+    return loss, semi.weight * ramp * consistency_loss(unlabelled, target, pool)
