@@ -271,8 +271,8 @@ class ExperimentConfig:
     num_workers: int = _key(0, "DataLoader workers for training augmentation", rule=at_least(0))
     augment_on: str = _key(
         "auto",
-        "where training batches are augmented: `loader` (CPU workers), `device` (in batches on "
-        "the GPU), `auto` (device on a GPU, loader on a CPU)",
+        "where training batches are augmented: `loader` (the DataLoader, on the CPU), `device` "
+        "(in batches on the GPU; whole-image labelling only), `auto` (device on a GPU)",
         choices=("auto", "loader", "device"),
     )
     full_supervision: bool = _key(
