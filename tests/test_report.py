@@ -898,6 +898,27 @@ def test_p_values_are_never_rounded_across_alpha_or_to_zero() -> None:
     assert _p_text(0.0004) == "<0.001"
 
 
+def test_a_pair_tested_on_different_images_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Split files rewritten between the arms, or arms from two data folders: the configs agree.
+    for run in (0, 1, 2):
+        write_run(tmp_path, "random", run, [4, 6], [0.5, 0.6])
+        write_run(tmp_path, "bald", run, [4, 6], [0.5, 0.7])
+    path = tmp_path / "bald_1.json"
+    record = json.loads(path.read_text())
+    record["test_dice_per_image"] = [{"testA_1": d, "testA_2": d} for d in record["test_dice"]]
+    path.write_text(json.dumps(record))
+    path = tmp_path / "random_2.json"  # a record that does not say is not judged
+    record = json.loads(path.read_text())
+    del record["test_dice_per_image"]
+    path.write_text(json.dumps(record))
+    assert main([str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 1 pair(s) were tested on different images (bald_1 / random_1;" in err
+    assert "1 pair(s) were tested on different images" in (tmp_path / "summary.md").read_text()
+
+
 def test_a_pair_run_under_another_protocol_is_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

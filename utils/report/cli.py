@@ -82,6 +82,13 @@ def write_report(
             "differences hold that too; pair runs of one protocol",
             file=sys.stderr,
         )
+    if summary.other_test_images:
+        print(
+            f"warning: {len(summary.other_test_images)} pair(s) were tested on different images "
+            f"({', '.join(summary.other_test_images)}; another split or data folder), so their "
+            "AULC differences hold that too; pair runs tested on one split",
+            file=sys.stderr,
+        )
     if summary.holm_out_of_reach:
         print(f"warning: {summary.holm_out_of_reach}", file=sys.stderr)
     print(render_console(summary), flush=True)

@@ -120,6 +120,8 @@ class Summary:
     mixed_machines: tuple[str, ...] = ()
     # "{name}_{run} / {pair}_{run} (keys)" of pairs run under different protocols
     other_protocols: tuple[str, ...] = ()
+    # "{name}_{run} / {pair}_{run}" of pairs whose runs were tested on different images
+    other_test_images: tuple[str, ...] = ()
     run_aulcs: Mapping[str, Mapping[int, float]] = field(default_factory=dict)  # whole curves
     margin: float = DEFAULT_MARGIN  # equivalence margin of tost_p and runs_needed, in AULC
     baseline: str = RANDOM  # the row every other row is paired against (per sweep tag)
@@ -256,6 +258,27 @@ def protocol_differences(
             keys = [k for k in differing if k not in ARM_KEYS and k not in swept]
             if keys:
                 found.append(f"{name}_{record.run} / {pair}_{record.run} ({', '.join(keys)})")
+    return tuple(found)
+
+
+def test_image_differences(
+    results: Mapping[str, Sequence[RunRecord]], baseline: str = RANDOM
+) -> tuple[str, ...]:
+    """``"{name}_{run} / {pair}_{run}"`` for each pair whose runs were tested on different
+    images (another split file or data folder, which the config's paths need not show): their
+    Dice differ with the test images as well as with the arms."""
+    found = []
+    for name, runs in results.items():
+        pair = paired_with(name, results, baseline)
+        if pair is None:
+            continue
+        theirs = {r.run: r for r in results[pair]}
+        for record in runs:
+            other = theirs.get(record.run)
+            if other is None or record.test_images is None or other.test_images is None:
+                continue
+            if record.test_images != other.test_images:
+                found.append(f"{name}_{record.run} / {pair}_{record.run}")
     return tuple(found)
 
 
@@ -502,6 +525,7 @@ def summarise(
         ),
         mixed_machines=mixed_machine_pairs(heuristics, baseline),
         other_protocols=protocol_differences(heuristics, baseline),
+        other_test_images=test_image_differences(heuristics, baseline),
         run_aulcs=aulcs,
         margin=margin,
         baseline=baseline,

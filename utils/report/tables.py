@@ -204,6 +204,13 @@ def render_markdown(summary: Summary, title: str) -> str:
             "than their arm, so their AULC differences hold that too: "
             f"{'; '.join(summary.other_protocols)}.",
         ]
+    if summary.other_test_images:
+        lines += [
+            "",
+            f"{len(summary.other_test_images)} pair(s) were tested on different images (another "
+            "split or data folder), so their AULC differences hold that too: "
+            f"{', '.join(summary.other_test_images)}.",
+        ]
     if summary.mixed_machines:
         lines += [
             "",

@@ -49,6 +49,7 @@ class RunRecord:
     # Each cycle's machine and settings (machine_label), None where the record does not say.
     machine_per_cycle: tuple[str | None, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict)  # the record's; empty if it has none
+    test_images: frozenset[str] | None = None  # the images it was tested on; None if unsaid
 
 
 def _read_json(path: Path) -> dict:
@@ -230,7 +231,17 @@ def _load_run(npy_path: Path, heuristic: str, run: int) -> RunRecord:
         complete=complete,
         machine_per_cycle=_machine_per_cycle(record, dice.size, json_path),
         config=config if isinstance(config := record.get("config"), dict) else {},
+        test_images=_test_images(record),
     )
+
+
+def _test_images(record: dict) -> frozenset[str] | None:
+    """The names of the images a run was tested on (the keys of its first cycle's
+    ``test_dice_per_image``), or None where the record does not say."""
+    per_image = record.get("test_dice_per_image")
+    if isinstance(per_image, list) and per_image and isinstance(per_image[0], dict):
+        return frozenset(str(name) for name in per_image[0])
+    return None
 
 
 # A running run writes its record, then its .npy: read in between, they differ by a cycle (or,
