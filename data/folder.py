@@ -38,11 +38,13 @@ from data.splitting import patient_split, stratified_split
 from utils.config import MAX_CLASSES
 from utils.io import atomic_write_bytes, atomic_write_text
 from utils.runs.lock import waiting_lock
+from utils.text import counted
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")  # lossless only: JPEG would smear the classes
 MASK_KINDS = ("class", "binary", "instance")
 UNANNOTATED = 255  # a loaded mask's value where no one annotated; classes end at 254
+MANY_VALUES = 32  # more values than this in one mask read as no class count
 SYSTEM_FILES = ("thumbs.db", "desktop.ini")  # written by file browsers, never data
 GROUPS_FILE = "groups.csv"
 TEST_SIZE = 0.2  # of all masked images
@@ -142,10 +144,13 @@ def read_groups(
     lines: dict[str, int] = {}
     reader = _csv_rows(path)
     header = [h.strip() for h in next(reader, [])]
-    if header[:2] != ["image", "group"]:
+    if [h.lower() for h in header[:2]] != ["image", "group"]:
+        # Excel in locales with a decimal comma separates by semicolons.
+        semicolons = ";" in "".join(header)
+        separator = "; it is separated by ';': save it with commas" if semicolons else ""
         raise DataError(
             f"{path}: header must start 'image,group' (a 'patient' column may follow), got "
-            f"{','.join(header)!r}"
+            f"{','.join(header)!r}{separator}"
         )
     # Other columns are the lab's own and are ignored, except one that looks meant to keep
     # a patient's images together: ignoring it would let them leak across splits.
@@ -181,9 +186,10 @@ def read_groups(
             patients[name] = fields[used[2]]
     missing = [n for n in (names if required is None else required) if n not in raw]
     if missing:
+        row = f"{missing[0]},GROUP" + (",PATIENT" if len(used) == 3 else "")
         raise DataError(
-            f"{path} has no group for {missing[0]!r} ({len(missing)} images lack one); add a row "
-            f"'{missing[0]},GROUP' for each"
+            f"{path} has no group for {missing[0]!r} ({counted(len(missing), 'image')} without "
+            f"one); add a row '{row}' for each"
         )
     group_names = tuple(sorted(set(raw.values()), key=_group_key))
     index = {g: i for i, g in enumerate(group_names)}
@@ -483,6 +489,15 @@ def _check_classes(path: Path, values: np.ndarray, num_classes: int) -> None:
     highest_class = int(values[values != high].max(initial=0))
     only_unannotated = high == MAX_CLASSES and highest_class < num_classes
     fixes = [f"for a two-value mask (0/{high}) set mask_kind=binary"] if two_valued else []
+    distinct = len(np.unique(values))
+    if low >= 0 and distinct > MANY_VALUES:
+        # No class count: instance ids, or a smoothed or resized mask, whose edges hold values
+        # between its labels (num_classes or unannotated_value would be wrong fixes).
+        raise DataError(
+            f"{problem}; it holds {distinct} different values: for instance ids set "
+            "mask_kind=instance; or, if it was smoothed or resized, export it again without "
+            "anti-aliasing (resized by nearest neighbour), so that it holds its labels only"
+        )
     if low < 0:
         # An "ignore" value such as -1: as instance ids it would become background unseen.
         fixes.append(

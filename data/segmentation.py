@@ -86,7 +86,8 @@ def open_image(path: Path, mode: str | None, missing_fix: str) -> Image.Image:
     except (OSError, UnidentifiedImageError, ValueError) as err:
         raise DataError(
             f"{path} cannot be decoded ({err}); the file is corrupt, truncated, or of a variant "
-            "Pillow does not read (float RGB, say): replace it, or save it as 8-bit RGB"
+            "Pillow does not read (float RGB, say): replace it, or save it as "
+            + ("8-bit RGB" if mode == "RGB" else "an 8-bit single-channel PNG")
         ) from err
     if orientation not in (0, 1):
         # Viewers and annotation tools show the image turned, its pixels are read as stored:

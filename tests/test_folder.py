@@ -293,6 +293,14 @@ def test_a_folder_with_its_splits_is_read_without_writing(
             "'image,grade,patient'",
         ),
         (
+            ["image;group;patient", "img_00;a;p0"],
+            "got 'image;group;patient'; it is separated by ';': save it with commas",
+        ),
+        (
+            ["image,group,patient", "img_00,a,p0", "img_01,b,p1", "img_02,a,p2"],
+            "has no group for 'img_03' (1 image without one); add a row 'img_03,GROUP,PATIENT'",
+        ),
+        (
             ["image,group,Patient ID", "img_00,a,p0", "img_01,b,p1", "img_02,a,p2", "img_03,b,p3"],
             "column 'Patient ID' is not read; name it 'patient'",
         ),
@@ -320,7 +328,9 @@ def test_other_columns_of_groups_csv_are_ignored(tmp_path: Path) -> None:
     assert index.groups == {f"img_{i:02d}": i % 2 for i in range(6)}
     (folder / "groups.csv").write_text("image,group,note\n" + "\n".join(rows) + "\n")
     assert index_folder(folder).patients is None
-    # 'Patient' in capitals is the patient column; 'patient_age' is the lab's own.
+    # Headers in capitals are read alike; 'patient_age' is the lab's own column.
+    (folder / "groups.csv").write_text("Image,Group,note,patient\n" + "\n".join(rows) + "\n")
+    assert index_folder(folder).groups == {f"img_{i:02d}": i % 2 for i in range(6)}
     (folder / "groups.csv").write_text("image,group,patient_age,Patient\n" + "\n".join(rows) + "\n")
     assert index_folder(folder).patients == {f"img_{i:02d}": f"p{i // 2}" for i in range(6)}
     (folder / "groups.csv").write_text("image,group,patient_age,note\n" + "\n".join(rows) + "\n")
@@ -370,6 +380,8 @@ def test_binary_masks_saved_as_0_255_read_as_0_1(tmp_path: Path) -> None:
         ([0, 1, 255], ["if 255 marks pixels left unannotated, set unannotated_value=255"]),
         ([0, 255], ["(0/255) set mask_kind=binary", "unannotated_value=255"]),
         ([0, 1, 3, 255], ["unannotated_value=255 and num_classes=4", "mask_kind=instance for"]),
+        # A smoothed 0/255 mask: no class count, and no unannotated_value, fits.
+        (list(range(0, 256, 5)), ["holds 52 different values: for instance ids set mask_kind="]),
         # An "ignore" value below 0 is no instance id: that would make it background.
         ([-1, 0, 1], ["-1 is no class index: save such pixels as a class, or as 255"]),
         ([0, 1, 2, 7], ["set num_classes=8", "mask_kind=instance for instance ids"]),

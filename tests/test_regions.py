@@ -473,7 +473,7 @@ def test_report_refuses_image_runs_without_pixel_counts_next_to_region_runs(
     [
         ({"label_unit": "pixel"}, "label_unit must be one of image, region"),
         ({"region_size": [4, 4]}, "region_size must be [height, width] with both >= 8"),
-        ({"region_size": [400, 400]}, "they must be at least 8 pixels and fit the smallest"),
+        ({"region_size": [400, 400]}, "(height x width), larger than image train_"),
     ],
 )
 def test_bad_region_input_is_one_line(

@@ -68,12 +68,23 @@ def region_tile(cfg: ExperimentConfig, store: ImageStore) -> tuple[int, int]:
         round(cfg.region_size[0] * cfg.image_scale),
         round(cfg.region_size[1] * cfg.image_scale),
     )
-    smallest = store.min_size
-    if min(tile) < 8 or tile[0] > smallest[0] or tile[1] > smallest[1]:
+    given = (
+        f"region_size={cfg.region_size} at image_scale={cfg.image_scale} gives regions of "
+        f"{tile[0]}x{tile[1]} pixels (height x width)"
+    )
+    if min(tile) < 8:
+        raise ConfigError(f"{given}; they must be at least 8 pixels a side: raise region_size")
+    shorter = [
+        (name, image.shape[1:])
+        for name, image in zip(store.names, store.images, strict=True)
+        if image.shape[1] < tile[0] or image.shape[2] < tile[1]
+    ]
+    if shorter:
+        (name, (height, width)), others = shorter[0], len(shorter) - 1
         raise ConfigError(
-            f"region_size={cfg.region_size} at image_scale={cfg.image_scale} gives "
-            f"{tile[0]}x{tile[1]}-pixel regions; they must be at least 8 pixels and fit the "
-            f"smallest train image ({smallest[0]}x{smallest[1]}): change region_size"
+            f"{given}, larger than image {name} ({height}x{width} at this scale"
+            f"{f', and {others} more' if others else ''}); a region must fit every image: "
+            "lower region_size"
         )
     return tile
 
