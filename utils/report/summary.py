@@ -8,7 +8,7 @@ it, and ``cli`` writes them (``python -m utils.report``).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -209,19 +209,29 @@ def mixed_machine_pairs(
     that are paired: full supervision is a reference, not a row.
     """
     mixed = []
+    for record, other in _shared_runs(results, baseline):
+        cycles = zip(record.machine_per_cycle, other.machine_per_cycle, strict=False)
+        if any(a is not None and b is not None and a != b for a, b in cycles):
+            mixed.append(_pair_name(record, other))
+    return tuple(mixed)
+
+
+def _shared_runs(
+    results: Mapping[str, Sequence[RunRecord]], baseline: str
+) -> Iterator[tuple[RunRecord, RunRecord]]:
+    """Each row's run with the run of its baseline that it is paired with (same run index)."""
     for name, runs in results.items():
         pair = paired_with(name, results, baseline)
         if pair is None:
             continue
         theirs = {r.run: r for r in results[pair]}
         for record in runs:
-            other = theirs.get(record.run)
-            if other is None:
-                continue
-            cycles = zip(record.machine_per_cycle, other.machine_per_cycle, strict=False)
-            if any(a is not None and b is not None and a != b for a, b in cycles):
-                mixed.append(f"{name}_{record.run} / {pair}_{record.run}")
-    return tuple(mixed)
+            if record.run in theirs:
+                yield record, theirs[record.run]
+
+
+def _pair_name(record: RunRecord, other: RunRecord) -> str:
+    return f"{record.heuristic}_{record.run} / {other.heuristic}_{other.run}"
 
 
 # Keys in which a row's runs may differ from their baseline's: what the arm is (how it selects,
@@ -244,42 +254,30 @@ def protocol_differences(
     Keys a record lacks count as their defaults, as on resuming; keys swept in either result
     name's tag (``--baseline`` may name another grid point) are part of the arm."""
     found = []
-    for name, runs in results.items():
-        pair = paired_with(name, results, baseline)
-        if pair is None:
+    for record, other in _shared_runs(results, baseline):
+        if not record.config or not other.config:
             continue
-        swept = {item.partition("=")[0] for n in (name, pair) for item in _tag(n).split(",")}
-        theirs = {r.run: r for r in results[pair]}
-        for record in runs:
-            other = theirs.get(record.run)
-            if other is None or not record.config or not other.config:
-                continue
-            differing = config_differences(other.config, record.config)
-            keys = [k for k in differing if k not in ARM_KEYS and k not in swept]
-            if keys:
-                found.append(f"{name}_{record.run} / {pair}_{record.run} ({', '.join(keys)})")
+        names = (record.heuristic, other.heuristic)
+        swept = {item.partition("=")[0] for n in names for item in _tag(n).split(",")}
+        differing = config_differences(other.config, record.config)
+        keys = [k for k in differing if k not in ARM_KEYS and k not in swept]
+        if keys:
+            found.append(f"{_pair_name(record, other)} ({', '.join(keys)})")
     return tuple(found)
 
 
-def test_image_differences(
+def tested_on_other_images(
     results: Mapping[str, Sequence[RunRecord]], baseline: str = RANDOM
 ) -> tuple[str, ...]:
     """``"{name}_{run} / {pair}_{run}"`` for each pair whose runs were tested on different
     images (another split file or data folder, which the config's paths need not show): their
     Dice differ with the test images as well as with the arms."""
-    found = []
-    for name, runs in results.items():
-        pair = paired_with(name, results, baseline)
-        if pair is None:
-            continue
-        theirs = {r.run: r for r in results[pair]}
-        for record in runs:
-            other = theirs.get(record.run)
-            if other is None or record.test_images is None or other.test_images is None:
-                continue
-            if record.test_images != other.test_images:
-                found.append(f"{name}_{record.run} / {pair}_{record.run}")
-    return tuple(found)
+    return tuple(
+        _pair_name(record, other)
+        for record, other in _shared_runs(results, baseline)
+        if None not in (record.test_images, other.test_images)
+        and record.test_images != other.test_images
+    )
 
 
 def pair_aulcs(
@@ -525,7 +523,7 @@ def summarise(
         ),
         mixed_machines=mixed_machine_pairs(heuristics, baseline),
         other_protocols=protocol_differences(heuristics, baseline),
-        other_test_images=test_image_differences(heuristics, baseline),
+        other_test_images=tested_on_other_images(heuristics, baseline),
         run_aulcs=aulcs,
         margin=margin,
         baseline=baseline,
